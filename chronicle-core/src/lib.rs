@@ -1,0 +1,2 @@
+//! chronicle-core: a persisted, memory-mapped, single-writer / many-reader queue.
+#![deny(unsafe_op_in_unsafe_fn)]

@@ -1,0 +1,7 @@
+//! Facade over the chronicle crates, so the programs in `examples/` can use one import path.
+//!
+//! - [`core`]: the persisted single-writer / many-reader queue engine.
+//! - [`bus`]: bus layout, discovery, fan-in and the order-flow scheduler.
+
+pub use chronicle_bus as bus;
+pub use chronicle_core as core;
