@@ -1,0 +1,393 @@
+//! The queue directory and its control block (`queue.meta`): creation, publication, validation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    CONTROL_FILE, CONTROL_FILE_SIZE, CONTROL_MAGIC, ControlBlock, FORMAT_VERSION, INDEX_DIR,
+    LOCK_FILE, MAX_PAYLOAD_LIMIT, PAD_RESERVE, READERS_DIR, RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE, SEGMENTS_DIR, WRITER_NEVER, record_len,
+};
+use crate::map::Map;
+use crate::sys;
+
+/// Paths of one queue's files.
+#[derive(Debug, Clone)]
+pub struct QueueDir {
+    /// The queue directory.
+    pub root: PathBuf,
+}
+
+impl QueueDir {
+    /// The queue at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        QueueDir { root: root.into() }
+    }
+    /// `queue.meta`.
+    pub fn control(&self) -> PathBuf {
+        self.root.join(CONTROL_FILE)
+    }
+    /// `writer.lock`.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+    /// `segments/`.
+    pub fn segments(&self) -> PathBuf {
+        self.root.join(SEGMENTS_DIR)
+    }
+    /// `index/`.
+    pub fn index(&self) -> PathBuf {
+        self.root.join(INDEX_DIR)
+    }
+    /// `readers/`.
+    pub fn readers(&self) -> PathBuf {
+        self.root.join(READERS_DIR)
+    }
+    /// Path of segment `id`.
+    pub fn segment(&self, id: u64) -> PathBuf {
+        self.segments().join(crate::layout::segment_file_name(id))
+    }
+    /// Path of the index of segment `id`.
+    pub fn index_file(&self, id: u64) -> PathBuf {
+        self.index().join(crate::layout::index_file_name(id))
+    }
+    /// Path of the meta file of the named reader.
+    pub fn reader_meta(&self, name: &str) -> PathBuf {
+        self.readers().join(format!("{name}.meta"))
+    }
+
+    /// Ids of all segment files present, ascending.
+    pub fn list_segments(&self) -> Result<Vec<u64>> {
+        let dir = self.segments();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, "read directory", e)),
+        };
+        let mut ids: Vec<u64> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| crate::layout::parse_segment_file_name(e.file_name().to_str()?))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+/// Queue geometry, fixed when the queue is created and read back from `queue.meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Size of every segment file in bytes (a multiple of 4096).
+    pub segment_size: u64,
+    /// Largest payload accepted.
+    pub max_payload: u32,
+    /// An index entry is written each time the write offset crosses a multiple of this.
+    pub index_stride: u32,
+    /// Random id tying segments and reader metas to this queue.
+    pub queue_uid: u64,
+    /// Mode bits of files created in the queue.
+    pub file_mode: u32,
+}
+
+impl Geometry {
+    /// Offset one past the last byte a record may use (PAD room excluded).
+    #[inline]
+    pub fn data_end(&self) -> u64 {
+        self.segment_size - PAD_RESERVE
+    }
+
+    /// Checks that the numbers describe a usable queue.
+    pub fn validate(&self) -> std::result::Result<(), &'static str> {
+        if self.segment_size < 4096 * 4 || self.segment_size % 4096 != 0 {
+            return Err("segment_size must be a multiple of 4096 and at least 16 KiB");
+        }
+        if self.segment_size > (1 << 40) {
+            return Err("segment_size must be at most 1 TiB");
+        }
+        if self.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err("max_payload exceeds the format limit");
+        }
+        if SEGMENT_HEADER_SIZE + record_len(u64::from(self.max_payload)) > self.data_end() {
+            return Err("max_payload does not fit in one segment");
+        }
+        if self.index_stride < 1024 || !self.index_stride.is_power_of_two() {
+            return Err("index_stride must be a power of two of at least 1024");
+        }
+        let _ = RECORD_HEADER_SIZE;
+        Ok(())
+    }
+}
+
+/// Creates a directory (and parents) and forces its mode (umask would otherwise strip bits).
+pub(crate) fn create_dir(path: &Path, file_mode: u32) -> Result<()> {
+    let dir_mode = dir_mode_for(file_mode);
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::io(path, "create directory", e)),
+    }
+}
+
+/// Directory mode matching a file mode: search permission wherever read permission is given.
+pub(crate) fn dir_mode_for(file_mode: u32) -> u32 {
+    let m = file_mode & 0o777;
+    m | ((m & 0o444) >> 2)
+}
+
+/// Sets the exact mode of a freshly created file (independent of the umask).
+pub(crate) fn set_mode(file: &File, path: &Path, mode: u32) -> Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+        .map_err(|e| Error::io(path, "chmod", e))
+}
+
+/// An open control block.
+#[derive(Debug)]
+pub(crate) struct Control {
+    map: Map,
+    cb: std::ptr::NonNull<ControlBlock>,
+    pub(crate) path: PathBuf,
+    pub(crate) geometry: Geometry,
+}
+
+// SAFETY: `cb` points into `map`, which `Control` owns and never remaps; the ControlBlock is made
+// of atomics, so sharing it between threads is sound.
+unsafe impl Send for Control {}
+// SAFETY: as above.
+unsafe impl Sync for Control {}
+
+impl Control {
+    #[inline]
+    pub(crate) fn cb(&self) -> &ControlBlock {
+        // SAFETY: `cb` was produced by `Map::view::<ControlBlock>(0)` on `self.map` (bounds and
+        // alignment checked); the mapping lives as long as `self` and never shrinks.
+        unsafe { self.cb.as_ref() }
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.map.is_writable()
+    }
+
+    /// Creates `queue.meta` if it does not exist (under the writer lock) and opens it.
+    pub(crate) fn create_or_open(dir: &QueueDir, wanted: Geometry) -> Result<Self> {
+        let path = dir.control();
+        match Self::open(dir, true) {
+            Ok(c) => return Ok(c),
+            Err(Error::NotAQueue { .. }) => {}
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(Error::NotYetInitialized { .. }) => {
+                // A creator died before publishing: we hold the writer lock, so start over.
+                let _ = fs::remove_file(&path);
+            }
+            Err(e) => return Err(e),
+        }
+        wanted
+            .validate()
+            .map_err(|what| Error::InvalidConfig { what })?;
+        // Build the file under a temporary name, publish it by rename: openers see either no
+        // queue.meta or a complete one.
+        let tmp = dir
+            .root
+            .join(format!(".{CONTROL_FILE}.{}.tmp", sys::current_pid()));
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(wanted.file_mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, "create", e))?;
+        set_mode(&file, &tmp, wanted.file_mode)?;
+        file.set_len(CONTROL_FILE_SIZE)
+            .map_err(|e| Error::io(&tmp, "resize", e))?;
+        let map = Map::rw(&file, CONTROL_FILE_SIZE, &tmp)?;
+        {
+            let cb = map
+                .view::<ControlBlock>(0)
+                .ok_or_else(|| Error::corrupted(&tmp, 0, "control block does not fit"))?;
+            cb.version.store(FORMAT_VERSION, Ordering::Relaxed);
+            cb.control_size.store(
+                std::mem::size_of::<ControlBlock>() as u32,
+                Ordering::Relaxed,
+            );
+            cb.segment_size
+                .store(wanted.segment_size, Ordering::Relaxed);
+            cb.max_payload.store(wanted.max_payload, Ordering::Relaxed);
+            cb.index_stride
+                .store(wanted.index_stride, Ordering::Relaxed);
+            cb.created_ns.store(sys::realtime_ns(), Ordering::Relaxed);
+            cb.queue_uid.store(wanted.queue_uid, Ordering::Relaxed);
+            cb.file_mode.store(wanted.file_mode, Ordering::Relaxed);
+            cb.writer_state.store(WRITER_NEVER, Ordering::Relaxed);
+            cb.oldest_segment.store(0, Ordering::Relaxed);
+            cb.oldest_seq.store(0, Ordering::Relaxed);
+            // SYNC POINT: Release-store of the magic publishes every field above; pairs with the
+            // Acquire load in `Control::open`.
+            cb.magic.store(CONTROL_MAGIC, Ordering::Release);
+        }
+        map.flush_range(0, CONTROL_FILE_SIZE, &tmp)?;
+        drop(map);
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "rename", e))?;
+        Self::open(dir, true)
+    }
+
+    /// Opens and validates an existing `queue.meta`. `want_write` maps it read-write (writers,
+    /// and readers that sleep on the futex); if that is refused for permissions, a read-only
+    /// mapping is used when `want_write` is false... callers pass what they need.
+    pub(crate) fn open(dir: &QueueDir, want_write: bool) -> Result<Self> {
+        let path = dir.control();
+        let (file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !want_write => (
+                File::open(&path).map_err(|e| Error::io(&path, "open", e))?,
+                false,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.root.exists() => {
+                return Err(Error::io(&dir.root, "open queue", e));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotAQueue {
+                    path: dir.root.clone(),
+                });
+            }
+            Err(e) => return Err(Error::io(&path, "open", e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&path, "stat", e))?
+            .len();
+        if len < CONTROL_FILE_SIZE {
+            if len == 0 {
+                return Err(Error::NotYetInitialized { path });
+            }
+            return Err(Error::corrupted(&path, len, "queue.meta is truncated"));
+        }
+        let map = if writable {
+            Map::rw(&file, CONTROL_FILE_SIZE, &path)?
+        } else {
+            Map::ro(&file, CONTROL_FILE_SIZE, &path, false)?
+        };
+        let cb = map
+            .view::<ControlBlock>(0)
+            .ok_or_else(|| Error::corrupted(&path, 0, "control block does not fit"))?;
+        // SYNC POINT: Acquire pairs with the Release store of the magic in `create_or_open`.
+        let magic = cb.magic.load(Ordering::Acquire);
+        if magic == 0 {
+            return Err(Error::NotYetInitialized { path });
+        }
+        if magic != CONTROL_MAGIC {
+            return Err(Error::corrupted(
+                &path,
+                0,
+                "bad magic: not a chronicle queue.meta",
+            ));
+        }
+        let version = cb.version.load(Ordering::Relaxed);
+        if version != FORMAT_VERSION {
+            return Err(Error::VersionMismatch {
+                path,
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if cb.control_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<ControlBlock>() {
+            return Err(Error::corrupted(
+                &path,
+                12,
+                "control block size does not match",
+            ));
+        }
+        let geometry = Geometry {
+            segment_size: cb.segment_size.load(Ordering::Relaxed),
+            max_payload: cb.max_payload.load(Ordering::Relaxed),
+            index_stride: cb.index_stride.load(Ordering::Relaxed),
+            queue_uid: cb.queue_uid.load(Ordering::Relaxed),
+            file_mode: cb.file_mode.load(Ordering::Relaxed),
+        };
+        geometry
+            .validate()
+            .map_err(|what| Error::corrupted(&path, 16, what))?;
+        let cb = std::ptr::NonNull::from(cb);
+        Ok(Control {
+            map,
+            cb,
+            path,
+            geometry,
+        })
+    }
+
+    /// Reads the writer tail consistently (seqlock); `None` if the writer kept it busy.
+    pub(crate) fn tail(&self) -> Tail {
+        let cb = self.cb();
+        for _ in 0..1000 {
+            // SYNC POINT: Acquire pairs with the writer's final Release store of `tail_lock` in
+            // `Writer::publish_tail`: an even value means the fields below are a consistent set.
+            let v1 = cb.tail_lock.load(Ordering::Acquire);
+            if v1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let t = Tail {
+                segment: cb.tail_segment.load(Ordering::Relaxed),
+                offset: cb.tail_offset.load(Ordering::Relaxed),
+                next_seq: cb.next_seq.load(Ordering::Relaxed),
+                last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
+            };
+            // Order the field loads before the re-check of the version.
+            std::sync::atomic::fence(Ordering::Acquire);
+            if cb.tail_lock.load(Ordering::Relaxed) == v1 {
+                return t;
+            }
+        }
+        Tail {
+            segment: cb.tail_segment.load(Ordering::Relaxed),
+            offset: cb.tail_offset.load(Ordering::Relaxed),
+            next_seq: cb.next_seq.load(Ordering::Relaxed),
+            last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer's published position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tail {
+    /// Segment the writer appends to.
+    pub segment: u64,
+    /// Offset of the next record in that segment.
+    pub offset: u64,
+    /// Sequence number the next record will get.
+    pub next_seq: u64,
+    /// Timestamp of the last record written.
+    pub last_timestamp_ns: u64,
+}
+
+/// Opens (creating if needed) the writer lock file.
+pub(crate) fn open_lock_file(dir: &QueueDir, mode: u32) -> Result<File> {
+    let path = dir.lock();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open", e))?;
+    Ok(f)
+}
+
+/// Random 64-bit id from the kernel's entropy (getrandom), falling back to time and pid.
+pub(crate) fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid for writes of 8 bytes.
+    let r = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if r == 8 {
+        u64::from_le_bytes(buf)
+    } else {
+        sys::realtime_ns() ^ (u64::from(sys::current_pid()) << 32)
+    }
+}

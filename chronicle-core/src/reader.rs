@@ -1,0 +1,732 @@
+//! Readers: zero-copy iteration over a queue, optionally durable (named).
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::{CommitPolicy, OnLost, ReaderConfig, StartAt, validate_name};
+use crate::control::{Control, Geometry, QueueDir, Tail};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::layout::{
+    REC_CRC_OFFSET, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET, REC_TYPE_OFFSET, RECORD_HEADER_SIZE,
+    RecordKind, SEGMENT_HEADER_SIZE, WRITER_CLOSED, WRITER_NEVER, decode_commit, record_crc,
+    record_len,
+};
+use crate::reader_meta::{Position, ReaderMeta};
+use crate::recovery::{le_u32, le_u64};
+use crate::segment::Segment;
+use crate::sys;
+use crate::wait::{self, Backoff, Sleep};
+
+/// A record, borrowed from the mapping (zero-copy). Valid until the reader moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    seq: u64,
+    timestamp_ns: u64,
+    type_id: u32,
+    payload: &'a [u8],
+}
+
+impl<'a> MessageView<'a> {
+    /// Sequence number (global and contiguous for the life of the queue).
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Timestamp in ns since the Unix epoch.
+    #[inline]
+    pub fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+    /// Application-defined type id.
+    #[inline]
+    pub fn type_id(&self) -> u32 {
+        self.type_id
+    }
+    /// The payload, in the shared mapping.
+    #[inline]
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+}
+
+/// Liveness of a queue's writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriterStatus {
+    /// A process holds the writer lock (it may be idle).
+    Alive,
+    /// The last writer closed cleanly; no writer now.
+    Closed,
+    /// The last writer died without closing; no writer now.
+    Dead,
+    /// No writer ever opened the queue.
+    Never,
+}
+
+/// Result of [`QueueReader::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitOutcome {
+    /// A record (or a segment change) is ready: call `next`.
+    Ready,
+    /// The timeout passed with nothing new.
+    TimedOut,
+    /// Nothing new and no writer is alive (`Closed` or `Dead`).
+    WriterGone(WriterStatus),
+}
+
+/// Reads a queue. `Send`, not `Sync`.
+pub struct QueueReader {
+    seg: Segment,
+    offset: u64,
+    next_seq: u64,
+    last_ts: u64,
+    verify_crc: bool,
+    auto_commit: bool,
+    uncommitted: bool,
+    hb_countdown: u32,
+    meta: Option<ReaderMeta>,
+    control: Control,
+    geom: Geometry,
+    dir: QueueDir,
+    lock_probe: Option<File>,
+    backoff: Backoff,
+    liveness_interval: Duration,
+    on_lost: OnLost,
+}
+
+impl std::fmt::Debug for QueueReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueReader")
+            .field("dir", &self.dir.root)
+            .field("segment", &self.seg.id)
+            .field("offset", &self.offset)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+const HEARTBEAT_EVERY: u32 = 1024;
+
+impl QueueReader {
+    /// Opens a reader on the queue at `dir`. A named reader resumes at its persisted position
+    /// (or starts at `config.start` the first time) and commits its start position at once.
+    pub fn open(dir: impl AsRef<Path>, config: ReaderConfig) -> Result<QueueReader> {
+        let dir = QueueDir::new(dir.as_ref());
+        let control = Control::open(&dir, false)?;
+        let geom = control.geometry;
+        let (meta, persisted) = match &config.name {
+            Some(name) => {
+                if !validate_name(name) {
+                    return Err(Error::InvalidName { name: name.clone() });
+                }
+                let (m, p) =
+                    ReaderMeta::open_or_create(&dir, name, geom.queue_uid, geom.file_mode)?;
+                (Some(m), p)
+            }
+            None => (None, None),
+        };
+        let lock_probe = File::open(dir.lock()).ok();
+        // Placeholder segment: the oldest (replaced by the seek below).
+        let (seg, _) = open_earliest(&dir, &control, &geom)?;
+        let mut r = QueueReader {
+            offset: SEGMENT_HEADER_SIZE,
+            next_seq: seg.base_seq(),
+            seg,
+            last_ts: 0,
+            verify_crc: config.verify_crc,
+            auto_commit: config.commit == CommitPolicy::OnNext,
+            uncommitted: false,
+            hb_countdown: HEARTBEAT_EVERY,
+            meta,
+            control,
+            geom,
+            dir,
+            lock_probe,
+            backoff: Backoff {
+                spin_limit: config.spin_limit,
+                yield_limit: config.yield_limit,
+            },
+            liveness_interval: config.liveness_interval.max(Duration::from_millis(1)),
+            on_lost: config.on_lost,
+        };
+        match persisted {
+            Some(p) => r.restore(p)?,
+            None => r.seek(config.start)?,
+        }
+        if r.meta.is_some() {
+            r.commit()?;
+        }
+        Ok(r)
+    }
+
+    /// Next record, or `None` if the reader is at the tail. Never returns a torn record.
+    ///
+    /// Errors: `Corrupted` when a record fails validation or its CRC (see [`skip_record`]),
+    /// `PositionLost` when the next segment was deleted by retention.
+    ///
+    /// [`skip_record`]: QueueReader::skip_record
+    #[inline]
+    pub fn next(&mut self) -> Result<Option<MessageView<'_>>> {
+        if self.auto_commit && self.uncommitted {
+            self.commit_position();
+        }
+        loop {
+            let Some(word) = self.seg.commit_at(self.offset) else {
+                return Err(Error::corrupted(
+                    &self.seg.path,
+                    self.offset,
+                    "reader position outside the segment",
+                ));
+            };
+            // SYNC POINT: Acquire pairs with the writer's Release store of the commit word in
+            // `QueueWriter::finish` (or of a PAD in `roll`, or of an ABORTED in recovery):
+            // the header and payload bytes are complete once this is non-zero.
+            let c = word.load(Ordering::Acquire);
+            if c == 0 {
+                self.idle_heartbeat();
+                return Ok(None);
+            }
+            match decode_commit(c) {
+                Some((RecordKind::Data, len)) => {
+                    let offset = self.offset;
+                    let total = record_len(u64::from(len));
+                    if len > self.geom.max_payload || offset + total > self.geom.data_end() {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            offset,
+                            "record length out of range",
+                        ));
+                    }
+                    let Some(rec) = self.seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len))
+                    else {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            offset,
+                            "record outside the segment",
+                        ));
+                    };
+                    let seq = le_u64(rec, REC_SEQ_OFFSET);
+                    if seq != self.next_seq {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            offset,
+                            "unexpected sequence number",
+                        ));
+                    }
+                    let payload = rec.get(RECORD_HEADER_SIZE as usize..).unwrap_or(&[]);
+                    if self.verify_crc {
+                        let mut tail = [0u8; 24];
+                        if let Some(t) = rec.get(8..32) {
+                            tail.copy_from_slice(t);
+                        }
+                        if record_crc(&tail, payload) != le_u32(rec, REC_CRC_OFFSET) {
+                            return Err(Error::corrupted(&self.seg.path, offset, "CRC mismatch"));
+                        }
+                    }
+                    let timestamp_ns = le_u64(rec, REC_TIMESTAMP_OFFSET);
+                    let type_id = le_u32(rec, REC_TYPE_OFFSET);
+                    self.offset = offset + total;
+                    self.next_seq = seq + 1;
+                    self.last_ts = timestamp_ns;
+                    self.uncommitted = true;
+                    self.hb_countdown -= 1;
+                    if self.hb_countdown == 0 {
+                        self.busy_heartbeat();
+                    }
+                    let payload = self
+                        .seg
+                        .bytes(offset + RECORD_HEADER_SIZE, u64::from(len))
+                        .unwrap_or(&[]);
+                    return Ok(Some(MessageView {
+                        seq,
+                        timestamp_ns,
+                        type_id,
+                        payload,
+                    }));
+                }
+                Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
+                Some((RecordKind::Aborted, len)) => {
+                    let total = record_len(u64::from(len));
+                    if self.offset + total > self.geom.data_end() {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            self.offset,
+                            "aborted region out of range",
+                        ));
+                    }
+                    self.offset += total;
+                }
+                None => {
+                    return Err(Error::corrupted(
+                        &self.seg.path,
+                        self.offset,
+                        "invalid commit word",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Skips the record at the current position (after a `Corrupted` error). If its length is
+    /// unusable, skips to the next segment. Returns the number of sequence numbers skipped.
+    pub fn skip_record(&mut self) -> Result<u64> {
+        let Some(word) = self.seg.commit_at(self.offset) else {
+            return self.skip_segment();
+        };
+        let c = word.load(Ordering::Acquire);
+        match decode_commit(c) {
+            Some((RecordKind::Data, len))
+                if len <= self.geom.max_payload
+                    && self.offset + record_len(u64::from(len)) <= self.geom.data_end() =>
+            {
+                self.offset += record_len(u64::from(len));
+                self.next_seq += 1;
+                self.uncommitted = true;
+                Ok(1)
+            }
+            _ => self.skip_segment(),
+        }
+    }
+
+    fn skip_segment(&mut self) -> Result<u64> {
+        let before = self.next_seq;
+        self.enter_next_segment()?;
+        Ok(self.next_seq.saturating_sub(before))
+    }
+
+    fn enter_next_segment(&mut self) -> Result<()> {
+        let id = self.seg.id + 1;
+        match Segment::open_ro(&self.dir, id, &self.geom) {
+            Ok(s) => {
+                self.next_seq = s.base_seq();
+                self.seg = s;
+                self.offset = SEGMENT_HEADER_SIZE;
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
+                if self.on_lost == OnLost::Earliest {
+                    self.seek(StartAt::Earliest)
+                } else {
+                    Err(Error::PositionLost {
+                        wanted_seq: self.next_seq,
+                        oldest_seq: Some(oldest),
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when `next` would return a record (or move to the next segment) right now.
+    #[inline]
+    pub fn has_next(&self) -> bool {
+        self.seg
+            .commit_at(self.offset)
+            .is_some_and(|w| w.load(Ordering::Acquire) != 0)
+    }
+
+    /// Waits until a record is available, the timeout passes, or the writer is found gone.
+    /// Spins, yields, then sleeps on the queue's futex (the writer wakes it on commit).
+    pub fn wait(&mut self, timeout: Duration) -> Result<WaitOutcome> {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.has_next() {
+                return Ok(WaitOutcome::Ready);
+            }
+            let seg = &self.seg;
+            let offset = self.offset;
+            let outcome = wait::wait_until(
+                self.control.cb(),
+                self.control.is_writable(),
+                self.backoff,
+                until,
+                self.liveness_interval,
+                || {
+                    seg.commit_at(offset)
+                        .is_some_and(|w| w.load(Ordering::Acquire) != 0)
+                },
+            );
+            match outcome {
+                Sleep::Ready => return Ok(WaitOutcome::Ready),
+                Sleep::Deadline => {
+                    return Ok(match self.writer_status() {
+                        s @ (WriterStatus::Dead | WriterStatus::Closed) => {
+                            WaitOutcome::WriterGone(s)
+                        }
+                        _ => WaitOutcome::TimedOut,
+                    });
+                }
+                Sleep::Slice => {
+                    self.idle_heartbeat();
+                    match self.writer_status() {
+                        s @ (WriterStatus::Dead | WriterStatus::Closed) => {
+                            if !self.has_next() {
+                                return Ok(WaitOutcome::WriterGone(s));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The writer's liveness, from its lock (a live process holds it) and the state word.
+    pub fn writer_status(&mut self) -> WriterStatus {
+        if self.lock_probe.is_none() {
+            self.lock_probe = File::open(self.dir.lock()).ok();
+        }
+        if let Some(f) = &self.lock_probe {
+            if sys::is_locked(f).unwrap_or(false) {
+                return WriterStatus::Alive;
+            }
+        }
+        match self.control.cb().writer_state.load(Ordering::Acquire) {
+            WRITER_NEVER => WriterStatus::Never,
+            WRITER_CLOSED => WriterStatus::Closed,
+            _ => WriterStatus::Dead,
+        }
+    }
+
+    /// Persists the position after the last record returned (named readers; no-op otherwise).
+    /// A few stores into the mapped meta file: cheap enough to call after every record.
+    pub fn commit(&mut self) -> Result<()> {
+        self.commit_position();
+        Ok(())
+    }
+
+    #[inline]
+    fn commit_position(&mut self) {
+        if let Some(m) = &self.meta {
+            m.store_position(&Position {
+                next_seq: self.next_seq,
+                segment: self.seg.id,
+                offset: self.offset,
+                timestamp_ns: self.last_ts,
+            });
+            self.uncommitted = false;
+            if self.hb_countdown < HEARTBEAT_EVERY / 2 {
+                self.busy_heartbeat();
+            }
+        }
+    }
+
+    #[inline]
+    fn idle_heartbeat(&mut self) {
+        if let Some(m) = &self.meta {
+            m.heartbeat(sys::realtime_coarse_ns());
+        }
+    }
+
+    #[cold]
+    fn busy_heartbeat(&mut self) {
+        self.hb_countdown = HEARTBEAT_EVERY;
+        if let Some(m) = &self.meta {
+            m.heartbeat(sys::realtime_coarse_ns());
+        }
+    }
+
+    /// The current position (the next record to read).
+    pub fn position(&self) -> Position {
+        Position {
+            next_seq: self.next_seq,
+            segment: self.seg.id,
+            offset: self.offset,
+            timestamp_ns: self.last_ts,
+        }
+    }
+
+    /// Sequence number of the next record this reader will return.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The writer's published tail (for lag computations).
+    pub fn tail(&self) -> Tail {
+        self.control.tail()
+    }
+
+    /// The queue's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geom
+    }
+
+    /// Moves the reader. For a named reader the new position is not persisted until `commit`.
+    pub fn seek(&mut self, to: StartAt) -> Result<()> {
+        match to {
+            StartAt::Earliest => {
+                let (seg, base) = open_earliest(&self.dir, &self.control, &self.geom)?;
+                self.set_pos(seg, SEGMENT_HEADER_SIZE, base);
+                Ok(())
+            }
+            StartAt::Latest => {
+                let tail = self.control.tail();
+                let seg = match Segment::open_ro(&self.dir, tail.segment, &self.geom) {
+                    Ok(s) => s,
+                    Err(e) if e.is_not_found() => {
+                        open_earliest(&self.dir, &self.control, &self.geom)?.0
+                    }
+                    Err(e) => return Err(e),
+                };
+                let (offset, seq) = if seg.id == tail.segment {
+                    (tail.offset, tail.next_seq)
+                } else {
+                    (SEGMENT_HEADER_SIZE, seg.base_seq())
+                };
+                self.set_pos(seg, offset, seq);
+                // The published tail may trail the writer by a record: skip what is committed.
+                self.skip_while(|_, _| true)
+            }
+            StartAt::Seq(target) => self.seek_seq(target),
+            StartAt::Timestamp(t) => self.seek_time(t),
+        }
+    }
+
+    fn set_pos(&mut self, seg: Segment, offset: u64, next_seq: u64) {
+        self.seg = seg;
+        self.offset = offset;
+        self.next_seq = next_seq;
+        self.uncommitted = true;
+    }
+
+    /// Advances over committed records while `keep(seq, timestamp)` holds, without CRC checks.
+    fn skip_while(&mut self, keep: impl Fn(u64, u64) -> bool) -> Result<()> {
+        loop {
+            let Some(word) = self.seg.commit_at(self.offset) else {
+                return Err(Error::corrupted(
+                    &self.seg.path,
+                    self.offset,
+                    "position outside the segment",
+                ));
+            };
+            let c = word.load(Ordering::Acquire);
+            if c == 0 {
+                return Ok(());
+            }
+            match decode_commit(c) {
+                Some((RecordKind::Data, len)) => {
+                    let total = record_len(u64::from(len));
+                    if len > self.geom.max_payload || self.offset + total > self.geom.data_end() {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            self.offset,
+                            "record length out of range",
+                        ));
+                    }
+                    let hdr = self
+                        .seg
+                        .bytes(self.offset, RECORD_HEADER_SIZE)
+                        .ok_or_else(|| {
+                            Error::corrupted(
+                                &self.seg.path,
+                                self.offset,
+                                "record outside the segment",
+                            )
+                        })?;
+                    let seq = le_u64(hdr, REC_SEQ_OFFSET);
+                    let ts = le_u64(hdr, REC_TIMESTAMP_OFFSET);
+                    if !keep(seq, ts) {
+                        self.next_seq = seq;
+                        return Ok(());
+                    }
+                    self.offset += total;
+                    self.next_seq = seq + 1;
+                    self.last_ts = ts;
+                }
+                Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
+                Some((RecordKind::Aborted, len)) => self.offset += record_len(u64::from(len)),
+                None => {
+                    return Err(Error::corrupted(
+                        &self.seg.path,
+                        self.offset,
+                        "invalid commit word",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn seek_seq(&mut self, target: u64) -> Result<()> {
+        let tail = self.control.tail();
+        if target > tail.next_seq {
+            // The published tail may trail by a record; check the real end before refusing.
+            self.seek(StartAt::Latest)?;
+            if target > self.next_seq {
+                return Err(Error::SeqNotWritten {
+                    wanted_seq: target,
+                    next_seq: self.next_seq,
+                });
+            }
+        }
+        let ids = self.dir.list_segments()?;
+        // Newest segment whose base seq is <= target.
+        let mut chosen = None;
+        for &id in ids.iter().rev().filter(|&&id| id <= tail.segment) {
+            match Segment::open_ro(&self.dir, id, &self.geom) {
+                Ok(s) if s.base_seq() <= target => {
+                    chosen = Some(s);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(seg) = chosen else {
+            let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
+            return self.lost(target, oldest);
+        };
+        let base = seg.base_seq();
+        let start = Index::open(&self.dir, seg.id, &self.geom, false)
+            .ok()
+            .and_then(|idx| idx.floor(target, |e| e.seq))
+            .filter(|e| {
+                e.offset >= SEGMENT_HEADER_SIZE
+                    && e.offset % 8 == 0
+                    && e.offset < self.geom.data_end()
+            });
+        match start {
+            Some(e) => self.set_pos(seg, e.offset, e.seq),
+            None => self.set_pos(seg, SEGMENT_HEADER_SIZE, base),
+        }
+        self.skip_while(|seq, _| seq < target)?;
+        if self.next_seq < target {
+            return Err(Error::SeqNotWritten {
+                wanted_seq: target,
+                next_seq: self.next_seq,
+            });
+        }
+        if self.next_seq > target {
+            let oldest = self.next_seq;
+            return self.lost(target, oldest);
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, wanted: u64, oldest: u64) -> Result<()> {
+        if self.on_lost == OnLost::Earliest {
+            self.seek(StartAt::Earliest)
+        } else {
+            Err(Error::PositionLost {
+                wanted_seq: wanted,
+                oldest_seq: Some(oldest),
+            })
+        }
+    }
+
+    fn seek_time(&mut self, t: u64) -> Result<()> {
+        let tail = self.control.tail();
+        let ids = self.dir.list_segments()?;
+        // Last segment whose first record is older than t (else the oldest).
+        let mut chosen: Option<(Segment, Option<Index>)> = None;
+        for &id in ids.iter().filter(|&&id| id <= tail.segment) {
+            let seg = match Segment::open_ro(&self.dir, id, &self.geom) {
+                Ok(s) => s,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let idx = Index::open(&self.dir, id, &self.geom, false).ok();
+            let first_ts = idx.as_ref().and_then(|i| i.get(0)).map(|e| e.timestamp_ns);
+            match first_ts {
+                Some(ts) if ts < t => chosen = Some((seg, idx)),
+                Some(_) => {
+                    if chosen.is_none() {
+                        chosen = Some((seg, idx));
+                    }
+                    break;
+                }
+                None => {
+                    if chosen.is_none() {
+                        chosen = Some((seg, idx));
+                    }
+                    break;
+                }
+            }
+        }
+        let Some((seg, idx)) = chosen else {
+            return self.seek(StartAt::Earliest);
+        };
+        let start = idx
+            .and_then(|i| i.floor(t.saturating_sub(1), |e| e.timestamp_ns))
+            .filter(|e| {
+                e.offset >= SEGMENT_HEADER_SIZE
+                    && e.offset % 8 == 0
+                    && e.offset < self.geom.data_end()
+            });
+        let base = seg.base_seq();
+        match start {
+            Some(e) => self.set_pos(seg, e.offset, e.seq),
+            None => self.set_pos(seg, SEGMENT_HEADER_SIZE, base),
+        }
+        self.skip_while(|_, ts| ts < t)
+    }
+
+    /// Restores a persisted position, verifying it against the data.
+    fn restore(&mut self, p: Position) -> Result<()> {
+        let seg = match Segment::open_ro(&self.dir, p.segment, &self.geom) {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
+                return self.lost(p.next_seq, oldest);
+            }
+            Err(e) => return Err(e),
+        };
+        let plausible = p.offset >= SEGMENT_HEADER_SIZE
+            && p.offset % 8 == 0
+            && p.offset <= self.geom.data_end();
+        if plausible {
+            let ok = match seg.commit_at(p.offset).map(|w| w.load(Ordering::Acquire)) {
+                Some(0) => true,
+                Some(c) => match decode_commit(c) {
+                    Some((RecordKind::Data, _)) => seg
+                        .bytes(p.offset, RECORD_HEADER_SIZE)
+                        .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == p.next_seq),
+                    Some(_) => true,
+                    None => false,
+                },
+                None => false,
+            };
+            if ok {
+                self.set_pos(seg, p.offset, p.next_seq);
+                self.last_ts = p.timestamp_ns;
+                return Ok(());
+            }
+        }
+        // The stored offset does not match the data: fall back to the sequence number.
+        self.seek_seq(p.next_seq)
+    }
+}
+
+/// Opens the oldest segment still present; returns it and its base sequence number.
+fn open_earliest(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<(Segment, u64)> {
+    for _attempt in 0..8 {
+        let tail = control.tail();
+        let ids = dir.list_segments()?;
+        for &id in ids
+            .iter()
+            .filter(|&&id| id <= tail.segment.max(ids.first().copied().unwrap_or(0)))
+        {
+            match Segment::open_ro(dir, id, geom) {
+                Ok(s) => {
+                    let base = s.base_seq();
+                    return Ok((s, base));
+                }
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if ids.is_empty() {
+            break;
+        }
+    }
+    Err(Error::corrupted(
+        dir.segments(),
+        0,
+        "queue has no readable segment",
+    ))
+}

@@ -1,0 +1,318 @@
+//! Crash recovery: find the true tail after a writer died, and fence off a torn record.
+//!
+//! A writer publishes a record by Release-storing its commit word last, so a record is either
+//! fully committed or invisible. A writer killed mid-record leaves an invisible (commit word 0)
+//! region that may hold partial header and payload bytes. The next writer, holding the lock:
+//!
+//! 1. walks committed records from the start of the last published segment (following PADs into
+//!    later segments) to the first zero commit word: that is the tail, and the last DATA record
+//!    seen gives the next sequence number;
+//! 2. looks for non-zero bytes in the window a torn record could have touched (one maximal record
+//!    from the tail); if there are any, it writes an ABORTED record covering them so no reader ever
+//!    interprets leftover bytes as a commit word, and appending resumes after it;
+//! 3. rebuilds the tail segment's sparse index and deletes segments prepared ahead of the tail
+//!    (no reader can have entered them).
+//!
+//! Committed records are never changed.
+
+use std::sync::atomic::Ordering;
+
+use crate::control::{Geometry, QueueDir};
+use crate::error::{Error, Result};
+use crate::index::{Entry, Index};
+use crate::layout::{
+    KIND_ABORTED, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET, RECORD_HEADER_SIZE, RecordKind,
+    SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_len,
+};
+use crate::segment::Segment;
+
+/// What recovery did to the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryAction {
+    /// The tail was clean (the previous writer closed, or died between records).
+    NoAction,
+    /// A torn record was found and fenced off with an ABORTED record.
+    Unblocked {
+        /// Segment of the torn record.
+        segment: u64,
+        /// Offset of the torn record.
+        offset: u64,
+        /// Bytes fenced off.
+        len: u64,
+    },
+}
+
+/// Result of opening a queue for writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment the writer continues in.
+    pub tail_segment: u64,
+    /// Offset of the next record.
+    pub tail_offset: u64,
+    /// Sequence number of the next record.
+    pub next_seq: u64,
+    /// Timestamp of the last committed record (0 if none).
+    pub last_timestamp_ns: u64,
+    /// Records walked to find the tail.
+    pub records_scanned: u64,
+    /// What was done about a torn record.
+    pub action: RecoveryAction,
+    /// Segments prepared ahead of the tail by a previous writer and removed.
+    pub removed_prepared: Vec<u64>,
+}
+
+/// One step of walking a segment's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A DATA record at `offset`.
+    Data {
+        offset: u64,
+        len: u32,
+        seq: u64,
+        timestamp_ns: u64,
+    },
+    /// An ABORTED region at `offset` of `total` bytes.
+    Aborted { offset: u64, total: u64 },
+    /// A PAD at `offset`: the segment ends.
+    Pad { offset: u64 },
+    /// No record at `offset` yet.
+    Tail { offset: u64 },
+}
+
+/// Decodes the record at `offset` without checking its CRC.
+pub(crate) fn step(seg: &Segment, geom: &Geometry, offset: u64) -> Result<Step> {
+    let word = seg.commit_at(offset).ok_or_else(|| {
+        Error::corrupted(&seg.path, offset, "record position outside the segment")
+    })?;
+    // SYNC POINT: Acquire pairs with the writer's Release store of the commit word.
+    let c = word.load(Ordering::Acquire);
+    if c == 0 {
+        return Ok(Step::Tail { offset });
+    }
+    match decode_commit(c) {
+        Some((RecordKind::Data, len)) => {
+            if len > geom.max_payload {
+                return Err(Error::corrupted(
+                    &seg.path,
+                    offset,
+                    "record length exceeds the maximum payload",
+                ));
+            }
+            if offset + record_len(u64::from(len)) > geom.data_end() {
+                return Err(Error::corrupted(
+                    &seg.path,
+                    offset,
+                    "record runs past the segment end",
+                ));
+            }
+            let hdr = seg.bytes(offset, RECORD_HEADER_SIZE).ok_or_else(|| {
+                Error::corrupted(&seg.path, offset, "record header outside the segment")
+            })?;
+            Ok(Step::Data {
+                offset,
+                len,
+                seq: le_u64(hdr, REC_SEQ_OFFSET),
+                timestamp_ns: le_u64(hdr, REC_TIMESTAMP_OFFSET),
+            })
+        }
+        Some((RecordKind::Aborted, len)) => {
+            let total = record_len(u64::from(len));
+            if offset + total > geom.data_end() {
+                return Err(Error::corrupted(
+                    &seg.path,
+                    offset,
+                    "aborted region runs past the segment end",
+                ));
+            }
+            Ok(Step::Aborted { offset, total })
+        }
+        Some((RecordKind::Pad, _)) => Ok(Step::Pad { offset }),
+        None => Err(Error::corrupted(&seg.path, offset, "invalid commit word")),
+    }
+}
+
+/// Little-endian u64 at `at` in `b` (0 if out of range; callers pass checked slices).
+#[inline]
+pub(crate) fn le_u64(b: &[u8], at: u64) -> u64 {
+    let at = at as usize;
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Little-endian u32 at `at` in `b`.
+#[inline]
+pub(crate) fn le_u32(b: &[u8], at: u64) -> u32 {
+    let at = at as usize;
+    b.get(at..at + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// The recovered writer state: open tail segment and index plus the report.
+pub(crate) struct Recovered {
+    pub(crate) segment: Segment,
+    pub(crate) index: Index,
+    pub(crate) report: RecoveryReport,
+}
+
+/// Finds and repairs the tail. `hint_segment` is the tail segment published in `queue.meta`;
+/// `None` (or a missing file) falls back to the newest segment on disk.
+pub(crate) fn recover(
+    dir: &QueueDir,
+    geom: &Geometry,
+    hint_segment: Option<u64>,
+) -> Result<Recovered> {
+    let ids = dir.list_segments()?;
+    let Some(&newest) = ids.last() else {
+        // A queue without segments (fresh): start segment 0.
+        let segment = Segment::create(dir, 0, geom)?;
+        let index = Index::create(dir, 0, geom)?;
+        return Ok(Recovered {
+            segment,
+            index,
+            report: RecoveryReport {
+                tail_segment: 0,
+                tail_offset: SEGMENT_HEADER_SIZE,
+                next_seq: 0,
+                last_timestamp_ns: 0,
+                records_scanned: 0,
+                action: RecoveryAction::NoAction,
+                removed_prepared: Vec::new(),
+            },
+        });
+    };
+    // Start at the published tail segment. Without a usable hint, walk from the oldest segment:
+    // prepared-ahead segments are never reached through a PAD, so the walk stops at the true tail.
+    let start = match hint_segment {
+        Some(h) if ids.contains(&h) => h,
+        _ => ids.first().copied().unwrap_or(newest),
+    };
+    let mut seg = Segment::open_rw(dir, start, geom)?;
+    let mut next_seq = seg.base_seq();
+    let mut last_ts = 0u64;
+    let mut offset = SEGMENT_HEADER_SIZE;
+    let mut scanned = 0u64;
+    let mut entries: Vec<Entry> = Vec::new();
+    let stride = u64::from(geom.index_stride);
+    let mut next_index_at = 0u64;
+    let tail_offset = loop {
+        match step(&seg, geom, offset)? {
+            Step::Data {
+                offset: o,
+                len,
+                seq,
+                timestamp_ns,
+            } => {
+                if scanned > 0 && seq != next_seq {
+                    return Err(Error::corrupted(
+                        &seg.path,
+                        o,
+                        "sequence numbers are not contiguous",
+                    ));
+                }
+                if o >= next_index_at {
+                    entries.push(Entry {
+                        seq,
+                        timestamp_ns,
+                        offset: o,
+                    });
+                    next_index_at = (o / stride + 1) * stride;
+                }
+                next_seq = seq.wrapping_add(1);
+                last_ts = timestamp_ns;
+                scanned += 1;
+                offset = o + record_len(u64::from(len));
+            }
+            Step::Aborted { offset: o, total } => offset = o + total,
+            Step::Pad { .. } => {
+                let next_id = seg.id + 1;
+                seg = Segment::open_rw(dir, next_id, geom).map_err(|e| match e {
+                    Error::Io { .. } => {
+                        Error::corrupted(&seg.path, offset, "PAD leads to a missing segment")
+                    }
+                    other => other,
+                })?;
+                if scanned > 0 && seg.base_seq() != next_seq {
+                    return Err(Error::corrupted(
+                        &seg.path,
+                        40,
+                        "segment base sequence does not follow its predecessor",
+                    ));
+                }
+                next_seq = seg.base_seq();
+                offset = SEGMENT_HEADER_SIZE;
+                entries.clear();
+                next_index_at = 0;
+            }
+            Step::Tail { offset: o } => break o,
+        }
+    };
+    // Torn-record repair.
+    let action = fence_torn_tail(&seg, geom, tail_offset)?;
+    let tail_offset = match action {
+        RecoveryAction::Unblocked { len, .. } => tail_offset + len,
+        RecoveryAction::NoAction => tail_offset,
+    };
+    // Rebuild the index of the tail segment.
+    let index = Index::create(dir, seg.id, geom)?;
+    for e in entries {
+        index.push(e);
+    }
+    // Remove segments prepared ahead of the tail.
+    let mut removed_prepared = Vec::new();
+    for &id in ids.iter().filter(|&&id| id > seg.id) {
+        let _ = std::fs::remove_file(dir.segment(id));
+        let _ = std::fs::remove_file(dir.index_file(id));
+        removed_prepared.push(id);
+    }
+    let report = RecoveryReport {
+        tail_segment: seg.id,
+        tail_offset,
+        next_seq,
+        last_timestamp_ns: last_ts,
+        records_scanned: scanned,
+        action,
+        removed_prepared,
+    };
+    Ok(Recovered {
+        segment: seg,
+        index,
+        report,
+    })
+}
+
+/// If bytes after the tail are not all zero, a record was torn there: cover them with an ABORTED
+/// record. Returns what was done.
+pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Result<RecoveryAction> {
+    let window_end = (tail + record_len(u64::from(geom.max_payload))).min(geom.data_end());
+    let window = seg
+        .bytes(tail, window_end.saturating_sub(tail))
+        .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
+    let Some(last_nz) = window.iter().rposition(|&b| b != 0) else {
+        return Ok(RecoveryAction::NoAction);
+    };
+    // Cover [tail, tail + last_nz] rounded up to a whole record (at least a header).
+    let covered = (last_nz as u64 + 1).max(RECORD_HEADER_SIZE);
+    let total = record_len(covered - RECORD_HEADER_SIZE);
+    let total = total.min(geom.data_end() - tail);
+    let body = total.saturating_sub(RECORD_HEADER_SIZE);
+    let ptr = seg
+        .write_ptr(tail, RECORD_HEADER_SIZE)
+        .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail segment is not writable"))?;
+    // SAFETY: `ptr..ptr+32` is inside the writable mapping (checked by write_ptr). Bytes after
+    // the commit word are not read by anyone until the commit word below is published, and the
+    // commit word itself is written only through the atomic below.
+    unsafe { std::ptr::write_bytes(ptr.add(4), 0, RECORD_HEADER_SIZE as usize - 4) };
+    let word = seg
+        .commit_at(tail)
+        .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
+    // SYNC POINT: Release publishes the zeroed header; pairs with readers' Acquire load.
+    word.store(commit_word(KIND_ABORTED, body as u32), Ordering::Release);
+    Ok(RecoveryAction::Unblocked {
+        segment: seg.id,
+        offset: tail,
+        len: total,
+    })
+}

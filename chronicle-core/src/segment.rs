@@ -1,0 +1,243 @@
+//! Segment files: creation (preallocated, pre-faulted), validation, and record access.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::control::{Geometry, QueueDir, set_mode};
+use crate::error::{Error, Result};
+use crate::layout::{FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SegmentHeader};
+use crate::map::Map;
+use crate::sys;
+
+/// One mapped segment file.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) id: u64,
+    pub(crate) path: PathBuf,
+    map: Map,
+    base: *mut u8,
+    len: u64,
+}
+
+// SAFETY: `base` points into `map`, owned by the segment and never remapped; all shared access
+// goes through atomics or published, immutable bytes.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+/// Maps an I/O error from allocating space to `StorageFull` when the disk or quota is full.
+pub(crate) fn space_error(path: &std::path::Path, op: &'static str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::StorageFull {
+            path: path.to_path_buf(),
+        },
+        _ => Error::io(path, op, e),
+    }
+}
+
+impl Segment {
+    /// Creates segment `id`: a fresh, fully allocated, zeroed and pre-faulted file with an
+    /// initialized header. Any file already at that path (a segment prepared by a writer that
+    /// died before using it) is replaced. Only the writer (or its maintenance thread) calls this,
+    /// and only for ids past the published tail, which no reader can have entered.
+    pub(crate) fn create(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
+        let path = dir.segment(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, "remove stale segment", e)),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(geom.file_mode)
+            .open(&path)
+            .map_err(|e| space_error(&path, "create", e))?;
+        set_mode(&file, &path, geom.file_mode)?;
+        if let Err(e) = sys::fallocate(&file, geom.segment_size) {
+            let err = space_error(&path, "fallocate", e);
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(err);
+        }
+        let mut map = Map::rw(&file, geom.segment_size, &path)?;
+        let base = map
+            .as_mut_ptr()
+            .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
+        // SAFETY: `base..base+segment_size` is the writable mapping just created; the file is
+        // fresh and all zeroes, and no reader can be using it yet.
+        unsafe { sys::populate_write(base, geom.segment_size as usize) };
+        let seg = Segment {
+            id,
+            path,
+            map,
+            base,
+            len: geom.segment_size,
+        };
+        let h = seg.header()?;
+        h.version.store(FORMAT_VERSION, Ordering::Relaxed);
+        h.header_size
+            .store(SEGMENT_HEADER_SIZE as u32, Ordering::Relaxed);
+        h.segment_id.store(id, Ordering::Relaxed);
+        h.queue_uid.store(geom.queue_uid, Ordering::Relaxed);
+        h.created_ns.store(sys::realtime_ns(), Ordering::Relaxed);
+        h.base_seq.store(0, Ordering::Relaxed);
+        // SYNC POINT: Release publishes the header fields; pairs with the Acquire in `validate`.
+        h.magic.store(SEGMENT_MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Opens an existing segment read-write (the writer, after a restart).
+    pub(crate) fn open_rw(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
+        let path = dir.segment(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "open", e))?;
+        check_len(&file, &path, geom)?;
+        let mut map = Map::rw(&file, geom.segment_size, &path)?;
+        let base = map
+            .as_mut_ptr()
+            .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
+        let seg = Segment {
+            id,
+            path,
+            map,
+            base,
+            len: geom.segment_size,
+        };
+        seg.validate(geom)?;
+        Ok(seg)
+    }
+
+    /// Opens an existing segment read-only (readers). A reader can never modify it.
+    pub(crate) fn open_ro(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
+        let path = dir.segment(id);
+        let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        check_len(&file, &path, geom)?;
+        let map = Map::ro(&file, geom.segment_size, &path, false)?;
+        let base = map.as_ptr() as *mut u8;
+        let seg = Segment {
+            id,
+            path,
+            map,
+            base,
+            len: geom.segment_size,
+        };
+        seg.validate(geom)?;
+        Ok(seg)
+    }
+
+    fn validate(&self, geom: &Geometry) -> Result<()> {
+        let h = self.header()?;
+        // SYNC POINT: Acquire pairs with the Release store of the magic in `create`.
+        let magic = h.magic.load(Ordering::Acquire);
+        if magic == 0 {
+            return Err(Error::NotYetInitialized {
+                path: self.path.clone(),
+            });
+        }
+        if magic != SEGMENT_MAGIC {
+            return Err(Error::corrupted(&self.path, 0, "bad segment magic"));
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != FORMAT_VERSION {
+            return Err(Error::VersionMismatch {
+                path: self.path.clone(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if u64::from(h.header_size.load(Ordering::Relaxed)) != SEGMENT_HEADER_SIZE {
+            return Err(Error::corrupted(&self.path, 12, "bad segment header size"));
+        }
+        if h.segment_id.load(Ordering::Relaxed) != self.id {
+            return Err(Error::corrupted(
+                &self.path,
+                16,
+                "segment id does not match its file name",
+            ));
+        }
+        if h.queue_uid.load(Ordering::Relaxed) != geom.queue_uid {
+            return Err(Error::corrupted(
+                &self.path,
+                24,
+                "segment belongs to another queue",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The segment header.
+    pub(crate) fn header(&self) -> Result<&SegmentHeader> {
+        self.map
+            .view::<SegmentHeader>(0)
+            .ok_or_else(|| Error::corrupted(&self.path, 0, "segment header does not fit"))
+    }
+
+    /// Sequence number of the first record of the segment (valid once the segment is published).
+    pub(crate) fn base_seq(&self) -> u64 {
+        self.header()
+            .map(|h| h.base_seq.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The commit word of the record at `offset`; `None` when `offset` is not an 8-aligned
+    /// position with room for a commit word.
+    #[inline]
+    pub(crate) fn commit_at(&self, offset: u64) -> Option<&AtomicU32> {
+        if offset % 8 != 0 || offset.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: `offset + 8 <= len` keeps the word inside the mapping, and `offset` is 8-aligned
+        // from a page-aligned base. AtomicU32 accepts any bit pattern. The reference borrows
+        // `self`, so it cannot outlive the mapping.
+        Some(unsafe { &*(self.base.add(offset as usize) as *const AtomicU32) })
+    }
+
+    /// Bytes `offset..offset+len` (see `Map::bytes` for when reading them is allowed).
+    #[inline]
+    pub(crate) fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        self.map.bytes(offset, len)
+    }
+
+    /// Raw pointer to `offset` for the writer; `None` if out of bounds or not writable.
+    #[inline]
+    pub(crate) fn write_ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        if !self.map.is_writable() || offset.checked_add(len)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) of a writable mapping.
+        Some(unsafe { self.base.add(offset as usize) })
+    }
+
+    /// msync of a byte range.
+    pub(crate) fn flush_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.map.flush_range(offset, len, &self.path)
+    }
+}
+
+fn check_len(file: &File, path: &std::path::Path, geom: &Geometry) -> Result<()> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(path, "stat", e))?
+        .len();
+    if len < geom.segment_size {
+        return Err(Error::corrupted(
+            path,
+            len,
+            "segment file is shorter than the segment size",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Thin, checked wrappers over the Linux system calls the engine needs.
+//!
+//! Each wrapper turns `-1/errno` into `io::Error`; none of them panics.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (vDSO, no system call).
+#[inline]
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// `CLOCK_REALTIME_COARSE` in nanoseconds: a few ns to read, millisecond resolution. Used for
+/// heartbeats.
+#[inline]
+pub fn realtime_coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME_COARSE)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds; shared by all processes of one boot.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+#[inline]
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it. The clocks used
+    // here always exist on Linux, and on failure `ts` stays zero, which callers tolerate.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Outcome of a futex wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutexWait {
+    /// Woken (or spurious wake-up): re-check the condition.
+    Woken,
+    /// The word no longer held the expected value.
+    ValueChanged,
+    /// The timeout elapsed.
+    TimedOut,
+    /// Interrupted by a signal.
+    Interrupted,
+}
+
+/// `FUTEX_WAIT` (shared, not private: the word lives in a mapping shared between processes).
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a live, 4-byte aligned AtomicU32 for the duration of the call; the kernel
+    // only reads it. `ts_ptr` is null or points at a timespec that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        return FutexWait::Woken;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => FutexWait::ValueChanged,
+        Some(libc::ETIMEDOUT) => FutexWait::TimedOut,
+        Some(libc::EINTR) => FutexWait::Interrupted,
+        _ => FutexWait::Woken,
+    }
+}
+
+/// `FUTEX_WAKE` of up to `count` waiters; returns how many were woken.
+pub fn futex_wake(word: &AtomicU32, count: i32) -> usize {
+    // SAFETY: `word` is a live AtomicU32; FUTEX_WAKE does not access memory through the pointer
+    // beyond using its address as the key.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            count,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r < 0 { 0 } else { r as usize }
+}
+
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// Registers this process as a target of `membarrier(GLOBAL_EXPEDITED)`. Returns false where the
+/// kernel lacks it.
+pub fn membarrier_register_global() -> bool {
+    // SAFETY: membarrier takes only integer arguments and touches no user memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            0,
+            0,
+        )
+    };
+    r == 0
+}
+
+/// Issues a full memory barrier on every running thread of every registered process.
+pub fn membarrier_global() -> bool {
+    // SAFETY: membarrier takes only integer arguments and touches no user memory.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    r == 0
+}
+
+/// Allocates `len` bytes of `file` so later writes through a mapping cannot hit ENOSPC (SIGBUS).
+pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    loop {
+        // SAFETY: plain system call on a file descriptor we own; no memory is passed.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return fill_zeroes(file, len as u64),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Fallback for file systems without fallocate: write the zeroes out.
+fn fill_zeroes(file: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeroes = vec![0u8; 1 << 16];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(zeroes.len() as u64) as usize;
+        let chunk = zeroes.get(..n).unwrap_or(&[]);
+        file.write_all_at(chunk, off)?;
+        off += n as u64;
+    }
+    file.sync_data()
+}
+
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Pre-faults a writable shared mapping so the first store to each page takes no fault.
+///
+/// # Safety
+/// `ptr..ptr+len` must be a live, writable mapping owned by the caller, not yet visible to
+/// anybody who relies on its contents other than zeroes (the fallback stores zeroes).
+pub unsafe fn populate_write(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees the range is a live writable mapping.
+    let r = unsafe { libc::madvise(ptr.cast(), len, MADV_POPULATE_WRITE) };
+    if r == 0 {
+        return;
+    }
+    // Older kernels: touch every page with a write of the zero it already holds.
+    let page = 4096usize;
+    let mut off = 0usize;
+    while off < len {
+        // SAFETY: `off < len`, inside the caller's live writable mapping; the page holds zeroes
+        // (fresh, preallocated file) so writing a zero changes nothing.
+        unsafe { std::ptr::write_volatile(ptr.add(off), 0u8) };
+        off += page;
+    }
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`);
+/// together with the pid it identifies a process across pid reuse.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    // `rest` starts at field 3 (state); start time is field 22 → index 19 here.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when a process with this pid exists and, if `start_time` is given, started at that time.
+pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match process_start_time(pid) {
+        None => false,
+        Some(st) => start_time.is_none_or(|want| want == st),
+    }
+}
+
+/// This process's pid.
+pub fn current_pid() -> u32 {
+    std::process::id()
+}
+
+fn ofd_lock(file: &File, cmd: libc::c_int, ty: libc::c_short) -> io::Result<libc::flock> {
+    // SAFETY: zero is a valid bit pattern for the plain-data `flock` struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 0; // whole file
+    loop {
+        // SAFETY: `fl` is a valid flock struct living across the call; the fd is ours.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+        if r == 0 {
+            return Ok(fl);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Takes an exclusive open-file-description lock on the whole file without blocking. The kernel
+/// releases it when the last descriptor of this open file closes, including on process death.
+/// Returns `Ok(false)` when another open file holds it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    match ofd_lock(file, libc::F_OFD_SETLK, libc::F_WRLCK as libc::c_short) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Asks whether some open file holds a lock that conflicts with an exclusive lock, without taking
+/// one (so probing never disturbs a writer that is starting).
+pub fn is_locked(file: &File) -> io::Result<bool> {
+    let fl = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK as libc::c_short)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let pid = current_pid();
+        let st = process_start_time(pid);
+        assert!(st.is_some());
+        assert!(process_alive(pid, st));
+        assert!(!process_alive(pid, st.map(|s| s + 1)));
+        assert!(!process_alive(0, None));
+    }
+
+    #[test]
+    fn ofd_lock_probe_sees_holder_from_read_only_fd() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let holder = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let probe = File::open(&p).unwrap();
+        assert!(!is_locked(&probe).unwrap());
+        assert!(try_lock_exclusive(&holder).unwrap());
+        assert!(is_locked(&probe).unwrap());
+        let other = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        assert!(
+            !try_lock_exclusive(&other).unwrap(),
+            "second open file must not get the lock"
+        );
+        drop(holder);
+        assert!(!is_locked(&probe).unwrap());
+        assert!(try_lock_exclusive(&other).unwrap());
+    }
+
+    #[test]
+    fn futex_wait_times_out_and_sees_changed_value() {
+        let w = AtomicU32::new(7);
+        assert_eq!(
+            futex_wait(&w, 8, Some(Duration::from_millis(1))),
+            FutexWait::ValueChanged
+        );
+        assert_eq!(
+            futex_wait(&w, 7, Some(Duration::from_millis(1))),
+            FutexWait::TimedOut
+        );
+        assert_eq!(futex_wake(&w, 1), 0);
+    }
+}

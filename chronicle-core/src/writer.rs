@@ -1,0 +1,688 @@
+//! The single writer of a queue.
+//!
+//! Append path (no system call, no page fault): bounds check, write header fields and payload in
+//! place, CRC, Release-store the commit word, publish the tail (a seqlock in `queue.meta`), and
+//! wake sleepers only if the futex word says someone sleeps. Rolling to a new segment swaps in a
+//! segment the maintenance thread has already created, allocated and pre-faulted; unmapping and
+//! syncing the old one, and retention, happen on that thread too.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, compiler_fence, fence};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Durability, Preallocate, RetentionPolicy, WriterConfig};
+use crate::control::{Control, Geometry, QueueDir, create_dir, open_lock_file, random_u64};
+use crate::error::{Error, Result};
+use crate::index::{Entry, Index};
+use crate::layout::{
+    KIND_DATA, KIND_PAD, NOTIFY_WAITERS, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    WAKE_MODE_ASYMMETRIC, WAKE_MODE_FENCE, WRITER_CLOSED, WRITER_OPEN, commit_word, record_crc,
+    record_len,
+};
+use crate::recovery::{self, RecoveryReport};
+use crate::retention::{self, RetentionReport, nanos};
+use crate::segment::Segment;
+use crate::sys;
+
+/// Work for the maintenance thread.
+enum Job {
+    Prepare(u64),
+    Retire(Box<Segment>, Box<Index>, bool),
+    Retention,
+}
+
+type Prepared = (u64, Result<(Segment, Index)>);
+
+struct Maintenance {
+    jobs: Sender<Job>,
+    prepared: Receiver<Prepared>,
+    handle: Option<JoinHandle<()>>,
+    pending: Option<u64>,
+}
+
+/// The one writer of a queue. `Send`, not `Sync`: one thread appends.
+pub struct QueueWriter {
+    // hot state
+    seg: Segment,
+    index: Index,
+    offset: u64,
+    data_end: u64,
+    next_seq: u64,
+    last_ts: u64,
+    next_index_at: u64,
+    fence_mode: bool,
+    control: Arc<Control>,
+    // policy state
+    durability: Durability,
+    unsynced_records: u64,
+    synced_offset: u64,
+    last_sync_ns: u64,
+    // cold state
+    geom: Geometry,
+    dir: QueueDir,
+    config: WriterConfig,
+    maintenance: Option<Maintenance>,
+    recovery: RecoveryReport,
+    _lock: File,
+    closed: bool,
+}
+
+impl std::fmt::Debug for QueueWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWriter")
+            .field("dir", &self.dir.root)
+            .field("segment", &self.seg.id)
+            .field("offset", &self.offset)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueWriter {
+    /// Opens the queue at `dir` for writing, creating it if needed, recovering from a crashed
+    /// predecessor if there was one. Fails with `WriterLocked` if another writer is alive.
+    pub fn open(dir: impl AsRef<Path>, config: WriterConfig) -> Result<QueueWriter> {
+        let dir = QueueDir::new(dir.as_ref());
+        let mode = config.file_mode & 0o777;
+        create_dir(&dir.root, mode)?;
+        let mut lock = open_lock_file(&dir, mode)?;
+        if !sys::try_lock_exclusive(&lock).map_err(|e| Error::io(dir.lock(), "lock", e))? {
+            let pid = std::fs::read_to_string(dir.lock())
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            return Err(Error::WriterLocked {
+                path: dir.lock(),
+                pid,
+            });
+        }
+        let pid = sys::current_pid();
+        let start = sys::process_start_time(pid).unwrap_or(0);
+        let _ = lock.set_len(0);
+        let _ = writeln!(lock, "{pid} {start}");
+        create_dir(&dir.segments(), mode)?;
+        create_dir(&dir.index(), mode)?;
+        create_dir(&dir.readers(), mode)?;
+        let wanted = Geometry {
+            segment_size: config.segment_size,
+            max_payload: config.effective_max_payload(),
+            index_stride: config.index_stride,
+            queue_uid: random_u64() | 1,
+            file_mode: mode,
+        };
+        let control = Arc::new(Control::create_or_open(&dir, wanted)?);
+        let geom = control.geometry;
+        let cb = control.cb();
+        if !control.is_writable() {
+            return Err(Error::io(
+                &control.path,
+                "open",
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ));
+        }
+        let hint = match cb.writer_state.load(Ordering::Relaxed) {
+            crate::layout::WRITER_NEVER => None,
+            _ => Some(cb.tail_segment.load(Ordering::Relaxed)),
+        };
+        let rec = recovery::recover(&dir, &geom, hint)?;
+        let fence_mode = !sys::membarrier_register_global();
+        cb.wake_mode.store(
+            if fence_mode {
+                WAKE_MODE_FENCE
+            } else {
+                WAKE_MODE_ASYMMETRIC
+            },
+            Ordering::Relaxed,
+        );
+        if let Some(&oldest) = dir.list_segments()?.first() {
+            cb.oldest_segment.store(oldest, Ordering::Relaxed);
+            if let Ok(s) = Segment::open_ro(&dir, oldest, &geom) {
+                cb.oldest_seq.store(s.base_seq(), Ordering::Relaxed);
+            }
+        }
+        cb.writer_pid.store(pid, Ordering::Relaxed);
+        cb.writer_epoch.fetch_add(1, Ordering::Relaxed);
+        cb.writer_state.store(WRITER_OPEN, Ordering::Release);
+        let report = rec.report;
+        let stride = u64::from(geom.index_stride);
+        let next_index_at = if report.tail_offset == SEGMENT_HEADER_SIZE {
+            0
+        } else {
+            (report.tail_offset / stride + 1) * stride
+        };
+        let maintenance = match config.preallocate {
+            Preallocate::Background => Some(spawn_maintenance(
+                dir.clone(),
+                Arc::clone(&control),
+                config.retention,
+            )?),
+            Preallocate::Inline => None,
+        };
+        let now = sys::realtime_ns();
+        let mut w = QueueWriter {
+            seg: rec.segment,
+            index: rec.index,
+            offset: report.tail_offset,
+            data_end: geom.data_end(),
+            next_seq: report.next_seq,
+            last_ts: report.last_timestamp_ns,
+            next_index_at,
+            fence_mode,
+            control,
+            durability: config.durability,
+            unsynced_records: 0,
+            synced_offset: report.tail_offset,
+            last_sync_ns: now,
+            geom,
+            dir,
+            config,
+            maintenance,
+            recovery: report,
+            _lock: lock,
+            closed: false,
+        };
+        w.publish_tail();
+        // Wake readers that slept through the previous writer's death.
+        w.wake_slow();
+        w.request_prepare();
+        Ok(w)
+    }
+
+    /// What recovery found and did when this writer opened the queue.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The queue's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geom
+    }
+
+    /// Largest payload accepted.
+    pub fn max_payload(&self) -> u32 {
+        self.geom.max_payload
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        &self.dir.root
+    }
+
+    /// Appends one record stamped with the current time; returns its sequence number.
+    #[inline]
+    pub fn append(&mut self, type_id: u32, payload: &[u8]) -> Result<u64> {
+        let ts = self.now_ts();
+        self.append_at(type_id, ts, payload)
+    }
+
+    /// Appends one record with an explicit timestamp (ns since the Unix epoch), e.g. when
+    /// importing records from elsewhere. Seeking by time assumes timestamps do not decrease.
+    #[inline]
+    pub fn append_at(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
+        let len = payload.len();
+        let ptr = self.reserve(len)?;
+        // SAFETY: `reserve` returned a pointer to `record_len(len)` writable bytes at the tail of
+        // the current segment, which no reader reads before the commit word is published.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                ptr.add(RECORD_HEADER_SIZE as usize),
+                len,
+            );
+        }
+        Ok(self.finish(ptr, type_id, timestamp_ns, len))
+    }
+
+    /// Reserves room for a `len`-byte payload and returns a handle to write it in place.
+    /// Nothing is visible to readers until [`Claim::commit`]; dropping the claim abandons it.
+    #[inline]
+    pub fn claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>> {
+        let ptr = self.reserve(len)?;
+        Ok(Claim {
+            writer: self,
+            ptr,
+            len,
+            type_id,
+            done: false,
+        })
+    }
+
+    #[inline]
+    fn now_ts(&self) -> u64 {
+        sys::realtime_ns().max(self.last_ts)
+    }
+
+    /// Makes room for a record of `len` payload bytes, rolling if needed; returns its address.
+    #[inline]
+    fn reserve(&mut self, len: usize) -> Result<*mut u8> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if len > self.geom.max_payload as usize {
+            return Err(Error::PayloadTooLarge {
+                len,
+                max: self.geom.max_payload,
+            });
+        }
+        let rec = record_len(len as u64);
+        if self.offset + rec > self.data_end {
+            self.roll()?;
+        }
+        self.seg.write_ptr(self.offset, rec).ok_or_else(|| {
+            Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "record does not fit the segment",
+            )
+        })
+    }
+
+    /// Writes the header, the CRC and finally the commit word of the record at `ptr`.
+    #[inline]
+    fn finish(&mut self, ptr: *mut u8, type_id: u32, timestamp_ns: u64, len: usize) -> u64 {
+        let seq = self.next_seq;
+        let mut tail = [0u8; 24];
+        tail[0..8].copy_from_slice(&seq.to_le_bytes());
+        tail[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
+        tail[16..20].copy_from_slice(&type_id.to_le_bytes());
+        // SAFETY: `ptr` addresses `record_len(len)` writable bytes reserved by `reserve`; the
+        // payload bytes were written by the caller and are read back for the CRC; no other thread
+        // or process reads them before the commit word below.
+        let payload =
+            unsafe { std::slice::from_raw_parts(ptr.add(RECORD_HEADER_SIZE as usize), len) };
+        let crc = record_crc(&tail, payload);
+        // SAFETY: as above; header bytes 4..32 lie inside the reserved record.
+        unsafe {
+            std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4);
+            std::ptr::copy_nonoverlapping(tail.as_ptr(), ptr.add(8), 24);
+        }
+        let offset = self.offset;
+        if let Some(word) = self.seg.commit_at(offset) {
+            // SYNC POINT: Release publishes header and payload; pairs with the Acquire load of the
+            // commit word in `QueueReader::next` (and recovery's walk).
+            word.store(commit_word(KIND_DATA, len as u32), Ordering::Release);
+        }
+        self.offset = offset + record_len(len as u64);
+        self.next_seq = seq + 1;
+        self.last_ts = timestamp_ns;
+        if offset >= self.next_index_at {
+            self.add_index_entry(seq, timestamp_ns, offset);
+        }
+        self.publish_tail();
+        self.wake_if_sleepers();
+        if self.durability != Durability::PageCache {
+            self.after_commit_durability(timestamp_ns);
+        }
+        seq
+    }
+
+    #[cold]
+    fn add_index_entry(&mut self, seq: u64, timestamp_ns: u64, offset: u64) {
+        self.index.push(Entry {
+            seq,
+            timestamp_ns,
+            offset,
+        });
+        let stride = u64::from(self.geom.index_stride);
+        self.next_index_at = (offset / stride + 1) * stride;
+    }
+
+    /// Publishes the tail position in `queue.meta` (seqlock: odd while the fields change).
+    #[inline]
+    fn publish_tail(&self) {
+        let cb = self.control.cb();
+        let v = cb.tail_lock.load(Ordering::Relaxed);
+        cb.tail_lock.store(v.wrapping_add(1), Ordering::Relaxed);
+        // Orders the odd version before the field stores (free on x86).
+        fence(Ordering::Release);
+        cb.tail_segment.store(self.seg.id, Ordering::Relaxed);
+        cb.tail_offset.store(self.offset, Ordering::Relaxed);
+        cb.next_seq.store(self.next_seq, Ordering::Relaxed);
+        cb.last_timestamp_ns.store(self.last_ts, Ordering::Relaxed);
+        // SYNC POINT: Release makes the fields visible before the even version; pairs with the
+        // Acquire loads in `Control::tail`.
+        cb.tail_lock.store(v.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Wakes sleeping readers, paying for it only when the futex word says someone sleeps.
+    #[inline]
+    fn wake_if_sleepers(&self) {
+        // The commit store must be ordered before the load of `notify` (a store→load ordering,
+        // Dekker-style, against the sleeper's "set WAITERS, then re-check the commit word").
+        // In asymmetric mode the sleeper issues membarrier(GLOBAL_EXPEDITED), which executes a
+        // full barrier on this thread, so only the compiler must be kept from reordering here.
+        // In fence mode (no membarrier) we pay the full fence.
+        if self.fence_mode {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+        if self.control.cb().notify.load(Ordering::Relaxed) & NOTIFY_WAITERS != 0 {
+            self.wake_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_slow(&self) {
+        let notify = &self.control.cb().notify;
+        let cur = notify.load(Ordering::Relaxed);
+        // Bump the counter and clear WAITERS: sleepers whose expected value was `cur` (or any
+        // older value) fail their FUTEX_WAIT or are woken below, and re-arm if they still wait.
+        // SYNC POINT: AcqRel swap; its Release half publishes the commit to a reader whose
+        // compare-exchange reads the new value.
+        notify.swap(cur.wrapping_add(2) & !NOTIFY_WAITERS, Ordering::AcqRel);
+        sys::futex_wake(notify, i32::MAX);
+    }
+
+    #[cold]
+    fn after_commit_durability(&mut self, now_ns: u64) {
+        self.unsynced_records += 1;
+        let due = match self.durability {
+            Durability::PageCache => false,
+            Durability::EveryRecords(n) => self.unsynced_records >= n.max(1),
+            Durability::Interval(d) => now_ns.saturating_sub(self.last_sync_ns) >= nanos(d),
+        };
+        if due {
+            // A failed msync is reported by the next explicit `sync`; appends continue.
+            let _ = self.sync();
+            self.last_sync_ns = now_ns;
+        }
+    }
+
+    /// Forces every record appended so far to stable storage (msync).
+    pub fn sync(&mut self) -> Result<()> {
+        let from = self.synced_offset.min(self.offset);
+        let start = from & !4095;
+        self.seg.flush_range(start, self.offset - start)?;
+        self.synced_offset = self.offset;
+        self.unsynced_records = 0;
+        Ok(())
+    }
+
+    /// Moves to the next segment: take the prepared one, PAD the current one, publish.
+    #[cold]
+    #[inline(never)]
+    fn roll(&mut self) -> Result<()> {
+        let next_id = self.seg.id + 1;
+        self.check_capacity(next_id)?;
+        let (next, next_index) = self.take_prepared(next_id)?;
+        if let Ok(h) = next.header() {
+            h.base_seq.store(self.next_seq, Ordering::Relaxed);
+        }
+        // PAD the rest of the current segment (its length field is unused: 0).
+        let offset = self.offset;
+        if self.durability != Durability::PageCache {
+            let _ = self.sync();
+        }
+        let word = self.seg.commit_at(offset).ok_or_else(|| {
+            Error::corrupted(&self.seg.path, offset, "no room for the PAD record")
+        })?;
+        // SYNC POINT: Release publishes the next segment (its header, base_seq and file) to
+        // readers, who Acquire-load this PAD and then open segment `next_id`.
+        word.store(commit_word(KIND_PAD, 0), Ordering::Release);
+        let old = std::mem::replace(&mut self.seg, next);
+        let old_index = std::mem::replace(&mut self.index, next_index);
+        self.offset = SEGMENT_HEADER_SIZE;
+        self.synced_offset = SEGMENT_HEADER_SIZE;
+        self.next_index_at = 0;
+        self.publish_tail();
+        self.wake_if_sleepers();
+        let sync_old = self.durability != Durability::PageCache;
+        match &self.maintenance {
+            Some(m) => {
+                let _ = m
+                    .jobs
+                    .send(Job::Retire(Box::new(old), Box::new(old_index), sync_old));
+                let _ = m.jobs.send(Job::Retention);
+            }
+            None => {
+                if sync_old {
+                    let _ = old.flush_range(0, old.len());
+                }
+                drop(old);
+                drop(old_index);
+                let _ = retention::run(&self.dir, &self.control, &self.config.retention);
+            }
+        }
+        self.request_prepare();
+        Ok(())
+    }
+
+    fn check_capacity(&mut self, next_id: u64) -> Result<()> {
+        let Some(cap) = self.config.capacity_bytes else {
+            return Ok(());
+        };
+        let fits = |w: &Self| {
+            let oldest = w.control.cb().oldest_segment.load(Ordering::Relaxed);
+            let count = next_id.saturating_sub(oldest) + 1;
+            count.saturating_mul(w.geom.segment_size) <= cap
+        };
+        if fits(self) {
+            return Ok(());
+        }
+        let _ = retention::run(&self.dir, &self.control, &self.config.retention)?;
+        if fits(self) {
+            Ok(())
+        } else {
+            Err(Error::CapacityExceeded { limit_bytes: cap })
+        }
+    }
+
+    fn request_prepare(&mut self) {
+        let id = self.seg.id + 1;
+        if let Some(m) = &mut self.maintenance {
+            if m.pending.is_none() && m.jobs.send(Job::Prepare(id)).is_ok() {
+                m.pending = Some(id);
+            }
+        }
+    }
+
+    fn take_prepared(&mut self, id: u64) -> Result<(Segment, Index)> {
+        if let Some(m) = &mut self.maintenance {
+            if m.pending.is_none() && m.jobs.send(Job::Prepare(id)).is_ok() {
+                m.pending = Some(id);
+            }
+            while m.pending.is_some() {
+                match m.prepared.recv() {
+                    Ok((got, res)) => {
+                        m.pending = None;
+                        if got == id {
+                            return res;
+                        }
+                    }
+                    Err(_) => {
+                        m.pending = None;
+                        break;
+                    }
+                }
+            }
+        }
+        prepare(&self.dir, id, &self.geom)
+    }
+
+    /// Runs a retention pass now (normally done after each roll and once a second).
+    pub fn run_retention(&mut self) -> Result<RetentionReport> {
+        retention::run(&self.dir, &self.control, &self.config.retention)
+    }
+
+    /// Closes the writer cleanly: flushes per the durability policy, marks the queue closed
+    /// (readers waiting see `WriterStatus::Closed`) and releases the lock.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let res = if self.durability != Durability::PageCache {
+            self.sync()
+        } else {
+            Ok(())
+        };
+        let cb = self.control.cb();
+        cb.writer_state.store(WRITER_CLOSED, Ordering::Release);
+        self.wake_slow();
+        if let Some(mut m) = self.maintenance.take() {
+            drop(m.jobs);
+            if let Some(h) = m.handle.take() {
+                let _ = h.join();
+            }
+        }
+        res
+    }
+}
+
+impl Drop for QueueWriter {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A reserved, not yet visible record. Write the payload with [`Claim::payload_mut`], then
+/// [`Claim::commit`]. Dropping it without committing abandons the record (its bytes are zeroed).
+pub struct Claim<'w> {
+    writer: &'w mut QueueWriter,
+    ptr: *mut u8,
+    len: usize,
+    type_id: u32,
+    done: bool,
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("len", &self.len)
+            .field("type_id", &self.type_id)
+            .finish()
+    }
+}
+
+impl Claim<'_> {
+    /// The payload bytes, in the mapping. They start zeroed.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr + 32 .. ptr + 32 + len` was reserved for this claim by `reserve`, is
+        // writable, and is not read by anyone else until commit; `&mut self` makes it unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(RECORD_HEADER_SIZE as usize), self.len)
+        }
+    }
+
+    /// Publishes the record, stamped with the current time; returns its sequence number.
+    #[inline]
+    pub fn commit(mut self) -> u64 {
+        self.done = true;
+        let ts = self.writer.now_ts();
+        self.writer.finish(self.ptr, self.type_id, ts, self.len)
+    }
+
+    /// Publishes only the first `len` bytes written (for encoders that learn the size late).
+    /// The rest of the reservation is zeroed and reused.
+    pub fn commit_truncated(mut self, len: usize) -> u64 {
+        let len = len.min(self.len);
+        // SAFETY: `len..self.len` lies inside this claim's payload (see payload_mut).
+        unsafe {
+            std::ptr::write_bytes(
+                self.ptr.add(RECORD_HEADER_SIZE as usize + len),
+                0,
+                self.len - len,
+            );
+        }
+        self.done = true;
+        let ts = self.writer.now_ts();
+        self.writer.finish(self.ptr, self.type_id, ts, len)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Leave only zeroes behind, so no stale byte is ever mistaken for a commit word.
+            // SAFETY: the claim's payload range, as in `payload_mut`.
+            unsafe {
+                std::ptr::write_bytes(self.ptr.add(RECORD_HEADER_SIZE as usize), 0, self.len)
+            };
+        }
+    }
+}
+
+/// Creates, allocates and pre-faults segment `id` and its index.
+fn prepare(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<(Segment, Index)> {
+    let seg = Segment::create(dir, id, geom)?;
+    let idx = match Index::create(dir, id, geom) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_file(&seg.path);
+            return Err(e);
+        }
+    };
+    Ok((seg, idx))
+}
+
+fn spawn_maintenance(
+    dir: QueueDir,
+    control: Arc<Control>,
+    policy: RetentionPolicy,
+) -> Result<Maintenance> {
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+    let (prep_tx, prep_rx) = mpsc::channel::<Prepared>();
+    let path = dir.root.clone();
+    let handle = std::thread::Builder::new()
+        .name("chronicle-maint".into())
+        .spawn(move || maintenance_loop(dir, control, policy, jobs_rx, prep_tx))
+        .map_err(|e| Error::io(path, "spawn maintenance thread", e))?;
+    Ok(Maintenance {
+        jobs: jobs_tx,
+        prepared: prep_rx,
+        handle: Some(handle),
+        pending: None,
+    })
+}
+
+fn maintenance_loop(
+    dir: QueueDir,
+    control: Arc<Control>,
+    policy: RetentionPolicy,
+    jobs: Receiver<Job>,
+    prepared: Sender<Prepared>,
+) {
+    let periodic = policy.max_age.is_some() || policy.max_bytes.is_some();
+    loop {
+        match jobs.recv_timeout(Duration::from_secs(1)) {
+            Ok(Job::Prepare(id)) => {
+                let res = prepare(&dir, id, &control.geometry);
+                if prepared.send((id, res)).is_err() {
+                    return;
+                }
+            }
+            Ok(Job::Retire(seg, idx, sync)) => {
+                if sync {
+                    let _ = seg.flush_range(0, seg.len());
+                }
+                drop(seg);
+                drop(idx);
+            }
+            Ok(Job::Retention) => {
+                let _ = retention::run(&dir, &control, &policy);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if periodic {
+                    let _ = retention::run(&dir, &control, &policy);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}

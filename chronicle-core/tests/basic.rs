@@ -1,0 +1,326 @@
+//! Single-process behaviour of writer and reader.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use chronicle_core::{
+    Error, OnLost, Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, StartAt,
+    WaitOutcome, WriterConfig, WriterStatus,
+};
+
+fn small() -> WriterConfig {
+    WriterConfig {
+        segment_size: 64 << 10,
+        index_stride: 1024,
+        ..WriterConfig::default()
+    }
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    let len = (seq % 97) as usize;
+    (0..len)
+        .map(|i| (seq as u8).wrapping_add(i as u8))
+        .collect()
+}
+
+#[test]
+fn append_and_read_back_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert!(r.next().unwrap().is_none());
+    for i in 0..5000u64 {
+        assert_eq!(w.append(7, &payload(i)).unwrap(), i);
+    }
+    let mut n = 0u64;
+    let mut last_ts = 0;
+    while let Some(m) = r.next().unwrap() {
+        assert_eq!(m.seq(), n);
+        assert_eq!(m.type_id(), 7);
+        assert_eq!(m.payload(), &payload(n)[..]);
+        assert!(m.timestamp_ns() >= last_ts);
+        last_ts = m.timestamp_ns();
+        n += 1;
+    }
+    assert_eq!(n, 5000);
+    let segs = std::fs::read_dir(q.join("segments")).unwrap().count();
+    assert!(segs > 5, "expected several segments, got {segs}");
+}
+
+#[test]
+fn inline_preallocation_works_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let cfg = WriterConfig {
+        preallocate: Preallocate::Inline,
+        ..small()
+    };
+    let mut w = QueueWriter::open(&q, cfg).unwrap();
+    for i in 0..3000u64 {
+        w.append(1, &payload(i)).unwrap();
+    }
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let mut n = 0;
+    while let Some(m) = r.next().unwrap() {
+        assert_eq!(m.payload(), &payload(n)[..]);
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+}
+
+#[test]
+fn zero_length_and_maximum_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let max = w.max_payload() as usize;
+    assert_eq!(max, 16 << 10);
+    w.append(1, &[]).unwrap();
+    w.append(2, &vec![0xAB; max]).unwrap();
+    match w.append(3, &vec![0; max + 1]) {
+        Err(Error::PayloadTooLarge { len, max: m }) => {
+            assert_eq!(len, max + 1);
+            assert_eq!(m as usize, max);
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload().len(), 0);
+    let m = r.next().unwrap().unwrap();
+    assert_eq!(m.seq(), 1);
+    assert!(m.payload().iter().all(|&b| b == 0xAB) && m.payload().len() == max);
+    assert!(r.next().unwrap().is_none());
+}
+
+#[test]
+fn default_geometry_allows_one_mebibyte_payloads() {
+    let cfg = WriterConfig::default();
+    assert!(cfg.effective_max_payload() >= 1 << 20);
+}
+
+#[test]
+fn claim_commit_and_abandon() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    {
+        let mut c = w.claim(5, 100).unwrap();
+        c.payload_mut().fill(0xEE);
+        // dropped: abandoned
+    }
+    let mut c = w.claim(9, 16).unwrap();
+    c.payload_mut().copy_from_slice(b"0123456789abcdef");
+    assert_eq!(c.commit(), 0);
+    let mut c = w.claim(9, 64).unwrap();
+    c.payload_mut()[..3].copy_from_slice(b"xyz");
+    assert_eq!(c.commit_truncated(3), 1);
+    w.append(1, b"after").unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let m = r.next().unwrap().unwrap();
+    assert_eq!(
+        (m.seq(), m.type_id(), m.payload()),
+        (0, 9, &b"0123456789abcdef"[..])
+    );
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"xyz");
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"after");
+    assert!(r.next().unwrap().is_none());
+}
+
+#[test]
+fn named_reader_resumes_after_its_committed_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    for i in 0..1000u64 {
+        w.append(1, &payload(i)).unwrap();
+    }
+    {
+        let mut r = QueueReader::open(&q, ReaderConfig::named("strat-1")).unwrap();
+        for i in 0..600u64 {
+            assert_eq!(r.next().unwrap().unwrap().seq(), i);
+        }
+        r.commit().unwrap();
+        // read more without committing: must be delivered again
+        for _ in 0..10 {
+            r.next().unwrap().unwrap();
+        }
+    }
+    let mut r = QueueReader::open(&q, ReaderConfig::named("strat-1")).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 600);
+    // a second process/handle on the same name is refused while this one is open
+    match QueueReader::open(&q, ReaderConfig::named("strat-1")) {
+        Err(Error::ReaderInUse { .. }) => {}
+        other => panic!("expected ReaderInUse, got {other:?}"),
+    }
+}
+
+#[test]
+fn seek_by_seq_and_time_and_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let base = 1_000_000_000u64;
+    for i in 0..4000u64 {
+        w.append_at(1, base + i * 10, &payload(i)).unwrap();
+    }
+    let mut r = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(2345))).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 2345);
+    for target in [0u64, 1, 999, 1000, 3998, 3999] {
+        r.seek(StartAt::Seq(target)).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().seq(), target);
+    }
+    r.seek(StartAt::Seq(4000)).unwrap();
+    assert!(r.next().unwrap().is_none());
+    assert!(matches!(
+        r.seek(StartAt::Seq(4001)),
+        Err(Error::SeqNotWritten { .. })
+    ));
+    for (t, want) in [
+        (base, 0u64),
+        (base + 5, 1),
+        (base + 12_340, 1234),
+        (base + 12_341, 1235),
+    ] {
+        r.seek(StartAt::Timestamp(t)).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().seq(), want, "time {t}");
+    }
+    r.seek(StartAt::Timestamp(0)).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 0);
+    r.seek(StartAt::Timestamp(u64::MAX)).unwrap();
+    assert!(r.next().unwrap().is_none());
+    let mut latest = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Latest)).unwrap();
+    assert!(latest.next().unwrap().is_none());
+    w.append(1, b"new").unwrap();
+    let m = latest.next().unwrap().unwrap();
+    assert_eq!((m.seq(), m.payload()), (4000, &b"new"[..]));
+}
+
+#[test]
+fn writer_reopen_continues_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    {
+        let mut w = QueueWriter::open(&q, small()).unwrap();
+        for i in 0..777u64 {
+            w.append(1, &payload(i)).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    assert_eq!(w.next_seq(), 777);
+    assert_eq!(w.append(1, b"x").unwrap(), 777);
+    match QueueWriter::open(&q, small()) {
+        Err(Error::WriterLocked { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("expected WriterLocked, got {other:?}"),
+    }
+}
+
+#[test]
+fn wait_wakes_on_append_and_reports_closed_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert_eq!(r.writer_status(), WriterStatus::Alive);
+    assert_eq!(
+        r.wait(Duration::from_millis(20)).unwrap(),
+        WaitOutcome::TimedOut
+    );
+    let t = std::thread::spawn(move || {
+        let mut w = w;
+        std::thread::sleep(Duration::from_millis(50));
+        w.append(1, b"wake").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        w.close().unwrap();
+    });
+    assert_eq!(r.wait(Duration::from_secs(30)).unwrap(), WaitOutcome::Ready);
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"wake");
+    assert_eq!(
+        r.wait(Duration::from_secs(30)).unwrap(),
+        WaitOutcome::WriterGone(WriterStatus::Closed)
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn capacity_cap_is_a_typed_error_and_records_stay_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let cfg = WriterConfig {
+        capacity_bytes: Some(3 * (64 << 10)),
+        ..small()
+    };
+    let mut w = QueueWriter::open(&q, cfg).unwrap();
+    let mut written = 0u64;
+    let err = loop {
+        match w.append(1, &[1u8; 1000]) {
+            Ok(s) => {
+                assert_eq!(s, written);
+                written += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(written < 1_000_000);
+    };
+    assert!(matches!(err, Error::CapacityExceeded { .. }), "{err:?}");
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let mut n = 0;
+    while let Some(m) = r.next().unwrap() {
+        assert_eq!(m.payload(), &[1u8; 1000][..]);
+        n += 1;
+    }
+    assert_eq!(n, written);
+}
+
+#[test]
+fn retention_waits_for_live_readers_and_lost_position_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let cfg = WriterConfig {
+        retention: RetentionPolicy {
+            max_bytes: Some(2 * (64 << 10)),
+            max_age: None,
+            reader_ttl: Duration::from_secs(3600),
+        },
+        preallocate: Preallocate::Inline,
+        ..small()
+    };
+    let mut w = QueueWriter::open(&q, cfg).unwrap();
+    let mut slow = QueueReader::open(&q, ReaderConfig::named("slow")).unwrap();
+    for _ in 0..500 {
+        w.append(1, &[2u8; 1000]).unwrap();
+    }
+    // The slow reader sits at seq 0: nothing may be deleted.
+    let rep = w.run_retention().unwrap();
+    assert!(rep.deleted.is_empty());
+    assert_eq!(rep.held_by.as_ref().map(|h| h.1.as_str()), Some("slow"));
+    assert!(std::fs::read_dir(q.join("segments")).unwrap().count() >= 7);
+    // Let it consume everything; now retention trims to the cap.
+    while slow.next().unwrap().is_some() {}
+    slow.commit().unwrap();
+    let rep = w.run_retention().unwrap();
+    assert!(!rep.deleted.is_empty());
+    assert!(rep.segments_remaining <= 2);
+    // An anonymous reader from the earliest starts at the oldest retained record.
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let first = r.next().unwrap().unwrap().seq();
+    assert!(first > 0);
+    // A reader asking for a deleted seq gets a typed error, or the earliest if it asked for that.
+    match QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(0))) {
+        Err(Error::PositionLost {
+            wanted_seq: 0,
+            oldest_seq: Some(o),
+        }) => assert_eq!(o, first),
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    let mut cfg = ReaderConfig::default().start(StartAt::Seq(0));
+    cfg.on_lost = OnLost::Earliest;
+    let mut r = QueueReader::open(&q, cfg).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), first);
+}
