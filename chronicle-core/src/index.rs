@@ -188,19 +188,6 @@ impl Index {
         h.count.store(n + 1, Ordering::Release);
     }
 
-    /// Truncates the entry list to entries describing records before `offset` (recovery).
-    pub(crate) fn truncate_from_offset(&self, offset: u64) {
-        let Ok(h) = self.header() else { return };
-        let mut n = self.len();
-        while n > 0 {
-            match self.get(n - 1) {
-                Some(e) if e.offset >= offset => n -= 1,
-                _ => break,
-            }
-        }
-        h.count.store(n, Ordering::Release);
-    }
-
     /// Last entry whose key is `<= target`, by binary search. `key` picks seq or timestamp.
     pub(crate) fn floor(&self, target: u64, key: impl Fn(&Entry) -> u64) -> Option<Entry> {
         let n = self.len();

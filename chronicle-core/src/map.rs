@@ -100,18 +100,6 @@ impl Map {
         Some(unsafe { &*(ptr as *const T) })
     }
 
-    /// The `AtomicU32` at `offset`, if in bounds and 4-byte aligned.
-    #[inline]
-    pub(crate) fn atomic_u32(&self, offset: u64) -> Option<&AtomicU32> {
-        self.view::<AtomicU32>(offset)
-    }
-
-    /// The `AtomicU64` at `offset`, if in bounds and 8-byte aligned.
-    #[inline]
-    pub(crate) fn atomic_u64(&self, offset: u64) -> Option<&AtomicU64> {
-        self.view::<AtomicU64>(offset)
-    }
-
     /// Bytes `offset..offset+len`, if in bounds.
     ///
     /// Callers read only bytes the single writer published (Acquire on the commit word) and

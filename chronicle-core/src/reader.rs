@@ -170,6 +170,7 @@ impl QueueReader {
     ///
     /// [`skip_record`]: QueueReader::skip_record
     #[inline]
+    #[allow(clippy::should_implement_trait)] // lending: the view borrows the reader
     pub fn next(&mut self) -> Result<Option<MessageView<'_>>> {
         if self.auto_commit && self.uncommitted {
             self.commit_position();
@@ -363,13 +364,9 @@ impl QueueReader {
                 }
                 Sleep::Slice => {
                     self.idle_heartbeat();
-                    match self.writer_status() {
-                        s @ (WriterStatus::Dead | WriterStatus::Closed) => {
-                            if !self.has_next() {
-                                return Ok(WaitOutcome::WriterGone(s));
-                            }
-                        }
-                        _ => {}
+                    let s = self.writer_status();
+                    if matches!(s, WriterStatus::Dead | WriterStatus::Closed) && !self.has_next() {
+                        return Ok(WaitOutcome::WriterGone(s));
                     }
                 }
             }

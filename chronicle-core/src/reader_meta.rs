@@ -35,7 +35,6 @@ pub struct Position {
 pub(crate) struct ReaderMeta {
     _map: Map,
     block: NonNull<ReaderMetaBlock>,
-    pub(crate) path: PathBuf,
     _file: File,
 }
 
@@ -123,7 +122,6 @@ impl ReaderMeta {
             ReaderMeta {
                 _map: map,
                 block,
-                path,
                 _file: file,
             },
             position,
@@ -136,7 +134,8 @@ impl ReaderMeta {
         let b = self.b();
         let gen_now = b.pos_gen.load(Ordering::Relaxed);
         let next = gen_now.wrapping_add(1);
-        let slot = &b.slots[(next & 1) as usize];
+        let [s0, s1] = &b.slots;
+        let slot = if next & 1 == 0 { s0 } else { s1 };
         slot.next_seq.store(p.next_seq, Ordering::Relaxed);
         slot.segment.store(p.segment, Ordering::Relaxed);
         slot.offset.store(p.offset, Ordering::Relaxed);
@@ -187,7 +186,8 @@ fn load_position(block: &ReaderMetaBlock) -> Option<Position> {
     if g == 0 {
         return None;
     }
-    let slot = &block.slots[(g & 1) as usize];
+    let [s0, s1] = &block.slots;
+    let slot = if g & 1 == 0 { s0 } else { s1 };
     Some(Position {
         next_seq: slot.next_seq.load(Ordering::Relaxed),
         segment: slot.segment.load(Ordering::Relaxed),

@@ -39,6 +39,9 @@ struct SegInfo {
     sealed_ns: Option<u64>,
 }
 
+/// Segments retention would delete, and the reader holding the oldest needed segment.
+pub type RetentionPlan = (Vec<u64>, Option<(u64, String)>);
+
 /// Plans which segments may go, without deleting anything (used by `run` and by `doctor`).
 pub fn plan(
     dir: &QueueDir,
@@ -46,7 +49,7 @@ pub fn plan(
     tail_segment: u64,
     policy: &RetentionPolicy,
     now_ns: u64,
-) -> Result<(Vec<u64>, Option<(u64, String)>)> {
+) -> Result<RetentionPlan> {
     let ids: Vec<u64> = dir
         .list_segments()?
         .into_iter()
