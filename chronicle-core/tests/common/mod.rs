@@ -1,0 +1,121 @@
+//! Helpers shared by the multi-process tests: child processes are this same test binary,
+//! re-executed to run one `#[ignore]`d entry test with a role in the environment.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the child's role.
+pub const ROLE: &str = "CHRONICLE_TEST_ROLE";
+
+/// Deterministic payload of record `seq`: its content is derivable from the seq alone, so any
+/// record read back can be verified byte for byte.
+pub fn payload(seq: u64) -> Vec<u8> {
+    let len = (seq.wrapping_mul(2654435761) % 200) as usize;
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((0..len).map(|i| (seq as u8) ^ (i as u8).wrapping_mul(31)));
+    v
+}
+
+/// Spawns this test binary running the ignored test `entry` with `role` and extra env vars.
+pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", entry, "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Lines printed by a child, read on a thread so the parent can wait with a deadline.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn new(out: ChildStdout) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx }
+    }
+
+    /// Next line starting with `prefix` (others are skipped), or panic after `deadline`.
+    pub fn expect(&self, prefix: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("child did not print {prefix:?} within {deadline:?}: {e:?}"),
+            }
+        }
+    }
+}
+
+/// Kills (SIGKILL) and reaps a child.
+pub fn kill9(child: &mut Child) {
+    // SAFETY: plain kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Waits for a child to exit, killing it and panicking after `deadline` (watchdog).
+pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= end {
+            kill9(child);
+            panic!("child {} did not exit within {deadline:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Small xorshift generator: tests print their seed so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn from_env_or_time(var: &str) -> Self {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{var}={seed}");
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
