@@ -1,5 +1,10 @@
 //! Real processes: a writer and readers in separate processes, SIGKILLed and restarted.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -30,7 +35,9 @@ fn small_segments() -> WriterConfig {
 #[test]
 #[ignore = "child process entry, run by the multi-process tests"]
 fn child_entry() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     let q = PathBuf::from(env("Q"));
     match role.as_str() {
         "writer" => child_writer(&q),
@@ -86,7 +93,12 @@ fn child_reader(q: &Path) {
         match r.next().unwrap() {
             Some(m) => {
                 assert_eq!(m.seq(), expected, "records out of order or duplicated");
-                assert_eq!(m.payload(), &payload(m.seq())[..], "payload of {} differs", m.seq());
+                assert_eq!(
+                    m.payload(),
+                    &payload(m.seq())[..],
+                    "payload of {} differs",
+                    m.seq()
+                );
                 assert_eq!(m.type_id(), m.seq() as u32);
                 sum = sum.wrapping_add(m.seq());
                 expected += 1;
@@ -107,7 +119,11 @@ fn child_reader(q: &Path) {
 
 /// Reader that goes to sleep at the tail and reports how the wait ended.
 fn child_sleeper(q: &Path) {
-    let mut r = QueueReader::open(q, ReaderConfig::default().start(chronicle_core::StartAt::Latest)).unwrap();
+    let mut r = QueueReader::open(
+        q,
+        ReaderConfig::default().start(chronicle_core::StartAt::Latest),
+    )
+    .unwrap();
     println!("sleeping");
     let out = r.wait(Duration::from_secs(60)).unwrap();
     println!("woke {out:?}");
@@ -131,8 +147,21 @@ fn one_million_messages_between_processes() {
     let q = dir.path().join("q");
     let total: u64 = 1_000_000;
     // Create the queue first so the reader can open it.
-    drop(QueueWriter::open(&q, WriterConfig { segment_size: 4 << 20, ..WriterConfig::default() }).unwrap());
-    let mut reader = spawn_child(ENTRY, "reader", &[("Q", q.display().to_string()), ("UNTIL", total.to_string())]);
+    drop(
+        QueueWriter::open(
+            &q,
+            WriterConfig {
+                segment_size: 4 << 20,
+                ..WriterConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut reader = spawn_child(
+        ENTRY,
+        "reader",
+        &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
+    );
     let rl = Lines::new(reader.stdout.take().unwrap());
     assert_eq!(rl.expect("first", Duration::from_secs(60)), "first 0");
     let mut writer = spawn_child(
@@ -147,7 +176,10 @@ fn one_million_messages_between_processes() {
     );
     let wl = Lines::new(writer.stdout.take().unwrap());
     wl.expect("ready", Duration::from_secs(60));
-    assert_eq!(wl.expect("done", Duration::from_secs(300)), format!("done {total}"));
+    assert_eq!(
+        wl.expect("done", Duration::from_secs(300)),
+        format!("done {total}")
+    );
     let done = rl.expect("done", Duration::from_secs(300));
     let expect_sum = total * (total - 1) / 2;
     assert_eq!(done, format!("done {total} {expect_sum}"));
@@ -158,7 +190,10 @@ fn one_million_messages_between_processes() {
 
 #[test]
 fn writer_sigkilled_at_random_points_loses_nothing_committed() {
-    let iters: u64 = std::env::var("CHRONICLE_CRASH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let iters: u64 = std::env::var("CHRONICLE_CRASH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     let mut rng = Rng::from_env_or_time("CHRONICLE_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
@@ -178,11 +213,17 @@ fn writer_sigkilled_at_random_points_loses_nothing_committed() {
         let wl = Lines::new(w.stdout.take().unwrap());
         let ready = wl.expect("ready", Duration::from_secs(60));
         let start: u64 = ready.trim_start_matches("ready ").parse().unwrap();
-        assert_eq!(start, committed, "iteration {i}: writer restarted at {start}, {committed} records were readable");
+        assert_eq!(
+            start, committed,
+            "iteration {i}: writer restarted at {start}, {committed} records were readable"
+        );
         std::thread::sleep(Duration::from_micros(rng.range(200, 8000)));
         kill9(&mut w);
         let n = verify_queue(&q);
-        assert!(n >= committed, "iteration {i}: {n} records readable, {committed} before");
+        assert!(
+            n >= committed,
+            "iteration {i}: {n} records readable, {committed} before"
+        );
         committed = n;
     }
     // A final writer in this process: recovery reports the same tail.
@@ -210,10 +251,21 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
     let mut rng = Rng::from_env_or_time("CHRONICLE_READER_SEED");
     let mut last_committed = 0u64;
     for _ in 0..5 {
-        let mut r = spawn_child(ENTRY, "reader", &[("Q", q.display().to_string()), ("UNTIL", total.to_string())]);
+        let mut r = spawn_child(
+            ENTRY,
+            "reader",
+            &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
+        );
         let rl = Lines::new(r.stdout.take().unwrap());
-        let first: u64 = rl.expect("first", Duration::from_secs(60)).trim_start_matches("first ").parse().unwrap();
-        assert_eq!(first, last_committed, "restarted reader must resume at its committed position");
+        let first: u64 = rl
+            .expect("first", Duration::from_secs(60))
+            .trim_start_matches("first ")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            first, last_committed,
+            "restarted reader must resume at its committed position"
+        );
         std::thread::sleep(Duration::from_micros(rng.range(500, 5000)));
         kill9(&mut r);
         let info = list_readers(&chronicle_core::QueueDir::new(&q)).unwrap();
@@ -222,12 +274,23 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
         last_committed = pos.next_seq;
     }
     // Final run to completion.
-    let mut r = spawn_child(ENTRY, "reader", &[("Q", q.display().to_string()), ("UNTIL", total.to_string())]);
+    let mut r = spawn_child(
+        ENTRY,
+        "reader",
+        &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
+    );
     let rl = Lines::new(r.stdout.take().unwrap());
-    let first: u64 = rl.expect("first", Duration::from_secs(60)).trim_start_matches("first ").parse().unwrap();
+    let first: u64 = rl
+        .expect("first", Duration::from_secs(60))
+        .trim_start_matches("first ")
+        .parse()
+        .unwrap();
     assert_eq!(first, last_committed);
     let done = rl.expect("done", Duration::from_secs(120));
-    assert_eq!(done.split(' ').nth(1).unwrap().parse::<u64>().unwrap(), total - last_committed);
+    assert_eq!(
+        done.split(' ').nth(1).unwrap().parse::<u64>().unwrap(),
+        total - last_committed
+    );
     assert!(wait_with_deadline(&mut r, Duration::from_secs(30)).success());
 }
 
@@ -269,6 +332,9 @@ fn sleeping_reader_sees_writer_death() {
     std::thread::sleep(Duration::from_millis(300));
     kill9(&mut w);
     let woke = sl.expect("woke", Duration::from_secs(30));
-    assert_eq!(woke, format!("woke {:?}", WaitOutcome::WriterGone(WriterStatus::Dead)));
+    assert_eq!(
+        woke,
+        format!("woke {:?}", WaitOutcome::WriterGone(WriterStatus::Dead))
+    );
     assert!(wait_with_deadline(&mut s, Duration::from_secs(30)).success());
 }
