@@ -311,7 +311,17 @@ impl QueueReader {
             Err(e) if e.is_not_found() => {
                 let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
                 if self.on_lost == OnLost::Earliest {
-                    self.seek(StartAt::Earliest)
+                    let from = self.seg.id;
+                    self.seek(StartAt::Earliest)?;
+                    if self.seg.id <= from {
+                        // Going back would loop: the PAD points at a segment that never existed.
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            0,
+                            "PAD leads to a missing segment",
+                        ));
+                    }
+                    Ok(())
                 } else {
                     Err(Error::PositionLost {
                         wanted_seq: self.next_seq,
