@@ -20,6 +20,7 @@
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod eventfd;
 pub(crate) mod index;
 pub mod layout;
 pub(crate) mod map;
@@ -38,6 +39,7 @@ pub use config::{
 };
 pub use control::{Geometry, QueueDir, Tail};
 pub use error::{Error, Result};
+pub use eventfd::EventFdBridge;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{RecoveryAction, RecoveryReport};

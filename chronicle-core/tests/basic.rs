@@ -324,3 +324,40 @@ fn retention_waits_for_live_readers_and_lost_position_is_reported() {
     let mut r = QueueReader::open(&q, cfg).unwrap();
     assert_eq!(r.next().unwrap().unwrap().seq(), first);
 }
+
+#[test]
+fn eventfd_bridge_becomes_readable_on_append() {
+    use std::os::fd::AsRawFd;
+    let poll = |fd: i32, ms: i32| -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        r == 1 && p.revents & libc::POLLIN != 0
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let b = chronicle_core::EventFdBridge::open(&q).unwrap();
+    assert!(!poll(b.as_raw_fd(), 50), "no records yet");
+    for round in 0..20u64 {
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            w.append(1, &round.to_le_bytes()).unwrap();
+            w
+        });
+        assert!(
+            poll(b.as_raw_fd(), 30_000),
+            "round {round}: fd never became readable"
+        );
+        b.clear();
+        w = t.join().unwrap();
+        let m = r.next().unwrap().unwrap();
+        assert_eq!(m.payload(), &round.to_le_bytes()[..]);
+        assert!(r.next().unwrap().is_none());
+    }
+}
