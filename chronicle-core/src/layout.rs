@@ -28,8 +28,9 @@
 //!    40 base_seq u64 (first seq in the segment; set before the previous segment's pad publishes it)
 //!   128.. records, each 8-byte aligned:
 //!     +0 commit u32 = kind << 30 | payload_len   (0 = not written; Release-stored last)
-//!     +4 crc u32  CRC32 of bytes +8..+32 of the header, the payload length and the payload
-//!     +8 seq u64   +16 timestamp_ns u64   +24 type_id u32   +28 flags u32   +32 payload
+//!     +4 crc u32  CRC32 of bytes +8..+32+payload_len (header fields and payload, one run)
+//!     +8 seq u64   +16 timestamp_ns u64   +24 type_id u32   +28 payload_len u32 (must equal
+//!     the commit word's length; CRC-covered)   +32 payload
 //!   the record length is align8(32 + payload_len); a PAD record ends every full segment.
 //!
 //! <queue>/index/<id:020>.idx  sparse index of one segment
@@ -203,8 +204,10 @@ pub const REC_SEQ_OFFSET: u64 = 8;
 pub const REC_TIMESTAMP_OFFSET: u64 = 16;
 /// Offset of the type id.
 pub const REC_TYPE_OFFSET: u64 = 24;
-/// Offset of the flags word.
-pub const REC_FLAGS_OFFSET: u64 = 28;
+/// Offset of the CRC-covered copy of the payload length.
+pub const REC_LEN_OFFSET: u64 = 28;
+/// Start of the CRC-covered bytes of a record.
+pub const REC_CRC_START: u64 = 8;
 
 /// Kind of a record, from the top two bits of its commit word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,15 +252,11 @@ pub const fn record_len(payload_len: u64) -> u64 {
     (RECORD_HEADER_SIZE + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
-/// CRC32 of a record: header bytes 8..32 (seq, timestamp, type, flags), the payload length and
-/// the payload.
+/// CRC32 of a record: `covered` is bytes `+8 .. +32 + payload_len` of the record (seq,
+/// timestamp, type id, payload length and payload), contiguous in the segment.
 #[inline]
-pub fn record_crc(header_tail: &[u8; 24], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(header_tail);
-    h.update(&(payload.len() as u32).to_le_bytes());
-    h.update(payload);
-    h.finalize()
+pub fn record_crc(covered: &[u8]) -> u32 {
+    crc32fast::hash(covered)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ use crate::control::{Control, Geometry, QueueDir, Tail};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::layout::{
-    REC_CRC_OFFSET, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET, REC_TYPE_OFFSET, RECORD_HEADER_SIZE,
-    RecordKind, SEGMENT_HEADER_SIZE, WRITER_CLOSED, WRITER_NEVER, decode_commit, record_crc,
-    record_len,
+    REC_CRC_OFFSET, REC_CRC_START, REC_LEN_OFFSET, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET,
+    REC_TYPE_OFFSET, RECORD_HEADER_SIZE, RecordKind, SEGMENT_HEADER_SIZE, WRITER_CLOSED,
+    WRITER_NEVER, decode_commit, record_crc, record_len,
 };
 use crate::reader_meta::{Position, ReaderMeta};
 use crate::recovery::{le_u32, le_u64};
@@ -218,13 +218,16 @@ impl QueueReader {
                             "unexpected sequence number",
                         ));
                     }
-                    let payload = rec.get(RECORD_HEADER_SIZE as usize..).unwrap_or(&[]);
+                    if le_u32(rec, REC_LEN_OFFSET) != len {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            offset,
+                            "length fields disagree",
+                        ));
+                    }
                     if self.verify_crc {
-                        let mut tail = [0u8; 24];
-                        if let Some(t) = rec.get(8..32) {
-                            tail.copy_from_slice(t);
-                        }
-                        if record_crc(&tail, payload) != le_u32(rec, REC_CRC_OFFSET) {
+                        let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
+                        if record_crc(covered) != le_u32(rec, REC_CRC_OFFSET) {
                             return Err(Error::corrupted(&self.seg.path, offset, "CRC mismatch"));
                         }
                     }

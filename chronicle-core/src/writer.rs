@@ -202,6 +202,16 @@ impl QueueWriter {
         self.next_seq
     }
 
+    /// Where the next record goes.
+    pub fn tail(&self) -> crate::control::Tail {
+        crate::control::Tail {
+            segment: self.seg.id,
+            offset: self.offset,
+            next_seq: self.next_seq,
+            last_timestamp_ns: self.last_ts,
+        }
+    }
+
     /// The queue's geometry.
     pub fn geometry(&self) -> Geometry {
         self.geom
@@ -290,21 +300,21 @@ impl QueueWriter {
     #[inline]
     fn finish(&mut self, ptr: *mut u8, type_id: u32, timestamp_ns: u64, len: usize) -> u64 {
         let seq = self.next_seq;
-        let mut tail = [0u8; 24];
-        tail[0..8].copy_from_slice(&seq.to_le_bytes());
-        tail[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
-        tail[16..20].copy_from_slice(&type_id.to_le_bytes());
-        // SAFETY: `ptr` addresses `record_len(len)` writable bytes reserved by `reserve`; the
-        // payload bytes were written by the caller and are read back for the CRC; no other thread
-        // or process reads them before the commit word below.
-        let payload =
-            unsafe { std::slice::from_raw_parts(ptr.add(RECORD_HEADER_SIZE as usize), len) };
-        let crc = record_crc(&tail, payload);
-        // SAFETY: as above; header bytes 4..32 lie inside the reserved record.
-        unsafe {
-            std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4);
-            std::ptr::copy_nonoverlapping(tail.as_ptr(), ptr.add(8), 24);
-        }
+        let mut fields = [0u8; 24];
+        fields[0..8].copy_from_slice(&seq.to_le_bytes());
+        fields[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
+        fields[16..20].copy_from_slice(&type_id.to_le_bytes());
+        fields[20..24].copy_from_slice(&(len as u32).to_le_bytes());
+        // SAFETY: `ptr` addresses `record_len(len)` writable bytes reserved by `reserve`; bytes
+        // +8..+32 are header fields of this record. No other thread or process reads them before
+        // the commit word below is published.
+        unsafe { std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24) };
+        // SAFETY: +8..+32+len lies inside the reservation: header fields just written and the
+        // payload written by the caller.
+        let covered = unsafe { std::slice::from_raw_parts(ptr.add(8), 24 + len) };
+        let crc = record_crc(covered);
+        // SAFETY: +4..+8 is the CRC field of this record, inside the reservation.
+        unsafe { std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4) };
         let offset = self.offset;
         if let Some(word) = self.seg.commit_at(offset) {
             // SYNC POINT: Release publishes header and payload; pairs with the Acquire load of the
