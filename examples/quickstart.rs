@@ -29,7 +29,11 @@ fn run() -> Result<(), BoxError> {
         };
         return reader(q, n.parse()?);
     }
-    let count: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let count: u64 = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("chronicle-quickstart-{}", std::process::id()));
     let q = dir.join("ticks");
     let mut writer = QueueWriter::open(&q, WriterConfig::default())?;
@@ -71,7 +75,10 @@ fn run() -> Result<(), BoxError> {
 
 fn reader(q: &str, count: u64) -> Result<(), BoxError> {
     let mut r = QueueReader::open(q, ReaderConfig::named("quickstart"))?;
-    println!("attached as named reader 'quickstart' (pid {})", std::process::id());
+    println!(
+        "attached as named reader 'quickstart' (pid {})",
+        std::process::id()
+    );
     let mut next = 0u64;
     let mut start = None;
     let mut sleeps = 0u64;
@@ -79,9 +86,18 @@ fn reader(q: &str, count: u64) -> Result<(), BoxError> {
         match r.next()? {
             Some(m) => {
                 start.get_or_insert_with(Instant::now);
-                let got = m.payload().get(..8).map(|b| b.try_into()).transpose()?.map(u64::from_le_bytes);
+                let got = m
+                    .payload()
+                    .get(..8)
+                    .map(|b| b.try_into())
+                    .transpose()?
+                    .map(u64::from_le_bytes);
                 if m.seq() != next || got != Some(next) {
-                    return Err(format!("expected record {next}, got seq {} payload {got:?}", m.seq()).into());
+                    return Err(format!(
+                        "expected record {next}, got seq {} payload {got:?}",
+                        m.seq()
+                    )
+                    .into());
                 }
                 next += 1;
             }

@@ -35,7 +35,10 @@ fn main() {
     }
     let dt = t.elapsed();
     if std::env::var("CHUNKS").is_ok() {
-        println!("ns/append per 100k chunk: {:?}", rates.iter().map(|r| *r as u32).collect::<Vec<_>>());
+        println!(
+            "ns/append per 100k chunk: {:?}",
+            rates.iter().map(|r| *r as u32).collect::<Vec<_>>()
+        );
     }
     println!(
         "{n} appends of {size} B in {dt:?}: {:.1} M/s, {:.1} ns each",

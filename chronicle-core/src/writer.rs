@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
     KIND_DATA, KIND_PAD, NOTIFY_WAITERS, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    WAKE_MODE_ASYMMETRIC, WAKE_MODE_FENCE, WRITER_CLOSED, WRITER_OPEN, commit_word, record_crc,
-    record_len,
+    WAKE_MODE_ASYMMETRIC, WAKE_MODE_FENCE, WRITER_CLOSED, WRITER_OPEN, commit_word, record_len,
 };
 use crate::recovery::{self, RecoveryReport};
 use crate::retention::{self, RetentionReport, nanos};
@@ -56,6 +55,11 @@ pub struct QueueWriter {
     last_ts: u64,
     next_index_at: u64,
     fence_mode: bool,
+    clock: sys::RecordClock,
+    /// A hasher with CPU features already detected; cloned per record.
+    crc: crc32fast::Hasher,
+    /// Staging buffer for small records (header fields + payload), so the CRC reads cache.
+    stage: Box<[u8; 24 + STAGE_MAX]>,
     control: Arc<Control>,
     // policy state
     durability: Durability,
@@ -172,6 +176,9 @@ impl QueueWriter {
             last_ts: report.last_timestamp_ns,
             next_index_at,
             fence_mode,
+            clock: sys::RecordClock::new(),
+            crc: crc32fast::Hasher::new(),
+            stage: Box::new([0u8; 24 + STAGE_MAX]),
             control,
             durability: config.durability,
             unsynced_records: 0,
@@ -240,16 +247,36 @@ impl QueueWriter {
     pub fn append_at(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
         let len = payload.len();
         let ptr = self.reserve(len)?;
-        // SAFETY: `reserve` returned a pointer to `record_len(len)` writable bytes at the tail of
-        // the current segment, which no reader reads before the commit word is published.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                ptr.add(RECORD_HEADER_SIZE as usize),
-                len,
-            );
-        }
-        Ok(self.finish(ptr, type_id, timestamp_ns, len))
+        let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
+        // The CRC is computed from the caller's bytes (in cache), not read back from the mapping:
+        // reading freshly stored lines back would stall on their write-allocate misses.
+        let crc = if let Some(covered) = self.stage.get_mut(..24 + len) {
+            let (head, body) = covered.split_at_mut(24);
+            head.copy_from_slice(&fields);
+            body.copy_from_slice(payload);
+            // SAFETY: `reserve` returned `record_len(len)` writable bytes at the tail of the
+            // current segment; +8..+32+len lies inside them. No reader looks at them before the
+            // commit word is published.
+            unsafe { std::ptr::copy_nonoverlapping(covered.as_ptr(), ptr.add(8), 24 + len) };
+            let mut h = self.crc.clone();
+            h.update(covered);
+            h.finalize()
+        } else {
+            let mut h = self.crc.clone();
+            h.update(&fields);
+            h.update(payload);
+            // SAFETY: as above: header fields at +8..+32 and the payload at +32..+32+len.
+            unsafe {
+                std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
+                std::ptr::copy_nonoverlapping(
+                    payload.as_ptr(),
+                    ptr.add(RECORD_HEADER_SIZE as usize),
+                    len,
+                );
+            }
+            h.finalize()
+        };
+        Ok(self.publish(ptr, timestamp_ns, len, crc))
     }
 
     /// Reserves room for a `len`-byte payload and returns a handle to write it in place.
@@ -267,8 +294,8 @@ impl QueueWriter {
     }
 
     #[inline]
-    fn now_ts(&self) -> u64 {
-        sys::realtime_ns().max(self.last_ts)
+    fn now_ts(&mut self) -> u64 {
+        self.clock.now_ns().max(self.last_ts)
     }
 
     /// Makes room for a record of `len` payload bytes, rolling if needed; returns its address.
@@ -296,24 +323,28 @@ impl QueueWriter {
         })
     }
 
-    /// Writes the header, the CRC and finally the commit word of the record at `ptr`.
-    #[inline]
-    fn finish(&mut self, ptr: *mut u8, type_id: u32, timestamp_ns: u64, len: usize) -> u64 {
-        let seq = self.next_seq;
-        let mut fields = [0u8; 24];
-        fields[0..8].copy_from_slice(&seq.to_le_bytes());
-        fields[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
-        fields[16..20].copy_from_slice(&type_id.to_le_bytes());
-        fields[20..24].copy_from_slice(&(len as u32).to_le_bytes());
+    /// Writes the header fields of a claimed record (whose payload is in the mapping) and
+    /// publishes it.
+    fn finish_claim(&mut self, ptr: *mut u8, type_id: u32, timestamp_ns: u64, len: usize) -> u64 {
+        let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
         // SAFETY: `ptr` addresses `record_len(len)` writable bytes reserved by `reserve`; bytes
-        // +8..+32 are header fields of this record. No other thread or process reads them before
-        // the commit word below is published.
-        unsafe { std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24) };
-        // SAFETY: +8..+32+len lies inside the reservation: header fields just written and the
-        // payload written by the caller.
-        let covered = unsafe { std::slice::from_raw_parts(ptr.add(8), 24 + len) };
-        let crc = record_crc(covered);
-        // SAFETY: +4..+8 is the CRC field of this record, inside the reservation.
+        // +8..+32 are this record's header fields, +32..+32+len its payload written by the
+        // caller. Nobody else reads them before the commit word is published.
+        let crc = unsafe {
+            std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
+            let mut h = self.crc.clone();
+            h.update(std::slice::from_raw_parts(ptr.add(8), 24 + len));
+            h.finalize()
+        };
+        self.publish(ptr, timestamp_ns, len, crc)
+    }
+
+    /// Stores the CRC and then the commit word of the record at `ptr`, and does the
+    /// bookkeeping that follows a commit.
+    #[inline]
+    fn publish(&mut self, ptr: *mut u8, timestamp_ns: u64, len: usize, crc: u32) -> u64 {
+        let seq = self.next_seq;
+        // SAFETY: +4..+8 is the CRC field of the reserved record.
         unsafe { std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4) };
         let offset = self.offset;
         if let Some(word) = self.seg.commit_at(offset) {
@@ -595,7 +626,8 @@ impl Claim<'_> {
     pub fn commit(mut self) -> u64 {
         self.done = true;
         let ts = self.writer.now_ts();
-        self.writer.finish(self.ptr, self.type_id, ts, self.len)
+        self.writer
+            .finish_claim(self.ptr, self.type_id, ts, self.len)
     }
 
     /// Publishes only the first `len` bytes written (for encoders that learn the size late).
@@ -612,7 +644,7 @@ impl Claim<'_> {
         }
         self.done = true;
         let ts = self.writer.now_ts();
-        self.writer.finish(self.ptr, self.type_id, ts, len)
+        self.writer.finish_claim(self.ptr, self.type_id, ts, len)
     }
 }
 
@@ -626,6 +658,20 @@ impl Drop for Claim<'_> {
             };
         }
     }
+}
+
+/// Payloads up to this size are staged on the stack so the CRC never reads the mapping.
+const STAGE_MAX: usize = 256;
+
+/// Header bytes +8..+32: seq, timestamp, type id, payload length.
+#[inline]
+fn header_fields(seq: u64, timestamp_ns: u64, type_id: u32, len: usize) -> [u8; 24] {
+    let mut f = [0u8; 24];
+    f[0..8].copy_from_slice(&seq.to_le_bytes());
+    f[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
+    f[16..20].copy_from_slice(&type_id.to_le_bytes());
+    f[20..24].copy_from_slice(&(len as u32).to_le_bytes());
+    f
 }
 
 /// Creates, allocates and pre-faults segment `id` and its index.
