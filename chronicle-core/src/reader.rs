@@ -88,6 +88,7 @@ pub struct QueueReader {
     auto_commit: bool,
     uncommitted: bool,
     hb_countdown: u32,
+    idle_polls: u32,
     meta: Option<ReaderMeta>,
     control: Control,
     geom: Geometry,
@@ -110,6 +111,7 @@ impl std::fmt::Debug for QueueReader {
 }
 
 const HEARTBEAT_EVERY: u32 = 1024;
+const IDLE_HEARTBEAT_EVERY: u32 = 64;
 
 impl QueueReader {
     /// Opens a reader on the queue at `dir`. A named reader resumes at its persisted position
@@ -141,6 +143,7 @@ impl QueueReader {
             auto_commit: config.commit == CommitPolicy::OnNext,
             uncommitted: false,
             hb_countdown: HEARTBEAT_EVERY,
+            idle_polls: 0,
             meta,
             control,
             geom,
@@ -376,7 +379,7 @@ impl QueueReader {
                     });
                 }
                 Sleep::Slice => {
-                    self.idle_heartbeat();
+                    self.busy_heartbeat();
                     let s = self.writer_status();
                     if matches!(s, WriterStatus::Dead | WriterStatus::Closed) && !self.has_next() {
                         return Ok(WaitOutcome::WriterGone(s));
@@ -426,10 +429,14 @@ impl QueueReader {
         }
     }
 
+    /// Heartbeat from an idle `next` (rate-limited so a spinning reader stays cheap).
     #[inline]
     fn idle_heartbeat(&mut self) {
-        if let Some(m) = &self.meta {
-            m.heartbeat(sys::realtime_coarse_ns());
+        if self.meta.is_some() {
+            self.idle_polls = self.idle_polls.wrapping_add(1);
+            if self.idle_polls % IDLE_HEARTBEAT_EVERY == 0 {
+                self.busy_heartbeat();
+            }
         }
     }
 

@@ -361,3 +361,108 @@ fn eventfd_bridge_becomes_readable_on_append() {
         assert!(r.next().unwrap().is_none());
     }
 }
+
+#[test]
+fn polling_reader_keeps_its_heartbeat_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::named("poller")).unwrap();
+    let qd = chronicle_core::QueueDir::new(&q);
+    let hb = || {
+        chronicle_core::list_readers(&qd).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .heartbeat_ns
+    };
+    let start = hb();
+    // Idle polling only.
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(150) {
+        assert!(r.next().unwrap().is_none());
+    }
+    let idle = hb();
+    assert!(
+        idle > start + 100_000_000,
+        "idle polling did not refresh the heartbeat"
+    );
+    // Busy reading only (no idle polls, no commits).
+    for i in 0..200_000u64 {
+        w.append(1, &i.to_le_bytes()).unwrap();
+    }
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_millis(150) {
+        for _ in 0..100 {
+            if r.next().unwrap().is_some() {
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 0);
+    let busy = hb();
+    assert!(busy > idle, "busy reading did not refresh the heartbeat");
+    let info = &chronicle_core::list_readers(&qd).unwrap()[0];
+    assert!(info.as_ref().unwrap().in_use);
+}
+
+#[test]
+fn durability_policies_sync_and_keep_data() {
+    for d in [
+        chronicle_core::Durability::EveryRecords(100),
+        chronicle_core::Durability::Interval(Duration::from_millis(2)),
+        chronicle_core::Durability::PageCache,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q");
+        let mut w = QueueWriter::open(
+            &q,
+            WriterConfig {
+                durability: d,
+                ..small()
+            },
+        )
+        .unwrap();
+        for i in 0..3000u64 {
+            w.append(1, &payload(i)).unwrap();
+        }
+        w.sync().unwrap();
+        w.close().unwrap();
+        let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+        let mut n = 0;
+        while let Some(m) = r.next().unwrap() {
+            assert_eq!(m.payload(), &payload(n)[..]);
+            n += 1;
+        }
+        assert_eq!(n, 3000, "{d:?}");
+    }
+}
+
+#[test]
+fn files_get_the_configured_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            file_mode: 0o640,
+            ..small()
+        },
+    )
+    .unwrap();
+    w.append(1, b"x").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&q.join("queue.meta")), 0o640);
+    assert_eq!(
+        mode(
+            &q.join("segments")
+                .join(chronicle_core::layout::segment_file_name(0))
+        ),
+        0o640
+    );
+    assert_eq!(mode(&q.join("segments")), 0o750);
+    assert_eq!(mode(&q), 0o750);
+    let _r = QueueReader::open(&q, ReaderConfig::named("m")).unwrap();
+    assert_eq!(mode(&q.join("readers").join("m.meta")), 0o640);
+}

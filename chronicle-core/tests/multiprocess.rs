@@ -338,3 +338,43 @@ fn sleeping_reader_sees_writer_death() {
     );
     assert!(wait_with_deadline(&mut s, Duration::from_secs(30)).success());
 }
+
+fn notify_word(q: &Path) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(q.join("queue.meta")).unwrap();
+    let mut b = [0u8; 4];
+    f.read_exact_at(&mut b, 256).unwrap();
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn reader_dying_asleep_costs_the_writer_at_most_one_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small_segments()).unwrap();
+    let mut s = spawn_child(ENTRY, "sleeper", &[("Q", q.display().to_string())]);
+    let sl = Lines::new(s.stdout.take().unwrap());
+    sl.expect("sleeping", Duration::from_secs(60));
+    // Wait until the sleeper has armed the futex word (WAITERS bit), then kill it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while notify_word(&q) & 1 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleeper never armed the futex"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill9(&mut s);
+    let before = notify_word(&q);
+    assert_eq!(before & 1, 1, "the dead sleeper left WAITERS set");
+    for i in 0..1000u64 {
+        w.append(1, &i.to_le_bytes()).unwrap();
+    }
+    let after = notify_word(&q);
+    assert_eq!(after & 1, 0, "WAITERS must be cleared by the first commit");
+    assert_eq!(
+        (after >> 1).wrapping_sub(before >> 1),
+        1,
+        "exactly one wake for 1000 commits"
+    );
+}
