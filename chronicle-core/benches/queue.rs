@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chronicle_core::{
-    QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, StartAt, WriterConfig,
+    Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, StartAt, WriterConfig,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -95,35 +95,44 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
-/// The single append that crosses into a new segment (the next one prepared in the background).
+/// The single append that crosses into a new segment: with the next segment prepared by the
+/// maintenance thread (the default) and, for comparison, created on the appending thread.
 fn roll(c: &mut Criterion) {
     let mut g = c.benchmark_group("roll");
-    let dir = scratch();
-    let seg = 1u64 << 20;
-    let mut w = QueueWriter::open(dir.path().join("q"), bounded(seg)).unwrap();
-    let payload = [1u8; 1000];
-    g.bench_function("append_that_rolls_1KiB", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                // Fill the current segment (untimed) until the next append must roll.
-                let start_seg = segment_of(&w);
-                loop {
-                    let t = Instant::now();
-                    w.append(1, &payload).unwrap();
-                    let dt = t.elapsed();
-                    if segment_of(&w) != start_seg {
-                        total += dt;
-                        break;
+    for (name, pre) in [
+        ("background", Preallocate::Background),
+        ("inline", Preallocate::Inline),
+    ] {
+        let dir = scratch();
+        let seg = 4u64 << 20;
+        let cfg = WriterConfig {
+            preallocate: pre,
+            ..bounded(seg)
+        };
+        let mut w = QueueWriter::open(dir.path().join("q"), cfg).unwrap();
+        let payload = [1u8; 1000];
+        g.bench_function(BenchmarkId::new("append_that_rolls_1KiB", name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Fill the current segment (untimed) until the next append must roll.
+                    let start_seg = segment_of(&w);
+                    loop {
+                        let t = Instant::now();
+                        w.append(1, &payload).unwrap();
+                        let dt = t.elapsed();
+                        if segment_of(&w) != start_seg {
+                            total += dt;
+                            break;
+                        }
                     }
+                    // In steady state a segment takes far longer to fill than to prepare.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                // Give the maintenance thread time to prepare the next segment, as in steady
-                // state where a segment takes far longer to fill than to prepare.
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
     g.finish();
 }
 
