@@ -63,6 +63,11 @@ pub struct PipeRx {
     end: usize,
     nonblocking: bool,
     payload_max: usize,
+    /// A write end held by the reader itself until the first bytes arrive. A FIFO with no
+    /// writer reads as end-of-file, and the parent opens its end only after the child
+    /// reports ready; holding one keeps early reads waiting instead of seeing EOF. It is
+    /// dropped on the first data, so a writer that later goes away is seen as EOF.
+    placeholder_writer: Option<File>,
 }
 
 impl Sender for PipeTx {
@@ -172,6 +177,9 @@ impl PipeRx {
                 }
                 Ok(n) => {
                     self.end += n;
+                    if self.placeholder_writer.is_some() {
+                        self.placeholder_writer = None;
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => spin_loop(),
@@ -213,7 +221,13 @@ impl Transport for Pipe {
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(dir.join(FILE_NAME))?;
+        // Succeeds at once because a reader (the line above) exists.
+        let placeholder_writer = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.join(FILE_NAME))?;
         Ok(PipeRx {
+            placeholder_writer: Some(placeholder_writer),
             file,
             buf: vec![0; READ_BUF.max(2 * (LEN_BYTES + cfg.payload_max))],
             start: 0,
@@ -235,7 +249,16 @@ mod tests {
         let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
         let mut tx = Pipe::create(dir.path(), &cfg).unwrap();
         let mut rx = Pipe::open(dir.path(), &cfg).unwrap();
+        // Before the writer connects, a spinning read must keep waiting, not see EOF.
+        let early = std::thread::spawn(move || {
+            let first = rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap();
+            (rx, first)
+        });
+        std::thread::sleep(Duration::from_millis(20));
         tx.connect().unwrap();
+        tx.send_with(3, |b| b.fill(0xAB)).unwrap();
+        let (mut rx, first) = early.join().unwrap();
+        assert_eq!(first, vec![0xAB; 3]);
         for i in 0..100u8 {
             tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
                 .unwrap();
