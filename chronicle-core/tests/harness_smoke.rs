@@ -30,7 +30,9 @@ impl Transport for FailingOpen {
     }
 
     fn open(_dir: &Path, _cfg: &ChannelConfig) -> io::Result<Self::Rx> {
-        Err(io::Error::other("deliberate open failure for the smoke test"))
+        Err(io::Error::other(
+            "deliberate open failure for the smoke test",
+        ))
     }
 }
 
@@ -115,7 +117,11 @@ fn assert_clean(r: &RunReport, cfg: &RunConfig) {
         r.transport, r.wait, r.first_seq_error
     );
     assert_eq!(r.sent, cfg.count + cfg.warmup);
-    assert_eq!(r.received, r.sent, "{}/{}: lost messages", r.transport, r.wait);
+    assert_eq!(
+        r.received, r.sent,
+        "{}/{}: lost messages",
+        r.transport, r.wait
+    );
     assert_eq!(r.measured, cfg.count);
     assert!(r.is_clean());
     assert!(r.throughput > 0.0);

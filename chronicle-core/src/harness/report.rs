@@ -274,13 +274,14 @@ fn ratio(num: f64, den: f64) -> String {
 
 /// Renders `reports` as an aligned text table. Latency figures are in nanoseconds.
 ///
-/// When `baseline` names a transport, every row also shows ratios against that
-/// transport's report with the same mode, wait mode, payload and rate: `p50 x` and
+/// Every row also shows ratios against the first transport in `baselines` that has a
+/// report with the same mode, wait mode, payload and rate (e.g. `["ring", "ring-futex"]`:
+/// spin rows compare with `ring`, block rows with `ring-futex`): `p50 x` and
 /// `p99 x` are this row's percentile divided by the baseline's (1.00x = as fast as the
 /// baseline, larger = slower), `rate x` is this row's throughput divided by the
 /// baseline's (smaller = slower).
 #[must_use]
-pub fn format_table(reports: &[RunReport], baseline: Option<&str>) -> String {
+pub fn format_table(reports: &[RunReport], baselines: &[&str]) -> String {
     let header = [
         "transport",
         "mode",
@@ -300,9 +301,9 @@ pub fn format_table(reports: &[RunReport], baseline: Option<&str>) -> String {
     ];
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(reports.len());
     for r in reports {
-        let base = baseline.and_then(|b| {
+        let base = baselines.iter().find_map(|b| {
             reports.iter().find(|o| {
-                o.transport == b
+                o.transport == *b
                     && o.mode == r.mode
                     && o.wait == r.wait
                     && o.payload == r.payload
@@ -462,7 +463,7 @@ mod tests {
         let mut h3 = new_histogram().unwrap();
         h3.record(300).unwrap();
         other.latency = Some(LatencyStats::from_histogram(&h3, None));
-        let table = format_table(&[base, other], Some("ring"));
+        let table = format_table(&[base, other], &["ring"]);
         let pipe_line = table.lines().find(|l| l.starts_with("pipe")).unwrap();
         assert!(pipe_line.contains("3.00x"), "{table}");
         assert_eq!(table.lines().count(), 3);
