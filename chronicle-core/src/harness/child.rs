@@ -300,10 +300,28 @@ impl ChildProc {
         }
     }
 
-    /// Stops the watchdog (returns whether it fired), then waits for the child.
+    /// Stops the watchdog (returns whether it fired), then waits for the child. The wait
+    /// itself is bounded by the run deadline: a child that outstays it is killed through
+    /// its `Child` handle (never by bare pid, so no recycled pid can be hit).
     fn reap(&mut self) -> (Option<ExitStatus>, bool, String) {
-        let killed = self.stop_watchdog();
-        let status = self.child.take().and_then(|mut c| c.wait().ok());
+        let mut killed = self.stop_watchdog();
+        let status = self.child.take().and_then(|mut c| {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(s)) => break Some(s),
+                    Ok(None) if Instant::now() >= self.deadline => {
+                        killed = true;
+                        let _ = c.kill();
+                        break c.wait().ok();
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(_) => {
+                        let _ = c.kill();
+                        break c.wait().ok();
+                    }
+                }
+            }
+        });
         let stderr = self.join_stderr();
         if let Some(t) = self.stdout_thread.take() {
             let _ = t.join();

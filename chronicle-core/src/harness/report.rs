@@ -72,17 +72,19 @@ pub struct LatencyStats {
 }
 
 impl LatencyStats {
-    /// Summarises `hist`, using the exact extremes when given.
+    /// Summarises `hist`, using the exact extremes when given. Quantiles are clamped
+    /// into `[min, max]` (a bucket's upper edge can lie just above the exact maximum).
     #[must_use]
     pub fn from_histogram(hist: &Histogram<u64>, exact: Option<(u64, u64)>) -> Self {
         let (min, max) = exact.unwrap_or_else(|| (hist.min(), hist.max()));
+        let q = |quantile: f64| hist.value_at_quantile(quantile).clamp(min, max.max(min));
         Self {
             count: hist.len(),
             min,
-            p50: hist.value_at_quantile(0.50),
-            p90: hist.value_at_quantile(0.90),
-            p99: hist.value_at_quantile(0.99),
-            p999: hist.value_at_quantile(0.999),
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
             max,
         }
     }

@@ -373,6 +373,9 @@ impl<const FUTEX: bool> RingRx<FUTEX> {
             // SYNC POINT: Acquire, same pairing as the load at the top of the loop.
             let published = header.write.value.load(Ordering::Acquire);
             if published != pos {
+                // Not going to sleep after all: withdraw the flag so the writer does not
+                // pay for a futex wake nobody needs. We are the only possible sleeper.
+                header.wake.waiters.store(0, Ordering::Relaxed);
                 self.write_cache = published;
                 return;
             }
