@@ -173,8 +173,13 @@ fn main() -> ExitCode {
         .collect();
 
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    // Other load on the machine distorts everything; say how much there was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned());
     println!(
-        "chronicle harness: {} transports, cpus={cpus}, clock read ~{} ns, cores={}",
+        "chronicle harness: {} transports, cpus={cpus}, loadavg(1m)={loadavg}, clock read ~{} ns, cores={}",
         entries.len(),
         clock::clock_overhead_ns(10_000),
         opts.cores.map_or_else(

@@ -58,6 +58,46 @@
 //! [`Registry::register`] in a registry used by **both** the parent ([`run`]) and the
 //! child entry ([`run_child_if_requested_with`]) of the same binary.
 //!
+//! ```ignore
+//! // In the crate, next to the other registrations in `Registry::builtin`:
+//! pub struct ChronicleQueue;
+//! impl Transport for ChronicleQueue {
+//!     const NAME: &'static str = "chronicle";
+//!     type Tx = QueueTx;   // impl Sender: send_with claims a slot, calls fill, commits
+//!     type Rx = QueueRx;   // impl Receiver: Spin polls, Block parks on the futex
+//!     fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<QueueTx> { /* create queue in dir */ }
+//!     fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<QueueRx> { /* open tailer at start */ }
+//! }
+//! ```
+//!
+//! # Driving the harness from a binary
+//!
+//! ```no_run
+//! use chronicle_core::harness::{self, Mode, Registry, RunConfig, WaitMode};
+//!
+//! fn main() {
+//!     // First thing: a re-executed reader child takes this branch and exits.
+//!     if let Some(code) = harness::run_child_if_requested() {
+//!         std::process::exit(code);
+//!     }
+//!     let registry = Registry::builtin();
+//!     let mut cfg = RunConfig::default();
+//!     cfg.mode = Mode::Latency;
+//!     cfg.wait = WaitMode::Spin;
+//!     cfg.count = 200_000;
+//!     cfg.rate = Some(100_000);
+//!     cfg.cores = Some((0, 1));
+//!     let mut reports = Vec::new();
+//!     for name in ["ring", "pipe"] {
+//!         match harness::run(&registry, name, &cfg) {
+//!             Ok(report) => reports.push(report),
+//!             Err(e) => eprintln!("{name}: {e}"),
+//!         }
+//!     }
+//!     print!("{}", harness::format_table(&reports, &["ring", "ring-futex"]));
+//! }
+//! ```
+//!
 //! # Child result protocol
 //!
 //! See [`child`] for process handling and [`report`] for the text lines the child writes.

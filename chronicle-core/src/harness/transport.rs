@@ -102,6 +102,18 @@ pub trait Sender {
     /// `InvalidInput` if `len` exceeds [`ChannelConfig::payload_max`], `TimedOut` if
     /// back-pressure lasted longer than [`ChannelConfig::stall_timeout`], or the OS error.
     fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()>;
+
+    /// Sends a copy of `payload` (convenience over [`send_with`](Self::send_with)).
+    ///
+    /// # Errors
+    /// As for [`send_with`](Self::send_with).
+    fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.send_with(payload.len(), |buf| {
+            if buf.len() == payload.len() {
+                buf.copy_from_slice(payload);
+            }
+        })
+    }
 }
 
 /// The reading end of a channel. Lives in the reader child process.
