@@ -45,3 +45,5 @@ pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{RecoveryAction, RecoveryReport};
 pub use retention::RetentionReport;
 pub use writer::{Claim, QueueWriter};
+#[cfg(feature = "harness")]
+pub mod harness;

@@ -1,0 +1,122 @@
+//! The chronicle queue as a harness transport: the writer appends (CRC, persisted segment,
+//! tail publication, wake check: the full production path), the reader is an anonymous
+//! [`QueueReader`] that either busy-polls `next` (`Spin`) or sleeps on the queue's futex with no
+//! spinning or yielding first (`Block`), so the Block rows measure the futex wake itself.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use crate::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig};
+
+/// The chronicle queue (see the module docs).
+#[derive(Debug)]
+pub struct Chronicle;
+
+/// Writing end: a [`QueueWriter`] and a staging buffer the harness fills.
+#[derive(Debug)]
+pub struct ChronicleTx {
+    w: QueueWriter,
+    stage: Vec<u8>,
+}
+
+/// Reading end: an anonymous [`QueueReader`].
+#[derive(Debug)]
+pub struct ChronicleRx {
+    r: QueueReader,
+}
+
+fn err(e: crate::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl Transport for Chronicle {
+    const NAME: &'static str = "chronicle";
+    type Tx = ChronicleTx;
+    type Rx = ChronicleRx;
+
+    fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<ChronicleTx> {
+        let wc = WriterConfig {
+            segment_size: 64 << 20,
+            retention: RetentionPolicy {
+                max_bytes: Some(256 << 20),
+                ..RetentionPolicy::default()
+            },
+            ..WriterConfig::default()
+        };
+        let w = QueueWriter::open(dir.join("queue"), wc).map_err(err)?;
+        if cfg.payload_max > w.max_payload() as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "payload_max exceeds the queue's maximum payload",
+            ));
+        }
+        Ok(ChronicleTx {
+            w,
+            stage: vec![0u8; cfg.payload_max],
+        })
+    }
+
+    fn open(dir: &Path, _cfg: &ChannelConfig) -> io::Result<ChronicleRx> {
+        let rc = ReaderConfig {
+            spin_limit: 0,
+            yield_limit: 0,
+            ..ReaderConfig::default()
+        };
+        let r = QueueReader::open(dir.join("queue"), rc).map_err(err)?;
+        Ok(ChronicleRx { r })
+    }
+}
+
+impl Sender for ChronicleTx {
+    #[inline]
+    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+        let buf = self.stage.get_mut(..len).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message larger than payload_max",
+            )
+        })?;
+        fill(buf);
+        self.w.append(1, buf).map_err(err)?;
+        Ok(())
+    }
+}
+
+impl Receiver for ChronicleRx {
+    #[inline]
+    fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, wait: WaitMode, f: F) -> io::Result<R> {
+        let mut idle = 0u32;
+        loop {
+            if let Some(m) = self.r.next().map_err(err)? {
+                return Ok(f(m.payload()));
+            }
+            match wait {
+                WaitMode::Spin => {
+                    idle = idle.wrapping_add(1);
+                    if idle % (1 << 22) == 0 && self.writer_gone() {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "writer gone"));
+                    }
+                    std::hint::spin_loop();
+                }
+                WaitMode::Block => match self.r.wait(Duration::from_secs(1)).map_err(err)? {
+                    WaitOutcome::WriterGone(_) if !self.r.has_next() => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "writer gone"));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+impl ChronicleRx {
+    #[cold]
+    fn writer_gone(&mut self) -> bool {
+        matches!(
+            self.r.writer_status(),
+            crate::WriterStatus::Dead | crate::WriterStatus::Closed
+        ) && !self.r.has_next()
+    }
+}

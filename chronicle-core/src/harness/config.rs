@@ -1,0 +1,390 @@
+//! Run configuration and its encoding for the reader child.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::error::HarnessError;
+use super::transport::{ChannelConfig, WaitMode};
+
+/// Bytes at the front of every payload that the harness owns: a `u64` send timestamp
+/// (native endian, ns on `CLOCK_MONOTONIC`) followed by a `u64` sequence number.
+pub const HEADER_LEN: usize = 16;
+
+/// Smallest payload a run accepts: the stamp and sequence number.
+pub const MIN_PAYLOAD: usize = HEADER_LEN;
+
+/// What a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Every message carries a send timestamp; the reader records one-way latency. Sends
+    /// are paced at [`RunConfig::rate`] if set, otherwise as fast as the transport takes
+    /// them (which measures latency under saturation, i.e. mostly queueing).
+    Latency,
+    /// Unpaced, no per-message clock reads: the writer notes the time of its first
+    /// measured send, the reader the time of its last receive, and the report gives
+    /// `count / (last_receive - first_send)`.
+    Throughput,
+}
+
+impl Mode {
+    /// The lowercase name used in tables and on the child command line.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Latency => "latency",
+            Self::Throughput => "throughput",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latency" => Ok(Self::Latency),
+            "throughput" => Ok(Self::Throughput),
+            other => Err(format!("unknown mode `{other}` (latency|throughput)")),
+        }
+    }
+}
+
+/// How the reader child is started: `program args...` with the harness environment
+/// variables added. The default re-executes [`std::env::current_exe`] with no
+/// arguments, which is right for any binary whose `main` calls
+/// [`run_child_if_requested`](super::run_child_if_requested) first. A libtest test binary
+/// instead passes arguments selecting a test that calls it (see the smoke test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildLauncher {
+    /// Executable; `None` means `std::env::current_exe()` at spawn time.
+    pub program: Option<PathBuf>,
+    /// Arguments passed before nothing else (the role travels in the environment).
+    pub args: Vec<OsString>,
+}
+
+impl Default for ChildLauncher {
+    fn default() -> Self {
+        Self::current_exe()
+    }
+}
+
+impl ChildLauncher {
+    /// Re-execute the current binary with no arguments.
+    #[must_use]
+    pub fn current_exe() -> Self {
+        Self {
+            program: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// Re-execute the current binary with `args`.
+    #[must_use]
+    pub fn current_exe_with_args<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self {
+            program: None,
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// One measurement: a transport is chosen separately (see [`run`](super::run)).
+///
+/// Construct with [`RunConfig::default`] and assign fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunConfig {
+    /// Latency (timestamps, histogram) or throughput (unpaced, no clock reads).
+    pub mode: Mode,
+    /// How the reader waits for data.
+    pub wait: WaitMode,
+    /// Measured messages (after warm-up). At least 1.
+    pub count: u64,
+    /// Messages sent first and excluded from the histogram and the throughput window.
+    pub warmup: u64,
+    /// Paced send rate in messages per second ([`Mode::Latency`] only); `None` = unpaced.
+    pub rate: Option<u64>,
+    /// Payload bytes per message, at least [`MIN_PAYLOAD`].
+    pub payload: usize,
+    /// `(writer core, reader core)`. Pinning failures are reported, not fatal.
+    pub cores: Option<(usize, usize)>,
+    /// Channel capacity in messages (ring slot count), a power of two.
+    pub capacity: usize,
+    /// Deadline for the whole run, extended by the paced duration (`(warmup + count) /
+    /// rate`). On expiry the child is killed and the run fails with
+    /// [`HarnessError::Timeout`].
+    pub timeout: Duration,
+    /// Where the per-run directory is created; `None` = `/dev/shm` if it exists, else
+    /// the system temp dir.
+    pub base_dir: Option<PathBuf>,
+    /// How the reader child is launched.
+    pub launcher: ChildLauncher,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Latency,
+            wait: WaitMode::Spin,
+            count: 10_000,
+            warmup: 1_000,
+            rate: Some(100_000),
+            payload: 64,
+            cores: None,
+            capacity: 4096,
+            timeout: Duration::from_secs(60),
+            base_dir: None,
+            launcher: ChildLauncher::default(),
+        }
+    }
+}
+
+/// Largest payload accepted (keeps slot arithmetic comfortably inside `u32`).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+impl RunConfig {
+    /// Checks ranges; returns the first problem found.
+    ///
+    /// # Errors
+    /// [`HarnessError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), HarnessError> {
+        if self.count == 0 {
+            return Err(HarnessError::config("count", "must be at least 1"));
+        }
+        if self.count.checked_add(self.warmup).is_none() {
+            return Err(HarnessError::config(
+                "warmup",
+                "count + warmup overflows u64",
+            ));
+        }
+        if self.payload < MIN_PAYLOAD || self.payload > MAX_PAYLOAD {
+            return Err(HarnessError::config(
+                "payload",
+                format!(
+                    "{} bytes is outside {MIN_PAYLOAD}..={MAX_PAYLOAD} (the first {HEADER_LEN} bytes carry the timestamp and sequence number)",
+                    self.payload
+                ),
+            ));
+        }
+        if self.rate == Some(0) {
+            return Err(HarnessError::config("rate", "must be positive or unset"));
+        }
+        if !self.capacity.is_power_of_two() || self.capacity < 2 || self.capacity > (1 << 24) {
+            return Err(HarnessError::config(
+                "capacity",
+                format!("{} is not a power of two in 2..=2^24", self.capacity),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(HarnessError::config("timeout", "must be non-zero"));
+        }
+        Ok(())
+    }
+
+    /// The channel sizing both processes derive from this config.
+    #[must_use]
+    pub fn channel(&self) -> ChannelConfig {
+        ChannelConfig::new(self.payload, self.capacity, self.timeout)
+    }
+
+    /// Total messages on the wire: warm-up plus measured.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.warmup.saturating_add(self.count)
+    }
+
+    /// The send rate that actually applies (throughput runs are never paced).
+    #[must_use]
+    pub fn effective_rate(&self) -> Option<u64> {
+        match self.mode {
+            Mode::Latency => self.rate,
+            Mode::Throughput => None,
+        }
+    }
+
+    /// The run deadline: `timeout` plus the time the paced schedule needs.
+    #[must_use]
+    pub fn deadline(&self) -> Duration {
+        let paced = self.effective_rate().map_or(Duration::ZERO, |r| {
+            Duration::from_secs(self.total() / r.max(1))
+        });
+        self.timeout.saturating_add(paced)
+    }
+}
+
+/// What the reader child needs to know, encoded into one environment variable as
+/// space-separated `key=value` tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChildSpec {
+    pub transport: String,
+    pub mode: Mode,
+    pub wait: WaitMode,
+    pub count: u64,
+    pub warmup: u64,
+    pub payload: usize,
+    pub capacity: usize,
+    pub timeout: Duration,
+    pub core: Option<usize>,
+}
+
+impl ChildSpec {
+    pub(crate) fn from_run(transport: &str, cfg: &RunConfig) -> Self {
+        Self {
+            transport: transport.to_owned(),
+            mode: cfg.mode,
+            wait: cfg.wait,
+            count: cfg.count,
+            warmup: cfg.warmup,
+            payload: cfg.payload,
+            capacity: cfg.capacity,
+            timeout: cfg.timeout,
+            core: cfg.cores.map(|(_, reader)| reader),
+        }
+    }
+
+    pub(crate) fn channel(&self) -> ChannelConfig {
+        ChannelConfig::new(self.payload, self.capacity, self.timeout)
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.warmup.saturating_add(self.count)
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        let core = self
+            .core
+            .map_or_else(|| "none".to_owned(), |c| c.to_string());
+        format!(
+            "v1 transport={} mode={} wait={} count={} warmup={} payload={} capacity={} timeout_ms={} core={}",
+            self.transport,
+            self.mode,
+            self.wait,
+            self.count,
+            self.warmup,
+            self.payload,
+            self.capacity,
+            self.timeout.as_millis(),
+            core
+        )
+    }
+
+    pub(crate) fn decode(s: &str) -> Result<Self, HarnessError> {
+        fn bad(detail: String) -> HarnessError {
+            HarnessError::ChildSpec { detail }
+        }
+        fn num<T: FromStr>(key: &str, v: &str) -> Result<T, HarnessError> {
+            v.parse()
+                .map_err(|_| bad(format!("`{key}` is not a number: `{v}`")))
+        }
+        let mut tokens = s.split_ascii_whitespace();
+        if tokens.next() != Some("v1") {
+            return Err(bad(format!("unsupported spec version in `{s}`")));
+        }
+        let mut transport = None;
+        let mut mode = None;
+        let mut wait = None;
+        let mut count = None;
+        let mut warmup = None;
+        let mut payload = None;
+        let mut capacity = None;
+        let mut timeout = None;
+        let mut core = None;
+        for tok in tokens {
+            let (k, v) = tok
+                .split_once('=')
+                .ok_or_else(|| bad(format!("token `{tok}` is not key=value")))?;
+            match k {
+                "transport" => transport = Some(v.to_owned()),
+                "mode" => mode = Some(v.parse().map_err(bad)?),
+                "wait" => wait = Some(v.parse().map_err(bad)?),
+                "count" => count = Some(num(k, v)?),
+                "warmup" => warmup = Some(num(k, v)?),
+                "payload" => payload = Some(num(k, v)?),
+                "capacity" => capacity = Some(num(k, v)?),
+                "timeout_ms" => timeout = Some(Duration::from_millis(num(k, v)?)),
+                "core" => core = Some(if v == "none" { None } else { Some(num(k, v)?) }),
+                _ => return Err(bad(format!("unknown key `{k}`"))),
+            }
+        }
+        let missing = |k: &str| bad(format!("missing `{k}` in `{s}`"));
+        Ok(Self {
+            transport: transport.ok_or_else(|| missing("transport"))?,
+            mode: mode.ok_or_else(|| missing("mode"))?,
+            wait: wait.ok_or_else(|| missing("wait"))?,
+            count: count.ok_or_else(|| missing("count"))?,
+            warmup: warmup.ok_or_else(|| missing("warmup"))?,
+            payload: payload.ok_or_else(|| missing("payload"))?,
+            capacity: capacity.ok_or_else(|| missing("capacity"))?,
+            timeout: timeout.ok_or_else(|| missing("timeout_ms"))?,
+            core: core.ok_or_else(|| missing("core"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips() {
+        let mut cfg = RunConfig {
+            cores: Some((0, 1)),
+            wait: WaitMode::Block,
+            mode: Mode::Throughput,
+            ..RunConfig::default()
+        };
+        let spec = ChildSpec::from_run("ring", &cfg);
+        let back = ChildSpec::decode(&spec.encode()).unwrap();
+        assert_eq!(spec, back);
+        assert_eq!(back.core, Some(1));
+
+        cfg.cores = None;
+        let spec = ChildSpec::from_run("pipe", &cfg);
+        assert_eq!(ChildSpec::decode(&spec.encode()).unwrap(), spec);
+    }
+
+    #[test]
+    fn spec_rejects_garbage() {
+        assert!(ChildSpec::decode("").is_err());
+        assert!(ChildSpec::decode("v2 transport=ring").is_err());
+        assert!(ChildSpec::decode("v1 transport=ring").is_err());
+        assert!(ChildSpec::decode("v1 count=abc").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_fields() {
+        let ok = RunConfig::default();
+        assert!(ok.validate().is_ok());
+        let mut c = ok.clone();
+        c.payload = 8;
+        assert!(matches!(
+            c.validate(),
+            Err(HarnessError::InvalidConfig {
+                field: "payload",
+                ..
+            })
+        ));
+        let mut c = ok.clone();
+        c.capacity = 1000;
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.count = 0;
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.rate = Some(0);
+        assert!(c.validate().is_err());
+    }
+}
