@@ -162,6 +162,11 @@ fn ring_delivers_everything_in_order() {
 }
 
 #[test]
+fn chronicle_delivers_everything_in_order() {
+    check_transport("chronicle");
+}
+
+#[test]
 fn ring_futex_delivers_everything_in_order() {
     check_transport("ring-futex");
 }
