@@ -84,6 +84,9 @@ pub struct WriterConfig {
     pub capacity_bytes: Option<u64>,
     /// How the next segment is prepared.
     pub preallocate: Preallocate,
+    /// A doorbell file (see [`Doorbell`](crate::Doorbell)) this writer also rings after each
+    /// commit, so a consumer of many queues can sleep on one word. Created if missing.
+    pub doorbell: Option<std::path::PathBuf>,
 }
 
 impl Default for WriterConfig {
@@ -97,6 +100,7 @@ impl Default for WriterConfig {
             retention: RetentionPolicy::default(),
             capacity_bytes: None,
             preallocate: Preallocate::Background,
+            doorbell: None,
         }
     }
 }

@@ -16,7 +16,7 @@
 //!  span 1 128..256  writer tail, written by the writer on every commit (a seqlock)
 //!   128 tail_lock u64 (odd while updating)   136 tail_segment u64   144 tail_offset u64
 //!   152 next_seq u64   160 last_timestamp_ns u64   168 writer_pid u32   172 writer_state u32
-//!   176 writer_epoch u64   184 last_write_ns u64
+//!   176 writer_epoch u64   184 watermark_ns u64 (no later record will be stamped earlier)
 //!  span 2 256..384  wake words, written by sleeping readers and the writer
 //!   256 notify u32 (futex word: counter << 1 | WAITERS)   260 wake_mode u32
 //!  span 3 384..512  retention, written by the writer's maintenance thread
@@ -108,7 +108,7 @@ pub struct ControlBlock {
     pub writer_pid: AtomicU32,
     pub writer_state: AtomicU32,
     pub writer_epoch: AtomicU64,
-    pub last_write_ns: AtomicU64,
+    pub watermark_ns: AtomicU64,
     pub _reserved1: [u8; 64],
     // span 2: wake words
     pub notify: AtomicU32,
@@ -139,7 +139,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, writer_pid) == 168);
     assert!(offset_of!(ControlBlock, writer_state) == 172);
     assert!(offset_of!(ControlBlock, writer_epoch) == 176);
-    assert!(offset_of!(ControlBlock, last_write_ns) == 184);
+    assert!(offset_of!(ControlBlock, watermark_ns) == 184);
     assert!(offset_of!(ControlBlock, notify) == 256);
     assert!(offset_of!(ControlBlock, wake_mode) == 260);
     assert!(offset_of!(ControlBlock, oldest_segment) == 384);
@@ -371,6 +371,38 @@ const _: () = {
     assert!(offset_of!(ReaderMetaBlock, pos_gen) == 256);
     assert!(offset_of!(ReaderMetaBlock, slots) == 264);
     assert!(size_of::<ReaderMetaBlock>() as u64 <= READER_META_SIZE);
+};
+
+// ---------------------------------------------------------------------------------------------
+// doorbell
+// ---------------------------------------------------------------------------------------------
+
+/// Magic of a doorbell file: "CHRQBELL".
+pub const DOORBELL_MAGIC: u64 = u64::from_le_bytes(*b"CHRQBELL");
+/// Size of a doorbell file.
+pub const DOORBELL_FILE_SIZE: u64 = 4096;
+
+/// A futex word shared by many writers and one or more sleepers (a bus doorbell).
+///
+/// ```text
+///   0 magic u64 (Release-stored last)   8 version u32   12 reserved
+/// 128 word u32 (futex: counter << 1 | WAITERS)
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct DoorbellBlock {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub _reserved0: [u8; 116],
+    pub word: AtomicU32,
+    pub _reserved1: [u8; 124],
+}
+
+const _: () = {
+    assert!(size_of::<DoorbellBlock>() == 2 * HOT_SPAN);
+    assert!(offset_of!(DoorbellBlock, magic) == 0);
+    assert!(offset_of!(DoorbellBlock, version) == 8);
+    assert!(offset_of!(DoorbellBlock, word) == 128);
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod control;
+pub mod doorbell;
 pub mod error;
 pub mod eventfd;
 pub(crate) mod index;
@@ -38,6 +39,7 @@ pub use config::{
     WriterConfig,
 };
 pub use control::{Geometry, QueueDir, Tail};
+pub use doorbell::{Doorbell, Ring};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};

@@ -154,3 +154,5 @@ unsafe impl AtomicStruct for crate::layout::IndexHeader {}
 unsafe impl AtomicStruct for crate::layout::IndexEntry {}
 // SAFETY: as above.
 unsafe impl AtomicStruct for crate::layout::ReaderMetaBlock {}
+// SAFETY: as above.
+unsafe impl AtomicStruct for crate::layout::DoorbellBlock {}

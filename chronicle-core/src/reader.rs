@@ -473,6 +473,18 @@ impl QueueReader {
         self.geom
     }
 
+    /// The writer's watermark: no record appended from now on carries an earlier timestamp
+    /// (the later of the last record's timestamp and the last [`QueueWriter::heartbeat`]).
+    /// Used by fan-in merging to release records without waiting on an idle source.
+    ///
+    /// [`QueueWriter::heartbeat`]: crate::QueueWriter::heartbeat
+    pub fn watermark_ns(&self) -> u64 {
+        let cb = self.control.cb();
+        // SYNC POINT: Acquire pairs with the Release store in `QueueWriter::heartbeat`.
+        let hb = cb.watermark_ns.load(Ordering::Acquire);
+        self.control.tail().last_timestamp_ns.max(hb)
+    }
+
     /// Moves the reader. For a named reader the new position is not persisted until `commit`.
     pub fn seek(&mut self, to: StartAt) -> Result<()> {
         match to {

@@ -22,6 +22,8 @@
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicU32;
+
 use crate::layout::{ControlBlock, NOTIFY_WAITERS, WAKE_MODE_ASYMMETRIC};
 use crate::sys::{self, FutexWait};
 
@@ -43,9 +45,50 @@ pub(crate) enum Sleep {
     Slice,
 }
 
+/// How a sleeper makes its WAITERS announcement visible to wakers before re-checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Barrier {
+    /// The waker registered for membarrier: issue membarrier(GLOBAL_EXPEDITED).
+    Asymmetric,
+    /// The waker fences on every commit: a local SeqCst fence pairs with it.
+    Fence,
+    /// Wakers of both kinds (a bus doorbell): do both.
+    Both,
+}
+
+/// The barrier matching a queue's writer.
+pub(crate) fn queue_barrier(cb: &ControlBlock) -> Barrier {
+    if cb.wake_mode.load(Ordering::Relaxed) == WAKE_MODE_ASYMMETRIC {
+        Barrier::Asymmetric
+    } else {
+        Barrier::Fence
+    }
+}
+
 /// Spins, yields, then sleeps until `ready()` or `until`, or `slice` of sleeping elapsed.
 pub(crate) fn wait_until(
     cb: &ControlBlock,
+    can_arm: bool,
+    backoff: Backoff,
+    until: Instant,
+    slice: Duration,
+    ready: impl FnMut() -> bool,
+) -> Sleep {
+    wait_on(
+        &cb.notify,
+        queue_barrier(cb),
+        can_arm,
+        backoff,
+        until,
+        slice,
+        ready,
+    )
+}
+
+/// [`wait_until`] on any futex word that follows the WAITERS protocol.
+pub(crate) fn wait_on(
+    word: &AtomicU32,
+    barrier: Barrier,
     can_arm: bool,
     backoff: Backoff,
     until: Instant,
@@ -86,13 +129,12 @@ pub(crate) fn wait_until(
             continue;
         }
         // SYNC POINT: Acquire pairs with the writer's AcqRel swap in `wake_slow`.
-        let w = cb.notify.load(Ordering::Acquire);
+        let w = word.load(Ordering::Acquire);
         let expected = if w & NOTIFY_WAITERS == 0 {
             let armed = w | NOTIFY_WAITERS;
             // SeqCst: this store is the sleeper's half of the Dekker pair with the writer's
             // commit store; see the module docs.
-            if cb
-                .notify
+            if word
                 .compare_exchange(w, armed, Ordering::SeqCst, Ordering::Relaxed)
                 .is_err()
             {
@@ -103,20 +145,21 @@ pub(crate) fn wait_until(
             w
         };
         let mut timeout = remaining;
-        if cb.wake_mode.load(Ordering::Relaxed) == WAKE_MODE_ASYMMETRIC {
-            // Forces a full barrier on the writer's CPU: its commit store is now visible to our
-            // re-check, or its next load of `notify` sees WAITERS.
-            if !sys::membarrier_global() {
+        if matches!(barrier, Barrier::Asymmetric | Barrier::Both) {
+            // Forces a full barrier on every registered waker's CPU: its commit store is now
+            // visible to our re-check, or its next load of the word sees WAITERS.
+            if !sys::membarrier_global() && barrier == Barrier::Asymmetric {
                 // Should not happen when the writer registered; bound the damage of a miss.
                 timeout = timeout.min(Duration::from_millis(1));
             }
-        } else {
+        }
+        if matches!(barrier, Barrier::Fence | Barrier::Both) {
             fence(Ordering::SeqCst);
         }
         if ready() {
             return Sleep::Ready;
         }
-        match sys::futex_wait(&cb.notify, expected, Some(timeout)) {
+        match sys::futex_wait(word, expected, Some(timeout)) {
             FutexWait::Woken
             | FutexWait::ValueChanged
             | FutexWait::Interrupted

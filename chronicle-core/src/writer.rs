@@ -66,6 +66,7 @@ pub struct QueueWriter {
     unsynced_records: u64,
     synced_offset: u64,
     last_sync_ns: u64,
+    doorbell: Option<crate::doorbell::Doorbell>,
     // cold state
     geom: Geometry,
     dir: QueueDir,
@@ -167,6 +168,10 @@ impl QueueWriter {
             Preallocate::Inline => None,
         };
         let now = sys::realtime_ns();
+        let doorbell = match &config.doorbell {
+            Some(p) => Some(crate::doorbell::Doorbell::open_or_create(p, mode)?),
+            None => None,
+        };
         let mut w = QueueWriter {
             seg: rec.segment,
             index: rec.index,
@@ -181,6 +186,7 @@ impl QueueWriter {
             stage: Box::new([0u8; 24 + STAGE_MAX]),
             control,
             durability: config.durability,
+            doorbell,
             unsynced_records: 0,
             synced_offset: report.tail_offset,
             last_sync_ns: now,
@@ -410,6 +416,20 @@ impl QueueWriter {
         if self.control.cb().notify.load(Ordering::Relaxed) & NOTIFY_WAITERS != 0 {
             self.wake_slow();
         }
+        if let Some(d) = &self.doorbell {
+            d.ring();
+        }
+    }
+
+    /// Publishes a watermark without writing a record: a promise that no later record will be
+    /// stamped earlier than now. An idle writer calls this periodically so a fan-in merger need
+    /// not wait for it. Readers see `max(last record timestamp, watermark)`.
+    pub fn heartbeat(&mut self) {
+        let now = self.now_ts();
+        self.last_ts = now;
+        self.control.cb().watermark_ns.store(now, Ordering::Release);
+        self.publish_tail();
+        self.wake_if_sleepers();
     }
 
     #[cold]
