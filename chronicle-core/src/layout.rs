@@ -28,7 +28,7 @@
 //!    40 base_seq u64 (first seq in the segment; set before the previous segment's pad publishes it)
 //!   128.. records, each 8-byte aligned:
 //!     +0 commit u32 = kind << 30 | payload_len   (0 = not written; Release-stored last)
-//!     +4 crc u32  CRC32 of bytes +8..+32+payload_len (header fields and payload, one run)
+//!     +4 crc u32  CRC-32C of bytes +8..+32+payload_len (header fields and payload, one run)
 //!     +8 seq u64   +16 timestamp_ns u64   +24 type_id u32   +28 payload_len u32 (must equal
 //!     the commit word's length; CRC-covered)   +32 payload
 //!   the record length is align8(32 + payload_len); a PAD record ends every full segment.
@@ -252,11 +252,11 @@ pub const fn record_len(payload_len: u64) -> u64 {
     (RECORD_HEADER_SIZE + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
-/// CRC32 of a record: `covered` is bytes `+8 .. +32 + payload_len` of the record (seq,
+/// CRC-32C of a record: `covered` is bytes `+8 .. +32 + payload_len` of the record (seq,
 /// timestamp, type id, payload length and payload), contiguous in the segment.
 #[inline]
 pub fn record_crc(covered: &[u8]) -> u32 {
-    crc32fast::hash(covered)
+    crate::crc::crc32c(covered)
 }
 
 // ---------------------------------------------------------------------------------------------

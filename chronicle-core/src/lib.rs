@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod control;
+pub mod crc;
 pub mod doorbell;
 pub mod error;
 pub mod eventfd;

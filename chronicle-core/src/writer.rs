@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::config::{Durability, Preallocate, RetentionPolicy, WriterConfig};
 use crate::control::{Control, Geometry, QueueDir, create_dir, open_lock_file, random_u64};
+use crate::crc::Crc32c;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
@@ -56,10 +57,6 @@ pub struct QueueWriter {
     next_index_at: u64,
     fence_mode: bool,
     clock: sys::RecordClock,
-    /// A hasher with CPU features already detected; cloned per record.
-    crc: crc32fast::Hasher,
-    /// Staging buffer for small records (header fields + payload), so the CRC reads cache.
-    stage: Box<[u8; 24 + STAGE_MAX]>,
     control: Arc<Control>,
     // policy state
     durability: Durability,
@@ -182,8 +179,6 @@ impl QueueWriter {
             next_index_at,
             fence_mode,
             clock: sys::RecordClock::new(),
-            crc: crc32fast::Hasher::new(),
-            stage: Box::new([0u8; 24 + STAGE_MAX]),
             control,
             durability: config.durability,
             doorbell,
@@ -254,34 +249,20 @@ impl QueueWriter {
         let len = payload.len();
         let ptr = self.reserve(len)?;
         let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
-        // The CRC is computed from the caller's bytes (in cache), not read back from the mapping:
+        // SAFETY: `reserve` returned `record_len(len)` writable bytes at the tail of the current
+        // segment: header fields go to +8..+32, the payload to +32..+32+len. No reader looks at
+        // them before the commit word is published.
+        unsafe {
+            std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                ptr.add(RECORD_HEADER_SIZE as usize),
+                len,
+            );
+        }
+        // The CRC is computed from the sources (in cache), not read back from the mapping:
         // reading freshly stored lines back would stall on their write-allocate misses.
-        let crc = if let Some(covered) = self.stage.get_mut(..24 + len) {
-            let (head, body) = covered.split_at_mut(24);
-            head.copy_from_slice(&fields);
-            body.copy_from_slice(payload);
-            // SAFETY: `reserve` returned `record_len(len)` writable bytes at the tail of the
-            // current segment; +8..+32+len lies inside them. No reader looks at them before the
-            // commit word is published.
-            unsafe { std::ptr::copy_nonoverlapping(covered.as_ptr(), ptr.add(8), 24 + len) };
-            let mut h = self.crc.clone();
-            h.update(covered);
-            h.finalize()
-        } else {
-            let mut h = self.crc.clone();
-            h.update(&fields);
-            h.update(payload);
-            // SAFETY: as above: header fields at +8..+32 and the payload at +32..+32+len.
-            unsafe {
-                std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
-                std::ptr::copy_nonoverlapping(
-                    payload.as_ptr(),
-                    ptr.add(RECORD_HEADER_SIZE as usize),
-                    len,
-                );
-            }
-            h.finalize()
-        };
+        let crc = Crc32c::new().update(&fields).update(payload).finish();
         Ok(self.publish(ptr, timestamp_ns, len, crc))
     }
 
@@ -338,9 +319,9 @@ impl QueueWriter {
         // caller. Nobody else reads them before the commit word is published.
         let crc = unsafe {
             std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
-            let mut h = self.crc.clone();
-            h.update(std::slice::from_raw_parts(ptr.add(8), 24 + len));
-            h.finalize()
+            Crc32c::new()
+                .update(std::slice::from_raw_parts(ptr.add(8), 24 + len))
+                .finish()
         };
         self.publish(ptr, timestamp_ns, len, crc)
     }
@@ -679,9 +660,6 @@ impl Drop for Claim<'_> {
         }
     }
 }
-
-/// Payloads up to this size are staged on the stack so the CRC never reads the mapping.
-const STAGE_MAX: usize = 256;
 
 /// Header bytes +8..+32: seq, timestamp, type id, payload length.
 #[inline]
