@@ -241,10 +241,10 @@ impl Control {
     /// mapping is used when `want_write` is false... callers pass what they need.
     pub(crate) fn open(dir: &QueueDir, want_write: bool) -> Result<Self> {
         let path = dir.control();
-        let (file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
+        let (file, writable) = match sys::open_rw_nofollow(&path) {
             Ok(f) => (f, true),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !want_write => (
-                File::open(&path).map_err(|e| Error::io(&path, "open", e))?,
+                sys::open_ro_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?,
                 false,
             ),
             Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.root.exists() => {
@@ -375,6 +375,7 @@ pub(crate) fn open_lock_file(dir: &QueueDir, mode: u32) -> Result<File> {
         .create(true)
         .truncate(false)
         .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| Error::io(&path, "open", e))?;
     Ok(f)

@@ -4,7 +4,7 @@
 //! crosses a multiple of the index stride. The index is a hint: readers verify the record they
 //! land on, and fall back to scanning from the segment start when an index is missing or bad.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -88,9 +88,9 @@ impl Index {
     pub(crate) fn open(dir: &QueueDir, id: u64, geom: &Geometry, write: bool) -> Result<Index> {
         let path = dir.index_file(id);
         let file = if write {
-            OpenOptions::new().read(true).write(true).open(&path)
+            sys::open_rw_nofollow(&path)
         } else {
-            File::open(&path)
+            sys::open_ro_nofollow(&path)
         }
         .map_err(|e| Error::io(&path, "open", e))?;
         let len = Self::file_len(geom);

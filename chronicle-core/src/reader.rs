@@ -131,7 +131,7 @@ impl QueueReader {
             }
             None => (None, None),
         };
-        let lock_probe = File::open(dir.lock()).ok();
+        let lock_probe = sys::open_ro_nofollow(&dir.lock()).ok();
         // Placeholder segment: the oldest (replaced by the seek below).
         let (seg, _) = open_earliest(&dir, &control, &geom)?;
         let mut r = QueueReader {
@@ -392,7 +392,7 @@ impl QueueReader {
     /// The writer's liveness, from its lock (a live process holds it) and the state word.
     pub fn writer_status(&mut self) -> WriterStatus {
         if self.lock_probe.is_none() {
-            self.lock_probe = File::open(self.dir.lock()).ok();
+            self.lock_probe = sys::open_ro_nofollow(&self.dir.lock()).ok();
         }
         if let Some(f) = &self.lock_probe {
             if sys::is_locked(f).unwrap_or(false) {

@@ -64,6 +64,7 @@ impl ReaderMeta {
             .create(true)
             .truncate(false)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| Error::io(&path, "open reader meta", e))?;
         if !sys::try_lock_exclusive(&file).map_err(|e| Error::io(&path, "lock", e))? {
@@ -220,7 +221,7 @@ pub fn read_info(path: &Path) -> Result<ReaderInfo> {
         .and_then(|s| s.to_str())
         .unwrap_or("")
         .to_string();
-    let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let file = sys::open_ro_nofollow(path).map_err(|e| Error::io(path, "open", e))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io(path, "stat", e))?

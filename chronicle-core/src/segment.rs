@@ -94,11 +94,7 @@ impl Segment {
     /// Opens an existing segment read-write (the writer, after a restart).
     pub(crate) fn open_rw(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
         let path = dir.segment(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "open", e))?;
+        let file = sys::open_rw_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?;
         check_len(&file, &path, geom)?;
         let mut map = Map::rw(&file, geom.segment_size, &path)?;
         let base = map
@@ -118,7 +114,7 @@ impl Segment {
     /// Opens an existing segment read-only (readers). A reader can never modify it.
     pub(crate) fn open_ro(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
         let path = dir.segment(id);
-        let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        let file = sys::open_ro_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?;
         check_len(&file, &path, geom)?;
         let map = Map::ro(&file, geom.segment_size, &path, false)?;
         let base = map.as_ptr() as *mut u8;

@@ -208,6 +208,26 @@ pub fn process_alive(pid: u32, start_time: Option<u64>) -> bool {
     }
 }
 
+/// Opens `path` read-only without following a symbolic link in its last component: a link
+/// planted where a queue file belongs is refused (ELOOP) instead of followed.
+pub fn open_ro_nofollow(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens `path` read-write without following a symbolic link in its last component.
+pub fn open_rw_nofollow(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// This process's pid.
 pub fn current_pid() -> u32 {
     std::process::id()

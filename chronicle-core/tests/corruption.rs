@@ -314,3 +314,35 @@ fn garbage_position_in_reader_meta_falls_back_to_its_sequence() {
     let mut r = QueueReader::open(&q, ReaderConfig::named("x")).unwrap();
     assert_eq!(r.next().unwrap().unwrap().seq(), 20);
 }
+
+#[test]
+fn symlinked_queue_files_are_refused() {
+    let (_d, q, _tail) = filled(3);
+    let outside = tempfile::tempdir().unwrap();
+    // A segment replaced by a link to a file outside the queue: readers refuse to follow it.
+    let seg = seg_path(&q, 0);
+    let target = outside.path().join("victim");
+    std::fs::copy(&seg, &target).unwrap();
+    let original = std::fs::read(&target).unwrap();
+    std::fs::remove_file(&seg).unwrap();
+    std::os::unix::fs::symlink(&target, &seg).unwrap();
+    match QueueReader::open(&q, ReaderConfig::default()) {
+        Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ELOOP)),
+        other => panic!("expected ELOOP, got {other:?}"),
+    }
+    // Nor does the writer write through it.
+    assert!(QueueWriter::open(&q, cfg()).is_err());
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(&target).unwrap()
+    );
+    // queue.meta as a link.
+    let (_d2, q2, _t2) = filled(1);
+    let meta = q2.join("queue.meta");
+    let t2 = outside.path().join("meta");
+    std::fs::copy(&meta, &t2).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+    std::os::unix::fs::symlink(&t2, &meta).unwrap();
+    assert!(QueueReader::open(&q2, ReaderConfig::default()).is_err());
+    assert!(QueueWriter::open(&q2, cfg()).is_err());
+}

@@ -346,7 +346,10 @@ mod tests {
     #[test]
     fn registry_lookup_and_validation() {
         let mut r = Registry::builtin();
-        assert_eq!(r.names(), vec!["chronicle", "ring", "ring-futex", "pipe", "unix"]);
+        assert_eq!(
+            r.names(),
+            vec!["chronicle", "ring", "ring-futex", "pipe", "unix"]
+        );
         assert!(r.get("chronicle").unwrap().supports(WaitMode::Block));
         assert!(!r.get("ring").unwrap().supports(WaitMode::Block));
         assert!(r.get("ring-futex").unwrap().supports(WaitMode::Block));
