@@ -1,0 +1,543 @@
+//! The order-flow scheduler: deficit round robin (DRR) across tenants, bounded, deadline-aware.
+//!
+//! A [`Scheduler`] takes [`Task`]s from many producer threads, each on behalf of a [`TenantKey`]
+//! (in the router: a strategy), and hands them to one or more consumers so that no tenant can
+//! starve another, nothing is queued without bound, and no task is handed out after its deadline.
+//!
+//! # DRR rule
+//! Each tenant has a *quantum* (its weight, in cost units) and a *deficit* (its unspent credit).
+//! Tenants holding tasks are *active* and sit in a ring. Service goes one turn at a time:
+//!
+//! 1. A tenant entering the ring is granted one quantum: `deficit = quantum`.
+//! 2. The front tenant's expired head tasks are dropped (see *Deadlines*). If it is now empty it
+//!    leaves the ring and its deficit is reset to 0.
+//! 3. If its head's `cost <= deficit`, the head is dispatched and `deficit -= cost`; the tenant keeps
+//!    the front (the same turn continues) unless it is now empty, in which case it leaves the ring
+//!    and its deficit is reset to 0.
+//! 4. Otherwise `deficit += quantum` and the tenant moves to the back of the ring (its turn ends).
+//!
+//! Over any interval in which two tenants stay active, the cost they are served differs from the
+//! ratio of their quanta by at most one quantum plus one maximal cost each (the DRR bound), so
+//! bandwidth follows the quanta; a tenant with a head of cost `c` and quantum `q` is dispatched
+//! after at most `ceil(c / q)` of its own turns, so large costs and small quanta cannot starve.
+//! A turn that dispatches nothing only raises a deficit; when a whole cycle over all shards
+//! dispatches nothing, the scheduler grants every active tenant the `m` quanta that the next `m`
+//! idle rounds would have granted (`m` = the fewest top-ups any head still needs), with all shard
+//! locks held, so a dequeue does bounded work whatever the cost/quantum ratio.
+//!
+//! # Shards
+//! Tenants are spread over `shards` by [`TenantKey::stable_hash`]; each shard has its own lock and
+//! its own ring, so producers of different tenants rarely contend. A *round* of a shard is one turn
+//! for each tenant that was in its ring when the round began (tenants arriving during a round are
+//! served from the next). Consumers share one cursor and serve one whole round of a shard before
+//! moving to the next non-empty shard, so across shards every active tenant still gets one turn per
+//! cycle and the DRR shares hold between tenants of different shards. A tenant that becomes active
+//! gets its first turn before any other tenant gets a second one (it waits at most one round).
+//!
+//! # Urgent tasks (cancels)
+//! Each tenant has two FIFO lanes. A task marked [`Task::urgent`] goes into the urgent lane, and a
+//! tenant's head is its oldest urgent task if it has one, otherwise its oldest normal task. An
+//! urgent task is charged its cost against the same deficit, in the tenant's own turn.
+//!
+//! Fairness argument: DRR never looks past a tenant's head, only at the head's cost; reordering a
+//! tenant's own tasks changes which of its tasks is sent, not how much service it gets. Marking
+//! tasks urgent therefore gives a tenant no extra bandwidth and costs other tenants nothing: a
+//! tenant that marks everything urgent is scheduled exactly like one that marks nothing. The price
+//! is that a cancel waits for its tenant's turn: at most one round (the other active tenants'
+//! quanta) behind other tenants' work, never behind its own tenant's queued orders. FIFO order holds
+//! within each lane.
+//!
+//! # Deadlines
+//! A task with a deadline is expired at and after that instant. Expired tasks are dropped when they
+//! reach their tenant's head (at its turn, or when the tenant is full and a new task arrives) and
+//! counted in `expired`; they are never returned. Expired tasks behind a live head stay queued (and
+//! counted in `queue_len`) until they reach the head. A dispatched task's deadline was in the future
+//! at the `now` the dequeue used ([`Scheduler::try_dequeue`] reads the clock once per call;
+//! [`Scheduler::try_dequeue_at`] takes it from the caller).
+//!
+//! # Rejection
+//! [`Scheduler::enqueue`] never blocks and never queues beyond the limits. It returns
+//! `Err(`[`Rejected`]`)`, which hands the task back with a `Copy` [`RejectReason`]:
+//! - [`Closed`](RejectReason::Closed): [`close`](Scheduler::close) was called (checked first);
+//! - [`TooManyTenants`](RejectReason::TooManyTenants): a new tenant beyond `max_tenants`;
+//! - [`TenantFull`](RejectReason::TenantFull): the tenant holds `max_per_tenant` tasks (after its
+//!   expired head tasks are dropped) and the policy is [`Backpressure::Reject`], or it is
+//!   [`Backpressure::EvictOldest`] and the tenant holds no normal task to evict;
+//! - [`GlobalFull`](RejectReason::GlobalFull): the scheduler holds `max_global` tasks.
+//!
+//! Under `EvictOldest` a full tenant's oldest normal task is removed and returned in
+//! [`Enqueued::Evicted`] to make room.
+//!
+//! # Closing
+//! After [`close`](Scheduler::close), enqueues are refused, consumers keep draining what is queued,
+//! and dequeues return [`Dequeued::Closed`] once nothing is left. `close` wakes every blocked
+//! consumer.
+//!
+//! # Statistics
+//! [`Scheduler::counters`] reads lock-free; [`Scheduler::stats`] adds the queue-time percentiles and
+//! the busiest tenants, locking one shard at a time, briefly.
+//! - `enqueued`: tasks accepted. `dequeued`: tasks handed to a consumer. `expired`: tasks dropped
+//!   because their deadline passed. `evicted`: tasks removed by `EvictOldest` (and handed back).
+//!   Every accepted task ends in exactly one of these three, or is still queued.
+//! - `rejected`: tasks refused by `enqueue`, by reason; never counted as enqueued.
+//! - `queue_len`: tasks held now.
+//! - `queue_time`: enqueue-to-dispatch time of every dispatched task (HDR histogram in ns; p50, p99,
+//!   p99.9, max). Expired and evicted tasks are not recorded.
+//! - `top_tenants`: per-tenant counters of the busiest tenants by offered tasks (accepted +
+//!   refused), at most `top_tenants` entries; per-tenant state is bounded by `max_tenants`.
+
+mod config;
+mod drr;
+mod error;
+mod stats;
+mod task;
+mod wait;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+pub use config::{Backpressure, MAX_SHARDS, SchedulerConfig};
+pub use error::{ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+pub use stats::{QueueTimeSummary, RejectCounts, SchedulerCounters, SchedulerStats, TenantStats};
+pub use task::{Task, TenantKey};
+
+use drr::DrrState;
+use stats::ShardCounters;
+use wait::Waiters;
+
+/// Fast-forwards one `try_dequeue` may attempt before it reports `Empty`. One suffices for a single
+/// consumer (the next cycle dispatches); more only matter when other consumers race for the work.
+const MAX_FAST_FORWARDS: u32 = 4;
+
+/// The state every shard operation may touch besides its own shard.
+#[derive(Debug)]
+struct Shared {
+    /// Tasks held, all shards together (including reservations of enqueues in progress).
+    len: CachePadded<AtomicUsize>,
+    closed: AtomicBool,
+    /// Tenants tracked, all shards together.
+    tenants: AtomicUsize,
+    waiters: Waiters,
+    max_global: usize,
+    max_per_tenant: usize,
+    max_tenants: usize,
+    default_quantum: NonZeroU32,
+    backpressure: Backpressure,
+}
+
+impl Shared {
+    /// Takes one global slot for a new task, or says why not.
+    ///
+    /// SYNC POINT: the SeqCst increment of `len` pairs with the sleeper's SeqCst `sleepers`
+    /// increment + `len` load (see [`Waiters::sleep_unless`]) and with the consumer's
+    /// `closed`-then-`len` loads in [`Scheduler::try_dequeue_at`]: the SeqCst load of `closed` *after*
+    /// the increment means either this enqueue sees the close and backs out, or the consumer sees
+    /// `len > 0` and does not report `Closed` while this task is on its way in.
+    #[inline]
+    fn reserve(&self) -> Result<(), RejectReason> {
+        let mut cur = self.len.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.max_global {
+                return Err(RejectReason::GlobalFull);
+            }
+            match self
+                .len
+                .compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            self.release(1);
+            return Err(RejectReason::Closed);
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` global slots (tasks that left).
+    #[inline]
+    fn release(&self, n: usize) {
+        // SeqCst: part of the same total order as `reserve` and the consumers' loads of `len`.
+        self.len.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Counts one more tenant unless `max_tenants` are tracked.
+    fn try_add_tenant(&self) -> bool {
+        // Relaxed: a bound on memory, it publishes nothing (the slot itself is under a shard lock).
+        self.tenants
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_tenants).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// One shard: a lock around its DRR state, and counters readable without the lock.
+#[derive(Debug)]
+struct Shard<T> {
+    state: Mutex<DrrState<T>>,
+    counters: ShardCounters,
+}
+
+impl<T> Shard<T> {
+    /// Locks the shard. A panic while the lock was held (only possible from a payload's `Drop`)
+    /// leaves the DRR state consistent at the granularity of our own writes, so poisoning is
+    /// ignored.
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, DrrState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The DRR scheduler. `Sync` when `T: Send`: share it by reference or in an `Arc`.
+///
+/// See the [module documentation](self) for the rules.
+#[derive(Debug)]
+pub struct Scheduler<T> {
+    shared: Shared,
+    /// The shard served now (consumers finish its round, then move on).
+    cursor: CachePadded<AtomicUsize>,
+    /// Shard 0, kept apart so that [`Scheduler::shard`] is a total function.
+    first: CachePadded<Shard<T>>,
+    rest: Box<[CachePadded<Shard<T>>]>,
+    top_tenants: usize,
+}
+
+impl<T> Scheduler<T> {
+    /// Builds a scheduler.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when a limit is zero, `shards` is out of range, more tenants are given a
+    /// quantum than `max_tenants`, or the histogram bounds are unusable.
+    pub fn new(config: SchedulerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let hist = Histogram::<u64>::new_with_bounds(
+            1,
+            config.queue_time_max_ns(),
+            config.queue_time_sigfig,
+        )
+        .map_err(|e| ConfigError::QueueTimeHistogram {
+            detail: format!("{e:?}"),
+        })?;
+        let make = || {
+            CachePadded::new(Shard {
+                state: Mutex::new(DrrState::new(hist.clone())),
+                counters: ShardCounters::default(),
+            })
+        };
+        let first = make();
+        let rest: Box<[_]> = (1..config.shards).map(|_| make()).collect();
+        let sched = Self {
+            shared: Shared {
+                len: CachePadded::new(AtomicUsize::new(0)),
+                closed: AtomicBool::new(false),
+                tenants: AtomicUsize::new(0),
+                waiters: Waiters::default(),
+                max_global: config.max_global,
+                max_per_tenant: config.max_per_tenant,
+                max_tenants: config.max_tenants,
+                default_quantum: config.default_quantum,
+                backpressure: config.backpressure,
+            },
+            cursor: CachePadded::new(AtomicUsize::new(0)),
+            first,
+            rest,
+            top_tenants: config.top_tenants,
+        };
+        for &(tenant, quantum) in &config.quanta {
+            // Cannot fail: `validate` checked the number of distinct tenants against max_tenants.
+            sched
+                .set_quantum(tenant, quantum)
+                .map_err(|_| ConfigError::TooManyQuanta {
+                    quanta: config.quanta.len(),
+                    max_tenants: config.max_tenants,
+                })?;
+        }
+        Ok(sched)
+    }
+
+    /// Number of shards.
+    #[inline]
+    #[must_use]
+    pub fn shard_count(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    #[inline]
+    fn shard(&self, i: usize) -> &Shard<T> {
+        match i.checked_sub(1).and_then(|j| self.rest.get(j)) {
+            Some(s) => s,
+            None => &self.first,
+        }
+    }
+
+    /// The shard of a tenant: the high bits of its stable hash, scaled to the shard count.
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        ((u128::from(hash) * self.shard_count() as u128) >> 64) as usize
+    }
+
+    /// Offers a task for `tenant`, stamped with `Instant::now()` as its enqueue time.
+    ///
+    /// # Errors
+    /// [`Rejected`] (with the task) when the scheduler is closed, the tenant is new and
+    /// `max_tenants` are tracked, the tenant is full, or the scheduler is full; see the module
+    /// documentation.
+    #[inline]
+    pub fn enqueue(&self, tenant: TenantKey, task: Task<T>) -> Result<Enqueued<T>, Rejected<T>> {
+        self.enqueue_at(tenant, task, Instant::now())
+    }
+
+    /// [`enqueue`](Self::enqueue) with the caller's clock reading as the enqueue time (one clock
+    /// read can serve a batch). `now` also decides which tasks count as expired if the tenant is
+    /// full.
+    ///
+    /// # Errors
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_at(
+        &self,
+        tenant: TenantKey,
+        mut task: Task<T>,
+        now: Instant,
+    ) -> Result<Enqueued<T>, Rejected<T>> {
+        let hash = tenant.stable_hash();
+        let shard = self.shard(self.shard_index(hash));
+        // Acquire: pairs with the Release half of the SeqCst store in `close`. A fast refusal; the
+        // decisive check is the SeqCst one in `Shared::reserve`.
+        if self.shared.closed.load(Ordering::Acquire) {
+            shard.counters.on_rejected(RejectReason::Closed);
+            return Err(Rejected::new(RejectReason::Closed, task));
+        }
+        task.stamp(now);
+        let result = shard
+            .lock()
+            .enqueue(&self.shared, &shard.counters, hash, tenant, task, now);
+        match &result {
+            Ok(Enqueued::Queued) => self.shared.waiters.wake_one(),
+            // Same number of tasks as before: nobody can be asleep waiting for it.
+            Ok(Enqueued::Evicted(_)) => {}
+            Err(rejected) => shard.counters.on_rejected(rejected.reason()),
+        }
+        result
+    }
+
+    /// Takes the next task by the DRR rule, reading the clock once.
+    #[inline]
+    pub fn try_dequeue(&self) -> Dequeued<T> {
+        self.try_dequeue_at(Instant::now())
+    }
+
+    /// Takes the next task by the DRR rule with `now` as the current time: tasks whose deadline is
+    /// at or before `now` are dropped (counted as expired), never returned.
+    ///
+    /// Returns [`Dequeued::Closed`] only when the scheduler is closed and empty. `Empty` can also
+    /// mean that other consumers took the dispatchable work while this call looked.
+    pub fn try_dequeue_at(&self, now: Instant) -> Dequeued<T> {
+        let n = self.shard_count();
+        let mut idle_visits = 0usize;
+        let mut fast_forwards = 0u32;
+        loop {
+            // SYNC POINT: `closed` first, then `len`, both SeqCst; pairs with `Shared::reserve`
+            // (`len` increment, then `closed` load) so a racing enqueue either backs out or is
+            // seen here.
+            let closed = self.shared.closed.load(Ordering::SeqCst);
+            if self.shared.len.load(Ordering::SeqCst) == 0 {
+                return if closed {
+                    Dequeued::Closed
+                } else {
+                    Dequeued::Empty
+                };
+            }
+            // Relaxed: the cursor is only a hint of where to serve; shard state is under its lock.
+            let start = if n == 1 {
+                0
+            } else {
+                self.cursor.load(Ordering::Relaxed) % n
+            };
+            let Some(cur) = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.shard(i).counters.queued() > 0)
+            else {
+                // `len > 0` but no shard shows a task: an enqueue is between its reservation and
+                // its push.
+                return Dequeued::Empty;
+            };
+            if cur != start {
+                self.move_cursor(start, cur);
+            }
+            let shard = self.shard(cur);
+            let (served, round_over) = {
+                let mut st = shard.lock();
+                let served = st.serve(now, &shard.counters);
+                (served, st.round_over())
+            };
+            let released = served.expired as usize + usize::from(served.task.is_some());
+            if released > 0 {
+                self.shared.release(released);
+            }
+            if round_over && n > 1 {
+                self.move_cursor(cur, (cur + 1) % n);
+            }
+            if let Some((tenant, task)) = served.task {
+                return Dequeued::Task(tenant, task);
+            }
+            idle_visits += 1;
+            if idle_visits >= n {
+                // A cycle of visits without a dispatch: every head needs more credit.
+                if fast_forwards >= MAX_FAST_FORWARDS {
+                    return Dequeued::Empty;
+                }
+                fast_forwards += 1;
+                idle_visits = 0;
+                self.fast_forward(now);
+            }
+        }
+    }
+
+    /// Moves the shared cursor from `from` to `to` unless another consumer moved it already.
+    #[inline]
+    fn move_cursor(&self, from: usize, to: usize) {
+        // Relaxed: a hint (see `try_dequeue_at`); the CAS only keeps two consumers from both
+        // advancing it past a shard.
+        let _ = self
+            .cursor
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Grants every active tenant of every shard the quanta of the idle rounds ahead, all shard
+    /// locks held (taken in index order; nothing else holds two shard locks, so no deadlock).
+    fn fast_forward(&self, now: Instant) {
+        let mut guards: Vec<MutexGuard<'_, DrrState<T>>> = (0..self.shard_count())
+            .map(|i| self.shard(i).lock())
+            .collect();
+        let need = guards.iter().filter_map(|g| g.min_need(now)).min();
+        if let Some(rounds) = need.filter(|&m| m > 0) {
+            for g in &mut guards {
+                g.fast_forward(rounds);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a task, without spinning: `Dequeued::Empty` after the timeout,
+    /// `Dequeued::Closed` once closed and drained. [`close`](Self::close) wakes every waiter.
+    /// A `timeout` too large to represent waits without limit.
+    pub fn dequeue_blocking(&self, timeout: Duration) -> Dequeued<T> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let now = Instant::now();
+            match self.try_dequeue_at(now) {
+                Dequeued::Empty => {}
+                done => return done,
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Dequeued::Empty;
+            }
+            // SYNC POINT: SeqCst loads, see `Waiters::sleep_unless` and `Shared::reserve`.
+            self.shared.waiters.sleep_unless(deadline, || {
+                self.shared.len.load(Ordering::SeqCst) > 0
+                    || self.shared.closed.load(Ordering::SeqCst)
+            });
+        }
+    }
+
+    /// Closes the scheduler: enqueues are refused from now on, queued tasks can still be
+    /// dequeued, and every blocked consumer is woken. Idempotent.
+    pub fn close(&self) {
+        // SeqCst: ordered with the `len`/`closed` accesses of `Shared::reserve` and
+        // `try_dequeue_at` (see there).
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.waiters.wake_all();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[inline]
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Tasks held now (lock-free).
+    #[inline]
+    #[must_use]
+    pub fn queue_len(&self) -> usize {
+        self.shared.len.load(Ordering::Relaxed)
+    }
+
+    /// Sets `tenant`'s quantum (weight). It applies from the tenant's next grant (its next entry
+    /// into the ring or its next top-up).
+    ///
+    /// # Errors
+    /// [`RejectReason::TooManyTenants`] if the tenant is new and `max_tenants` are tracked.
+    pub fn set_quantum(&self, tenant: TenantKey, quantum: NonZeroU32) -> Result<(), RejectReason> {
+        let hash = tenant.stable_hash();
+        self.shard(self.shard_index(hash))
+            .lock()
+            .set_quantum(&self.shared, hash, tenant, quantum)
+    }
+
+    /// One tenant's counters, if it is tracked (locks its shard briefly).
+    #[must_use]
+    pub fn tenant_stats(&self, tenant: TenantKey) -> Option<TenantStats> {
+        let hash = tenant.stable_hash();
+        self.shard(self.shard_index(hash)).lock().tenant_stats(hash)
+    }
+
+    /// The scheduler-wide counters, lock-free.
+    #[must_use]
+    pub fn counters(&self) -> SchedulerCounters {
+        let mut c = SchedulerCounters::default();
+        for i in 0..self.shard_count() {
+            self.shard(i).counters.snapshot(&mut c);
+        }
+        c.queue_len = self.queue_len();
+        c
+    }
+
+    /// The queue-time histogram (nanoseconds) of all dispatches so far, merged over the shards
+    /// (each shard locked in turn, for the copy of its histogram).
+    #[must_use]
+    pub fn queue_time_histogram(&self) -> Histogram<u64> {
+        let mut merged = self.first.lock().histogram().clone();
+        for shard in &self.rest {
+            let h = shard.lock().histogram().clone();
+            // Every shard's histogram has the same bounds, so the addition cannot go out of
+            // range; a failure would only leave that shard out of the merge.
+            let _same_bounds = merged.add(&h);
+        }
+        merged
+    }
+
+    /// A full snapshot: counters, queue-time percentiles and the busiest tenants. Locks one shard at
+    /// a time, briefly; the scheduler keeps running.
+    #[must_use]
+    pub fn stats(&self) -> SchedulerStats {
+        let counters = self.counters();
+        let queue_time = QueueTimeSummary::from_histogram(&self.queue_time_histogram());
+        let mut top = Vec::new();
+        let mut tenants = 0;
+        for i in 0..self.shard_count() {
+            let st = self.shard(i).lock();
+            tenants += st.tenant_count();
+            st.collect_tenants(&mut top);
+            drop(st);
+            if top.len() > self.top_tenants {
+                top.sort_unstable_by(TenantStats::busiest_first);
+                top.truncate(self.top_tenants);
+            }
+        }
+        top.sort_unstable_by(TenantStats::busiest_first);
+        top.truncate(self.top_tenants);
+        SchedulerStats {
+            counters,
+            queue_time,
+            tenants,
+            top_tenants: top,
+        }
+    }
+}
