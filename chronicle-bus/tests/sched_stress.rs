@@ -180,3 +180,43 @@ fn producers_and_consumers_deliver_every_task_exactly_once() {
         eprintln!("shards {shards}: {c:?}");
     }
 }
+
+/// Hand-offs one at a time to consumers that block with an effectively infinite timeout: a single
+/// lost wake-up stalls the hand-off and trips the watchdog.
+#[test]
+fn blocking_consumers_never_miss_a_wake_up() {
+    const HANDOFFS: u64 = 3_000;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let s = Arc::new(Scheduler::<u64>::new(SchedulerConfig::default().with_shards(3)).unwrap());
+        let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                let ack_tx = ack_tx.clone();
+                thread::spawn(move || {
+                    while let Dequeued::Task(_, task) =
+                        s.dequeue_blocking(Duration::from_secs(3600))
+                    {
+                        ack_tx.send(task.into_payload()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for i in 0..HANDOFFS {
+            // Alternate tenants so the hand-offs land on different shards.
+            let _ = s.enqueue(TenantKey::new(i % 5), Task::new(i)).unwrap();
+            // Wait until a consumer took it: the consumers are asleep (or about to be) each time.
+            assert_eq!(ack_rx.recv().unwrap(), i);
+        }
+        s.close();
+        for h in consumers {
+            h.join().unwrap();
+        }
+        tx.send(s.counters()).unwrap();
+    });
+    let c = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("watchdog: a wake-up was lost");
+    assert_eq!(c.dequeued, HANDOFFS);
+}

@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -132,15 +133,6 @@ impl<T> TenantSlot<T> {
     }
 }
 
-/// What one [`DrrState::serve`] call did.
-pub(super) struct Served<T> {
-    /// The dispatched task, if any.
-    pub(super) task: Option<(TenantKey, Task<T>)>,
-    /// Expired tasks dropped during the call (already counted; the caller releases their global
-    /// slots).
-    pub(super) expired: u64,
-}
-
 /// A shard's DRR state (guarded by the shard's mutex).
 #[derive(Debug)]
 pub(super) struct DrrState<T> {
@@ -197,6 +189,10 @@ impl<T> DrrState<T> {
         task: Task<T>,
         now: Instant,
     ) -> Result<Enqueued<T>, Rejected<T>> {
+        // Relaxed: `close` writes the flag with every shard lock held, this one included.
+        if shared.closed.load(Ordering::Relaxed) {
+            return Err(Rejected::new(RejectReason::Closed, task));
+        }
         let Some(idx) = self.slot_index(shared, hash, key) else {
             return Err(Rejected::new(RejectReason::TooManyTenants, task));
         };
@@ -232,8 +228,8 @@ impl<T> DrrState<T> {
         }
 
         if evicted.is_none() {
-            if let Err(reason) = shared.reserve() {
-                slot.counters.rejected += u64::from(reason != RejectReason::Closed);
+            if let Err(reason) = shared.reserve(self.queued) {
+                slot.counters.rejected += 1;
                 counters.set_queued(self.queued);
                 return Err(Rejected::new(reason, task));
             }
@@ -268,7 +264,12 @@ impl<T> DrrState<T> {
     /// unless it is now empty and leaves); otherwise its deficit grows by its quantum and it moves
     /// to the back. Each leave or move-to-back ends a turn; a round is `ring.len()` turns counted
     /// from its start, so tenants that arrive during a round are served from the next one.
-    pub(super) fn serve(&mut self, now: Instant, counters: &ShardCounters) -> Served<T> {
+    pub(super) fn serve(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        counters: &ShardCounters,
+    ) -> Option<(TenantKey, Task<T>)> {
         let mut expired = 0u64;
         if self.turns_left == 0 {
             self.turns_left = self.ring.len();
@@ -330,16 +331,25 @@ impl<T> DrrState<T> {
                 }
             }
         };
-        if expired > 0 {
-            counters.on_expired(expired);
-            self.queued -= expired as usize;
+        let left = expired as usize + usize::from(task.is_some());
+        if left > 0 {
+            if expired > 0 {
+                counters.on_expired(expired);
+            }
+            if task.is_some() {
+                counters.on_dequeued();
+            }
+            self.queued -= left;
+            shared.release(left);
+            counters.set_queued(self.queued);
         }
-        if task.is_some() {
-            counters.on_dequeued();
-            self.queued -= 1;
-        }
-        counters.set_queued(self.queued);
-        Served { task, expired }
+        task
+    }
+
+    /// Tasks held by the shard (exact: the caller holds the lock).
+    #[inline]
+    pub(super) fn queued(&self) -> usize {
+        self.queued
     }
 
     /// True when the current round is over: the next `serve` starts a new one.

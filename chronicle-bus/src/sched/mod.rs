@@ -117,8 +117,12 @@ const MAX_FAST_FORWARDS: u32 = 4;
 /// The state every shard operation may touch besides its own shard.
 #[derive(Debug)]
 struct Shared {
-    /// Tasks held, all shards together (including reservations of enqueues in progress).
+    /// Tasks held, all shards together; kept only with more than one shard (with one shard, that
+    /// shard's own count, under its lock, is exact).
     len: CachePadded<AtomicUsize>,
+    global_len: bool,
+    /// Written only with every shard lock held (see [`Scheduler::close`]), so a read under any
+    /// shard lock is exact.
     closed: AtomicBool,
     /// Tenants tracked, all shards together.
     tenants: AtomicUsize,
@@ -131,15 +135,19 @@ struct Shared {
 }
 
 impl Shared {
-    /// Takes one global slot for a new task, or says why not.
-    ///
-    /// SYNC POINT: the SeqCst increment of `len` pairs with the sleeper's SeqCst `sleepers`
-    /// increment + `len` load (see [`Waiters::sleep_unless`]) and with the consumer's
-    /// `closed`-then-`len` loads in [`Scheduler::try_dequeue_at`]: the SeqCst load of `closed` *after*
-    /// the increment means either this enqueue sees the close and backs out, or the consumer sees
-    /// `len > 0` and does not report `Closed` while this task is on its way in.
+    /// Takes one of the `max_global` places for a new task (the caller holds a shard lock; its shard
+    /// holds `shard_queued` tasks).
     #[inline]
-    fn reserve(&self) -> Result<(), RejectReason> {
+    fn reserve(&self, shard_queued: usize) -> Result<(), RejectReason> {
+        if !self.global_len {
+            return if shard_queued >= self.max_global {
+                Err(RejectReason::GlobalFull)
+            } else {
+                Ok(())
+            };
+        }
+        // Relaxed: `len` bounds how much is held; it publishes nothing (the tasks themselves are
+        // published by the shard locks). The CAS never lets `len` pass `max_global`.
         let mut cur = self.len.load(Ordering::Relaxed);
         loop {
             if cur >= self.max_global {
@@ -147,24 +155,21 @@ impl Shared {
             }
             match self
                 .len
-                .compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange_weak(cur, cur + 1, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => break,
+                Ok(_) => return Ok(()),
                 Err(now) => cur = now,
             }
         }
-        if self.closed.load(Ordering::SeqCst) {
-            self.release(1);
-            return Err(RejectReason::Closed);
-        }
-        Ok(())
     }
 
-    /// Gives back `n` global slots (tasks that left).
+    /// Gives back `n` places (tasks that left).
     #[inline]
     fn release(&self, n: usize) {
-        // SeqCst: part of the same total order as `reserve` and the consumers' loads of `len`.
-        self.len.fetch_sub(n, Ordering::SeqCst);
+        if self.global_len && n > 0 {
+            // Relaxed: see `reserve`.
+            self.len.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Counts one more tenant unless `max_tenants` are tracked.
@@ -236,6 +241,7 @@ impl<T> Scheduler<T> {
         let sched = Self {
             shared: Shared {
                 len: CachePadded::new(AtomicUsize::new(0)),
+                global_len: config.shards > 1,
                 closed: AtomicBool::new(false),
                 tenants: AtomicUsize::new(0),
                 waiters: Waiters::default(),
@@ -308,9 +314,9 @@ impl<T> Scheduler<T> {
     ) -> Result<Enqueued<T>, Rejected<T>> {
         let hash = tenant.stable_hash();
         let shard = self.shard(self.shard_index(hash));
-        // Acquire: pairs with the Release half of the SeqCst store in `close`. A fast refusal; the
-        // decisive check is the SeqCst one in `Shared::reserve`.
-        if self.shared.closed.load(Ordering::Acquire) {
+        // Relaxed: an early refusal only; the decisive check is made under the shard lock, under
+        // which `close` writes the flag.
+        if self.shared.closed.load(Ordering::Relaxed) {
             shard.counters.on_rejected(RejectReason::Closed);
             return Err(Rejected::new(RejectReason::Closed, task));
         }
@@ -318,6 +324,7 @@ impl<T> Scheduler<T> {
         let result = shard
             .lock()
             .enqueue(&self.shared, &shard.counters, hash, tenant, task, now);
+        // The shard lock is released here, before any wake-up (see `wait`).
         match &result {
             Ok(Enqueued::Queued) => self.shared.waiters.wake_one(),
             // Same number of tasks as before: nobody can be asleep waiting for it.
@@ -343,17 +350,6 @@ impl<T> Scheduler<T> {
         let mut idle_visits = 0usize;
         let mut fast_forwards = 0u32;
         loop {
-            // SYNC POINT: `closed` first, then `len`, both SeqCst; pairs with `Shared::reserve`
-            // (`len` increment, then `closed` load) so a racing enqueue either backs out or is
-            // seen here.
-            let closed = self.shared.closed.load(Ordering::SeqCst);
-            if self.shared.len.load(Ordering::SeqCst) == 0 {
-                return if closed {
-                    Dequeued::Closed
-                } else {
-                    Dequeued::Empty
-                };
-            }
             // Relaxed: the cursor is only a hint of where to serve; shard state is under its lock.
             let start = if n == 1 {
                 0
@@ -364,9 +360,7 @@ impl<T> Scheduler<T> {
                 .map(|k| (start + k) % n)
                 .find(|&i| self.shard(i).counters.queued() > 0)
             else {
-                // `len > 0` but no shard shows a task: an enqueue is between its reservation and
-                // its push.
-                return Dequeued::Empty;
+                return self.empty_or_closed();
             };
             if cur != start {
                 self.move_cursor(start, cur);
@@ -374,17 +368,13 @@ impl<T> Scheduler<T> {
             let shard = self.shard(cur);
             let (served, round_over) = {
                 let mut st = shard.lock();
-                let served = st.serve(now, &shard.counters);
+                let served = st.serve(&self.shared, now, &shard.counters);
                 (served, st.round_over())
             };
-            let released = served.expired as usize + usize::from(served.task.is_some());
-            if released > 0 {
-                self.shared.release(released);
-            }
             if round_over && n > 1 {
                 self.move_cursor(cur, (cur + 1) % n);
             }
-            if let Some((tenant, task)) = served.task {
+            if let Some((tenant, task)) = served {
                 return Dequeued::Task(tenant, task);
             }
             idle_visits += 1;
@@ -400,14 +390,38 @@ impl<T> Scheduler<T> {
         }
     }
 
+    /// No shard shows a task: `Closed` if closed and truly empty (checked under every lock, since
+    /// the per-shard counts read so far are hints), else `Empty`.
+    fn empty_or_closed(&self) -> Dequeued<T> {
+        // Relaxed: a hint here; the decision is re-made under the locks below.
+        if !self.shared.closed.load(Ordering::Relaxed) {
+            return Dequeued::Empty;
+        }
+        let guards = self.lock_all();
+        if guards.iter().all(|g| g.queued() == 0) {
+            Dequeued::Closed
+        } else {
+            Dequeued::Empty
+        }
+    }
+
+    /// Every shard lock, in index order (the only order in which more than one is ever held).
+    fn lock_all(&self) -> Vec<MutexGuard<'_, DrrState<T>>> {
+        (0..self.shard_count())
+            .map(|i| self.shard(i).lock())
+            .collect()
+    }
+
     /// Moves the shared cursor from `from` to `to` unless another consumer moved it already.
+    ///
+    /// Relaxed load and store, no read-modify-write: the cursor is a hint. Two consumers racing here
+    /// can at worst move it back to a shard that just finished its round, giving that shard one
+    /// extra round; they cannot skip a shard, and within a shard every turn still follows the ring.
     #[inline]
     fn move_cursor(&self, from: usize, to: usize) {
-        // Relaxed: a hint (see `try_dequeue_at`); the CAS only keeps two consumers from both
-        // advancing it past a shard.
-        let _ = self
-            .cursor
-            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+        if self.cursor.load(Ordering::Relaxed) == from {
+            self.cursor.store(to, Ordering::Relaxed);
+        }
     }
 
     /// Grants every active tenant of every shard the quanta of the idle rounds ahead, all shard
@@ -438,20 +452,26 @@ impl<T> Scheduler<T> {
             if deadline.is_some_and(|d| now >= d) {
                 return Dequeued::Empty;
             }
-            // SYNC POINT: SeqCst loads, see `Waiters::sleep_unless` and `Shared::reserve`.
-            self.shared.waiters.sleep_unless(deadline, || {
-                self.shared.len.load(Ordering::SeqCst) > 0
-                    || self.shared.closed.load(Ordering::SeqCst)
-            });
+            // Decide to sleep under every shard lock (see `wait` for why this loses no wake-up).
+            let guards = self.lock_all();
+            // Relaxed: `closed` is written under these locks.
+            let idle = !self.shared.closed.load(Ordering::Relaxed)
+                && guards.iter().all(|g| g.queued() == 0);
+            if idle {
+                self.shared.waiters.sleep(deadline, move || drop(guards));
+            }
         }
     }
 
     /// Closes the scheduler: enqueues are refused from now on, queued tasks can still be
     /// dequeued, and every blocked consumer is woken. Idempotent.
     pub fn close(&self) {
-        // SeqCst: ordered with the `len`/`closed` accesses of `Shared::reserve` and
-        // `try_dequeue_at` (see there).
-        self.shared.closed.store(true, Ordering::SeqCst);
+        {
+            let _all = self.lock_all();
+            // Relaxed: written under every shard lock, so every decision made under a shard lock
+            // (accept an enqueue, report `Closed`, go to sleep) sees it or precedes it.
+            self.shared.closed.store(true, Ordering::Relaxed);
+        }
         self.shared.waiters.wake_all();
     }
 
@@ -459,14 +479,17 @@ impl<T> Scheduler<T> {
     #[inline]
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        // Relaxed: a report, not a decision (see `close`).
+        self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Tasks held now (lock-free).
     #[inline]
     #[must_use]
     pub fn queue_len(&self) -> usize {
-        self.shared.len.load(Ordering::Relaxed)
+        (0..self.shard_count())
+            .map(|i| self.shard(i).counters.queued())
+            .sum()
     }
 
     /// Sets `tenant`'s quantum (weight). It applies from the tenant's next grant (its next entry

@@ -156,8 +156,8 @@ pub struct SchedulerCounters {
     pub evicted: u64,
     /// Tasks refused by `enqueue`, by reason.
     pub rejected: RejectCounts,
-    /// Tasks held now (accepted, not yet dequeued, expired or evicted). It can include, for an
-    /// instant, a task whose enqueue is still in progress.
+    /// Tasks held now (accepted, not yet dequeued, expired or evicted): the sum of the shards'
+    /// counts, each exact as of that shard's last operation.
     pub queue_len: usize,
 }
 
