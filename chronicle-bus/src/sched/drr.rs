@@ -208,7 +208,7 @@ impl<T> DrrState<T> {
             if purged > 0 {
                 slot.counters.expired += purged;
                 counters.on_expired(purged);
-                self.queued -= purged as usize;
+                self.queued = self.queued.saturating_sub(purged as usize);
                 shared.release(purged as usize);
             }
             if slot.len() >= shared.max_per_tenant {
@@ -339,7 +339,7 @@ impl<T> DrrState<T> {
             if task.is_some() {
                 counters.on_dequeued();
             }
-            self.queued -= left;
+            self.queued = self.queued.saturating_sub(left);
             shared.release(left);
             counters.set_queued(self.queued);
         }

@@ -16,10 +16,11 @@
 //!    and its deficit is reset to 0.
 //! 4. Otherwise `deficit += quantum` and the tenant moves to the back of the ring (its turn ends).
 //!
-//! Over any interval in which two tenants stay active, the cost they are served differs from the
-//! ratio of their quanta by at most one quantum plus one maximal cost each (the DRR bound), so
-//! bandwidth follows the quanta; a tenant with a head of cost `c` and quantum `q` is dispatched
-//! after at most `ceil(c / q)` of its own turns, so large costs and small quanta cannot starve.
+//! A tenant's deficit stays in `[0, quantum + max_cost)`, so a tenant that stays active for `k` of
+//! its turns is served within `quantum + max_cost` cost units of `k * quantum`: bandwidth between
+//! continuously active tenants follows the ratio of their quanta (the DRR bound). A tenant whose
+//! head costs `c` is dispatched after at most `ceil(c / quantum)` of its own turns, so large costs
+//! and small quanta cannot starve it.
 //! A turn that dispatches nothing only raises a deficit; when a whole cycle over all shards
 //! dispatches nothing, the scheduler grants every active tenant the `m` quanta that the next `m`
 //! idle rounds would have granted (`m` = the fewest top-ups any head still needs), with all shard
@@ -72,6 +73,18 @@
 //! After [`close`](Scheduler::close), enqueues are refused, consumers keep draining what is queued,
 //! and dequeues return [`Dequeued::Closed`] once nothing is left. `close` wakes every blocked
 //! consumer.
+//!
+//! # Concurrency
+//! Each shard is one `std::sync::Mutex`. A producer locks only its tenant's shard; a consumer locks
+//! one shard at a time. Four rare paths take every shard lock, always in index order (the only
+//! order in which two are ever held, so there is no deadlock): the fast-forward above, a consumer's
+//! decision to sleep, [`close`](Scheduler::close), and the final check before `Closed`. Blocked
+//! consumers sleep on a condition variable (no busy loop); a producer notifies only when a sleeper
+//! is registered, and the sleep decision is made under the shard locks, so no wake-up is lost.
+//! A poisoned lock is recovered, not propagated. Tenant state, including its two `VecDeque` lanes,
+//! is kept and reused, so steady-state operation does not allocate. [`Scheduler::enqueue`] and
+//! [`Scheduler::try_dequeue`] each read the clock once; the `*_at` variants take the caller's
+//! reading, so a loop can read it once per batch.
 //!
 //! # Statistics
 //! [`Scheduler::counters`] reads lock-free; [`Scheduler::stats`] adds the queue-time percentiles and
