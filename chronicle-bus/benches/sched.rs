@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chronicle_bus::sched::{Dequeued, Scheduler, SchedulerConfig, Task, TenantKey};
+use chronicle_bus::sched::{Dequeued, LocalScheduler, Scheduler, SchedulerConfig, Task, TenantKey};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn sched(shards: usize) -> Scheduler<u64> {
@@ -89,6 +89,51 @@ fn single_thread(c: &mut Criterion) {
             },
         );
     }
+
+    // The single-owner variant: same DRR state, no locks.
+    let local_cfg = || {
+        SchedulerConfig::default()
+            .with_max_global(1 << 20)
+            .with_max_per_tenant(1 << 16)
+    };
+    g.throughput(Throughput::Elements(1));
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    let k = TenantKey::new(7);
+    g.bench_function("local/1_tenant", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let _ = l.enqueue(k, Task::new(i)).unwrap();
+            black_box(l.try_dequeue())
+        });
+    });
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    for t in 0..64u64 {
+        for j in 0..8 {
+            let _ = l.enqueue(TenantKey::new(t), Task::new(j)).unwrap();
+        }
+    }
+    g.bench_function("local/64_tenants_backlog", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let _ = l.enqueue(TenantKey::new(i % 64), Task::new(i)).unwrap();
+            black_box(l.try_dequeue())
+        });
+    });
+    g.throughput(Throughput::Elements(64));
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    g.bench_function("local/1_tenant_clock_per_64", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let now = Instant::now();
+            for _ in 0..64 {
+                i += 1;
+                let _ = l.enqueue_at(k, Task::new(i), now).unwrap();
+                let _ = black_box(l.try_dequeue_at(now));
+            }
+        });
+    });
 
     // Floor: a plain locked FIFO.
     g.throughput(Throughput::Elements(1));

@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use chronicle_bus::sched::{
-    Backpressure, Dequeued, Enqueued, Scheduler, SchedulerConfig, Task, TenantKey,
+    Backpressure, Dequeued, Enqueued, LocalScheduler, Scheduler, SchedulerConfig, Task, TenantKey,
 };
 use proptest::prelude::*;
 
@@ -246,5 +246,55 @@ proptest! {
                 Op::Advance { .. } | Op::SetQuantum { .. } => {}
             }
         }
+    }
+
+    /// `LocalScheduler` and a one-shard `Scheduler` given the same operations return the same
+    /// results, in the same order, with the same counters.
+    #[test]
+    fn local_scheduler_matches_the_shared_one(cfg in config(), ops in proptest::collection::vec(op(true), 1..200)) {
+        let shared = Scheduler::<u64>::new(cfg.clone().with_shards(1)).unwrap();
+        let mut local = LocalScheduler::<u64>::new(cfg).unwrap();
+        let base = Instant::now();
+        let mut now = base;
+        let show_enq = |r: Result<Enqueued<u64>, chronicle_bus::sched::Rejected<u64>>| match r {
+            Ok(Enqueued::Queued) => "queued".to_string(),
+            Ok(Enqueued::Evicted(t)) => format!("evicted {}", t.payload()),
+            Err(e) => format!("rejected {} {}", e.reason(), e.task().payload()),
+        };
+        let show_deq = |d: Dequeued<u64>| match d {
+            Dequeued::Task(k, t) => format!("{k} {} {:?}", t.payload(), t.enqueue_ts()),
+            other => format!("{other:?}"),
+        };
+        for (id, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Enqueue { tenant, cost, urgent, ttl_ms } => {
+                    let make = || {
+                        let mut task = Task::new(id as u64).with_cost(NonZeroU32::new(cost).unwrap());
+                        if urgent { task = task.urgent(); }
+                        if let Some(ms) = ttl_ms { task = task.with_deadline(now + Duration::from_millis(u64::from(ms))); }
+                        task
+                    };
+                    let k = TenantKey::new(u64::from(tenant));
+                    prop_assert_eq!(show_enq(shared.enqueue_at(k, make(), now)), show_enq(local.enqueue_at(k, make(), now)));
+                }
+                Op::Dequeue => prop_assert_eq!(show_deq(shared.try_dequeue_at(now)), show_deq(local.try_dequeue_at(now))),
+                Op::Advance { ms } => now += Duration::from_millis(u64::from(ms)),
+                Op::SetQuantum { tenant, quantum } => {
+                    let k = TenantKey::new(u64::from(tenant));
+                    let q = NonZeroU32::new(quantum).unwrap();
+                    prop_assert_eq!(shared.set_quantum(k, q), local.set_quantum(k, q));
+                }
+            }
+            prop_assert_eq!(shared.counters(), local.counters());
+        }
+        shared.close();
+        local.close();
+        loop {
+            let (a, b) = (shared.try_dequeue_at(now), local.try_dequeue_at(now));
+            let done = a.is_closed();
+            prop_assert_eq!(show_deq(a), show_deq(b));
+            if done { break; }
+        }
+        prop_assert_eq!(shared.stats(), local.stats());
     }
 }

@@ -3,6 +3,8 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 use super::error::ConfigError;
 use super::task::TenantKey;
 
@@ -175,10 +177,16 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    /// Queue-time histogram upper bound in nanoseconds (at least 2, as the histogram requires).
-    pub(super) fn queue_time_max_ns(&self) -> u64 {
-        u64::try_from(self.queue_time_max.as_nanos())
+    /// An empty queue-time histogram (nanoseconds) with the configured bounds.
+    pub(super) fn histogram(&self) -> Result<Histogram<u64>, ConfigError> {
+        // At least 2: the histogram needs `high >= 2 * low`.
+        let max_ns = u64::try_from(self.queue_time_max.as_nanos())
             .unwrap_or(u64::MAX)
-            .max(2)
+            .max(2);
+        Histogram::new_with_bounds(1, max_ns, self.queue_time_sigfig).map_err(|e| {
+            ConfigError::QueueTimeHistogram {
+                detail: format!("{e:?}"),
+            }
+        })
     }
 }

@@ -163,6 +163,7 @@ impl<T> DrrState<T> {
     }
 
     /// Finds the tenant's slot, creating it (if `shared` admits one more tenant).
+    #[inline]
     fn slot_index(&mut self, shared: &Shared, hash: u64, key: TenantKey) -> Option<usize> {
         match self.index.entry(hash) {
             Entry::Occupied(e) => Some(*e.get() as usize),

@@ -3,6 +3,8 @@
 //! A [`Scheduler`] takes [`Task`]s from many producer threads, each on behalf of a [`TenantKey`]
 //! (in the router: a strategy), and hands them to one or more consumers so that no tenant can
 //! starve another, nothing is queued without bound, and no task is handed out after its deadline.
+//! [`LocalScheduler`] is the same scheduler for a single owning thread (no locks): a router loop
+//! that accepts and dispatches on one thread.
 //!
 //! # DRR rule
 //! Each tenant has a *quantum* (its weight, in cost units) and a *deficit* (its unspent credit).
@@ -102,6 +104,7 @@
 mod config;
 mod drr;
 mod error;
+mod local;
 mod stats;
 mod task;
 mod wait;
@@ -116,6 +119,7 @@ use hdrhistogram::Histogram;
 
 pub use config::{Backpressure, MAX_SHARDS, SchedulerConfig};
 pub use error::{ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+pub use local::LocalScheduler;
 pub use stats::{QueueTimeSummary, RejectCounts, SchedulerCounters, SchedulerStats, TenantStats};
 pub use task::{Task, TenantKey};
 
@@ -148,6 +152,21 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(config: &SchedulerConfig, global_len: bool) -> Self {
+        Self {
+            len: CachePadded::new(AtomicUsize::new(0)),
+            global_len,
+            closed: AtomicBool::new(false),
+            tenants: AtomicUsize::new(0),
+            waiters: Waiters::default(),
+            max_global: config.max_global,
+            max_per_tenant: config.max_per_tenant,
+            max_tenants: config.max_tenants,
+            default_quantum: config.default_quantum,
+            backpressure: config.backpressure,
+        }
+    }
+
     /// Takes one of the `max_global` places for a new task (the caller holds a shard lock; its shard
     /// holds `shard_queued` tasks).
     #[inline]
@@ -235,14 +254,7 @@ impl<T> Scheduler<T> {
     /// quantum than `max_tenants`, or the histogram bounds are unusable.
     pub fn new(config: SchedulerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let hist = Histogram::<u64>::new_with_bounds(
-            1,
-            config.queue_time_max_ns(),
-            config.queue_time_sigfig,
-        )
-        .map_err(|e| ConfigError::QueueTimeHistogram {
-            detail: format!("{e:?}"),
-        })?;
+        let hist = config.histogram()?;
         let make = || {
             CachePadded::new(Shard {
                 state: Mutex::new(DrrState::new(hist.clone())),
@@ -252,18 +264,7 @@ impl<T> Scheduler<T> {
         let first = make();
         let rest: Box<[_]> = (1..config.shards).map(|_| make()).collect();
         let sched = Self {
-            shared: Shared {
-                len: CachePadded::new(AtomicUsize::new(0)),
-                global_len: config.shards > 1,
-                closed: AtomicBool::new(false),
-                tenants: AtomicUsize::new(0),
-                waiters: Waiters::default(),
-                max_global: config.max_global,
-                max_per_tenant: config.max_per_tenant,
-                max_tenants: config.max_tenants,
-                default_quantum: config.default_quantum,
-                backpressure: config.backpressure,
-            },
+            shared: Shared::new(&config, config.shards > 1),
             cursor: CachePadded::new(AtomicUsize::new(0)),
             first,
             rest,
