@@ -9,7 +9,8 @@
 //! with probability 2.5 % per tick (40 % of capacity together); the hot tenant, when present,
 //! offers 3 tasks per tick (300 % of capacity). Every task has a 2 ms deadline. Limits: 1 024 per
 //! tenant, 4 096 in all; the FIFO has the same 4 096 bound and drops expired tasks at its head
-//! just as the scheduler does. Queue times are enqueue-to-dispatch, recorded per class in HDR
+//! just as the scheduler does. `Scheduler` (locked) and `LocalScheduler` (single owner) make the
+//! same decisions, so their queue-time rows match; only their wall-clock rates differ. Queue times are enqueue-to-dispatch, recorded per class in HDR
 //! histograms. The wall-clock rate of the whole simulation (scheduler calls plus the harness's own
 //! bookkeeping) is printed too.
 #![allow(
@@ -22,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use chronicle_bus::sched::{Dequeued, Scheduler, SchedulerConfig, Task, TenantKey};
+use chronicle_bus::sched::{Dequeued, LocalScheduler, Scheduler, SchedulerConfig, Task, TenantKey};
 use hdrhistogram::Histogram;
 
 const TICKS: u64 = 2_000_000;
@@ -36,7 +37,11 @@ const HOT: u64 = 1_000;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Policy {
+    /// The thread-safe `Scheduler` (one shard).
     Drr,
+    /// The single-owner `LocalScheduler`: same decisions, no locks.
+    DrrLocal,
+    /// A plain `VecDeque`: one FIFO for everyone, same global bound, expired heads dropped.
     Fifo,
 }
 
@@ -82,14 +87,15 @@ impl Rng {
 fn run(policy: Policy, with_hot: bool) -> Run {
     let base = Instant::now();
     let at = |tick: u64| base + Duration::from_micros(tick);
-    let sched = Scheduler::<u64>::new(
+    let config = || {
         SchedulerConfig::default()
             .with_shards(1)
             .with_max_global(MAX_GLOBAL)
             .with_max_per_tenant(MAX_PER_TENANT)
-            .with_max_tenants(64),
-    )
-    .unwrap();
+            .with_max_tenants(64)
+    };
+    let sched = Scheduler::<u64>::new(config()).unwrap();
+    let mut local = LocalScheduler::<u64>::new(config()).unwrap();
     // FIFO entries: (tenant, enqueue tick, deadline tick).
     let mut fifo: VecDeque<(u64, u64, u64)> = VecDeque::with_capacity(MAX_GLOBAL);
     let mut hot = Class::new();
@@ -122,6 +128,13 @@ fn run(policy: Policy, with_hot: bool) -> Run {
                         now,
                     )
                     .is_ok(),
+                Policy::DrrLocal => local
+                    .enqueue_at(
+                        TenantKey::new(tenant),
+                        Task::new(tick).with_deadline(at(tick + DEADLINE_TICKS)),
+                        now,
+                    )
+                    .is_ok(),
                 Policy::Fifo => {
                     if fifo.len() < MAX_GLOBAL {
                         fifo.push_back((tenant, tick, tick + DEADLINE_TICKS));
@@ -139,8 +152,13 @@ fn run(policy: Policy, with_hot: bool) -> Run {
         // One dispatch per tick.
         ops += 1;
         match policy {
-            Policy::Drr => {
-                if let Dequeued::Task(k, task) = sched.try_dequeue_at(now) {
+            Policy::Drr | Policy::DrrLocal => {
+                let out = if policy == Policy::Drr {
+                    sched.try_dequeue_at(now)
+                } else {
+                    local.try_dequeue_at(now)
+                };
+                if let Dequeued::Task(k, task) = out {
                     let class = if k.id() == HOT { &mut hot } else { &mut cold };
                     class.dispatched += 1;
                     class.hist.record((tick - *task.payload()) * 1_000).unwrap();
@@ -162,14 +180,18 @@ fn run(policy: Policy, with_hot: bool) -> Run {
         }
     }
     let wall = start.elapsed();
-    if policy == Policy::Drr {
-        hot.expired = sched
-            .tenant_stats(TenantKey::new(HOT))
-            .map_or(0, |t| t.expired);
-        cold.expired = (0..COLD_TENANTS)
-            .filter_map(|k| sched.tenant_stats(TenantKey::new(k)))
-            .map(|t| t.expired)
-            .sum();
+    let tenant_expired = |k: u64| match policy {
+        Policy::Drr => sched
+            .tenant_stats(TenantKey::new(k))
+            .map_or(0, |t| t.expired),
+        Policy::DrrLocal => local
+            .tenant_stats(TenantKey::new(k))
+            .map_or(0, |t| t.expired),
+        Policy::Fifo => 0,
+    };
+    if policy != Policy::Fifo {
+        hot.expired = tenant_expired(HOT);
+        cold.expired = (0..COLD_TENANTS).map(tenant_expired).sum();
     }
     Run {
         hot,
@@ -211,6 +233,8 @@ fn main() {
     let runs = [
         ("DRR, cold only", run(Policy::Drr, false)),
         ("DRR, hot + cold", run(Policy::Drr, true)),
+        ("DRR local, cold only", run(Policy::DrrLocal, false)),
+        ("DRR local, hot + cold", run(Policy::DrrLocal, true)),
         ("FIFO, cold only", run(Policy::Fifo, false)),
         ("FIFO, hot + cold", run(Policy::Fifo, true)),
     ];
@@ -242,6 +266,6 @@ fn main() {
     println!(
         "cold p99 with hot / without hot: DRR {:.2}x, FIFO {:.2}x",
         cold_p99(&runs[1].1) / cold_p99(&runs[0].1),
-        cold_p99(&runs[3].1) / cold_p99(&runs[2].1)
+        cold_p99(&runs[5].1) / cold_p99(&runs[4].1)
     );
 }
