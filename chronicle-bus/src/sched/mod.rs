@@ -6,6 +6,36 @@
 //! [`LocalScheduler`] is the same scheduler for a single owning thread (no locks): a router loop
 //! that accepts and dispatches on one thread.
 //!
+//! # Example
+//! ```
+//! use std::num::NonZeroU32;
+//! use std::time::{Duration, Instant};
+//!
+//! use chronicle_bus::sched::{Dequeued, Enqueued, Scheduler, SchedulerConfig, Task, TenantKey};
+//!
+//! let a = TenantKey::from_name("strategy-a");
+//! let b = TenantKey::from_name("strategy-b");
+//! let two = NonZeroU32::new(2).ok_or("zero")?;
+//! // Strategy b gets twice a's share while both have orders waiting.
+//! let sched = Scheduler::new(SchedulerConfig::default().with_max_per_tenant(1_000).with_quantum(b, two))?;
+//!
+//! let deadline = Instant::now() + Duration::from_secs(60);
+//! assert!(matches!(sched.enqueue(a, Task::new("a: new order").with_deadline(deadline))?, Enqueued::Queued));
+//! assert!(matches!(sched.enqueue(a, Task::new("a: cancel").urgent())?, Enqueued::Queued));
+//! assert!(matches!(sched.enqueue(b, Task::new("b: new order"))?, Enqueued::Queued));
+//!
+//! // The router loop: a's cancel goes ahead of a's own order; b is served in its turn.
+//! let mut sent = Vec::new();
+//! while let Dequeued::Task(_tenant, task) = sched.try_dequeue() {
+//!     sent.push(task.into_payload());
+//! }
+//! assert_eq!(sent.len(), 3);
+//! assert!(sent.iter().position(|p| *p == "a: cancel") < sent.iter().position(|p| *p == "a: new order"));
+//! let stats = sched.stats();
+//! assert_eq!(stats.counters.dequeued, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # DRR rule
 //! Each tenant has a *quantum* (its weight, in cost units) and a *deficit* (its unspent credit).
 //! Tenants holding tasks are *active* and sit in a ring. Service goes one turn at a time:
