@@ -97,7 +97,11 @@ struct Meta {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    // 192 cases by default (about a second); PROPTEST_CASES overrides for longer searches.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(192),
+        ..ProptestConfig::default()
+    })]
 
     /// Accounting, queue length, per-tenant FIFO per lane, no expired or duplicate dispatch.
     #[test]
