@@ -90,6 +90,29 @@ fn single_thread(c: &mut Criterion) {
         );
     }
 
+    // Batches: 64 enqueues then one batch dequeue of 64, one clock read for all of it.
+    for shards in [1, 4] {
+        let s = sched(shards);
+        let mut out = Vec::with_capacity(64);
+        g.bench_function(
+            BenchmarkId::new("64_tenants_batch_64", format!("shards_{shards}")),
+            |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    let now = Instant::now();
+                    for _ in 0..64 {
+                        i += 1;
+                        let _ = s
+                            .enqueue_at(TenantKey::new(i % 64), Task::new(i), now)
+                            .unwrap();
+                    }
+                    out.clear();
+                    let _ = black_box(s.try_dequeue_batch_at(now, 64, &mut out));
+                });
+            },
+        );
+    }
+
     // The single-owner variant: same DRR state, no locks.
     let local_cfg = || {
         SchedulerConfig::default()
@@ -197,6 +220,54 @@ fn two_threads_sched(shards: usize, iters: u64) -> Duration {
     elapsed
 }
 
+/// As `two_threads_sched`, the consumer taking up to 64 tasks per call.
+fn two_threads_sched_batch(shards: usize, iters: u64) -> Duration {
+    let s = Arc::new(
+        Scheduler::<u64>::new(
+            SchedulerConfig::default()
+                .with_shards(shards)
+                .with_max_global(4096)
+                .with_max_per_tenant(4096),
+        )
+        .unwrap(),
+    );
+    let go = Arc::new(Barrier::new(2));
+    let producer = {
+        let s = Arc::clone(&s);
+        let go = Arc::clone(&go);
+        thread::spawn(move || {
+            go.wait();
+            for i in 0..iters {
+                let mut task = Task::new(i);
+                loop {
+                    match s.enqueue(TenantKey::new(i % 8), task) {
+                        Ok(_) => break,
+                        Err(e) => {
+                            task = e.into_task();
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            }
+        })
+    };
+    go.wait();
+    let start = Instant::now();
+    let mut got = 0;
+    let mut out = Vec::with_capacity(64);
+    while got < iters {
+        out.clear();
+        match s.try_dequeue_batch(64, &mut out) {
+            chronicle_bus::sched::BatchDequeued::Tasks(n) => got += n as u64,
+            _ => std::hint::spin_loop(),
+        }
+        black_box(&out);
+    }
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    elapsed
+}
+
 fn two_threads_fifo(iters: u64) -> Duration {
     let q = Arc::new(Mutex::new(VecDeque::<(u64, Instant)>::with_capacity(4096)));
     let go = Arc::new(Barrier::new(2));
@@ -245,6 +316,12 @@ fn two_threads(c: &mut Criterion) {
             |b| {
                 b.iter_custom(|iters| two_threads_sched(shards, iters));
             },
+        );
+    }
+    for shards in [1, 4] {
+        g.bench_function(
+            BenchmarkId::new("producer_consumer_batch_64", format!("shards_{shards}")),
+            |b| b.iter_custom(|iters| two_threads_sched_batch(shards, iters)),
         );
     }
     g.bench_function("mutex_vecdeque_fifo", |b| b.iter_custom(two_threads_fifo));

@@ -12,7 +12,8 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use chronicle_bus::sched::{
-    Backpressure, Dequeued, Enqueued, LocalScheduler, Scheduler, SchedulerConfig, Task, TenantKey,
+    Backpressure, BatchDequeued, Dequeued, Enqueued, LocalScheduler, Scheduler, SchedulerConfig,
+    Task, TenantKey,
 };
 use proptest::prelude::*;
 
@@ -300,5 +301,70 @@ proptest! {
             if done { break; }
         }
         prop_assert_eq!(shared.stats(), local.stats());
+    }
+
+    /// A batch dequeue of `k` returns what `k` single dequeues at the same instant return, for the
+    /// shared scheduler (any shard count) and the local one.
+    #[test]
+    fn batch_dequeue_matches_single_dequeues(cfg in config(),
+                                             ops in proptest::collection::vec((op(true), 1usize..6), 1..150)) {
+        let single = Scheduler::<u64>::new(cfg.clone()).unwrap();
+        let batched = Scheduler::<u64>::new(cfg.clone()).unwrap();
+        let mut local_single = LocalScheduler::<u64>::new(cfg.clone()).unwrap();
+        let mut local_batched = LocalScheduler::<u64>::new(cfg).unwrap();
+        let mut now = Instant::now();
+        let mut out = Vec::new();
+        for (id, (op, k)) in ops.into_iter().enumerate() {
+            match op {
+                Op::Enqueue { tenant, cost, urgent, ttl_ms } => {
+                    let make = || {
+                        let mut task = Task::new(id as u64).with_cost(NonZeroU32::new(cost).unwrap());
+                        if urgent { task = task.urgent(); }
+                        if let Some(ms) = ttl_ms { task = task.with_deadline(now + Duration::from_millis(u64::from(ms))); }
+                        task
+                    };
+                    let key = TenantKey::new(u64::from(tenant));
+                    prop_assert_eq!(single.enqueue_at(key, make(), now).is_ok(), batched.enqueue_at(key, make(), now).is_ok());
+                    prop_assert_eq!(local_single.enqueue_at(key, make(), now).is_ok(), local_batched.enqueue_at(key, make(), now).is_ok());
+                }
+                Op::Dequeue => {
+                    let (mut want, mut want_local) = (Vec::new(), Vec::new());
+                    for _ in 0..k {
+                        if let Dequeued::Task(key, t) = single.try_dequeue_at(now) { want.push((key, *t.payload())); }
+                        if let Dequeued::Task(key, t) = local_single.try_dequeue_at(now) { want_local.push((key, *t.payload())); }
+                    }
+                    for (sched_out, want) in [
+                        ({ out.clear(); let r = batched.try_dequeue_batch_at(now, k, &mut out); (r, out.iter().map(|(key, t)| (*key, *t.payload())).collect::<Vec<_>>()) }, &want),
+                        ({ out.clear(); let r = local_batched.try_dequeue_batch_at(now, k, &mut out); (r, out.iter().map(|(key, t)| (*key, *t.payload())).collect::<Vec<_>>()) }, &want_local),
+                    ] {
+                        let expect = if want.is_empty() { BatchDequeued::Empty } else { BatchDequeued::Tasks(want.len()) };
+                        prop_assert_eq!(sched_out.0, expect);
+                        prop_assert_eq!(&sched_out.1, want);
+                    }
+                }
+                Op::Advance { ms } => now += Duration::from_millis(u64::from(ms)),
+                Op::SetQuantum { tenant, quantum } => {
+                    let key = TenantKey::new(u64::from(tenant));
+                    let q = NonZeroU32::new(quantum).unwrap();
+                    single.set_quantum(key, q).unwrap();
+                    batched.set_quantum(key, q).unwrap();
+                    local_single.set_quantum(key, q).unwrap();
+                    local_batched.set_quantum(key, q).unwrap();
+                }
+            }
+            prop_assert_eq!(single.counters(), batched.counters());
+            prop_assert_eq!(local_single.counters(), local_batched.counters());
+        }
+        batched.close();
+        local_batched.close();
+        let end = now + Duration::from_secs(1);
+        for _ in 0..2 {
+            out.clear();
+            let _ = batched.try_dequeue_batch_at(end, 1_000, &mut out);
+            out.clear();
+            let _ = local_batched.try_dequeue_batch_at(end, 1_000, &mut out);
+        }
+        prop_assert_eq!(batched.try_dequeue_batch_at(end, 1, &mut out), BatchDequeued::Closed);
+        prop_assert_eq!(local_batched.try_dequeue_batch_at(end, 1, &mut out), BatchDequeued::Closed);
     }
 }

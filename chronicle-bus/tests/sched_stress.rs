@@ -55,7 +55,8 @@ fn run(shards: usize, backpressure: Backpressure) -> Outcome {
                             let p = *task.payload();
                             assert_eq!(k.id(), p.1);
                             if let Some(d) = task.deadline() {
-                                // The dequeue used a `now` before this one; the deadline was after it.
+                                // The dequeue read the clock under the shard lock, after this task
+                                // was stamped, and the deadline was later than that reading.
                                 assert!(task.enqueue_ts().unwrap() < d);
                             }
                             got.push(p);

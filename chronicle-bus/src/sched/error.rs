@@ -171,6 +171,19 @@ impl<T> fmt::Debug for Dequeued<T> {
     }
 }
 
+/// The outcome of a batch dequeue
+/// ([`Scheduler::try_dequeue_batch`](super::Scheduler::try_dequeue_batch)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum BatchDequeued {
+    /// This many tasks (at least 1) were appended to the output.
+    Tasks(usize),
+    /// Nothing is dispatchable now.
+    Empty,
+    /// The scheduler is closed and holds no task.
+    Closed,
+}
+
 /// A [`SchedulerConfig`](super::SchedulerConfig) that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 
 use super::config::SchedulerConfig;
 use super::drr::DrrState;
-use super::error::{ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+use super::error::{BatchDequeued, ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
 use super::stats::{
     QueueTimeSummary, SchedulerCounters, SchedulerStats, ShardCounters, TenantStats,
 };
@@ -117,6 +117,42 @@ impl<T> LocalScheduler<T> {
             fast_forwards += 1;
             if let Some(rounds) = self.state.min_need(now).filter(|&m| m > 0) {
                 self.state.fast_forward(rounds);
+            }
+        }
+    }
+
+    /// Takes up to `max` tasks (at least 1) into `out`, reading the clock once: the same tasks in
+    /// the same order as that many [`try_dequeue`](Self::try_dequeue) calls at one instant.
+    pub fn try_dequeue_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(TenantKey, Task<T>)>,
+    ) -> BatchDequeued {
+        self.try_dequeue_batch_at(Instant::now(), max, out)
+    }
+
+    /// [`try_dequeue_batch`](Self::try_dequeue_batch) with the caller's clock reading.
+    pub fn try_dequeue_batch_at(
+        &mut self,
+        now: Instant,
+        max: usize,
+        out: &mut Vec<(TenantKey, Task<T>)>,
+    ) -> BatchDequeued {
+        let max = max.max(1);
+        let mut taken = 0usize;
+        loop {
+            match self.try_dequeue_at(now) {
+                Dequeued::Task(tenant, task) => {
+                    out.push((tenant, task));
+                    taken += 1;
+                    if taken >= max {
+                        return BatchDequeued::Tasks(taken);
+                    }
+                }
+                Dequeued::Empty if taken > 0 => return BatchDequeued::Tasks(taken),
+                Dequeued::Closed if taken > 0 => return BatchDequeued::Tasks(taken),
+                Dequeued::Empty => return BatchDequeued::Empty,
+                Dequeued::Closed => return BatchDequeued::Closed,
             }
         }
     }

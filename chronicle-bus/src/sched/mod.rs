@@ -85,8 +85,10 @@
 //! reach their tenant's head (at its turn, or when the tenant is full and a new task arrives) and
 //! counted in `expired`; they are never returned. Expired tasks behind a live head stay queued (and
 //! counted in `queue_len`) until they reach the head. A dispatched task's deadline was in the future
-//! at the `now` the dequeue used ([`Scheduler::try_dequeue`] reads the clock once per call;
-//! [`Scheduler::try_dequeue_at`] takes it from the caller).
+//! at the `now` the dequeue used: [`Scheduler::try_dequeue`], `try_dequeue_batch` and
+//! `dequeue_blocking` read the clock after taking a shard lock (once per shard visited), so that
+//! reading is later than the enqueue of every task they can see there; the `*_at` variants use the
+//! caller's reading instead.
 //!
 //! # Rejection
 //! [`Scheduler::enqueue`] never blocks and never queues beyond the limits. It returns
@@ -115,8 +117,9 @@
 //! is registered, and the sleep decision is made under the shard locks, so no wake-up is lost.
 //! A poisoned lock is recovered, not propagated. Tenant state, including its two `VecDeque` lanes,
 //! is kept and reused, so steady-state operation does not allocate. [`Scheduler::enqueue`] and
-//! [`Scheduler::try_dequeue`] each read the clock once; the `*_at` variants take the caller's
-//! reading, so a loop can read it once per batch.
+//! [`Scheduler::try_dequeue`] each read the clock once (the dequeue once per shard visited); the
+//! `*_at` variants take the caller's reading, so a loop can read it once per batch, and
+//! [`Scheduler::try_dequeue_batch`] serves several tasks per lock acquisition.
 //!
 //! # Statistics
 //! [`Scheduler::counters`] reads lock-free; [`Scheduler::stats`] adds the queue-time percentiles and
@@ -148,7 +151,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
 pub use config::{Backpressure, MAX_SHARDS, SchedulerConfig};
-pub use error::{ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+pub use error::{BatchDequeued, ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
 pub use local::LocalScheduler;
 pub use stats::{QueueTimeSummary, RejectCounts, SchedulerCounters, SchedulerStats, TenantStats};
 pub use task::{Task, TenantKey};
@@ -381,7 +384,7 @@ impl<T> Scheduler<T> {
     /// Takes the next task by the DRR rule, reading the clock once.
     #[inline]
     pub fn try_dequeue(&self) -> Dequeued<T> {
-        self.try_dequeue_at(Instant::now())
+        self.dequeue_one(None)
     }
 
     /// Takes the next task by the DRR rule with `now` as the current time: tasks whose deadline is
@@ -389,8 +392,59 @@ impl<T> Scheduler<T> {
     ///
     /// Returns [`Dequeued::Closed`] only when the scheduler is closed and empty. `Empty` can also
     /// mean that other consumers took the dispatchable work while this call looked.
+    #[inline]
     pub fn try_dequeue_at(&self, now: Instant) -> Dequeued<T> {
+        self.dequeue_one(Some(now))
+    }
+
+    /// One dequeue; `now: None` reads the clock under each shard lock it takes.
+    #[inline]
+    fn dequeue_one(&self, now: Option<Instant>) -> Dequeued<T> {
+        let mut out = None;
+        match self.dequeue_into(now, 1, |tenant, task| out = Some((tenant, task))) {
+            BatchDequeued::Closed => Dequeued::Closed,
+            BatchDequeued::Tasks(_) | BatchDequeued::Empty => match out {
+                Some((tenant, task)) => Dequeued::Task(tenant, task),
+                None => Dequeued::Empty,
+            },
+        }
+    }
+
+    /// Takes up to `max` tasks (at least 1) into `out`, reading the clock once: the same tasks in
+    /// the same order as that many [`try_dequeue`](Self::try_dequeue) calls at one instant, with
+    /// one lock acquisition per shard round instead of one per task.
+    pub fn try_dequeue_batch(
+        &self,
+        max: usize,
+        out: &mut Vec<(TenantKey, Task<T>)>,
+    ) -> BatchDequeued {
+        self.dequeue_into(None, max.max(1), |tenant, task| out.push((tenant, task)))
+    }
+
+    /// [`try_dequeue_batch`](Self::try_dequeue_batch) with the caller's clock reading.
+    pub fn try_dequeue_batch_at(
+        &self,
+        now: Instant,
+        max: usize,
+        out: &mut Vec<(TenantKey, Task<T>)>,
+    ) -> BatchDequeued {
+        self.dequeue_into(Some(now), max.max(1), |tenant, task| {
+            out.push((tenant, task))
+        })
+    }
+
+    /// Dispatches up to `max` (>= 1) tasks to `sink`, exactly as `max` successive single dequeues
+    /// at `now` would by one consumer. With `now: None` the clock is read right after each shard
+    /// lock is taken, so every task seen under that lock was stamped before that reading.
+    #[inline]
+    fn dequeue_into(
+        &self,
+        now: Option<Instant>,
+        max: usize,
+        mut sink: impl FnMut(TenantKey, Task<T>),
+    ) -> BatchDequeued {
         let n = self.shard_count();
+        let mut taken = 0usize;
         let mut idle_visits = 0usize;
         let mut fast_forwards = 0u32;
         loop {
@@ -404,48 +458,72 @@ impl<T> Scheduler<T> {
                 .map(|k| (start + k) % n)
                 .find(|&i| self.shard(i).counters.queued() > 0)
             else {
-                return self.empty_or_closed();
+                return if taken > 0 {
+                    BatchDequeued::Tasks(taken)
+                } else {
+                    self.empty_or_closed()
+                };
             };
             if cur != start {
                 self.move_cursor(start, cur);
             }
             let shard = self.shard(cur);
-            let (served, round_over) = {
+            let (idle, round_over) = {
                 let mut st = shard.lock();
-                let served = st.serve(&self.shared, now, &shard.counters);
-                (served, st.round_over())
+                let now = now.unwrap_or_else(Instant::now);
+                let idle = loop {
+                    match st.serve(&self.shared, now, &shard.counters) {
+                        Some((tenant, task)) => {
+                            sink(tenant, task);
+                            taken += 1;
+                            idle_visits = 0;
+                            fast_forwards = 0;
+                            if taken >= max || st.round_over() {
+                                break false;
+                            }
+                        }
+                        None => break true,
+                    }
+                };
+                (idle, st.round_over())
             };
             if round_over && n > 1 {
                 self.move_cursor(cur, (cur + 1) % n);
             }
-            if let Some((tenant, task)) = served {
-                return Dequeued::Task(tenant, task);
+            if taken >= max {
+                return BatchDequeued::Tasks(taken);
             }
-            idle_visits += 1;
-            if idle_visits >= n {
-                // A cycle of visits without a dispatch: every head needs more credit.
-                if fast_forwards >= MAX_FAST_FORWARDS {
-                    return Dequeued::Empty;
+            if idle {
+                idle_visits += 1;
+                if idle_visits >= n {
+                    // A cycle of visits without a dispatch: every head needs more credit.
+                    if fast_forwards >= MAX_FAST_FORWARDS {
+                        return if taken > 0 {
+                            BatchDequeued::Tasks(taken)
+                        } else {
+                            BatchDequeued::Empty
+                        };
+                    }
+                    fast_forwards += 1;
+                    idle_visits = 0;
+                    self.fast_forward(now);
                 }
-                fast_forwards += 1;
-                idle_visits = 0;
-                self.fast_forward(now);
             }
         }
     }
 
     /// No shard shows a task: `Closed` if closed and truly empty (checked under every lock, since
     /// the per-shard counts read so far are hints), else `Empty`.
-    fn empty_or_closed(&self) -> Dequeued<T> {
+    fn empty_or_closed(&self) -> BatchDequeued {
         // Relaxed: a hint here; the decision is re-made under the locks below.
         if !self.shared.closed.load(Ordering::Relaxed) {
-            return Dequeued::Empty;
+            return BatchDequeued::Empty;
         }
         let guards = self.lock_all();
         if guards.iter().all(|g| g.queued() == 0) {
-            Dequeued::Closed
+            BatchDequeued::Closed
         } else {
-            Dequeued::Empty
+            BatchDequeued::Empty
         }
     }
 
@@ -470,10 +548,9 @@ impl<T> Scheduler<T> {
 
     /// Grants every active tenant of every shard the quanta of the idle rounds ahead, all shard
     /// locks held (taken in index order; nothing else holds two shard locks, so no deadlock).
-    fn fast_forward(&self, now: Instant) {
-        let mut guards: Vec<MutexGuard<'_, DrrState<T>>> = (0..self.shard_count())
-            .map(|i| self.shard(i).lock())
-            .collect();
+    fn fast_forward(&self, now: Option<Instant>) {
+        let mut guards = self.lock_all();
+        let now = now.unwrap_or_else(Instant::now);
         let need = guards.iter().filter_map(|g| g.min_need(now)).min();
         if let Some(rounds) = need.filter(|&m| m > 0) {
             for g in &mut guards {
@@ -488,12 +565,11 @@ impl<T> Scheduler<T> {
     pub fn dequeue_blocking(&self, timeout: Duration) -> Dequeued<T> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let now = Instant::now();
-            match self.try_dequeue_at(now) {
+            match self.try_dequeue() {
                 Dequeued::Empty => {}
                 done => return done,
             }
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Dequeued::Empty;
             }
             // Decide to sleep under every shard lock (see `wait` for why this loses no wake-up).
