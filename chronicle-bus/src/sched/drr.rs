@@ -94,17 +94,6 @@ impl<T> TenantSlot<T> {
         }
     }
 
-    /// Drops expired tasks from the head; returns how many.
-    #[inline]
-    fn purge_expired_head(&mut self, now: Instant) -> u64 {
-        let mut n = 0;
-        while self.head().is_some_and(|t| t.is_expired_at(now)) {
-            let _expired = self.pop_head();
-            n += 1;
-        }
-        n
-    }
-
     /// Top-ups this tenant still needs before its head fits (0: it fits, or its head is expired
     /// and will be purged); `None` when it holds nothing.
     fn need(&self, now: Instant) -> Option<u64> {
@@ -130,6 +119,29 @@ impl<T> TenantSlot<T> {
             evicted: self.counters.evicted,
             rejected: self.counters.rejected,
         }
+    }
+}
+
+/// Drops `slot`'s expired head tasks, accounting for each one (tenant and shard counters, the
+/// shard's count, the global count) *before* dropping it, so a panicking `Drop` of a payload leaves
+/// every count exact.
+fn purge_expired_head<T>(
+    slot: &mut TenantSlot<T>,
+    queued: &mut usize,
+    shared: &Shared,
+    counters: &ShardCounters,
+    now: Instant,
+) {
+    while slot.head().is_some_and(|t| t.is_expired_at(now)) {
+        let Some(expired) = slot.pop_head() else {
+            break;
+        };
+        slot.counters.expired += 1;
+        *queued = queued.saturating_sub(1);
+        counters.on_expired(1);
+        counters.set_queued(*queued);
+        shared.release(1);
+        drop(expired);
     }
 }
 
@@ -205,13 +217,7 @@ impl<T> DrrState<T> {
         let mut evicted = None;
         if slot.len() >= shared.max_per_tenant {
             // Expired heads are dead weight: drop them before refusing anyone.
-            let purged = slot.purge_expired_head(now);
-            if purged > 0 {
-                slot.counters.expired += purged;
-                counters.on_expired(purged);
-                self.queued = self.queued.saturating_sub(purged as usize);
-                shared.release(purged as usize);
-            }
+            purge_expired_head(slot, &mut self.queued, shared, counters, now);
             if slot.len() >= shared.max_per_tenant {
                 let victim = match shared.backpressure {
                     Backpressure::EvictOldest => slot.normal.pop_front(),
@@ -271,7 +277,6 @@ impl<T> DrrState<T> {
         now: Instant,
         counters: &ShardCounters,
     ) -> Option<(TenantKey, Task<T>)> {
-        let mut expired = 0u64;
         if self.turns_left == 0 {
             self.turns_left = self.ring.len();
         }
@@ -289,11 +294,7 @@ impl<T> DrrState<T> {
                 self.turns_left -= 1;
                 continue;
             };
-            let purged = slot.purge_expired_head(now);
-            if purged > 0 {
-                slot.counters.expired += purged;
-                expired += purged;
-            }
+            purge_expired_head(slot, &mut self.queued, shared, counters, now);
             match slot.head().map(|t| u64::from(t.cost())) {
                 None => {
                     slot.deficit = 0;
@@ -332,16 +333,10 @@ impl<T> DrrState<T> {
                 }
             }
         };
-        let left = expired as usize + usize::from(task.is_some());
-        if left > 0 {
-            if expired > 0 {
-                counters.on_expired(expired);
-            }
-            if task.is_some() {
-                counters.on_dequeued();
-            }
-            self.queued = self.queued.saturating_sub(left);
-            shared.release(left);
+        if task.is_some() {
+            counters.on_dequeued();
+            self.queued = self.queued.saturating_sub(1);
+            shared.release(1);
             counters.set_queued(self.queued);
         }
         task

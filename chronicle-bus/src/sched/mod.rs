@@ -256,9 +256,9 @@ struct Shard<T> {
 }
 
 impl<T> Shard<T> {
-    /// Locks the shard. A panic while the lock was held (only possible from a payload's `Drop`)
-    /// leaves the DRR state consistent at the granularity of our own writes, so poisoning is
-    /// ignored.
+    /// Locks the shard, ignoring poisoning: the only code that can panic while a shard lock is
+    /// held is a payload's `Drop` for an expired task, and it runs after that task has left every
+    /// structure and count, so the state is consistent (tested).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, DrrState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
