@@ -1,0 +1,339 @@
+//! Enqueue+dequeue pairs per second: single-threaded and across two threads, against a
+//! `Mutex<VecDeque>` FIFO as the floor of any locked queue.
+//!
+//! `cargo bench -p chronicle-bus --bench sched`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chronicle_bus::sched::{Dequeued, LocalScheduler, Scheduler, SchedulerConfig, Task, TenantKey};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn sched(shards: usize) -> Scheduler<u64> {
+    Scheduler::new(
+        SchedulerConfig::default()
+            .with_shards(shards)
+            .with_max_global(1 << 20)
+            .with_max_per_tenant(1 << 16),
+    )
+    .unwrap()
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sched_pairs_1thread");
+    g.throughput(Throughput::Elements(1));
+
+    for shards in [1, 4] {
+        // One tenant, empty between pairs: each pair activates the tenant and retires it.
+        let s = sched(shards);
+        let k = TenantKey::new(7);
+        g.bench_function(
+            BenchmarkId::new("1_tenant", format!("shards_{shards}")),
+            |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    let _ = s.enqueue(k, Task::new(i)).unwrap();
+                    black_box(s.try_dequeue())
+                });
+            },
+        );
+
+        // 64 tenants, 8 tasks each queued: pairs run against a standing backlog and a full ring.
+        let s = sched(shards);
+        for t in 0..64u64 {
+            for j in 0..8 {
+                let _ = s.enqueue(TenantKey::new(t), Task::new(j)).unwrap();
+            }
+        }
+        g.bench_function(
+            BenchmarkId::new("64_tenants_backlog", format!("shards_{shards}")),
+            |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    let _ = s.enqueue(TenantKey::new(i % 64), Task::new(i)).unwrap();
+                    black_box(s.try_dequeue())
+                });
+            },
+        );
+    }
+
+    // The caller reads the clock once per batch of 64 pairs (`enqueue_at` / `try_dequeue_at`), as
+    // a router loop that timestamps a batch does.
+    g.throughput(Throughput::Elements(64));
+    for shards in [1, 4] {
+        let s = sched(shards);
+        let k = TenantKey::new(7);
+        g.bench_function(
+            BenchmarkId::new("1_tenant_clock_per_64", format!("shards_{shards}")),
+            |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    let now = Instant::now();
+                    for _ in 0..64 {
+                        i += 1;
+                        let _ = s.enqueue_at(k, Task::new(i), now).unwrap();
+                        let _ = black_box(s.try_dequeue_at(now));
+                    }
+                });
+            },
+        );
+    }
+
+    // Batches: 64 enqueues then one batch dequeue of 64, one clock read for all of it.
+    for shards in [1, 4] {
+        let s = sched(shards);
+        let mut out = Vec::with_capacity(64);
+        g.bench_function(
+            BenchmarkId::new("64_tenants_batch_64", format!("shards_{shards}")),
+            |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    let now = Instant::now();
+                    for _ in 0..64 {
+                        i += 1;
+                        let _ = s
+                            .enqueue_at(TenantKey::new(i % 64), Task::new(i), now)
+                            .unwrap();
+                    }
+                    out.clear();
+                    let _ = black_box(s.try_dequeue_batch_at(now, 64, &mut out));
+                });
+            },
+        );
+    }
+
+    // The single-owner variant: same DRR state, no locks.
+    let local_cfg = || {
+        SchedulerConfig::default()
+            .with_max_global(1 << 20)
+            .with_max_per_tenant(1 << 16)
+    };
+    g.throughput(Throughput::Elements(1));
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    let k = TenantKey::new(7);
+    g.bench_function("local/1_tenant", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let _ = l.enqueue(k, Task::new(i)).unwrap();
+            black_box(l.try_dequeue())
+        });
+    });
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    for t in 0..64u64 {
+        for j in 0..8 {
+            let _ = l.enqueue(TenantKey::new(t), Task::new(j)).unwrap();
+        }
+    }
+    g.bench_function("local/64_tenants_backlog", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            let _ = l.enqueue(TenantKey::new(i % 64), Task::new(i)).unwrap();
+            black_box(l.try_dequeue())
+        });
+    });
+    g.throughput(Throughput::Elements(64));
+    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
+    g.bench_function("local/1_tenant_clock_per_64", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let now = Instant::now();
+            for _ in 0..64 {
+                i += 1;
+                let _ = l.enqueue_at(k, Task::new(i), now).unwrap();
+                let _ = black_box(l.try_dequeue_at(now));
+            }
+        });
+    });
+
+    // Floor: a plain locked FIFO.
+    g.throughput(Throughput::Elements(1));
+    let q = Mutex::new(VecDeque::<(u64, Instant)>::with_capacity(1024));
+    g.bench_function("mutex_vecdeque_fifo", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            q.lock().unwrap().push_back((i, Instant::now()));
+            black_box(q.lock().unwrap().pop_front())
+        });
+    });
+    g.finish();
+}
+
+/// `iters` tasks from a producer thread to a consumer thread; both spin (no blocking waits).
+fn two_threads_sched(shards: usize, iters: u64) -> Duration {
+    let s = Arc::new(
+        Scheduler::<u64>::new(
+            SchedulerConfig::default()
+                .with_shards(shards)
+                .with_max_global(4096)
+                .with_max_per_tenant(4096),
+        )
+        .unwrap(),
+    );
+    let go = Arc::new(Barrier::new(2));
+    let producer = {
+        let s = Arc::clone(&s);
+        let go = Arc::clone(&go);
+        thread::spawn(move || {
+            go.wait();
+            for i in 0..iters {
+                let mut task = Task::new(i);
+                loop {
+                    match s.enqueue(TenantKey::new(i % 8), task) {
+                        Ok(_) => break,
+                        Err(e) => {
+                            task = e.into_task();
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            }
+        })
+    };
+    go.wait();
+    let start = Instant::now();
+    let mut got = 0;
+    while got < iters {
+        match s.try_dequeue() {
+            Dequeued::Task(_, t) => {
+                black_box(t);
+                got += 1;
+            }
+            _ => std::hint::spin_loop(),
+        }
+    }
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    elapsed
+}
+
+/// As `two_threads_sched`, the consumer taking up to 64 tasks per call.
+fn two_threads_sched_batch(shards: usize, iters: u64) -> Duration {
+    let s = Arc::new(
+        Scheduler::<u64>::new(
+            SchedulerConfig::default()
+                .with_shards(shards)
+                .with_max_global(4096)
+                .with_max_per_tenant(4096),
+        )
+        .unwrap(),
+    );
+    let go = Arc::new(Barrier::new(2));
+    let producer = {
+        let s = Arc::clone(&s);
+        let go = Arc::clone(&go);
+        thread::spawn(move || {
+            go.wait();
+            for i in 0..iters {
+                let mut task = Task::new(i);
+                loop {
+                    match s.enqueue(TenantKey::new(i % 8), task) {
+                        Ok(_) => break,
+                        Err(e) => {
+                            task = e.into_task();
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            }
+        })
+    };
+    go.wait();
+    let start = Instant::now();
+    let mut got = 0;
+    let mut out = Vec::with_capacity(64);
+    while got < iters {
+        out.clear();
+        match s.try_dequeue_batch(64, &mut out) {
+            chronicle_bus::sched::BatchDequeued::Tasks(n) => got += n as u64,
+            _ => std::hint::spin_loop(),
+        }
+        black_box(&out);
+    }
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    elapsed
+}
+
+fn two_threads_fifo(iters: u64) -> Duration {
+    let q = Arc::new(Mutex::new(VecDeque::<(u64, Instant)>::with_capacity(4096)));
+    let go = Arc::new(Barrier::new(2));
+    let producer = {
+        let q = Arc::clone(&q);
+        let go = Arc::clone(&go);
+        thread::spawn(move || {
+            go.wait();
+            for i in 0..iters {
+                loop {
+                    let mut g = q.lock().unwrap();
+                    if g.len() < 4096 {
+                        g.push_back((i, Instant::now()));
+                        break;
+                    }
+                    drop(g);
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    };
+    go.wait();
+    let start = Instant::now();
+    let mut got = 0;
+    while got < iters {
+        let item = q.lock().unwrap().pop_front();
+        match item {
+            Some(x) => {
+                black_box(x);
+                got += 1;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    elapsed
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sched_pairs_2threads");
+    g.throughput(Throughput::Elements(1));
+    for shards in [1, 4] {
+        g.bench_function(
+            BenchmarkId::new("producer_consumer", format!("shards_{shards}")),
+            |b| {
+                b.iter_custom(|iters| two_threads_sched(shards, iters));
+            },
+        );
+    }
+    for shards in [1, 4] {
+        g.bench_function(
+            BenchmarkId::new("producer_consumer_batch_64", format!("shards_{shards}")),
+            |b| b.iter_custom(|iters| two_threads_sched_batch(shards, iters)),
+        );
+    }
+    g.bench_function("mutex_vecdeque_fifo", |b| b.iter_custom(two_threads_fifo));
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = single_thread, two_threads }
+criterion_main!(benches);

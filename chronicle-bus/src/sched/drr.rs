@@ -1,0 +1,416 @@
+//! One shard's DRR state: its tenants, their queues and deficits, and its active ring.
+//!
+//! Everything here runs with the shard lock held; the only shared state it touches is the shard's
+//! counters and the scheduler-wide [`Shared`] words (through their own atomics).
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use super::Shared;
+use super::config::Backpressure;
+use super::error::{Enqueued, RejectReason, Rejected};
+use super::stats::{ShardCounters, TenantCounters, TenantStats};
+use super::task::{Task, TenantKey};
+
+/// Hasher for keys that are already [`TenantKey::stable_hash`] values: passes them through.
+///
+/// `stable_hash` is a bijection, so the tenant table keyed by it needs no second hash.
+#[derive(Default, Clone, Copy, Debug)]
+pub(super) struct PremixedHasher(u64);
+
+impl Hasher for PremixedHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Only `u64` keys are used; other input is folded in (FNV-1a) so the hasher stays total.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+type TenantIndex = HashMap<u64, u32, BuildHasherDefault<PremixedHasher>>;
+
+/// One tenant: two FIFO lanes and its DRR deficit.
+#[derive(Debug)]
+struct TenantSlot<T> {
+    key: TenantKey,
+    urgent: VecDeque<Task<T>>,
+    normal: VecDeque<Task<T>>,
+    /// Credit in cost units. Granted one quantum when the tenant enters the ring and one more each
+    /// time its head does not fit; reset to 0 when it leaves the ring.
+    deficit: u64,
+    quantum: NonZeroU32,
+    in_ring: bool,
+    counters: TenantCounters,
+}
+
+impl<T> TenantSlot<T> {
+    fn new(key: TenantKey, quantum: NonZeroU32) -> Self {
+        Self {
+            key,
+            urgent: VecDeque::new(),
+            normal: VecDeque::new(),
+            deficit: 0,
+            quantum,
+            in_ring: false,
+            counters: TenantCounters::default(),
+        }
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.urgent.len() + self.normal.len()
+    }
+
+    /// The next task of this tenant: the oldest urgent one, else the oldest normal one.
+    #[inline]
+    fn head(&self) -> Option<&Task<T>> {
+        match self.urgent.front() {
+            Some(t) => Some(t),
+            None => self.normal.front(),
+        }
+    }
+
+    #[inline]
+    fn pop_head(&mut self) -> Option<Task<T>> {
+        match self.urgent.pop_front() {
+            Some(t) => Some(t),
+            None => self.normal.pop_front(),
+        }
+    }
+
+    /// Top-ups this tenant still needs before its head fits (0: it fits, or its head is expired
+    /// and will be purged); `None` when it holds nothing.
+    fn need(&self, now: Instant) -> Option<u64> {
+        let head = self.head()?;
+        if head.is_expired_at(now) {
+            return Some(0);
+        }
+        let cost = u64::from(head.cost());
+        if cost <= self.deficit {
+            return Some(0);
+        }
+        Some((cost - self.deficit).div_ceil(u64::from(self.quantum.get())))
+    }
+
+    fn stats(&self) -> TenantStats {
+        TenantStats {
+            tenant: self.key,
+            quantum: self.quantum.get(),
+            queued: self.len(),
+            enqueued: self.counters.enqueued,
+            dequeued: self.counters.dequeued,
+            expired: self.counters.expired,
+            evicted: self.counters.evicted,
+            rejected: self.counters.rejected,
+        }
+    }
+}
+
+/// Drops `slot`'s expired head tasks, accounting for each one (tenant and shard counters, the
+/// shard's count, the global count) *before* dropping it, so a panicking `Drop` of a payload leaves
+/// every count exact.
+fn purge_expired_head<T>(
+    slot: &mut TenantSlot<T>,
+    queued: &mut usize,
+    shared: &Shared,
+    counters: &ShardCounters,
+    now: Instant,
+) {
+    while slot.head().is_some_and(|t| t.is_expired_at(now)) {
+        let Some(expired) = slot.pop_head() else {
+            break;
+        };
+        slot.counters.expired += 1;
+        *queued = queued.saturating_sub(1);
+        counters.on_expired(1);
+        counters.set_queued(*queued);
+        shared.release(1);
+        drop(expired);
+    }
+}
+
+/// A shard's DRR state (guarded by the shard's mutex).
+#[derive(Debug)]
+pub(super) struct DrrState<T> {
+    slots: Vec<TenantSlot<T>>,
+    index: TenantIndex,
+    /// Active tenants (holding at least one task, or emptied by a purge outside `serve` and not yet
+    /// reached), as indices into `slots`, in service order. Only the front leaves.
+    ring: VecDeque<u32>,
+    /// Turns left in the shard's current round (the tenants that were in the ring when the round
+    /// began and have not had their turn yet). Always `<= ring.len()`.
+    turns_left: usize,
+    /// Tasks held by the shard.
+    queued: usize,
+    /// Queue time of every dispatch from this shard, in nanoseconds.
+    hist: Histogram<u64>,
+}
+
+impl<T> DrrState<T> {
+    pub(super) fn new(hist: Histogram<u64>) -> Self {
+        Self {
+            slots: Vec::new(),
+            index: TenantIndex::default(),
+            ring: VecDeque::new(),
+            turns_left: 0,
+            queued: 0,
+            hist,
+        }
+    }
+
+    /// Finds the tenant's slot, creating it (if `shared` admits one more tenant).
+    #[inline]
+    fn slot_index(&mut self, shared: &Shared, hash: u64, key: TenantKey) -> Option<usize> {
+        match self.index.entry(hash) {
+            Entry::Occupied(e) => Some(*e.get() as usize),
+            Entry::Vacant(e) => {
+                let idx = u32::try_from(self.slots.len()).ok()?;
+                if !shared.try_add_tenant() {
+                    return None;
+                }
+                self.slots
+                    .push(TenantSlot::new(key, shared.default_quantum));
+                e.insert(idx);
+                Some(idx as usize)
+            }
+        }
+    }
+
+    /// Accepts or refuses `task` for `key` (whose stable hash is `hash`).
+    pub(super) fn enqueue(
+        &mut self,
+        shared: &Shared,
+        counters: &ShardCounters,
+        hash: u64,
+        key: TenantKey,
+        task: Task<T>,
+        now: Instant,
+    ) -> Result<Enqueued<T>, Rejected<T>> {
+        // Relaxed: `close` writes the flag with every shard lock held, this one included.
+        if shared.closed.load(Ordering::Relaxed) {
+            return Err(Rejected::new(RejectReason::Closed, task));
+        }
+        let Some(idx) = self.slot_index(shared, hash, key) else {
+            return Err(Rejected::new(RejectReason::TooManyTenants, task));
+        };
+        let Some(slot) = self.slots.get_mut(idx) else {
+            // Unreachable: the index only holds positions of `slots`.
+            return Err(Rejected::new(RejectReason::TooManyTenants, task));
+        };
+
+        let mut evicted = None;
+        if slot.len() >= shared.max_per_tenant {
+            // Expired heads are dead weight: drop them before refusing anyone.
+            purge_expired_head(slot, &mut self.queued, shared, counters, now);
+            if slot.len() >= shared.max_per_tenant {
+                let victim = match shared.backpressure {
+                    Backpressure::EvictOldest => slot.normal.pop_front(),
+                    Backpressure::Reject => None,
+                };
+                let Some(victim) = victim else {
+                    slot.counters.rejected += 1;
+                    counters.set_queued(self.queued);
+                    return Err(Rejected::new(RejectReason::TenantFull, task));
+                };
+                slot.counters.evicted += 1;
+                counters.on_evicted();
+                evicted = Some(victim);
+            }
+        }
+
+        if evicted.is_none() {
+            if let Err(reason) = shared.reserve(self.queued) {
+                slot.counters.rejected += 1;
+                counters.set_queued(self.queued);
+                return Err(Rejected::new(reason, task));
+            }
+            self.queued += 1;
+        }
+        if task.is_urgent() {
+            slot.urgent.push_back(task);
+        } else {
+            slot.normal.push_back(task);
+        }
+        slot.counters.enqueued += 1;
+        counters.on_enqueued();
+        counters.set_queued(self.queued);
+        if !slot.in_ring {
+            // Entering the ring grants the credit of the first turn.
+            slot.in_ring = true;
+            slot.deficit = u64::from(slot.quantum.get());
+            // `idx` came from a `u32` in `slot_index`.
+            self.ring.push_back(idx as u32);
+        }
+        Ok(match evicted {
+            Some(victim) => Enqueued::Evicted(victim),
+            None => Enqueued::Queued,
+        })
+    }
+
+    /// Serves the shard's current round until one task is dispatched or the round ends.
+    ///
+    /// DRR, one turn at a time: the front tenant first drops its expired heads; if it is then
+    /// empty it leaves the ring (deficit reset); if its head's cost fits its deficit the head is
+    /// dispatched and charged (the tenant keeps the front, its turn continues on the next call,
+    /// unless it is now empty and leaves); otherwise its deficit grows by its quantum and it moves
+    /// to the back. Each leave or move-to-back ends a turn; a round is `ring.len()` turns counted
+    /// from its start, so tenants that arrive during a round are served from the next one.
+    pub(super) fn serve(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        counters: &ShardCounters,
+    ) -> Option<(TenantKey, Task<T>)> {
+        if self.turns_left == 0 {
+            self.turns_left = self.ring.len();
+        }
+        let task = loop {
+            if self.turns_left == 0 {
+                break None;
+            }
+            let Some(&idx) = self.ring.front() else {
+                self.turns_left = 0;
+                break None;
+            };
+            let Some(slot) = self.slots.get_mut(idx as usize) else {
+                // Unreachable: the ring only holds positions of `slots`. Drop the entry.
+                let _stale = self.ring.pop_front();
+                self.turns_left -= 1;
+                continue;
+            };
+            purge_expired_head(slot, &mut self.queued, shared, counters, now);
+            match slot.head().map(|t| u64::from(t.cost())) {
+                None => {
+                    slot.deficit = 0;
+                    slot.in_ring = false;
+                    let _left = self.ring.pop_front();
+                    self.turns_left -= 1;
+                }
+                Some(cost) if cost <= slot.deficit => {
+                    let Some(task) = slot.pop_head() else {
+                        // Unreachable: `head()` was `Some`.
+                        break None;
+                    };
+                    slot.deficit -= cost;
+                    slot.counters.dequeued += 1;
+                    if slot.len() == 0 {
+                        slot.deficit = 0;
+                        slot.in_ring = false;
+                        let _left = self.ring.pop_front();
+                        self.turns_left -= 1;
+                    }
+                    let key = slot.key;
+                    if let Some(ts) = task.enqueue_ts() {
+                        let waited = now.saturating_duration_since(ts);
+                        let ns = waited
+                            .as_secs()
+                            .saturating_mul(1_000_000_000)
+                            .saturating_add(u64::from(waited.subsec_nanos()));
+                        self.hist.saturating_record(ns);
+                    }
+                    break Some((key, task));
+                }
+                Some(_) => {
+                    slot.deficit = slot.deficit.saturating_add(u64::from(slot.quantum.get()));
+                    self.ring.rotate_left(1);
+                    self.turns_left -= 1;
+                }
+            }
+        };
+        if task.is_some() {
+            counters.on_dequeued();
+            self.queued = self.queued.saturating_sub(1);
+            shared.release(1);
+            counters.set_queued(self.queued);
+        }
+        task
+    }
+
+    /// Tasks held by the shard (exact: the caller holds the lock).
+    #[inline]
+    pub(super) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// True when the current round is over: the next `serve` starts a new one.
+    #[inline]
+    pub(super) fn round_over(&self) -> bool {
+        self.turns_left == 0
+    }
+
+    /// The fewest top-ups any active tenant needs before its head fits; `None` if no tenant holds
+    /// a task.
+    pub(super) fn min_need(&self, now: Instant) -> Option<u64> {
+        self.ring
+            .iter()
+            .filter_map(|&i| self.slots.get(i as usize).and_then(|s| s.need(now)))
+            .min()
+    }
+
+    /// Grants every active tenant `rounds` quanta at once: the effect of `rounds` full rounds in
+    /// which no head fits (the ring order and the round position are unchanged by whole rounds).
+    pub(super) fn fast_forward(&mut self, rounds: u64) {
+        for &i in &self.ring {
+            if let Some(s) = self.slots.get_mut(i as usize) {
+                let grant = rounds.saturating_mul(u64::from(s.quantum.get()));
+                s.deficit = s.deficit.saturating_add(grant);
+            }
+        }
+    }
+
+    /// Sets a tenant's quantum (creating its slot if needed); it applies from the next grant.
+    pub(super) fn set_quantum(
+        &mut self,
+        shared: &Shared,
+        hash: u64,
+        key: TenantKey,
+        quantum: NonZeroU32,
+    ) -> Result<(), RejectReason> {
+        let idx = self
+            .slot_index(shared, hash, key)
+            .ok_or(RejectReason::TooManyTenants)?;
+        let slot = self
+            .slots
+            .get_mut(idx)
+            .ok_or(RejectReason::TooManyTenants)?;
+        slot.quantum = quantum;
+        Ok(())
+    }
+
+    /// One tenant's counters.
+    pub(super) fn tenant_stats(&self, hash: u64) -> Option<TenantStats> {
+        let &idx = self.index.get(&hash)?;
+        self.slots.get(idx as usize).map(TenantSlot::stats)
+    }
+
+    /// Appends every tenant's counters to `out`.
+    pub(super) fn collect_tenants(&self, out: &mut Vec<TenantStats>) {
+        out.extend(self.slots.iter().map(TenantSlot::stats));
+    }
+
+    /// Tenants tracked by this shard.
+    pub(super) fn tenant_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The shard's queue-time histogram.
+    pub(super) fn histogram(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+}
