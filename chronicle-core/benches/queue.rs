@@ -77,8 +77,10 @@ fn read(c: &mut Criterion) {
         for _ in 0..n {
             w.append(1, &vec![7u8; size]).unwrap();
         }
-        let mut cfg = ReaderConfig::default();
-        cfg.verify_crc = crc;
+        let cfg = ReaderConfig {
+            verify_crc: crc,
+            ..ReaderConfig::default()
+        };
         let mut r = QueueReader::open(&q, cfg).unwrap();
         g.throughput(Throughput::Elements(1));
         let name = if crc { "next" } else { "next_no_crc" };

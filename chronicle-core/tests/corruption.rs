@@ -135,8 +135,10 @@ fn flipped_payload_bit_is_a_crc_error_and_can_be_skipped() {
     assert_eq!(r.skip_record().unwrap(), 1);
     assert_eq!(r.next().unwrap().unwrap().seq(), 3);
     // With CRC verification off, the damaged record is returned as is.
-    let mut c = ReaderConfig::default();
-    c.verify_crc = false;
+    let c = ReaderConfig {
+        verify_crc: false,
+        ..ReaderConfig::default()
+    };
     let mut r = QueueReader::open(&q, c).unwrap();
     r.next().unwrap();
     r.next().unwrap();
@@ -334,7 +336,8 @@ fn symlinked_queue_files_are_refused() {
     assert!(QueueWriter::open(&q, cfg()).is_err());
     assert_eq!(
         std::fs::read(&target).unwrap(),
-        std::fs::read(&target).unwrap()
+        original,
+        "the link target was modified"
     );
     // queue.meta as a link.
     let (_d2, q2, _t2) = filled(1);
