@@ -66,7 +66,10 @@ fn bench(c: &mut Criterion) {
             assert!(n >= total);
         })
     });
-    for (name, mode) in [("merge8_replay", MergeMode::Replay), ("merge8_live", MergeMode::Live)] {
+    for (name, mode) in [
+        ("merge8_replay", MergeMode::Replay),
+        ("merge8_live", MergeMode::Live),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut f = FanInReader::new(FanInConfig {

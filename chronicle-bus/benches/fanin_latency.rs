@@ -44,7 +44,10 @@ fn ncpu() -> usize {
 }
 
 fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn writer(dir: &Path) {
@@ -119,8 +122,11 @@ fn run(mode: &str) -> Histogram<u64> {
         *got += 1;
     };
     if mode == "single" {
-        let mut r = QueueReader::open(dir.join("q0"), ReaderConfig::default().start(StartAt::Latest))
-            .unwrap();
+        let mut r = QueueReader::open(
+            dir.join("q0"),
+            ReaderConfig::default().start(StartAt::Latest),
+        )
+        .unwrap();
         std::fs::write(dir.join("go"), b"").unwrap();
         while got < n {
             if let Some(m) = r.next().unwrap() {
@@ -143,7 +149,8 @@ fn run(mode: &str) -> Histogram<u64> {
         })
         .unwrap();
         for i in 0..queues {
-            f.add_source(&format!("s{i}"), dir.join(format!("q{i}"))).unwrap();
+            f.add_source(&format!("s{i}"), dir.join(format!("q{i}")))
+                .unwrap();
         }
         std::fs::write(dir.join("go"), b"").unwrap();
         while got < n {
