@@ -87,6 +87,8 @@ pub struct QueueReader {
     verify_crc: bool,
     auto_commit: bool,
     uncommitted: bool,
+    /// The validated record at the position, after `peek` (cleared whenever the position moves).
+    peeked: Option<Head>,
     hb_countdown: u32,
     idle_polls: u32,
     meta: Option<ReaderMeta>,
@@ -111,6 +113,17 @@ impl std::fmt::Debug for QueueReader {
 }
 
 const HEARTBEAT_EVERY: u32 = 1024;
+
+/// Header of a validated record at the reader's position (see `QueueReader::peek`).
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    offset: u64,
+    total: u64,
+    seq: u64,
+    timestamp_ns: u64,
+    type_id: u32,
+    len: u32,
+}
 const IDLE_HEARTBEAT_EVERY: u32 = 64;
 
 impl QueueReader {
@@ -142,6 +155,7 @@ impl QueueReader {
             verify_crc: config.verify_crc,
             auto_commit: config.commit == CommitPolicy::OnNext,
             uncommitted: false,
+            peeked: None,
             hb_countdown: HEARTBEAT_EVERY,
             idle_polls: 0,
             meta,
@@ -178,6 +192,60 @@ impl QueueReader {
         if self.auto_commit && self.uncommitted {
             self.commit_position();
         }
+        let h = match self.peeked.take() {
+            Some(h) => h,
+            None => match self.head()? {
+                Some(h) => h,
+                None => return Ok(None),
+            },
+        };
+        self.offset = h.offset + h.total;
+        self.next_seq = h.seq + 1;
+        self.last_ts = h.timestamp_ns;
+        self.uncommitted = true;
+        self.hb_countdown -= 1;
+        if self.hb_countdown == 0 {
+            self.busy_heartbeat();
+        }
+        Ok(Some(self.view(&h)))
+    }
+
+    /// The record `next` would return, validated (CRC included), without consuming it: the
+    /// position does not move, so a following `next` returns the same record without validating
+    /// it again. Used by fan-in merging to look at every source's head before choosing one.
+    #[inline]
+    pub fn peek(&mut self) -> Result<Option<MessageView<'_>>> {
+        let h = match self.peeked {
+            Some(h) => h,
+            None => match self.head()? {
+                Some(h) => {
+                    self.peeked = Some(h);
+                    h
+                }
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(self.view(&h)))
+    }
+
+    #[inline]
+    fn view(&self, h: &Head) -> MessageView<'_> {
+        let payload = self
+            .seg
+            .bytes(h.offset + RECORD_HEADER_SIZE, u64::from(h.len))
+            .unwrap_or(&[]);
+        MessageView {
+            seq: h.seq,
+            timestamp_ns: h.timestamp_ns,
+            type_id: h.type_id,
+            payload,
+        }
+    }
+
+    /// Validates the record at the position (following PADs and skipping ABORTED records) and
+    /// returns its header without consuming it.
+    #[inline]
+    fn head(&mut self) -> Result<Option<Head>> {
         loop {
             let Some(word) = self.seg.commit_at(self.offset) else {
                 return Err(Error::corrupted(
@@ -236,23 +304,13 @@ impl QueueReader {
                     }
                     let timestamp_ns = le_u64(rec, REC_TIMESTAMP_OFFSET);
                     let type_id = le_u32(rec, REC_TYPE_OFFSET);
-                    self.offset = offset + total;
-                    self.next_seq = seq + 1;
-                    self.last_ts = timestamp_ns;
-                    self.uncommitted = true;
-                    self.hb_countdown -= 1;
-                    if self.hb_countdown == 0 {
-                        self.busy_heartbeat();
-                    }
-                    let payload = self
-                        .seg
-                        .bytes(offset + RECORD_HEADER_SIZE, u64::from(len))
-                        .unwrap_or(&[]);
-                    return Ok(Some(MessageView {
+                    return Ok(Some(Head {
+                        offset,
+                        total,
                         seq,
                         timestamp_ns,
                         type_id,
-                        payload,
+                        len,
                     }));
                 }
                 Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
@@ -281,6 +339,7 @@ impl QueueReader {
     /// Skips the record at the current position (after a `Corrupted` error). If its length is
     /// unusable, skips to the next segment. Returns the number of sequence numbers skipped.
     pub fn skip_record(&mut self) -> Result<u64> {
+        self.peeked = None;
         let Some(word) = self.seg.commit_at(self.offset) else {
             return self.skip_segment();
         };
@@ -306,6 +365,7 @@ impl QueueReader {
     }
 
     fn enter_next_segment(&mut self) -> Result<()> {
+        self.peeked = None;
         let id = self.seg.id + 1;
         match Segment::open_ro(&self.dir, id, &self.geom) {
             Ok(s) => {
@@ -429,6 +489,12 @@ impl QueueReader {
         }
     }
 
+    /// Refreshes the named reader's heartbeat (no-op for anonymous readers), so retention keeps
+    /// honouring it while the reader is idle for longer than the retention `reader_ttl`.
+    pub fn heartbeat(&mut self) {
+        self.busy_heartbeat();
+    }
+
     /// Heartbeat from an idle `next` (rate-limited so a spinning reader stays cheap).
     #[inline]
     fn idle_heartbeat(&mut self) {
@@ -517,6 +583,7 @@ impl QueueReader {
     }
 
     fn set_pos(&mut self, seg: Segment, offset: u64, next_seq: u64) {
+        self.peeked = None;
         self.seg = seg;
         self.offset = offset;
         self.next_seq = next_seq;
@@ -525,6 +592,7 @@ impl QueueReader {
 
     /// Advances over committed records while `keep(seq, timestamp)` holds, without CRC checks.
     fn skip_while(&mut self, keep: impl Fn(u64, u64) -> bool) -> Result<()> {
+        self.peeked = None;
         loop {
             let Some(word) = self.seg.commit_at(self.offset) else {
                 return Err(Error::corrupted(

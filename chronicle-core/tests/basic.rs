@@ -531,3 +531,38 @@ fn heartbeat_advances_the_watermark_of_an_idle_writer() {
     r.next().unwrap().unwrap();
     assert!(r.next().unwrap().unwrap().timestamp_ns() >= wm);
 }
+
+#[test]
+fn peek_does_not_consume_and_survives_segment_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = QueueWriter::open(dir.path(), small()).unwrap();
+    let mut r = QueueReader::open(dir.path(), ReaderConfig::named("p")).unwrap();
+    assert!(r.peek().unwrap().is_none());
+    // Enough records to cross several segment boundaries (PADs are followed by peek).
+    for seq in 0..2_000u64 {
+        w.append(7, &payload(seq)).unwrap();
+    }
+    for seq in 0..2_000u64 {
+        let a = r.peek().unwrap().map(|m| (m.seq(), m.payload().to_vec()));
+        let b = r.peek().unwrap().map(|m| (m.seq(), m.payload().to_vec()));
+        assert_eq!(a, b);
+        assert_eq!(a, Some((seq, payload(seq))));
+        let m = r.next().unwrap().unwrap();
+        assert_eq!((m.seq(), m.payload()), (seq, &payload(seq)[..]));
+    }
+    assert!(r.peek().unwrap().is_none());
+    // A peeked record is forgotten by a seek and by skip_record.
+    r.seek(StartAt::Seq(10)).unwrap();
+    assert_eq!(r.peek().unwrap().unwrap().seq(), 10);
+    r.seek(StartAt::Seq(20)).unwrap();
+    assert_eq!(r.peek().unwrap().unwrap().seq(), 20);
+    assert_eq!(r.skip_record().unwrap(), 1);
+    assert_eq!(r.peek().unwrap().unwrap().seq(), 21);
+    assert_eq!(r.next().unwrap().unwrap().seq(), 21);
+    r.commit().unwrap();
+    drop(r);
+    // The committed position is after the last record returned by `next`, not by `peek`.
+    let mut r = QueueReader::open(dir.path(), ReaderConfig::named("p")).unwrap();
+    assert_eq!(r.peek().unwrap().unwrap().seq(), 22);
+    r.heartbeat();
+}
