@@ -39,8 +39,12 @@ fn pin(cpu: usize) {
     }
 }
 
+/// CPUs online on the machine (not the calling thread's affinity: a child inherits its
+/// parent's pinning, and must still pick the other core).
 fn ncpu() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 fn env_u64(k: &str, d: u64) -> u64 {
