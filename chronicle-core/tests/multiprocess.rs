@@ -43,6 +43,7 @@ fn child_entry() {
         "writer" => child_writer(&q),
         "reader" => child_reader(&q),
         "sleeper" => child_sleeper(&q),
+        "idle_writer" => child_idle_writer(&q),
         other => panic!("unknown role {other}"),
     }
 }
@@ -115,6 +116,15 @@ fn child_reader(q: &Path) {
     }
     r.commit().unwrap();
     println!("done {count} {sum}");
+}
+
+/// Opens the queue for writing, says so, and then stays alive without writing.
+fn child_idle_writer(q: &Path) {
+    let _w = QueueWriter::open(q, small_segments()).unwrap();
+    println!("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Reader that goes to sleep at the tail and reports how the wait ended.
@@ -309,27 +319,25 @@ fn sleeping_reader_sees_writer_death() {
             ("SEG", (64u64 << 10).to_string()),
         ],
     );
-    // A writer that stays alive: COUNT=100 then close would end it; use a second, endless one.
+    // Some history written and closed cleanly, then a second writer that stays alive and idle.
     let wl = Lines::new(w.stdout.take().unwrap());
     wl.expect("done", Duration::from_secs(60));
     wait_with_deadline(&mut w, Duration::from_secs(30));
-    let mut w = spawn_child(
-        ENTRY,
-        "writer",
-        &[
-            ("Q", q.display().to_string()),
-            ("COUNT", "0".into()),
-            ("SPIN", "100000000".into()),
-            ("SEG", (64u64 << 10).to_string()),
-        ],
-    );
+    let mut w = spawn_child(ENTRY, "idle_writer", &[("Q", q.display().to_string())]);
     let wl = Lines::new(w.stdout.take().unwrap());
     wl.expect("ready", Duration::from_secs(60));
-    // The writer appends one record, then spins for a long time: the sleeper ends up asleep.
+    // The writer stays alive and idle: the sleeper ends up asleep on the futex.
     let mut s = spawn_child(ENTRY, "sleeper", &[("Q", q.display().to_string())]);
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while notify_word(&q) & 1 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleeper never armed the futex"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     kill9(&mut w);
     let woke = sl.expect("woke", Duration::from_secs(30));
     assert_eq!(
