@@ -234,7 +234,8 @@ pub struct FanInReader {
     blocked_until_ns: Option<u64>,
     doorbell: Option<Doorbell>,
     stats: FanInStats,
-    epoch: Instant,
+    /// Cheap wall clock (TSC-extrapolated CLOCK_REALTIME) for hold deadlines and probe timing.
+    clock: sys::RecordClock,
 }
 
 impl FanInReader {
@@ -257,7 +258,7 @@ impl FanInReader {
             blocked_until_ns: None,
             doorbell,
             stats: FanInStats::default(),
-            epoch: Instant::now(),
+            clock: sys::RecordClock::new(),
         })
     }
 
@@ -379,10 +380,6 @@ impl FanInReader {
         Ok(())
     }
 
-    fn mono_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// The next record in merge order, or `None` when nothing may be emitted now. See the module
     /// docs for the rule; errors name the source queue.
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the merger
@@ -401,10 +398,23 @@ impl FanInReader {
             if self.config.mode == MergeMode::Replay {
                 break (key, idx, false);
             }
-            match self.may_emit(key) {
+            // When the hold has already run out the record goes out either way; the watermark
+            // check then only classifies it (allowed vs forced) and may stop at the first
+            // source that blocks, instead of reading every writer's control block.
+            let now_ns = self.clock.now_ns();
+            let hold_over = self.config.max_hold.is_some_and(|h| {
+                now_ns
+                    >= key
+                        .0
+                        .saturating_add(u64::try_from(h.as_nanos()).unwrap_or(u64::MAX))
+            });
+            match self.may_emit(key, hold_over) {
                 Verdict::Emit => break (key, idx, false),
                 Verdict::Retry if round < MAX_ROUNDS => continue,
                 Verdict::Retry | Verdict::Blocked => {}
+            }
+            if hold_over {
+                break (key, idx, true);
             }
             let deadline = self.config.max_hold.map(|h| {
                 key.0
@@ -474,11 +484,12 @@ impl FanInReader {
     }
 
     /// Live rule: may the head with `key` be emitted? Probes liveness of blocking sources.
-    fn may_emit(&mut self, key: Key) -> Verdict {
+    fn may_emit(&mut self, key: Key, first_blocker_decides: bool) -> Verdict {
         let (ts, src, _) = key;
         let probe_every =
             u64::try_from(self.config.liveness_probe_interval.as_nanos()).unwrap_or(u64::MAX);
-        let now_mono = self.mono_ns();
+        let clock = &mut self.clock;
+        let mut now_cached: Option<u64> = None;
         let mut blocked = false;
         for s in &mut self.sources {
             if s.head.is_some() || s.id.0 == src {
@@ -500,8 +511,10 @@ impl FanInReader {
                 // Nothing pending and being removed: it will be dropped at the next refresh.
                 continue;
             }
-            if s.probed_at == 0 || now_mono.saturating_sub(s.probed_at) >= probe_every {
-                s.probed_at = now_mono.max(1);
+            // The clock is read only when a probe may be due (it costs tens of ns here).
+            let now = *now_cached.get_or_insert_with(|| clock.now_ns());
+            if s.probed_at == 0 || now.saturating_sub(s.probed_at) >= probe_every {
+                s.probed_at = now.max(1);
                 self.stats.probes += 1;
                 let before = sys::realtime_ns();
                 s.dead_wm = match s.reader.writer_status() {
@@ -521,6 +534,9 @@ impl FanInReader {
                 }
             }
             blocked = true;
+            if first_blocker_decides {
+                break;
+            }
         }
         if blocked {
             Verdict::Blocked

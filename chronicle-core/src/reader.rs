@@ -546,9 +546,13 @@ impl QueueReader {
     /// [`QueueWriter::heartbeat`]: crate::QueueWriter::heartbeat
     pub fn watermark_ns(&self) -> u64 {
         let cb = self.control.cb();
+        // SYNC POINT: Acquire pairs with the writer's `fence(Release)` in `publish_tail`, which
+        // orders the commit word of the last record before `last_timestamp_ns`: seeing a
+        // timestamp here means the record carrying it is visible. (A single word: no seqlock.)
+        let last = cb.last_timestamp_ns.load(Ordering::Acquire);
         // SYNC POINT: Acquire pairs with the Release store in `QueueWriter::heartbeat`.
         let hb = cb.watermark_ns.load(Ordering::Acquire);
-        self.control.tail().last_timestamp_ns.max(hb)
+        last.max(hb)
     }
 
     /// Moves the reader. For a named reader the new position is not persisted until `commit`.
