@@ -4,20 +4,17 @@
 //! crosses a multiple of the index stride. The index is a hint: readers verify the record they
 //! land on, and fall back to scanning from the segment start when an index is missing or bad.
 
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use crate::control::{Geometry, QueueDir, set_mode};
+use crate::control::{Geometry, QueueDir};
 use crate::error::{Error, Result};
 use crate::layout::{
     FORMAT_VERSION, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, INDEX_MAGIC, IndexEntry, IndexHeader,
     index_capacity,
 };
 use crate::map::Map;
-use crate::segment::space_error;
+use crate::segment::create_preallocated;
 use crate::sys;
 
 /// One decoded index entry.
@@ -45,26 +42,8 @@ impl Index {
     /// Creates (replacing any leftover) the index for segment `id`.
     pub(crate) fn create(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Index> {
         let path = dir.index_file(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, "remove stale index", e)),
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(geom.file_mode)
-            .open(&path)
-            .map_err(|e| space_error(&path, "create", e))?;
-        set_mode(&file, &path, geom.file_mode)?;
         let len = Self::file_len(geom);
-        if let Err(e) = sys::fallocate(&file, len) {
-            let err = space_error(&path, "fallocate", e);
-            drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(err);
-        }
+        let file = create_preallocated(&path, len, geom.file_mode)?;
         let map = Map::rw(&file, len, &path)?;
         let capacity = index_capacity(geom.segment_size, u64::from(geom.index_stride));
         let idx = Index {

@@ -45,25 +45,7 @@ impl Segment {
     /// and only for ids past the published tail, which no reader can have entered.
     pub(crate) fn create(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
         let path = dir.segment(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, "remove stale segment", e)),
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(geom.file_mode)
-            .open(&path)
-            .map_err(|e| space_error(&path, "create", e))?;
-        set_mode(&file, &path, geom.file_mode)?;
-        if let Err(e) = sys::fallocate(&file, geom.segment_size) {
-            let err = space_error(&path, "fallocate", e);
-            drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(err);
-        }
+        let file = create_preallocated(&path, geom.segment_size, geom.file_mode)?;
         let mut map = Map::rw(&file, geom.segment_size, &path)?;
         let base = map
             .as_mut_ptr()
@@ -93,31 +75,34 @@ impl Segment {
 
     /// Opens an existing segment read-write (the writer, after a restart).
     pub(crate) fn open_rw(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
-        let path = dir.segment(id);
-        let file = sys::open_rw_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?;
-        check_len(&file, &path, geom)?;
-        let mut map = Map::rw(&file, geom.segment_size, &path)?;
-        let base = map
-            .as_mut_ptr()
-            .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
-        let seg = Segment {
-            id,
-            path,
-            map,
-            base,
-            len: geom.segment_size,
-        };
-        seg.validate(geom)?;
-        Ok(seg)
+        Self::open(dir, id, geom, true)
     }
 
     /// Opens an existing segment read-only (readers). A reader can never modify it.
     pub(crate) fn open_ro(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
+        Self::open(dir, id, geom, false)
+    }
+
+    fn open(dir: &QueueDir, id: u64, geom: &Geometry, writable: bool) -> Result<Segment> {
         let path = dir.segment(id);
-        let file = sys::open_ro_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?;
+        let file = if writable {
+            sys::open_rw_nofollow(&path)
+        } else {
+            sys::open_ro_nofollow(&path)
+        }
+        .map_err(|e| Error::io(&path, "open", e))?;
         check_len(&file, &path, geom)?;
-        let map = Map::ro(&file, geom.segment_size, &path, false)?;
-        let base = map.as_ptr() as *mut u8;
+        let (map, base) = if writable {
+            let mut map = Map::rw(&file, geom.segment_size, &path)?;
+            let base = map
+                .as_mut_ptr()
+                .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
+            (map, base)
+        } else {
+            let map = Map::ro(&file, geom.segment_size, &path, false)?;
+            let base = map.as_ptr() as *mut u8;
+            (map, base)
+        };
         let seg = Segment {
             id,
             path,
@@ -221,6 +206,32 @@ impl Segment {
     pub(crate) fn flush_range(&self, offset: u64, len: u64) -> Result<()> {
         self.map.flush_range(offset, len, &self.path)
     }
+}
+
+/// Creates `path` fresh (replacing a leftover file), with exactly `mode`, and allocates `len`
+/// bytes so writes through a mapping can never hit ENOSPC. On failure nothing is left behind.
+pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -> Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, "remove stale file", e)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| space_error(path, "create", e))?;
+    set_mode(&file, path, mode)?;
+    if let Err(e) = sys::fallocate(&file, len) {
+        let err = space_error(path, "fallocate", e);
+        drop(file);
+        let _ = fs::remove_file(path);
+        return Err(err);
+    }
+    Ok(file)
 }
 
 fn check_len(file: &File, path: &std::path::Path, geom: &Geometry) -> Result<()> {
