@@ -155,6 +155,11 @@ pub fn parse_time(s: &str) -> Result<u64> {
     u64::try_from(t.unix_timestamp_nanos()).map_err(|_| anyhow!("{s:?} is before the Unix epoch"))
 }
 
+/// [`parse_time`] for clap.
+pub fn parse_time_arg(s: &str) -> std::result::Result<u64, String> {
+    parse_time(s).map_err(|e| e.to_string())
+}
+
 /// Lowercase hex of `b`.
 pub fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);

@@ -183,6 +183,7 @@ fn errors_are_one_sentence_with_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing");
     assert_one_sentence(&run(&["tail", p(&missing)], b""), 1, p(&missing));
+    assert_one_sentence(&run(&["inspect", p(&missing)], b""), 1, p(&missing));
     // A directory that is not a queue.
     assert_one_sentence(
         &run(&["tail", p(tmp.path())], b""),

@@ -122,3 +122,26 @@ pub fn assert_one_sentence(o: &Out, code: i32, needle: &str) {
     assert!(!o.stderr.contains("panicked"), "{o:?}");
     assert!(!o.stderr.contains("backtrace"), "{o:?}");
 }
+
+/// A pid no process can have (above the kernel's maximum).
+pub const NO_SUCH_PID: u32 = 0x7fff_fff0;
+
+/// Overwrites the liveness fields of a reader meta file (pid at 128, start time at 136,
+/// heartbeat at 144; see `chronicle_core::layout`).
+pub fn set_reader_liveness(meta: &Path, pid: u32, start_time: u64, heartbeat_ns: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(meta).unwrap();
+    f.write_all_at(&pid.to_le_bytes(), 128).unwrap();
+    f.write_all_at(&start_time.to_le_bytes(), 136).unwrap();
+    f.write_all_at(&heartbeat_ns.to_le_bytes(), 144).unwrap();
+}
+
+/// Opens named reader `name`, reads `n` records, commits and closes it.
+pub fn make_reader(q: &Path, name: &str, n: u64) {
+    let mut r =
+        chronicle_core::QueueReader::open(q, chronicle_core::ReaderConfig::named(name)).unwrap();
+    for _ in 0..n {
+        r.next().unwrap().unwrap();
+    }
+    r.commit().unwrap();
+}
