@@ -20,7 +20,6 @@ pub struct Meta {
     pub tail: Tail,
     pub writer_pid: u32,
     pub writer_state: u32,
-    pub oldest_segment: u64,
     pub oldest_seq: u64,
 }
 
@@ -122,7 +121,6 @@ pub fn read_meta(dir: &QueueDir) -> Result<Meta, Error> {
         },
         writer_pid: u32_at(&b, 168),
         writer_state: u32_at(&b, 172),
-        oldest_segment: u64_at(&b, 384),
         oldest_seq: u64_at(&b, 392),
     })
 }

@@ -185,6 +185,8 @@ pub fn run(args: Args) -> Result<u8> {
             } else {
                 writeln!(out, "{seq}").context("write output")?;
             }
+            // Whoever reads the seqs may be waiting for them before sending the next line.
+            out.flush().context("write output")?;
         }
     }
     w.close()?;

@@ -102,7 +102,7 @@ fn install_stop_handler() -> Result<()> {
         // relaxed atomic store); `sigemptyset` and `sigaction` get pointers to live locals.
         let r = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as usize;
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
             libc::sigemptyset(&mut sa.sa_mask);
             sa.sa_flags = 0;
             libc::sigaction(sig, &sa, std::ptr::null_mut())
