@@ -830,9 +830,18 @@ fn render(r: &Report, st: Style) -> String {
     } else {
         let _ = writeln!(
             s,
-            "{what}: {} errors, {} warnings open{fixed}",
-            r.errors, r.warnings
+            "{what}: {} open{fixed}",
+            counted(&[(r.errors, "error"), (r.warnings, "warning")])
         );
     }
     s
+}
+
+/// `1 error, 2 warnings`.
+fn counted(items: &[(u64, &str)]) -> String {
+    items
+        .iter()
+        .map(|(n, what)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
