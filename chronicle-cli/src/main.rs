@@ -1,8 +1,89 @@
 //! `chron-cli`: the operator's tool for chronicle queues and buses.
+//!
+//! Exit codes: 0 ok, 1 problems found or the operation failed (one sentence on stderr, prefixed
+//! `chron-cli:`), 2 usage error (from clap).
 
-fn main() {
-    println!(
-        "chron-cli {}: subcommands arrive with the CLI work (see ROADMAP.md)",
-        env!("CARGO_PKG_VERSION")
-    );
+mod cmd;
+mod output;
+mod queue;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Inspect, tail, append to, check and benchmark chronicle queues and buses.
+#[derive(Debug, Parser)]
+#[command(name = "chron-cli", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a queue's format, geometry, segments, writer, readers and append rate.
+    Inspect(cmd::inspect::Args),
+    /// Print records (and with -f, follow new ones).
+    Tail(cmd::tail::Args),
+    /// Append records read from stdin, one per line.
+    Append(cmd::append::Args),
+    /// Check a bus directory or one queue for problems, and optionally fix the safe ones.
+    Doctor(cmd::doctor::Args),
+    /// Measure throughput and cross-process one-way latency on a temporary queue.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    // A re-executed bench reader child takes this branch and never reaches the CLI.
+    if let Some(code) = chronicle_core::harness::run_child_if_requested() {
+        std::process::exit(code);
+    }
+    // Output piped into `head` ends quietly, like any Unix tool.
+    // SAFETY: restoring the default disposition of SIGPIPE has no memory-safety preconditions;
+    // it happens before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A bug must still read as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_string());
+        eprintln!("chron-cli: internal error: {msg} (please report it)");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Tail(a) => cmd::tail::run(a),
+        Command::Append(a) => cmd::append::run(a),
+        Command::Doctor(a) => cmd::doctor::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("chron-cli: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the message before it
+/// already quotes (the engine's messages include their OS error), and never a backtrace.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }

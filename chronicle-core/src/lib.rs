@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
-pub use recovery::{RecoveryAction, RecoveryReport};
+pub use recovery::{RecoveryAction, RecoveryReport, TailCheck, check_tail};
 pub use retention::RetentionReport;
 pub use writer::{Claim, QueueWriter};
 #[cfg(feature = "harness")]

@@ -316,3 +316,92 @@ pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Resu
         len: total,
     })
 }
+
+/// What a read-only look at a queue's tail found (see [`check_tail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCheck {
+    /// Segment holding the true tail (the first uncommitted record position).
+    pub tail_segment: u64,
+    /// Offset of the true tail in that segment.
+    pub tail_offset: u64,
+    /// Sequence number the next record would get.
+    pub next_seq: u64,
+    /// DATA records walked from the start of the published tail segment.
+    pub records_walked: u64,
+    /// Where non-zero bytes follow the tail (a record torn by a writer that died mid-write):
+    /// `(offset, bytes from the tail to the last non-zero byte)`. `None` when the tail is clean.
+    pub torn: Option<(u64, u64)>,
+}
+
+/// Finds the true tail exactly as recovery would and reports whether a torn record follows it,
+/// without writing anything (segments are mapped read-only). Meant for a queue with no live
+/// writer: with one, records committed during the walk just move the tail.
+pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) -> Result<TailCheck> {
+    let ids = dir.list_segments()?;
+    let Some(&newest) = ids.last() else {
+        return Ok(TailCheck {
+            tail_segment: 0,
+            tail_offset: SEGMENT_HEADER_SIZE,
+            next_seq: 0,
+            records_walked: 0,
+            torn: None,
+        });
+    };
+    let start = match hint_segment {
+        Some(h) if ids.contains(&h) => h,
+        _ => ids.first().copied().unwrap_or(newest),
+    };
+    let mut seg = Segment::open_ro(dir, start, geom)?;
+    let mut next_seq = seg.base_seq();
+    let mut offset = SEGMENT_HEADER_SIZE;
+    let mut walked = 0u64;
+    let tail_offset = loop {
+        match step(&seg, geom, offset)? {
+            Step::Data {
+                offset: o,
+                len,
+                seq,
+                ..
+            } => {
+                if walked > 0 && seq != next_seq {
+                    return Err(Error::corrupted(
+                        &seg.path,
+                        o,
+                        "sequence numbers are not contiguous",
+                    ));
+                }
+                next_seq = seq.wrapping_add(1);
+                walked += 1;
+                offset = o + record_len(u64::from(len));
+            }
+            Step::Aborted { offset: o, total } => offset = o + total,
+            Step::Pad { .. } => {
+                let next_id = seg.id + 1;
+                seg = Segment::open_ro(dir, next_id, geom).map_err(|e| match e {
+                    Error::Io { .. } => {
+                        Error::corrupted(&seg.path, offset, "PAD leads to a missing segment")
+                    }
+                    other => other,
+                })?;
+                next_seq = seg.base_seq();
+                offset = SEGMENT_HEADER_SIZE;
+            }
+            Step::Tail { offset: o } => break o,
+        }
+    };
+    let window_end = (tail_offset + record_len(u64::from(geom.max_payload))).min(geom.data_end());
+    let window = seg
+        .bytes(tail_offset, window_end.saturating_sub(tail_offset))
+        .ok_or_else(|| Error::corrupted(&seg.path, tail_offset, "tail outside the segment"))?;
+    let torn = window
+        .iter()
+        .rposition(|&b| b != 0)
+        .map(|last| (tail_offset, last as u64 + 1));
+    Ok(TailCheck {
+        tail_segment: seg.id,
+        tail_offset,
+        next_seq,
+        records_walked: walked,
+        torn,
+    })
+}

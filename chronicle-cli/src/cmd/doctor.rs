@@ -1,0 +1,847 @@
+//! `doctor`: walks a bus (or one queue), reports problems one line each with severity and fix,
+//! and with `--fix` applies the safe fixes.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use chronicle_bus::markers::{Lease, LeaseState, Ready};
+use chronicle_bus::{BusLayout, layout};
+use chronicle_core::layout::WRITER_OPEN;
+use chronicle_core::{
+    Error, Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RecoveryAction,
+    RetentionPolicy, WriterConfig, check_tail, list_readers, remove_reader, retention, sys,
+};
+use serde::Serialize;
+
+use crate::output::{self, Style};
+use crate::queue;
+
+/// CRC failures reported per queue before summarising the rest.
+const MAX_CRC_FINDINGS: u64 = 10;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A bus directory (with feeds/, strategies/, router/) or one queue directory.
+    path: PathBuf,
+    /// Read every record and check its CRC.
+    #[arg(long)]
+    verify: bool,
+    /// Apply the safe fixes: run recovery on queues whose writer died (repairs torn tails),
+    /// remove stale LEASE markers and READY markers without a queue.
+    #[arg(long)]
+    fix: bool,
+    /// With --fix, also delete orphan reader metas (their consumers' positions are lost).
+    #[arg(long, requires = "fix")]
+    remove_orphans: bool,
+    /// A reader whose process is gone and whose heartbeat is older than this is an orphan
+    /// (also the retention reader TTL used for the retention report).
+    #[arg(long, value_name = "DURATION", value_parser = output::parse_duration, default_value = "1h")]
+    reader_ttl: Duration,
+    /// Report segments a `max_bytes` retention cap of this size would delete (default: every
+    /// segment behind the tail and all live readers).
+    #[arg(long, value_name = "SIZE", value_parser = output::parse_size)]
+    max_bytes: Option<u64>,
+    /// Report segments a `max_age` retention cap would delete.
+    #[arg(long, value_name = "DURATION", value_parser = output::parse_duration)]
+    max_age: Option<Duration>,
+    /// Machine-readable output (one JSON object).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+/// What `--fix` may do about a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Open a writer (recovery) and close it.
+    Recover(PathBuf),
+    /// Delete a stale marker file.
+    RemoveMarker(PathBuf),
+    /// Delete an orphan reader meta (only with --remove-orphans).
+    RemoveReader(PathBuf, String),
+}
+
+#[derive(Debug, Serialize)]
+struct Finding {
+    severity: Severity,
+    kind: &'static str,
+    path: String,
+    message: String,
+    fix: String,
+    /// What --fix did about it.
+    fixed: Option<String>,
+    #[serde(skip)]
+    action: Option<Action>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    path: String,
+    kind: &'static str,
+    queues_checked: u64,
+    strategies_checked: u64,
+    records_verified: u64,
+    findings: Vec<Finding>,
+    errors: u64,
+    warnings: u64,
+}
+
+struct Doctor<'a> {
+    args: &'a Args,
+    now: u64,
+    findings: Vec<Finding>,
+    queues: u64,
+    strategies: u64,
+    verified: u64,
+}
+
+impl Doctor<'_> {
+    fn add(
+        &mut self,
+        severity: Severity,
+        kind: &'static str,
+        path: &Path,
+        message: String,
+        fix: impl Into<String>,
+        action: Option<Action>,
+    ) {
+        self.findings.push(Finding {
+            severity,
+            kind,
+            path: path.display().to_string(),
+            message,
+            fix: fix.into(),
+            fixed: None,
+            action,
+        });
+    }
+
+    /// Flags files and directories other users may write (a directory with the sticky bit is
+    /// fine: others cannot delete or rename what they do not own).
+    fn check_perms(&mut self, path: &Path) {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        let mode = m.permissions().mode();
+        let sticky_dir = m.is_dir() && mode & 0o1000 != 0;
+        if mode & 0o002 != 0 && !sticky_dir && !m.file_type().is_symlink() {
+            self.add(
+                Severity::Error,
+                "world-writable",
+                path,
+                format!(
+                    "{} is writable by every user (mode {:04o})",
+                    if m.is_dir() { "directory" } else { "file" },
+                    mode & 0o7777
+                ),
+                format!("chmod o-w {}", path.display()),
+                None,
+            );
+        }
+    }
+
+    fn check_tree_perms(&mut self, dir: &Path) {
+        self.check_perms(dir);
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => self.check_tree_perms(&p),
+                Ok(_) => self.check_perms(&p),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn check_queue(&mut self, q: &Path) {
+        self.queues += 1;
+        let dir = QueueDir::new(q);
+        self.check_tree_perms(q);
+        let meta = match queue::read_meta(&dir) {
+            Ok(m) => m,
+            Err(e) => {
+                self.add(
+                    Severity::Error,
+                    "bad-queue-meta",
+                    &dir.control(),
+                    e.to_string(),
+                    "no automatic fix: restore queue.meta from a backup",
+                    None,
+                );
+                return;
+            }
+        };
+        let geom = meta.geometry;
+        // Segment files of the wrong size.
+        let ids = match dir.list_segments() {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.add(
+                    Severity::Error,
+                    "unreadable",
+                    &dir.segments(),
+                    e.to_string(),
+                    "check the directory's permissions",
+                    None,
+                );
+                Vec::new()
+            }
+        };
+        let mut truncated_tail = false;
+        for &id in &ids {
+            let p = dir.segment(id);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.len() < geom.segment_size => {
+                    truncated_tail |= id >= meta.tail.segment;
+                    self.add(
+                        Severity::Error,
+                        "truncated-segment",
+                        &p,
+                        format!(
+                            "segment {id} is {} but the queue's segments are {} (truncated)",
+                            output::bytes(m.len()),
+                            output::bytes(geom.segment_size)
+                        ),
+                        "no automatic fix: restore the file, or copy the readable records to a new queue (chron-cli tail --json | chron-cli append --create --format json)",
+                        None,
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => self.add(
+                    Severity::Error,
+                    "unreadable",
+                    &p,
+                    format!("cannot stat segment {id}: {e}"),
+                    "check the file's permissions",
+                    None,
+                ),
+            }
+        }
+        // Writer: a crashed one leaves queue.meta saying "open" with a free lock.
+        let live = queue::liveness(&dir);
+        if !live.lock_held && meta.writer_state == WRITER_OPEN {
+            let pid = live
+                .lock_pid
+                .map_or("its writer".to_string(), |p| format!("writer pid {p}"));
+            self.add(
+                Severity::Error,
+                "stale-writer-lock",
+                &dir.lock(),
+                format!(
+                    "{pid} died without closing the queue (queue.meta says open, writer.lock is free)"
+                ),
+                "run recovery by opening a writer: chron-cli doctor --fix",
+                Some(Action::Recover(q.to_path_buf())),
+            );
+        }
+        // Torn tail (only meaningful with no live writer).
+        if !live.lock_held && !truncated_tail && !ids.is_empty() {
+            let hint = (meta.writer_state != chronicle_core::layout::WRITER_NEVER)
+                .then_some(meta.tail.segment);
+            match check_tail(&dir, &geom, hint) {
+                Ok(c) => {
+                    if let Some((off, n)) = c.torn {
+                        self.add(
+                            Severity::Error,
+                            "torn-tail",
+                            &dir.segment(c.tail_segment),
+                            format!(
+                                "torn record after the tail at segment {} offset {off}: {n} bytes written but never committed",
+                                c.tail_segment
+                            ),
+                            "recovery fences it off with an ABORTED record: chron-cli doctor --fix",
+                            Some(Action::Recover(q.to_path_buf())),
+                        );
+                    }
+                }
+                Err(e) => self.add(
+                    Severity::Error,
+                    "bad-tail",
+                    q,
+                    format!("the tail cannot be found: {e}"),
+                    "no automatic fix: copy the readable records to a new queue",
+                    None,
+                ),
+            }
+        }
+        if self.args.verify {
+            self.verify(q, &meta);
+        }
+        self.check_readers(&dir, &meta, &ids);
+        self.check_retention(&dir, &meta);
+        self.check_space(q, geom.segment_size);
+    }
+
+    fn verify(&mut self, q: &Path, meta: &queue::Meta) {
+        let cfg = ReaderConfig {
+            verify_crc: true,
+            ..ReaderConfig::default()
+        };
+        let mut r = match QueueReader::open(q, cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                self.add(
+                    Severity::Error,
+                    "unreadable",
+                    q,
+                    format!("cannot read the queue: {e}"),
+                    "see the other findings for this queue",
+                    None,
+                );
+                return;
+            }
+        };
+        let total = meta.tail.next_seq.saturating_sub(meta.oldest_seq);
+        let bar = if std::io::stderr().is_terminal() && total > 100_000 {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_message(format!("verifying {}", q.display()));
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut bad = 0u64;
+        let mut n = 0u64;
+        loop {
+            match r.next() {
+                Ok(Some(_)) => {
+                    n += 1;
+                    if n % 4096 == 0 {
+                        bar.set_position(n);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bad += 1;
+                    let seq = r.next_seq();
+                    if bad <= MAX_CRC_FINDINGS {
+                        let (path, msg) = match &e {
+                            Error::Corrupted { path, .. } => {
+                                (path.clone(), format!("record seq {seq}: {e}"))
+                            }
+                            _ => (q.to_path_buf(), format!("record seq {seq}: {e}")),
+                        };
+                        self.add(
+                            Severity::Error,
+                            "bad-record",
+                            &path,
+                            msg,
+                            "no automatic fix: readers stop at this record (skip it with QueueReader::skip_record, or restore the segment)",
+                            None,
+                        );
+                    }
+                    if r.skip_record().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        bar.finish_and_clear();
+        if bad > MAX_CRC_FINDINGS {
+            self.add(
+                Severity::Error,
+                "bad-record",
+                q,
+                format!(
+                    "{} more records failed verification",
+                    bad - MAX_CRC_FINDINGS
+                ),
+                "see above",
+                None,
+            );
+        }
+        self.verified += n;
+    }
+
+    fn check_readers(&mut self, dir: &QueueDir, meta: &queue::Meta, ids: &[u64]) {
+        let readers = match list_readers(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                self.add(
+                    Severity::Error,
+                    "unreadable",
+                    &dir.readers(),
+                    e.to_string(),
+                    "check the directory's permissions",
+                    None,
+                );
+                return;
+            }
+        };
+        let ttl = u64::try_from(self.args.reader_ttl.as_nanos()).unwrap_or(u64::MAX);
+        for r in readers {
+            let info = match r {
+                Ok(i) => i,
+                Err(e) => {
+                    let path = match &e {
+                        Error::Corrupted { path, .. }
+                        | Error::NotYetInitialized { path }
+                        | Error::VersionMismatch { path, .. }
+                        | Error::Io { path, .. } => path.clone(),
+                        _ => dir.readers(),
+                    };
+                    self.add(
+                        Severity::Error,
+                        "bad-reader-meta",
+                        &path,
+                        e.to_string(),
+                        format!(
+                            "if its consumer is retired, delete it: rm {}",
+                            path.display()
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+            };
+            let path = dir.reader_meta(&info.name);
+            let alive = info.in_use || sys::process_alive(info.pid, Some(info.start_time));
+            let idle_ns = self.now.saturating_sub(info.heartbeat_ns);
+            if !alive && idle_ns > ttl {
+                let at = info.position.map_or("no position".to_string(), |p| {
+                    format!("position seq {}", p.next_seq)
+                });
+                self.add(
+                    Severity::Error,
+                    "orphan-reader",
+                    &path,
+                    format!(
+                        "orphan reader '{}': pid {} is gone and its last heartbeat was {} ({at})",
+                        info.name,
+                        info.pid,
+                        output::ago(self.now, info.heartbeat_ns)
+                    ),
+                    "if its consumer is retired: chron-cli doctor --fix --remove-orphans (the position is lost)",
+                    Some(Action::RemoveReader(dir.root.clone(), info.name.clone())),
+                );
+            }
+            if let (Some(p), Some(&oldest)) = (info.position, ids.first()) {
+                if p.segment < oldest {
+                    self.add(
+                        Severity::Warning,
+                        "reader-position-lost",
+                        &path,
+                        format!(
+                            "reader '{}' wants seq {} in segment {}, deleted by retention (oldest is segment {oldest}, seq {})",
+                            info.name, p.next_seq, p.segment, meta.oldest_seq
+                        ),
+                        "the consumer must restart from the oldest record (OnLost::Earliest)",
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_retention(&mut self, dir: &QueueDir, meta: &queue::Meta) {
+        let policy = RetentionPolicy {
+            max_bytes: match (self.args.max_bytes, self.args.max_age) {
+                (None, None) => Some(0),
+                (b, _) => b,
+            },
+            max_age: self.args.max_age,
+            reader_ttl: self.args.reader_ttl,
+        };
+        match retention::plan(dir, &meta.geometry, meta.tail.segment, &policy, self.now) {
+            Ok((victims, held)) if !victims.is_empty() => {
+                let (first, last) = (
+                    victims.first().copied().unwrap_or(0),
+                    victims.last().copied().unwrap_or(0),
+                );
+                let bytes = victims.len() as u64 * meta.geometry.segment_size;
+                let held = held.map_or(String::new(), |(s, name)| {
+                    format!("; reader '{name}' holds segment {s}")
+                });
+                self.add(
+                    Severity::Info,
+                    "retention-candidates",
+                    &dir.segments(),
+                    format!(
+                        "{} segments ({first}..={last}, {}) are eligible for retention{held}",
+                        victims.len(),
+                        output::bytes(bytes)
+                    ),
+                    "set WriterConfig::retention (max_bytes / max_age) on the writer to reclaim them",
+                    None,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => self.add(
+                Severity::Warning,
+                "retention",
+                &dir.segments(),
+                format!("retention plan failed: {e}"),
+                "see the other findings for this queue",
+                None,
+            ),
+        }
+    }
+
+    fn check_space(&mut self, q: &Path, segment_size: u64) {
+        let Some(free) = free_bytes(q) else { return };
+        // A writer needs the next segment, and prepares one more ahead in the background.
+        let (severity, need) = if free < segment_size {
+            (Severity::Error, segment_size)
+        } else if free < 2 * segment_size {
+            (Severity::Warning, 2 * segment_size)
+        } else {
+            return;
+        };
+        self.add(
+            severity,
+            "disk-space",
+            q,
+            format!(
+                "only {} free on the file system; the writer needs {} for its next segments",
+                output::bytes(free),
+                output::bytes(need)
+            ),
+            "free space, or apply a retention cap",
+            None,
+        );
+    }
+
+    fn check_strategy(&mut self, sdir: &Path) {
+        self.strategies += 1;
+        let orders = sdir.join(layout::ORDERS);
+        let ready = sdir.join(layout::READY);
+        let lease = sdir.join(layout::LEASE);
+        let has_queue = queue::is_queue(&orders);
+        if has_queue {
+            self.check_queue(&orders);
+        } else {
+            self.check_perms(sdir);
+        }
+        if ready.exists() {
+            self.check_perms(&ready);
+            match Ready::read(&ready) {
+                Err(e) => self.add(
+                    Severity::Error,
+                    "bad-marker",
+                    &ready,
+                    e.to_string(),
+                    format!(
+                        "rm {} (the strategy rewrites it when ready)",
+                        ready.display()
+                    ),
+                    None,
+                ),
+                Ok(r) if !has_queue => self.add(
+                    Severity::Warning,
+                    "ready-without-queue",
+                    &ready,
+                    format!(
+                        "READY (pid {}) but there is no order queue at {}",
+                        r.pid,
+                        orders.display()
+                    ),
+                    "remove the READY marker: chron-cli doctor --fix",
+                    Some(Action::RemoveMarker(ready.clone())),
+                ),
+                Ok(r) => {
+                    if let Ok(m) = queue::read_meta(&QueueDir::new(&orders)) {
+                        if m.geometry.queue_uid != r.queue_uid {
+                            self.add(
+                                Severity::Warning,
+                                "ready-without-queue",
+                                &ready,
+                                format!(
+                                    "READY names queue uid {:016x} but the order queue has uid {:016x} (re-created)",
+                                    r.queue_uid, m.geometry.queue_uid
+                                ),
+                                "remove the READY marker: chron-cli doctor --fix (the strategy writes a new one)",
+                                Some(Action::RemoveMarker(ready.clone())),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if lease.exists() {
+            self.check_perms(&lease);
+            match Lease::read(&lease) {
+                Err(e) => self.add(
+                    Severity::Error,
+                    "bad-marker",
+                    &lease,
+                    e.to_string(),
+                    format!("rm {} (the strategy rewrites it)", lease.display()),
+                    None,
+                ),
+                Ok(l) => match l.state(self.now) {
+                    LeaseState::Live => {}
+                    LeaseState::HolderGone => self.add(
+                        Severity::Warning,
+                        "stale-lease",
+                        &lease,
+                        format!(
+                            "lease holder pid {} is gone (last renewed {})",
+                            l.pid,
+                            output::ago(self.now, l.heartbeat_ns)
+                        ),
+                        "remove the stale LEASE: chron-cli doctor --fix",
+                        Some(Action::RemoveMarker(lease.clone())),
+                    ),
+                    _ => self.add(
+                        Severity::Warning,
+                        "expired-lease",
+                        &lease,
+                        format!(
+                            "lease of pid {} expired {} but the process is alive (hung?)",
+                            l.pid,
+                            output::ago(self.now, l.expiry_ns)
+                        ),
+                        format!(
+                            "check process {}; doctor leaves a live holder's lease alone",
+                            l.pid
+                        ),
+                        None,
+                    ),
+                },
+            }
+        }
+    }
+
+    fn check_bus(&mut self, root: &Path) {
+        let bus = BusLayout::new(root);
+        for d in [
+            bus.root().to_path_buf(),
+            bus.feeds_dir(),
+            bus.strategies_dir(),
+            bus.router_dir(),
+            bus.doorbell(),
+        ] {
+            self.check_perms(&d);
+        }
+        for q in subdirs(&bus.feeds_dir()) {
+            if queue::is_queue(&q) {
+                self.check_queue(&q);
+            }
+        }
+        for s in subdirs(&bus.strategies_dir()) {
+            self.check_strategy(&s);
+        }
+        for q in subdirs(&bus.router_dir()) {
+            if queue::is_queue(&q) {
+                self.check_queue(&q);
+            }
+        }
+    }
+
+    /// Applies the safe fixes, each once, recording what was done on the findings.
+    fn apply_fixes(&mut self) {
+        let mut done: Vec<(Action, std::result::Result<String, String>)> = Vec::new();
+        for i in 0..self.findings.len() {
+            let Some(action) = self.findings.get(i).and_then(|f| f.action.clone()) else {
+                continue;
+            };
+            if matches!(action, Action::RemoveReader(..)) && !self.args.remove_orphans {
+                continue;
+            }
+            let outcome = match done.iter().find(|(a, _)| *a == action) {
+                Some((_, o)) => o.clone(),
+                None => {
+                    let o = apply(&action);
+                    done.push((action, o.clone()));
+                    o
+                }
+            };
+            if let Some(f) = self.findings.get_mut(i) {
+                match outcome {
+                    Ok(what) => f.fixed = Some(what),
+                    Err(e) => f.fix = format!("{} (--fix failed: {e})", f.fix),
+                }
+            }
+        }
+    }
+}
+
+fn apply(action: &Action) -> std::result::Result<String, String> {
+    match action {
+        Action::Recover(q) => {
+            let cfg = WriterConfig {
+                preallocate: Preallocate::Inline,
+                ..WriterConfig::default()
+            };
+            let w = QueueWriter::open(q, cfg).map_err(|e| e.to_string())?;
+            let r = w.recovery_report().clone();
+            w.close().map_err(|e| e.to_string())?;
+            let what = match r.action {
+                RecoveryAction::Unblocked {
+                    segment,
+                    offset,
+                    len,
+                } => format!(
+                    "fenced off a torn record of {len} bytes at segment {segment} offset {offset}"
+                ),
+                _ => "the tail was clean".to_string(),
+            };
+            Ok(format!(
+                "ran recovery: {what}; next seq {} at segment {} offset {}; writer closed",
+                r.next_seq, r.tail_segment, r.tail_offset
+            ))
+        }
+        Action::RemoveMarker(p) => std::fs::remove_file(p)
+            .map(|()| format!("removed {}", p.display()))
+            .map_err(|e| e.to_string()),
+        Action::RemoveReader(q, name) => remove_reader(&QueueDir::new(q), name)
+            .map(|()| format!("removed reader '{name}'"))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed statvfs is valid plain data; `c` is a NUL-terminated path living across
+    // the call, and `st` is a live local the kernel fills in.
+    let (r, st) = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        let r = libc::statvfs(c.as_ptr(), &mut st);
+        (r, st)
+    };
+    let (avail, frsize): (u64, u64) = (st.f_bavail, st.f_frsize);
+    (r == 0).then(|| avail.saturating_mul(frsize))
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let path = &args.path;
+    let kind = if queue::is_queue(path) {
+        "queue"
+    } else if path.is_dir()
+        && ["feeds", "strategies", "router"]
+            .iter()
+            .any(|d| path.join(d).is_dir())
+    {
+        "bus"
+    } else if !path.exists() {
+        bail!("{}: no such file or directory", path.display());
+    } else {
+        bail!(
+            "{} is neither a chronicle queue (no queue.meta) nor a bus (no feeds/, strategies/ or router/)",
+            path.display()
+        );
+    };
+    let mut d = Doctor {
+        args: &args,
+        now: sys::realtime_ns(),
+        findings: Vec::new(),
+        queues: 0,
+        strategies: 0,
+        verified: 0,
+    };
+    if kind == "queue" {
+        d.check_queue(path);
+    } else {
+        d.check_bus(path);
+    }
+    if args.fix {
+        d.apply_fixes();
+    }
+    d.findings.sort_by_key(|f| f.severity);
+    let open = |s: Severity| {
+        d.findings
+            .iter()
+            .filter(|f| f.severity == s && f.fixed.is_none())
+            .count() as u64
+    };
+    let report = Report {
+        path: path.display().to_string(),
+        kind,
+        queues_checked: d.queues,
+        strategies_checked: d.strategies,
+        records_verified: d.verified,
+        errors: open(Severity::Error),
+        warnings: open(Severity::Warning),
+        findings: d.findings,
+    };
+    if args.json {
+        output::print_json(&report)?;
+    } else {
+        print!("{}", render(&report, Style::detect()));
+    }
+    Ok(if report.errors > 0 { 1 } else { 0 })
+}
+
+fn render(r: &Report, st: Style) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for f in &r.findings {
+        let sev = match f.severity {
+            Severity::Error => st.red("error  "),
+            Severity::Warning => st.yellow("warning"),
+            Severity::Info => "info   ".to_string(),
+        };
+        let _ = writeln!(s, "{sev} {}: {}; fix: {}", f.path, f.message, f.fix);
+        if let Some(what) = &f.fixed {
+            let _ = writeln!(s, "{} {}: {what}", st.green("fixed  "), f.path);
+        }
+    }
+    let mut what = format!(
+        "{} {}",
+        r.queues_checked,
+        if r.queues_checked == 1 {
+            "queue"
+        } else {
+            "queues"
+        }
+    );
+    if r.kind == "bus" {
+        let _ = write!(what, " and {} strategies", r.strategies_checked);
+    }
+    let _ = write!(what, " checked");
+    if r.records_verified > 0 {
+        let _ = write!(what, ", {} records verified", r.records_verified);
+    }
+    let fixed = r.findings.iter().filter(|f| f.fixed.is_some()).count();
+    let fixed = if fixed > 0 {
+        format!(", {fixed} fixed")
+    } else {
+        String::new()
+    };
+    if r.findings.is_empty() {
+        let _ = writeln!(s, "{} {what}: no problems found", st.green("ok"));
+    } else {
+        let _ = writeln!(
+            s,
+            "{what}: {} open{fixed}",
+            counted(&[(r.errors, "error"), (r.warnings, "warning")])
+        );
+    }
+    s
+}
+
+/// `1 error, 2 warnings`.
+fn counted(items: &[(u64, &str)]) -> String {
+    items
+        .iter()
+        .map(|(n, what)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,347 @@
+//! `inspect`: everything an operator asks first about a queue.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, list_readers, sys};
+use serde::Serialize;
+
+use crate::output::{self, Style};
+use crate::queue::{self, Meta};
+
+/// Window over which the append rate is measured.
+const RATE_WINDOW_NS: u64 = 5_000_000_000;
+/// Records counted at most for the rate (keeps inspect quick on a firehose).
+const RATE_SCAN_LIMIT: u64 = 50_000_000;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The queue directory.
+    queue: PathBuf,
+    /// Machine-readable output (one JSON object).
+    #[arg(long)]
+    json: bool,
+    /// Evaluate ages and the append rate as of this time (RFC 3339) instead of now: for
+    /// post-mortems and reproducible output.
+    #[arg(long, value_name = "RFC3339", value_parser = output::parse_time_arg)]
+    now: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    queue: String,
+    format_version: u32,
+    queue_uid: String,
+    created_ns: u64,
+    geometry: GeometryJ,
+    segments: SegmentsJ,
+    writer: WriterJ,
+    tail: TailJ,
+    append_rate_msgs_per_s: Option<f64>,
+    append_rate_window_s: u64,
+    readers: Vec<ReaderJ>,
+    reader_errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GeometryJ {
+    segment_size: u64,
+    max_payload: u32,
+    index_stride: u32,
+    file_mode: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SegmentsJ {
+    count: u64,
+    bytes: u64,
+    oldest: Option<u64>,
+    newest: Option<u64>,
+    oldest_seq: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct WriterJ {
+    status: &'static str,
+    lock_held: bool,
+    pid: Option<u32>,
+    pid_alive: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct TailJ {
+    segment: u64,
+    offset: u64,
+    next_seq: u64,
+    last_timestamp_ns: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ReaderJ {
+    name: String,
+    next_seq: Option<u64>,
+    segment: Option<u64>,
+    offset: Option<u64>,
+    lag_records: Option<u64>,
+    lag_bytes: Option<u64>,
+    lag_ns: Option<u64>,
+    heartbeat_ns: u64,
+    heartbeat_age_ns: u64,
+    pid: u32,
+    in_use: bool,
+    state: &'static str,
+}
+
+/// Records appended in the `RATE_WINDOW_NS` before `now`, per second (from record timestamps,
+/// so it needs no waiting and works on a queue whose writer is gone).
+fn append_rate(q: &PathBuf, meta: &Meta, now: u64) -> Option<f64> {
+    let since = now.saturating_sub(RATE_WINDOW_NS);
+    if meta.tail.last_timestamp_ns < since {
+        return Some(0.0);
+    }
+    let cfg = ReaderConfig {
+        verify_crc: false,
+        ..ReaderConfig::default()
+    }
+    .start(StartAt::Timestamp(since));
+    let mut r = QueueReader::open(q, cfg).ok()?;
+    let mut n = 0u64;
+    while n < RATE_SCAN_LIMIT {
+        match r.next() {
+            Ok(Some(m)) if m.timestamp_ns() <= now => n += 1,
+            Ok(_) => break,
+            Err(_) => return None,
+        }
+    }
+    Some(n as f64 * 1e9 / RATE_WINDOW_NS as f64)
+}
+
+fn reader_state(info: &chronicle_core::ReaderInfo) -> &'static str {
+    if info.in_use {
+        "active"
+    } else if sys::process_alive(info.pid, Some(info.start_time)) {
+        "idle"
+    } else {
+        "gone"
+    }
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let dir = QueueDir::new(&args.queue);
+    let meta = queue::read_meta(&dir)?;
+    let now = args.now.unwrap_or_else(sys::realtime_ns);
+    let geom = meta.geometry;
+    let ids = dir.list_segments()?;
+    let mut seg_bytes = 0u64;
+    for id in &ids {
+        if let Ok(m) = std::fs::symlink_metadata(dir.segment(*id)) {
+            seg_bytes += m.len();
+        }
+    }
+    let oldest = ids.first().copied();
+    let live = queue::liveness(&dir);
+    let status = queue::writer_status(&meta, &live);
+    let tail = meta.tail;
+    let mut readers = Vec::new();
+    let mut reader_errors = Vec::new();
+    for r in list_readers(&dir)? {
+        match r {
+            Ok(info) => {
+                let pos = info.position;
+                let lag_records = pos.map(|p| tail.next_seq.saturating_sub(p.next_seq));
+                readers.push(ReaderJ {
+                    next_seq: pos.map(|p| p.next_seq),
+                    segment: pos.map(|p| p.segment),
+                    offset: pos.map(|p| p.offset),
+                    lag_records,
+                    lag_bytes: pos.map(|p| {
+                        queue::lag_bytes(
+                            geom.segment_size,
+                            (p.segment, p.offset),
+                            (tail.segment, tail.offset),
+                        )
+                    }),
+                    lag_ns: pos.map(|p| {
+                        if lag_records == Some(0) {
+                            0
+                        } else {
+                            tail.last_timestamp_ns.saturating_sub(p.timestamp_ns)
+                        }
+                    }),
+                    heartbeat_ns: info.heartbeat_ns,
+                    heartbeat_age_ns: now.saturating_sub(info.heartbeat_ns),
+                    pid: info.pid,
+                    in_use: info.in_use,
+                    state: reader_state(&info),
+                    name: info.name,
+                });
+            }
+            Err(e) => reader_errors.push(e.to_string()),
+        }
+    }
+    let report = Report {
+        queue: args.queue.display().to_string(),
+        format_version: meta.version,
+        queue_uid: format!("{:016x}", geom.queue_uid),
+        created_ns: meta.created_ns,
+        geometry: GeometryJ {
+            segment_size: geom.segment_size,
+            max_payload: geom.max_payload,
+            index_stride: geom.index_stride,
+            file_mode: format!("{:04o}", geom.file_mode),
+        },
+        segments: SegmentsJ {
+            count: ids.len() as u64,
+            bytes: seg_bytes,
+            oldest,
+            newest: ids.last().copied(),
+            oldest_seq: oldest.and_then(|id| queue::segment_base_seq(&dir, id)),
+        },
+        writer: WriterJ {
+            status,
+            lock_held: live.lock_held,
+            pid: live
+                .lock_pid
+                .or((meta.writer_pid != 0).then_some(meta.writer_pid)),
+            pid_alive: live.pid_alive,
+        },
+        tail: TailJ {
+            segment: tail.segment,
+            offset: tail.offset,
+            next_seq: tail.next_seq,
+            last_timestamp_ns: tail.last_timestamp_ns,
+        },
+        append_rate_msgs_per_s: append_rate(&args.queue, &meta, now),
+        append_rate_window_s: RATE_WINDOW_NS / 1_000_000_000,
+        readers,
+        reader_errors,
+    };
+    if args.json {
+        output::print_json(&report)?;
+    } else {
+        print!("{}", render(&report, now, Style::detect()));
+    }
+    Ok(0)
+}
+
+fn render(r: &Report, now: u64, st: Style) -> String {
+    let mut s = String::new();
+    let mut kv = |k: &str, v: String| {
+        let _ = writeln!(s, "{}{v}", st.bold(&format!("{k:<13}")));
+    };
+    kv("queue", r.queue.clone());
+    kv("format", format!("version {}", r.format_version));
+    kv("uid", r.queue_uid.clone());
+    kv("created", output::time_ns(r.created_ns));
+    let g = &r.geometry;
+    kv(
+        "geometry",
+        format!(
+            "segment {}, max payload {}, index every {}, file mode {}",
+            output::bytes(g.segment_size),
+            output::bytes(u64::from(g.max_payload)),
+            output::bytes(u64::from(g.index_stride)),
+            g.file_mode
+        ),
+    );
+    let sg = &r.segments;
+    kv(
+        "segments",
+        match (sg.oldest, sg.newest) {
+            (Some(o), Some(n)) => format!(
+                "{} ({}), oldest {o} (first seq {}), newest {n}",
+                sg.count,
+                output::bytes(sg.bytes),
+                sg.oldest_seq.map_or("?".to_string(), |s| s.to_string())
+            ),
+            _ => "none".to_string(),
+        },
+    );
+    let w = &r.writer;
+    let pid = w.pid.map_or(String::new(), |p| format!("pid {p}"));
+    let writer = match w.status {
+        "alive" => st.green(&format!("alive ({pid}, writer.lock held)")),
+        "closed" => format!("closed cleanly (last {pid})"),
+        "dead" => st.red(&format!(
+            "dead: {pid} died without closing (writer.lock free); run `chron-cli doctor --fix`"
+        )),
+        "never" => "never opened".to_string(),
+        other => other.to_string(),
+    };
+    kv("writer", writer);
+    let t = &r.tail;
+    kv(
+        "tail",
+        format!(
+            "next seq {}, segment {} offset {}",
+            t.next_seq, t.segment, t.offset
+        ),
+    );
+    kv(
+        "last write",
+        if t.last_timestamp_ns == 0 {
+            "never".to_string()
+        } else {
+            format!(
+                "{} ({})",
+                output::time_ns(t.last_timestamp_ns),
+                output::ago(now, t.last_timestamp_ns)
+            )
+        },
+    );
+    kv(
+        "append rate",
+        match r.append_rate_msgs_per_s {
+            Some(x) => format!("{x:.1} msgs/s over the last {} s", r.append_rate_window_s),
+            None => "unknown (records could not be read)".to_string(),
+        },
+    );
+    kv(
+        "readers",
+        if r.readers.is_empty() && r.reader_errors.is_empty() {
+            "none".to_string()
+        } else {
+            r.readers.len().to_string()
+        },
+    );
+    if !r.readers.is_empty() {
+        let mut rows = vec![
+            [
+                "NAME",
+                "NEXT SEQ",
+                "LAG",
+                "LAG BYTES",
+                "LAG TIME",
+                "HEARTBEAT",
+                "PID",
+                "STATE",
+            ]
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>(),
+        ];
+        let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or("-".to_string(), f);
+        for rd in &r.readers {
+            rows.push(vec![
+                rd.name.clone(),
+                opt(rd.next_seq, &|v| v.to_string()),
+                opt(rd.lag_records, &|v| v.to_string()),
+                opt(rd.lag_bytes, &output::bytes),
+                opt(rd.lag_ns, &output::duration_ns),
+                output::ago(now, rd.heartbeat_ns),
+                rd.pid.to_string(),
+                rd.state.to_string(),
+            ]);
+        }
+        s.push_str(&output::table(
+            &rows,
+            &[false, true, true, true, true, true, true, false],
+            "  ",
+        ));
+    }
+    for e in &r.reader_errors {
+        let _ = writeln!(s, "  {}", st.red(&format!("unreadable reader meta: {e}")));
+    }
+    s
+}

@@ -1,0 +1,7 @@
+//! The subcommands.
+
+pub mod append;
+pub mod bench;
+pub mod doctor;
+pub mod inspect;
+pub mod tail;
