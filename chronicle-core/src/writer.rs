@@ -262,7 +262,7 @@ impl QueueWriter {
         }
         // The CRC is computed from the sources (in cache), not read back from the mapping:
         // reading freshly stored lines back would stall on their write-allocate misses.
-        let crc = Crc32c::new().update(&fields).update(payload).finish();
+        let crc = crate::crc::crc32c_two(&fields, payload);
         Ok(self.publish(ptr, timestamp_ns, len, crc))
     }
 
