@@ -214,13 +214,22 @@ struct Source {
     probed_at: u64,
     /// Watermark seen when the source was last found without a head (for `wait`).
     seen_wm: u64,
+    /// Timestamp of the last record taken from this source: its writer stamps later records no
+    /// earlier (known locally, without reading the writer's hot tail line).
+    last_ts: u64,
 }
 
 impl Source {
     /// The smallest timestamp a future record of this source can carry.
     #[inline]
     fn effective_wm(&self) -> u64 {
-        self.reader.watermark_ns().max(self.dead_wm)
+        // The heartbeat watermark lives on a line the writer touches only when it heartbeats;
+        // the tail line it rewrites on every commit is never read here, so merging does not
+        // make every commit of every source pay a cache-line transfer.
+        self.reader
+            .heartbeat_watermark_ns()
+            .max(self.last_ts)
+            .max(self.dead_wm)
     }
 }
 
@@ -295,6 +304,7 @@ impl FanInReader {
             draining: false,
             dead_wm: 0,
             probed_at: 0,
+            last_ts: 0,
             seen_wm: 0,
         };
         // Sorted by id: scans (and therefore probes) happen in a deterministic order.
@@ -444,6 +454,7 @@ impl FanInReader {
             return Ok(None);
         };
         let source = s.id;
+        s.last_ts = s.last_ts.max(key.0);
         match s.reader.peek() {
             Ok(Some(view)) => Ok(Some(Merged { source, view, late })),
             Ok(None) => Ok(None),
@@ -568,7 +579,8 @@ impl FanInReader {
         let sources = &self.sources;
         let ready = || {
             sources.iter().any(|s| {
-                s.head.is_none() && (s.reader.has_next() || s.reader.watermark_ns() > s.seen_wm)
+                s.head.is_none()
+                    && (s.reader.has_next() || s.reader.heartbeat_watermark_ns() > s.seen_wm)
             })
         };
         if ready() {

@@ -16,11 +16,13 @@
 //!  span 1 128..256  writer tail, written by the writer on every commit (a seqlock)
 //!   128 tail_lock u64 (odd while updating)   136 tail_segment u64   144 tail_offset u64
 //!   152 next_seq u64   160 last_timestamp_ns u64   168 writer_pid u32   172 writer_state u32
-//!   176 writer_epoch u64   184 watermark_ns u64 (no later record will be stamped earlier)
+//!   176 writer_epoch u64   184 reserved
 //!  span 2 256..384  wake words, written by sleeping readers and the writer
 //!   256 notify u32 (futex word: counter << 1 | WAITERS)   260 wake_mode u32
-//!  span 3 384..512  retention, written by the writer's maintenance thread
-//!   384 oldest_segment u64   392 oldest_seq u64
+//!  span 3 384..512  retention (maintenance thread) and the heartbeat watermark (writer,
+//!                   only in `heartbeat`, so readers of it never contend with commits)
+//!   384 oldest_segment u64   392 oldest_seq u64   400 watermark_ns u64 (no later record
+//!   will be stamped earlier)
 //!
 //! <queue>/segments/<id:020>.seg  (segment_size bytes, preallocated)
 //!     0 magic u64 ("CHRQSEG\0", Release-stored last)   8 version u32   12 header_size u32
@@ -108,7 +110,7 @@ pub struct ControlBlock {
     pub writer_pid: AtomicU32,
     pub writer_state: AtomicU32,
     pub writer_epoch: AtomicU64,
-    pub watermark_ns: AtomicU64,
+    pub _reserved1a: AtomicU64,
     pub _reserved1: [u8; 64],
     // span 2: wake words
     pub notify: AtomicU32,
@@ -117,7 +119,8 @@ pub struct ControlBlock {
     // span 3: retention
     pub oldest_segment: AtomicU64,
     pub oldest_seq: AtomicU64,
-    pub _reserved3: [u8; 112],
+    pub watermark_ns: AtomicU64,
+    pub _reserved3: [u8; 104],
 }
 
 const _: () = {
@@ -139,7 +142,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, writer_pid) == 168);
     assert!(offset_of!(ControlBlock, writer_state) == 172);
     assert!(offset_of!(ControlBlock, writer_epoch) == 176);
-    assert!(offset_of!(ControlBlock, watermark_ns) == 184);
+    assert!(offset_of!(ControlBlock, watermark_ns) == 400);
     assert!(offset_of!(ControlBlock, notify) == 256);
     assert!(offset_of!(ControlBlock, wake_mode) == 260);
     assert!(offset_of!(ControlBlock, oldest_segment) == 384);

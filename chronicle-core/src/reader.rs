@@ -550,9 +550,18 @@ impl QueueReader {
         // orders the commit word of the last record before `last_timestamp_ns`: seeing a
         // timestamp here means the record carrying it is visible. (A single word: no seqlock.)
         let last = cb.last_timestamp_ns.load(Ordering::Acquire);
-        // SYNC POINT: Acquire pairs with the Release store in `QueueWriter::heartbeat`.
-        let hb = cb.watermark_ns.load(Ordering::Acquire);
-        last.max(hb)
+        last.max(self.heartbeat_watermark_ns())
+    }
+
+    /// The watermark of the writer's last [`QueueWriter::heartbeat`] only. It lives on a line
+    /// the writer does not touch on commits, so polling it does not slow the writer; a merger
+    /// combines it with the timestamps of the records it has already seen.
+    ///
+    /// [`QueueWriter::heartbeat`]: crate::QueueWriter::heartbeat
+    pub fn heartbeat_watermark_ns(&self) -> u64 {
+        // SYNC POINT: Acquire pairs with the Release store in `QueueWriter::heartbeat`: records
+        // committed before that heartbeat are visible once this value is seen.
+        self.control.cb().watermark_ns.load(Ordering::Acquire)
     }
 
     /// Moves the reader. For a named reader the new position is not persisted until `commit`.
