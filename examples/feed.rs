@@ -5,6 +5,11 @@
 //! cargo run --release --example feed -- --bus /dev/shm/bus [--name md] [--rate 100000]
 //!     [--symbols 16] [--secs 0]
 //! ```
+//!
+//! This is the readable standalone version. `chron-cli feed` (in
+//! `chronicle-cli/src/topology/feed.rs`) is the operational twin that `chron-cli demo` runs as
+//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
+//! SIGTERM.
 
 mod common;
 

@@ -9,6 +9,11 @@
 //! cargo run --release --example router -- --bus /dev/shm/bus [--weights s1=1,s2=3]
 //!     [--rate-limit 200000] [--hold-us 500] [--max-per-tenant 1024] [--secs 0]
 //! ```
+//!
+//! This is the readable standalone version. `chron-cli router` (in
+//! `chronicle-cli/src/topology/router.rs`) is the operational twin that `chron-cli demo` runs as
+//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
+//! SIGTERM.
 
 mod common;
 

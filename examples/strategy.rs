@@ -8,6 +8,11 @@
 //! ```
 //! A strategy trades symbol `s` when `s % slots == slot`, on every `every`-th such tick;
 //! `--hot` makes it order on every tick it sees and burst four orders each time.
+//!
+//! This is the readable standalone version. `chron-cli strategy` (in
+//! `chronicle-cli/src/topology/strategy.rs`) is the operational twin that `chron-cli demo` runs as
+//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
+//! SIGTERM.
 
 mod common;
 

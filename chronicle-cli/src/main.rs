@@ -6,6 +6,7 @@
 mod cmd;
 mod output;
 mod queue;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,17 @@ enum Command {
     Doctor(cmd::doctor::Args),
     /// Measure throughput and cross-process one-way latency on a temporary queue.
     Bench(cmd::bench::Args),
+    /// Run the trading topology (feed, strategies, router) as processes on a bus for a while.
+    Demo(cmd::demo::Args),
+    /// Topology role run by `demo`: the market-data feed.
+    #[command(hide = true)]
+    Feed(topology::feed::Args),
+    /// Topology role run by `demo`: one strategy.
+    #[command(hide = true)]
+    Strategy(topology::strategy::Args),
+    /// Topology role run by `demo`: the order router.
+    #[command(hide = true)]
+    Router(topology::router::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +73,10 @@ fn main() -> ExitCode {
         Command::Append(a) => cmd::append::run(a),
         Command::Doctor(a) => cmd::doctor::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Feed(a) => topology::feed::run(a),
+        Command::Strategy(a) => topology::strategy::run(a),
+        Command::Router(a) => topology::router::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

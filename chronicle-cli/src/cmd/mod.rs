@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod bench;
+pub mod demo;
 pub mod doctor;
 pub mod inspect;
 pub mod tail;

@@ -1,0 +1,525 @@
+//! `chron-cli demo`: the trading topology end to end. Starts the feed, N strategies (the last one
+//! "hot") and the router as separate OS processes (this executable re-run with the `feed`,
+//! `strategy` and `router` roles) on a bus directory, prints one status line per second, kills and
+//! restarts strategy `s1` midway (the router follows it), stops everything in order (feed →
+//! strategies → router, which drains) after `--secs` or on Ctrl-C, and prints a summary: per
+//! strategy committed / routed / rejected / expired and whether that accounting closes, and
+//! tick-to-route latency percentiles.
+//!
+//! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::output::{self, duration_ns};
+use crate::topology::{install_stop_handler, stop_requested};
+
+/// Arguments of `chron-cli demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Number of strategies (the last one is the hot one).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub strategies: u32,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..))]
+    pub secs: u64,
+    /// Feed rate, ticks per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Router outbound rate limit, orders per second (the exchange throttle).
+    #[arg(long, default_value_t = 5_000)]
+    pub rate_limit: u64,
+    /// A normal strategy orders on every N-th tick of its symbols.
+    #[arg(long, default_value_t = 8)]
+    pub every: u64,
+    /// Order deadline, microseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub deadline_us: u64,
+    /// Bus directory (default: a new directory under the system temp dir, left for inspection).
+    #[arg(long)]
+    pub bus: Option<PathBuf>,
+    /// Print only the summary, as one JSON object (status lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A child process, killed and reaped if still running when dropped.
+#[derive(Debug)]
+struct Proc {
+    label: String,
+    child: Child,
+}
+
+impl Proc {
+    fn signal(&self, sig: libc::c_int) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: sending a signal to our own child (not yet reaped, so the pid is ours).
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace` before SIGKILL; returns whether it exited on its own.
+    fn stop(&mut self, grace: Duration) -> bool {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        self.signal(libc::SIGTERM);
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        eprintln!(
+            "demo: the {} did not stop within {grace:?}; killed",
+            self.label
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts this executable with `args`; its JSON stdout lines go to `tx` labelled `label`.
+fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, Value)>) -> Result<Proc> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Its own process group: Ctrl-C reaches the demo only, which stops children in order.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start the {label}"))?;
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        let label = label.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send((label.clone(), v));
+                }
+            }
+        });
+    }
+    Ok(Proc {
+        label: label.to_string(),
+        child,
+    })
+}
+
+/// What the demo knows about each process, from their JSON lines.
+#[derive(Debug, Default)]
+struct State {
+    feed: Value,
+    strategies: BTreeMap<String, Value>,
+    router: Value,
+    events: Vec<String>,
+    restarted_first_order_id: Option<u64>,
+}
+
+impl State {
+    fn absorb(&mut self, label: &str, v: Value) {
+        match v.get("role").and_then(Value::as_str) {
+            Some("feed") => self.feed = v,
+            Some("router") if v.get("event").is_some() => {
+                let ev = v.get("event").and_then(Value::as_str).unwrap_or("");
+                let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+                let why = v
+                    .get("reason")
+                    .or_else(|| v.get("error"))
+                    .and_then(Value::as_str)
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                self.events.push(format!("router: {ev} {id}{why}"));
+            }
+            Some("router") => self.router = v,
+            Some("strategy") if v.get("start").is_some() && label.ends_with("(restarted)") => {
+                self.restarted_first_order_id = v.get("first_order_id").and_then(Value::as_u64);
+            }
+            Some("strategy") if v.get("start").is_some() => {}
+            Some("strategy") => {
+                let id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                self.strategies.insert(id, v);
+            }
+            _ => {}
+        }
+    }
+
+    fn router_rows(&self) -> Vec<Value> {
+        self.router
+            .get("strategies")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Runs the demo.
+pub fn run(a: Args) -> Result<u8> {
+    install_stop_handler();
+    let bus = match &a.bus {
+        Some(b) => b.clone(),
+        None => std::env::temp_dir().join(format!("chronicle-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&bus)
+        .with_context(|| format!("cannot create bus directory {}", bus.display()))?;
+    let bus_s = bus.to_string_lossy().to_string();
+    let n_normal = a.strategies - 1;
+    let mut ids: Vec<(String, u32, bool)> = (1..=n_normal)
+        .map(|i| (format!("s{i}"), i, false))
+        .collect();
+    ids.push(("hot".to_string(), 1, true));
+    let weights = ids
+        .iter()
+        .map(|(id, w, _)| format!("{id}={w}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let say = |s: &str| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    say(&format!(
+        "demo: bus {bus_s}: feed {} ticks/s, {} strategies ({weights}), router limit {}/s, {} s",
+        a.rate, a.strategies, a.rate_limit, a.secs
+    ));
+
+    let (tx, rx) = mpsc::channel();
+    let s = |v: &str| v.to_string();
+    let mut router = spawn(
+        "router",
+        &[
+            s("router"),
+            s("--bus"),
+            bus_s.clone(),
+            s("--weights"),
+            weights.clone(),
+            s("--rate-limit"),
+            a.rate_limit.to_string(),
+        ],
+        &tx,
+    )?;
+    let mut feed = spawn(
+        "feed",
+        &[
+            s("feed"),
+            s("--bus"),
+            bus_s.clone(),
+            s("--rate"),
+            a.rate.to_string(),
+        ],
+        &tx,
+    )?;
+    let strategy_args = |id: &str, slot: u32, hot: bool| {
+        let mut v = vec![
+            s("strategy"),
+            s("--bus"),
+            bus_s.clone(),
+            s("--id"),
+            s(id),
+            s("--every"),
+            a.every.to_string(),
+            s("--slot"),
+            slot.to_string(),
+            s("--slots"),
+            n_normal.max(1).to_string(),
+            s("--deadline-us"),
+            a.deadline_us.to_string(),
+        ];
+        if hot {
+            v.push(s("--hot"));
+        }
+        v
+    };
+    let mut strategies = Vec::new();
+    for (i, (id, _, hot)) in ids.iter().enumerate() {
+        strategies.push(spawn(
+            &format!("strategy {id}"),
+            &strategy_args(id, i as u32, *hot),
+            &tx,
+        )?);
+    }
+
+    let mut st = State::default();
+    let start = Instant::now();
+    let run_for = Duration::from_secs(a.secs);
+    let mut restarted = n_normal == 0;
+    let mut next_status = start + Duration::from_secs(1);
+    let mut prev: (u64, u64, u64, BTreeMap<String, u64>) = (0, 0, 0, BTreeMap::new());
+    let mut interrupted = false;
+    loop {
+        while let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
+            st.absorb(&label, v);
+            if Instant::now() >= next_status {
+                break;
+            }
+        }
+        for e in st.events.drain(..) {
+            say(&format!("  {e}"));
+        }
+        let now = Instant::now();
+        if stop_requested() {
+            interrupted = true;
+            break;
+        }
+        if now.duration_since(start) >= run_for {
+            break;
+        }
+        if !restarted && now.duration_since(start) >= run_for / 2 {
+            restarted = true;
+            if let Some(p) = strategies.first_mut() {
+                say("demo: killing strategy s1 (SIGKILL) and starting it again");
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+                *p = spawn(
+                    "strategy s1 (restarted)",
+                    &strategy_args("s1", 0, false),
+                    &tx,
+                )?;
+            }
+        }
+        if now >= next_status {
+            next_status += Duration::from_secs(1);
+            say(&status_line(&st, &mut prev, now.duration_since(start)));
+        }
+    }
+
+    // Stop in order: the feed, then the strategies (they close their queues), then the router,
+    // which drains what they committed.
+    say(&format!(
+        "demo: {}stopping feed, strategies, router",
+        if interrupted { "interrupted; " } else { "" }
+    ));
+    let mut clean = feed.stop(Duration::from_secs(10));
+    for p in &mut strategies {
+        clean &= p.stop(Duration::from_secs(10));
+    }
+    clean &= router.stop(Duration::from_secs(20));
+    drop(tx);
+    // The reader threads end with their pipes; collect every last line.
+    let until = Instant::now() + Duration::from_secs(5);
+    while let Ok((label, v)) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        st.absorb(&label, v);
+    }
+    for e in st.events.drain(..) {
+        say(&format!("  {e}"));
+    }
+    let summary = summary(&st, &ids, &bus, clean, interrupted, start.elapsed());
+    if a.json {
+        output::print_json(&summary)?;
+    } else {
+        print_summary(&summary, &bus);
+    }
+    let closes = summary.get("accounting_closes").and_then(Value::as_bool) == Some(true);
+    if !clean {
+        bail!("a process of the topology did not stop within its grace period");
+    }
+    Ok(if closes { 0 } else { 1 })
+}
+
+fn status_line(
+    st: &State,
+    prev: &mut (u64, u64, u64, BTreeMap<String, u64>),
+    elapsed: Duration,
+) -> String {
+    let ticks = n(&st.feed, "ticks");
+    let committed: u64 = st.strategies.values().map(|v| n(v, "committed")).sum();
+    let routed = n(&st.router, "routed");
+    let rows = st.router_rows();
+    let (mut rejected, mut expired) = (0, 0);
+    let mut per = BTreeMap::new();
+    for r in &rows {
+        rejected += n(r, "rejected");
+        expired += n(r, "expired");
+        let id = r
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        per.insert(id, n(r, "routed"));
+    }
+    let d_routed = routed.saturating_sub(prev.2);
+    let mut shares = String::new();
+    for (id, r) in &per {
+        let d = r.saturating_sub(prev.3.get(id).copied().unwrap_or(0));
+        let pct = if d_routed == 0 {
+            0.0
+        } else {
+            100.0 * d as f64 / d_routed as f64
+        };
+        shares.push_str(&format!(" {id} {pct:.0}%"));
+    }
+    let win = st.router.get("window").cloned().unwrap_or(Value::Null);
+    let line = format!(
+        "{:>3}s  ticks/s {:>6}  orders/s {:>6}  routed/s {:>6}  rejected {:>7}  expired {:>7}  \
+         t2r p50 {:>8} p99 {:>8}  share{shares}",
+        elapsed.as_secs(),
+        ticks.saturating_sub(prev.0),
+        committed.saturating_sub(prev.1),
+        d_routed,
+        rejected,
+        expired,
+        duration_ns(n(&win, "p50_ns")),
+        duration_ns(n(&win, "p99_ns")),
+    );
+    *prev = (ticks, committed, routed, per);
+    line
+}
+
+fn summary(
+    st: &State,
+    ids: &[(String, u32, bool)],
+    bus: &Path,
+    clean: bool,
+    interrupted: bool,
+    elapsed: Duration,
+) -> Value {
+    let rows = st.router_rows();
+    let total_routed = n(&st.router, "routed");
+    let mut all_close = st.router.get("final").and_then(Value::as_bool) == Some(true)
+        && st.router.get("incomplete").and_then(Value::as_bool) != Some(true);
+    let mut per = Vec::new();
+    for (id, weight, hot) in ids {
+        let sv = st.strategies.get(id).cloned().unwrap_or(Value::Null);
+        let rv = rows
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let committed = n(&sv, "committed");
+        let (routed, rejected, expired, queued) = (
+            n(&rv, "routed"),
+            n(&rv, "rejected"),
+            n(&rv, "expired"),
+            n(&rv, "queued"),
+        );
+        let closes = sv.get("final").and_then(Value::as_bool) == Some(true)
+            && n(&rv, "merged") == committed
+            && routed + rejected + expired + queued == committed;
+        all_close &= closes;
+        per.push(
+            json!({"id": id, "weight": weight, "hot": hot, "committed": committed,
+            "merged": n(&rv, "merged"), "routed": routed, "rejected": rejected,
+            "expired": expired, "queued": queued, "attached": n(&rv, "attached"),
+            "share": if total_routed == 0 { 0.0 } else { routed as f64 / total_routed as f64 },
+            "accounting_closes": closes}),
+        );
+    }
+    let lat = st.router.get("latency").cloned().unwrap_or(Value::Null);
+    json!({"bus": bus.to_string_lossy(), "secs": elapsed.as_secs_f64(),
+        "interrupted": interrupted, "clean_stop": clean,
+        "ticks": n(&st.feed, "ticks"), "routed": total_routed,
+        "tick_to_route_ns": {"count": n(&lat, "count"), "p50": n(&lat, "p50_ns"),
+            "p99": n(&lat, "p99_ns"), "p999": n(&lat, "p999_ns"), "max": n(&lat, "max_ns")},
+        "restarted_first_order_id": st.restarted_first_order_id,
+        "strategies": per, "accounting_closes": all_close})
+}
+
+fn print_summary(s: &Value, bus: &Path) {
+    let lat = s.get("tick_to_route_ns").cloned().unwrap_or(Value::Null);
+    println!(
+        "\nsummary: {} ticks, {} orders routed in {:.1} s",
+        n(s, "ticks"),
+        n(s, "routed"),
+        s.get("secs").and_then(Value::as_f64).unwrap_or(0.0)
+    );
+    println!(
+        "tick-to-route: p50 {}  p99 {}  p99.9 {}  max {}  ({} orders)",
+        duration_ns(n(&lat, "p50")),
+        duration_ns(n(&lat, "p99")),
+        duration_ns(n(&lat, "p999")),
+        duration_ns(n(&lat, "max")),
+        n(&lat, "count")
+    );
+    let mut rows = vec![
+        [
+            "strategy",
+            "weight",
+            "committed",
+            "routed",
+            "share",
+            "rejected",
+            "expired",
+            "accounting",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in s
+        .get("strategies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = p.get("id").and_then(Value::as_str).unwrap_or("?");
+        let hot = p.get("hot").and_then(Value::as_bool) == Some(true);
+        rows.push(vec![
+            if hot {
+                format!("{id} (hot)")
+            } else {
+                id.to_string()
+            },
+            n(p, "weight").to_string(),
+            n(p, "committed").to_string(),
+            n(p, "routed").to_string(),
+            format!(
+                "{:.1}%",
+                100.0 * p.get("share").and_then(Value::as_f64).unwrap_or(0.0)
+            ),
+            n(p, "rejected").to_string(),
+            n(p, "expired").to_string(),
+            if p.get("accounting_closes").and_then(Value::as_bool) == Some(true) {
+                "closes".to_string()
+            } else {
+                "OPEN".to_string()
+            },
+        ]);
+    }
+    print!(
+        "{}",
+        output::table(
+            &rows,
+            &[false, true, true, true, true, true, true, false],
+            "  "
+        )
+    );
+    let b = bus.display();
+    println!(
+        "\nThe bus is left in {b} (delete it when done). Look at what the run left behind:\n  \
+         chron-cli doctor {b}\n  chron-cli inspect {b}/router/out\n  \
+         chron-cli tail -n 5 {b}/router/out\n  chron-cli tail -n 5 {b}/strategies/s1/orders"
+    );
+}
