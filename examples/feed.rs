@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use chronicle::bus::BusLayout;
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueWriter, RetentionPolicy, WriterConfig};
-use common::{Args, TICK, Tick, XorShift};
+use chronicle::topology::{TICK, Tick, XorShift};
+use common::Args;
 
 const USAGE: &str = "feed --bus DIR [--name md] [--rate TICKS_PER_S] [--symbols N] [--secs S]";
 
@@ -71,15 +72,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         if now >= next_send {
-            let symbol = (rng.next() % u64::from(symbols)) as u32;
+            let symbol = (rng.next_u64() % u64::from(symbols)) as u32;
             let mid = mids.get_mut(symbol as usize).ok_or("symbol out of range")?;
-            *mid += (rng.next() % 21) as i64 - 10;
-            let spread = 1 + (rng.next() % 4) as i64;
+            *mid += (rng.next_u64() % 21) as i64 - 10;
+            let spread = 1 + (rng.next_u64() % 4) as i64;
             let ts = realtime_ns();
             let tick = Tick {
                 symbol,
-                bid_size: 100 + (rng.next() % 900) as u32,
-                ask_size: 100 + (rng.next() % 900) as u32,
+                bid_size: 100 + (rng.next_u64() % 900) as u32,
+                ask_size: 100 + (rng.next_u64() % 900) as u32,
                 bid: *mid - spread,
                 ask: *mid + spread,
                 exchange_ts: ts.saturating_sub(20_000),

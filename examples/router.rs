@@ -28,7 +28,8 @@ use chronicle::bus::{
 };
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueWriter, RetentionPolicy, WriterConfig};
-use common::{Args, Kind, ORDER, Order};
+use chronicle::topology::{Kind, ORDER, Order};
+use common::Args;
 use hdrhistogram::Histogram;
 
 const USAGE: &str = "router --bus DIR [--weights ID=W,..] [--rate-limit ORDERS_PER_S] \

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use chronicle::bus::{BusLayout, StrategyConfig, StrategyEndpoints};
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
-use common::{Args, Kind, ORDER, Order, Tick};
+use chronicle::topology::{Kind, ORDER, Order, Tick};
+use common::Args;
 
 const USAGE: &str = "strategy --bus DIR --id ID [--feed md] [--every N] [--slot K --slots N] \
                      [--deadline-us US] [--hot] [--secs S]";

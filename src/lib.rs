@@ -2,6 +2,9 @@
 //!
 //! - [`core`]: the persisted single-writer / many-reader queue engine.
 //! - [`bus`]: bus layout, discovery, fan-in and the order-flow scheduler.
+//! - [`topology`]: the tick and order formats of the demo trading topology.
+
+pub mod topology;
 
 pub use chronicle_bus as bus;
 pub use chronicle_core as core;

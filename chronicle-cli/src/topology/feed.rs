@@ -9,8 +9,8 @@ use chronicle_core::sys::realtime_ns;
 use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 use serde_json::json;
 
-use super::msg::{TICK, Tick, XorShift};
 use super::{emit, install_stop_handler, stop_requested};
+use chronicle::topology::{TICK, Tick, XorShift};
 
 /// Arguments of `chron-cli feed`.
 #[derive(Debug, clap::Args)]

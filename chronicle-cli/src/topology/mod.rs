@@ -5,7 +5,6 @@
 //! with `"final":true`) for `demo` to aggregate, and stops cleanly on SIGTERM or SIGINT.
 
 pub mod feed;
-pub mod msg;
 pub mod router;
 pub mod strategy;
 

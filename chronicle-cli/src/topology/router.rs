@@ -28,8 +28,8 @@ use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use super::msg::{Kind, ORDER, Order};
 use super::{emit, install_stop_handler, stop_requested};
+use chronicle::topology::{Kind, ORDER, Order};
 
 /// Arguments of `chron-cli router`.
 #[derive(Debug, clap::Args)]

@@ -13,8 +13,8 @@ use chronicle_core::sys::realtime_ns;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 use serde_json::json;
 
-use super::msg::{Kind, ORDER, Order, Tick, strategy_tag};
 use super::{emit, install_stop_handler, stop_requested};
+use chronicle::topology::{Kind, ORDER, Order, Tick, strategy_tag};
 
 /// Arguments of `chron-cli strategy`.
 #[derive(Debug, clap::Args)]

@@ -1,5 +1,6 @@
-//! The tick and order formats (identical to `examples/common`): fixed-layout little-endian
-//! 48-byte records, decoded field by field because queue bytes are untrusted input.
+//! Message formats of the demo trading topology (`examples/{feed,strategy,router}.rs` and the
+//! `chron-cli feed|strategy|router|demo` roles): fixed-layout little-endian 48-byte records,
+//! decoded field by field because queue bytes are untrusted input.
 
 /// Type id of a market-data tick in the feed queue.
 pub const TICK: u32 = 1;
