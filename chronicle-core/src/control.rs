@@ -224,6 +224,10 @@ impl Control {
             cb.queue_uid.store(wanted.queue_uid, Ordering::Relaxed);
             cb.file_mode.store(wanted.file_mode, Ordering::Relaxed);
             cb.writer_state.store(WRITER_NEVER, Ordering::Relaxed);
+            // A valid (empty) tail until the first writer publishes its own.
+            cb.tail_segment.store(0, Ordering::Relaxed);
+            cb.tail_offset.store(SEGMENT_HEADER_SIZE, Ordering::Relaxed);
+            cb.next_seq.store(0, Ordering::Relaxed);
             cb.oldest_segment.store(0, Ordering::Relaxed);
             cb.oldest_seq.store(0, Ordering::Relaxed);
             // SYNC POINT: Release-store of the magic publishes every field above; pairs with the

@@ -581,7 +581,14 @@ impl QueueReader {
                     }
                     Err(e) => return Err(e),
                 };
-                let (offset, seq) = if seg.id == tail.segment {
+                // The published tail is a hint: before the first writer publishes it (a queue
+                // being created) it is all zeroes, and a damaged control block can hold anything.
+                // Use it only when it is a plausible record position in this segment; otherwise
+                // walk from the start of the segment.
+                let plausible = tail.offset >= SEGMENT_HEADER_SIZE
+                    && tail.offset % 8 == 0
+                    && tail.offset <= self.geom.data_end();
+                let (offset, seq) = if seg.id == tail.segment && plausible {
                     (tail.offset, tail.next_seq)
                 } else {
                     (SEGMENT_HEADER_SIZE, seg.base_seq())
@@ -834,9 +841,9 @@ fn open_earliest(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<(
             break;
         }
     }
-    Err(Error::corrupted(
-        dir.segments(),
-        0,
-        "queue has no readable segment",
-    ))
+    // A writer creates `queue.meta` first and its first segment right after: a queue without a
+    // segment is one still being created (or emptied by hand), not a damaged one.
+    Err(Error::NotYetInitialized {
+        path: dir.segments(),
+    })
 }

@@ -349,3 +349,30 @@ fn symlinked_queue_files_are_refused() {
     assert!(QueueReader::open(&q2, ReaderConfig::default()).is_err());
     assert!(QueueWriter::open(&q2, cfg()).is_err());
 }
+
+#[test]
+fn reader_opening_while_the_queue_is_being_created_gets_a_transient_error_or_a_valid_start() {
+    // queue.meta is published before the first writer has published its tail: the tail words are
+    // still zero. A reader starting at the end must not take offset 0 for a record position.
+    let (_d, q, _tail) = filled(0);
+    let meta = q.join("queue.meta");
+    write_at(&meta, 136, &[0u8; 24]); // tail_segment, tail_offset, next_seq
+    let mut r = QueueReader::open(
+        &q,
+        ReaderConfig::default().start(chronicle_core::StartAt::Latest),
+    )
+    .unwrap();
+    assert!(r.next().unwrap().is_none());
+    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    w.append(1, b"first").unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"first");
+    drop(w);
+    // No segment yet at all: "not initialized yet" (callers retry), not "corrupted".
+    for e in std::fs::read_dir(q.join("segments")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    match QueueReader::open(&q, ReaderConfig::default()) {
+        Err(Error::NotYetInitialized { .. }) => {}
+        other => panic!("expected NotYetInitialized, got {other:?}"),
+    }
+}

@@ -435,6 +435,7 @@ fn summary(
             "merged": n(&rv, "merged"), "routed": routed, "rejected": rejected,
             "expired": expired, "queued": queued, "attached": n(&rv, "attached"),
             "share": if total_routed == 0 { 0.0 } else { routed as f64 / total_routed as f64 },
+            "tick_to_route_ns": {"p50": n(&rv, "t2r_p50_ns"), "p99": n(&rv, "t2r_p99_ns")},
             "accounting_closes": closes}),
         );
     }
@@ -473,6 +474,8 @@ fn print_summary(s: &Value, bus: &Path) {
             "share",
             "rejected",
             "expired",
+            "t2r p50",
+            "t2r p99",
             "accounting",
         ]
         .map(String::from)
@@ -501,6 +504,8 @@ fn print_summary(s: &Value, bus: &Path) {
             ),
             n(p, "rejected").to_string(),
             n(p, "expired").to_string(),
+            duration_ns(p.get("tick_to_route_ns").map_or(0, |l| n(l, "p50"))),
+            duration_ns(p.get("tick_to_route_ns").map_or(0, |l| n(l, "p99"))),
             if p.get("accounting_closes").and_then(Value::as_bool) == Some(true) {
                 "closes".to_string()
             } else {
@@ -512,7 +517,7 @@ fn print_summary(s: &Value, bus: &Path) {
         "{}",
         output::table(
             &rows,
-            &[false, true, true, true, true, true, true, false],
+            &[false, true, true, true, true, true, true, true, true, false],
             "  "
         )
     );

@@ -62,6 +62,8 @@ struct PerStrategy {
     /// Found past their deadline at the outbound check (the scheduler counts its own).
     late: u64,
     attached: u64,
+    /// Tick-to-route latency of this strategy's routed orders.
+    t2r: Option<Histogram<u64>>,
 }
 
 /// Parses `ID=W,ID=W`.
@@ -221,6 +223,12 @@ pub fn run(a: Args) -> Result<u8> {
             let t2r = realtime_ns().saturating_sub(order.tick_send_ts).max(1);
             let _ = total.record(t2r);
             let _ = window.record(t2r);
+            if s.t2r.is_none() {
+                s.t2r = Histogram::new_with_bounds(1, 60_000_000_000, 3).ok();
+            }
+            if let Some(h) = &mut s.t2r {
+                let _ = h.record(t2r);
+            }
             s.routed += 1;
             routed += 1;
             sent_now += 1;
@@ -276,9 +284,12 @@ fn report(
             let st = sched.tenant_stats(TenantKey::new(sid.0));
             let expired = st.map_or(0, |t| t.expired) + s.late;
             let queued = st.map_or(0, |t| t.queued);
+            let (p50, p99) = s.t2r.as_ref().map_or((0, 0), |h| {
+                (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+            });
             json!({"id": s.name, "weight": s.weight, "merged": s.merged, "routed": s.routed,
                 "rejected": s.rejected, "expired": expired, "queued": queued,
-                "attached": s.attached})
+                "attached": s.attached, "t2r_p50_ns": p50, "t2r_p99_ns": p99})
         })
         .collect();
     let q = |h: &Histogram<u64>, p: f64| {
