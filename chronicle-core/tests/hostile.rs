@@ -214,3 +214,24 @@ fn symlinked_reader_meta_is_refused() {
     assert!(std::fs::symlink_metadata(&meta).is_err());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
+
+/// Writes seed inputs for the fuzz targets (real files of a fresh queue) into
+/// `$CHRONICLE_FUZZ_SEEDS/<target>/`; see `fuzz/README.md`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Ok(out) = std::env::var("CHRONICLE_FUZZ_SEEDS") else {
+        return;
+    };
+    let out = std::path::Path::new(&out);
+    let seeds: [(&str, Vec<u8>); 3] = [
+        ("record_parse", real_records()),
+        ("control_open", real_prefix_source()),
+        ("reader_meta", real_reader_meta()),
+    ];
+    for (target, bytes) in seeds {
+        let d = out.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("seed-real"), bytes).unwrap();
+    }
+}
