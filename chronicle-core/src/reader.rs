@@ -200,7 +200,9 @@ impl QueueReader {
             },
         };
         self.offset = h.offset + h.total;
-        self.next_seq = h.seq + 1;
+        // Wrapping: a damaged segment header can put seq at u64::MAX (the next record then
+        // fails validation instead of overflowing).
+        self.next_seq = h.seq.wrapping_add(1);
         self.last_ts = h.timestamp_ns;
         self.uncommitted = true;
         self.hb_countdown -= 1;
@@ -349,8 +351,15 @@ impl QueueReader {
                 if len <= self.geom.max_payload
                     && self.offset + record_len(u64::from(len)) <= self.geom.data_end() =>
             {
+                let Some(next) = self.next_seq.checked_add(1) else {
+                    return Err(Error::corrupted(
+                        &self.seg.path,
+                        self.offset,
+                        "sequence number overflows",
+                    ));
+                };
                 self.offset += record_len(u64::from(len));
-                self.next_seq += 1;
+                self.next_seq = next;
                 self.uncommitted = true;
                 Ok(1)
             }
@@ -652,7 +661,7 @@ impl QueueReader {
                         return Ok(());
                     }
                     self.offset += total;
-                    self.next_seq = seq + 1;
+                    self.next_seq = seq.wrapping_add(1);
                     self.last_ts = ts;
                 }
                 Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
