@@ -157,39 +157,32 @@ pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
 }
 
-/// Finds and repairs the tail. `hint_segment` is the tail segment published in `queue.meta`;
-/// `None` (or a missing file) falls back to the newest segment on disk.
-pub(crate) fn recover(
-    dir: &QueueDir,
-    geom: &Geometry,
-    hint_segment: Option<u64>,
-) -> Result<Recovered> {
-    let ids = dir.list_segments()?;
-    let Some(&newest) = ids.last() else {
-        // A queue without segments (fresh): start segment 0.
-        let segment = Segment::create(dir, 0, geom)?;
-        let index = Index::create(dir, 0, geom)?;
-        return Ok(Recovered {
-            segment,
-            index,
-            report: RecoveryReport {
-                tail_segment: 0,
-                tail_offset: SEGMENT_HEADER_SIZE,
-                next_seq: 0,
-                last_timestamp_ns: 0,
-                records_scanned: 0,
-                action: RecoveryAction::NoAction,
-                removed_prepared: Vec::new(),
-            },
-        });
+/// Where a walk over committed records ended.
+struct Walk {
+    /// The segment holding the tail (read-write or read-only, as requested).
+    seg: Segment,
+    /// Offset of the first uncommitted position.
+    tail_offset: u64,
+    next_seq: u64,
+    last_ts: u64,
+    /// DATA records walked.
+    scanned: u64,
+    /// Sparse index entries of the tail segment.
+    entries: Vec<Entry>,
+}
+
+/// Walks committed records from the start of segment `start`, following PADs, to the first zero
+/// commit word. Checks sequence continuity (within and across segments) and collects the tail
+/// segment's index entries. Never writes: `writable` only chooses how segments are mapped.
+fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> Result<Walk> {
+    let open = |id: u64| {
+        if writable {
+            Segment::open_rw(dir, id, geom)
+        } else {
+            Segment::open_ro(dir, id, geom)
+        }
     };
-    // Start at the published tail segment. Without a usable hint, walk from the oldest segment:
-    // prepared-ahead segments are never reached through a PAD, so the walk stops at the true tail.
-    let start = match hint_segment {
-        Some(h) if ids.contains(&h) => h,
-        _ => ids.first().copied().unwrap_or(newest),
-    };
-    let mut seg = Segment::open_rw(dir, start, geom)?;
+    let mut seg = open(start)?;
     let mut next_seq = seg.base_seq();
     let mut last_ts = 0u64;
     let mut offset = SEGMENT_HEADER_SIZE;
@@ -227,8 +220,7 @@ pub(crate) fn recover(
             }
             Step::Aborted { offset: o, total } => offset = o + total,
             Step::Pad { .. } => {
-                let next_id = seg.id + 1;
-                seg = Segment::open_rw(dir, next_id, geom).map_err(|e| match e {
+                seg = open(seg.id + 1).map_err(|e| match e {
                     Error::Io { .. } => {
                         Error::corrupted(&seg.path, offset, "PAD leads to a missing segment")
                     }
@@ -249,6 +241,73 @@ pub(crate) fn recover(
             Step::Tail { offset: o } => break o,
         }
     };
+    Ok(Walk {
+        seg,
+        tail_offset,
+        next_seq,
+        last_ts,
+        scanned,
+        entries,
+    })
+}
+
+/// The segment a walk starts from: the published tail segment when it exists, else the oldest
+/// (prepared-ahead segments are never reached through a PAD, so the walk stops at the true tail).
+fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
+    match hint_segment {
+        Some(h) if ids.contains(&h) => Some(h),
+        _ => ids.first().copied(),
+    }
+}
+
+/// Bytes from `tail` to the last non-zero byte in the window one maximal record long after it
+/// (what a writer that died mid-record can have written), or `None` when the window is clean.
+fn torn_extent(seg: &Segment, geom: &Geometry, tail: u64) -> Result<Option<u64>> {
+    let window_end = (tail + record_len(u64::from(geom.max_payload))).min(geom.data_end());
+    let window = seg
+        .bytes(tail, window_end.saturating_sub(tail))
+        .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
+    Ok(window
+        .iter()
+        .rposition(|&b| b != 0)
+        .map(|last| last as u64 + 1))
+}
+
+/// Finds and repairs the tail. `hint_segment` is the tail segment published in `queue.meta`;
+/// `None` (or a missing file) falls back to the newest segment on disk.
+pub(crate) fn recover(
+    dir: &QueueDir,
+    geom: &Geometry,
+    hint_segment: Option<u64>,
+) -> Result<Recovered> {
+    let ids = dir.list_segments()?;
+    let Some(&newest) = ids.last() else {
+        // A queue without segments (fresh): start segment 0.
+        let segment = Segment::create(dir, 0, geom)?;
+        let index = Index::create(dir, 0, geom)?;
+        return Ok(Recovered {
+            segment,
+            index,
+            report: RecoveryReport {
+                tail_segment: 0,
+                tail_offset: SEGMENT_HEADER_SIZE,
+                next_seq: 0,
+                last_timestamp_ns: 0,
+                records_scanned: 0,
+                action: RecoveryAction::NoAction,
+                removed_prepared: Vec::new(),
+            },
+        });
+    };
+    let start = walk_start(&ids, hint_segment).unwrap_or(newest);
+    let Walk {
+        seg,
+        tail_offset,
+        next_seq,
+        last_ts,
+        scanned,
+        entries,
+    } = walk_to_tail(dir, geom, start, true)?;
     // Torn-record repair.
     let action = fence_torn_tail(&seg, geom, tail_offset)?;
     let tail_offset = match action {
@@ -286,15 +345,11 @@ pub(crate) fn recover(
 /// If bytes after the tail are not all zero, a record was torn there: cover them with an ABORTED
 /// record. Returns what was done.
 pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Result<RecoveryAction> {
-    let window_end = (tail + record_len(u64::from(geom.max_payload))).min(geom.data_end());
-    let window = seg
-        .bytes(tail, window_end.saturating_sub(tail))
-        .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
-    let Some(last_nz) = window.iter().rposition(|&b| b != 0) else {
+    let Some(extent) = torn_extent(seg, geom, tail)? else {
         return Ok(RecoveryAction::NoAction);
     };
     // Cover [tail, tail + last_nz] rounded up to a whole record (at least a header).
-    let covered = (last_nz as u64 + 1).max(RECORD_HEADER_SIZE);
+    let covered = extent.max(RECORD_HEADER_SIZE);
     let total = record_len(covered - RECORD_HEADER_SIZE);
     let total = total.min(geom.data_end() - tail);
     let body = total.saturating_sub(RECORD_HEADER_SIZE);
@@ -347,56 +402,11 @@ pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) ->
             torn: None,
         });
     };
-    let start = match hint_segment {
-        Some(h) if ids.contains(&h) => h,
-        _ => ids.first().copied().unwrap_or(newest),
-    };
-    let mut seg = Segment::open_ro(dir, start, geom)?;
-    let mut next_seq = seg.base_seq();
-    let mut offset = SEGMENT_HEADER_SIZE;
-    let mut walked = 0u64;
-    let tail_offset = loop {
-        match step(&seg, geom, offset)? {
-            Step::Data {
-                offset: o,
-                len,
-                seq,
-                ..
-            } => {
-                if walked > 0 && seq != next_seq {
-                    return Err(Error::corrupted(
-                        &seg.path,
-                        o,
-                        "sequence numbers are not contiguous",
-                    ));
-                }
-                next_seq = seq.wrapping_add(1);
-                walked += 1;
-                offset = o + record_len(u64::from(len));
-            }
-            Step::Aborted { offset: o, total } => offset = o + total,
-            Step::Pad { .. } => {
-                let next_id = seg.id + 1;
-                seg = Segment::open_ro(dir, next_id, geom).map_err(|e| match e {
-                    Error::Io { .. } => {
-                        Error::corrupted(&seg.path, offset, "PAD leads to a missing segment")
-                    }
-                    other => other,
-                })?;
-                next_seq = seg.base_seq();
-                offset = SEGMENT_HEADER_SIZE;
-            }
-            Step::Tail { offset: o } => break o,
-        }
-    };
-    let window_end = (tail_offset + record_len(u64::from(geom.max_payload))).min(geom.data_end());
-    let window = seg
-        .bytes(tail_offset, window_end.saturating_sub(tail_offset))
-        .ok_or_else(|| Error::corrupted(&seg.path, tail_offset, "tail outside the segment"))?;
-    let torn = window
-        .iter()
-        .rposition(|&b| b != 0)
-        .map(|last| (tail_offset, last as u64 + 1));
+    let start = walk_start(&ids, hint_segment).unwrap_or(newest);
+    let walk = walk_to_tail(dir, geom, start, false)?;
+    let torn = torn_extent(&walk.seg, geom, walk.tail_offset)?.map(|len| (walk.tail_offset, len));
+    let (seg, tail_offset, next_seq, walked) =
+        (walk.seg, walk.tail_offset, walk.next_seq, walk.scanned);
     Ok(TailCheck {
         tail_segment: seg.id,
         tail_offset,

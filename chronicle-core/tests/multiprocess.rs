@@ -330,14 +330,7 @@ fn sleeping_reader_sees_writer_death() {
     let mut s = spawn_child(ENTRY, "sleeper", &[("Q", q.display().to_string())]);
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while notify_word(&q) & 1 == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sleeper never armed the futex"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_armed(&q);
     kill9(&mut w);
     let woke = sl.expect("woke", Duration::from_secs(30));
     assert_eq!(
@@ -345,6 +338,18 @@ fn sleeping_reader_sees_writer_death() {
         format!("woke {:?}", WaitOutcome::WriterGone(WriterStatus::Dead))
     );
     assert!(wait_with_deadline(&mut s, Duration::from_secs(30)).success());
+}
+
+/// Waits (watchdog: 30 s) until a sleeping reader has set the WAITERS bit of the futex word.
+fn wait_until_armed(q: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while notify_word(q) & 1 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleeper never armed the futex"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn notify_word(q: &Path) -> u32 {
@@ -364,14 +369,7 @@ fn reader_dying_asleep_costs_the_writer_at_most_one_wake() {
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));
     // Wait until the sleeper has armed the futex word (WAITERS bit), then kill it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while notify_word(&q) & 1 == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sleeper never armed the futex"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_armed(&q);
     kill9(&mut s);
     let before = notify_word(&q);
     assert_eq!(before & 1, 1, "the dead sleeper left WAITERS set");
