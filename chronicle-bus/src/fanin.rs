@@ -243,7 +243,7 @@ pub struct FanInReader {
     blocked_until_ns: Option<u64>,
     doorbell: Option<Doorbell>,
     stats: FanInStats,
-    /// Cheap wall clock (TSC-extrapolated CLOCK_REALTIME) for hold deadlines and probe timing.
+    /// Cheap clock (TSC-extrapolated CLOCK_REALTIME) for liveness-probe intervals only.
     clock: sys::RecordClock,
 }
 
@@ -411,7 +411,9 @@ impl FanInReader {
             // When the hold has already run out the record goes out either way; the watermark
             // check then only classifies it (allowed vs forced) and may stop at the first
             // source that blocks, instead of reading every writer's control block.
-            let now_ns = self.clock.now_ns();
+            // The system clock, like the writers' stamps (an extrapolated clock could release a
+            // record a few ns before its hold has really passed).
+            let now_ns = sys::realtime_ns();
             let hold_over = self.config.max_hold.is_some_and(|h| {
                 now_ns
                     >= key

@@ -329,12 +329,13 @@ mod tests {
     }
 }
 
-/// A cheap wall clock for stamping records: `CLOCK_REALTIME` extrapolated with the TSC between
+/// A cheap wall clock for local deadlines and intervals: `CLOCK_REALTIME` extrapolated with the TSC between
 /// re-synchronisations (one `clock_gettime` per millisecond of TSC time), on x86-64 hosts whose
 /// TSC is invariant (`constant_tsc` and `nonstop_tsc`). Elsewhere it is `clock_gettime`.
 ///
 /// The error between re-synchronisations is the calibration error times at most 1 ms (tens of
-/// nanoseconds); callers that need non-decreasing stamps clamp against the previous one.
+/// nanoseconds). Two processes' clocks can therefore disagree by that much: do not use it for
+/// timestamps that other processes compare (record stamps use `CLOCK_REALTIME` directly).
 #[derive(Debug, Clone)]
 pub struct RecordClock {
     base_tsc: u64,

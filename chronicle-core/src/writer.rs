@@ -56,7 +56,6 @@ pub struct QueueWriter {
     last_ts: u64,
     next_index_at: u64,
     fence_mode: bool,
-    clock: sys::RecordClock,
     control: Arc<Control>,
     // policy state
     durability: Durability,
@@ -178,7 +177,6 @@ impl QueueWriter {
             last_ts: report.last_timestamp_ns,
             next_index_at,
             fence_mode,
-            clock: sys::RecordClock::new(),
             control,
             durability: config.durability,
             doorbell,
@@ -282,7 +280,10 @@ impl QueueWriter {
 
     #[inline]
     fn now_ts(&mut self) -> u64 {
-        self.clock.now_ns().max(self.last_ts)
+        // CLOCK_REALTIME itself, not a per-process extrapolation: records of different writers
+        // are merged by timestamp, so a stamp taken after another writer's (in real time) must
+        // not come out smaller.
+        sys::realtime_ns().max(self.last_ts)
     }
 
     /// Makes room for a record of `len` payload bytes, rolling if needed; returns its address.
