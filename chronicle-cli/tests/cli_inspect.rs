@@ -136,12 +136,23 @@ fn inspect_shows_a_live_writer_and_a_dead_one() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait (watchdog) until the writer holds the lock.
+    // One record through the writer, so it is fully open (not just holding the lock) when it
+    // is killed below.
+    {
+        use std::io::Write;
+        let stdin = writer.stdin.as_mut().unwrap();
+        stdin.write_all(b"one more\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    // Wait (watchdog) until the writer holds the lock and has appended.
     let deadline = std::time::Instant::now() + WATCHDOG;
     let json = loop {
         let o = run(&["inspect", p(&q), "--json"], b"");
         let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-        if v["writer"]["status"] == "alive" && v["writer"]["pid"] == writer.id() {
+        if v["writer"]["status"] == "alive"
+            && v["writer"]["pid"] == writer.id()
+            && v["tail"]["next_seq"] == 2
+        {
             break v;
         }
         assert!(

@@ -125,11 +125,23 @@ impl QueueWriter {
                 std::io::Error::from(std::io::ErrorKind::PermissionDenied),
             ));
         }
-        let hint = match cb.writer_state.load(Ordering::Relaxed) {
+        let previous_state = cb.writer_state.load(Ordering::Relaxed);
+        let hint = match previous_state {
             crate::layout::WRITER_NEVER => None,
             _ => Some(cb.tail_segment.load(Ordering::Relaxed)),
         };
-        let rec = recovery::recover(&dir, &geom, hint)?;
+        // Say "a writer is in here" as soon as we hold the lock: if this process dies during
+        // recovery, the queue must read as crashed (lock free, state OPEN), not as closed.
+        cb.writer_pid.store(pid, Ordering::Relaxed);
+        cb.writer_state.store(WRITER_OPEN, Ordering::Release);
+        let rec = match recovery::recover(&dir, &geom, hint) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing was changed: leave the state as this writer found it.
+                cb.writer_state.store(previous_state, Ordering::Release);
+                return Err(e);
+            }
+        };
         let fence_mode = !sys::membarrier_register_global();
         cb.wake_mode.store(
             if fence_mode {
@@ -145,9 +157,7 @@ impl QueueWriter {
                 cb.oldest_seq.store(s.base_seq(), Ordering::Relaxed);
             }
         }
-        cb.writer_pid.store(pid, Ordering::Relaxed);
         cb.writer_epoch.fetch_add(1, Ordering::Relaxed);
-        cb.writer_state.store(WRITER_OPEN, Ordering::Release);
         let report = rec.report;
         let stride = u64::from(geom.index_stride);
         let next_index_at = if report.tail_offset == SEGMENT_HEADER_SIZE {
