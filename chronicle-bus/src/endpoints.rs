@@ -77,6 +77,7 @@ impl StrategyEndpoints {
             _ => {}
         }
         remove_marker(&ready_path)?;
+        remove_stale_temporaries(&dir, &[&ready_path, &lease_path]);
         let ttl_ns = u64::try_from(config.lease_ttl.as_nanos()).unwrap_or(u64::MAX);
         let lease = Lease::for_current_process(now, ttl_ns);
         lease.write(&lease_path, config.file_mode)?;
@@ -155,6 +156,28 @@ impl StrategyEndpoints {
         let path = self.writer.path().to_path_buf();
         self.writer.close().map_err(|e| BusError::queue(path, e))?;
         remove_marker(&self.lease_path)
+    }
+}
+
+/// Removes marker temporaries (`.<NAME>.tmp.<pid>.<n>`) that an earlier incarnation killed
+/// between writing and renaming left behind. Called while holding the lease, so no live writer
+/// of these markers exists. Best effort: a failure leaves a harmless file that `doctor` lists.
+fn remove_stale_temporaries(dir: &Path, markers: &[&Path]) {
+    let prefixes: Vec<String> = markers
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+        .map(|n| format!(".{n}.tmp."))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            // Unlinking removes the directory entry, never a link's target.
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

@@ -19,6 +19,8 @@
 
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod crash;
 pub mod crc;
 pub mod doorbell;
 pub mod error;

@@ -141,6 +141,7 @@ impl ReaderMeta {
         slot.segment.store(p.segment, Ordering::Relaxed);
         slot.offset.store(p.offset, Ordering::Relaxed);
         slot.timestamp_ns.store(p.timestamp_ns, Ordering::Relaxed);
+        crate::crash::point("reader.commit.before_gen");
         // SYNC POINT: Release publishes the slot just written; pairs with the Acquire in
         // `load_position`. Until this store, readers of the meta use the other slot.
         b.pos_gen.store(next, Ordering::Release);

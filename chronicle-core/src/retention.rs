@@ -140,7 +140,9 @@ pub(crate) fn run(
         if let Some(b) = next_base {
             cb.oldest_seq.fetch_max(b, Ordering::AcqRel);
         }
+        crate::crash::point("retention.after_advance");
         remove_if_present(&dir.segment(id))?;
+        crate::crash::point("retention.between_unlinks");
         remove_if_present(&dir.index_file(id))?;
         deleted.push(id);
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::config::{Durability, Preallocate, RetentionPolicy, WriterConfig};
 use crate::control::{Control, Geometry, QueueDir, create_dir, open_lock_file, random_u64};
+use crate::crash;
 use crate::crc::Crc32c;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
@@ -345,6 +346,7 @@ impl QueueWriter {
         // SAFETY: +4..+8 is the CRC field of the reserved record.
         unsafe { std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4) };
         let offset = self.offset;
+        crash::point("append.before_commit");
         if let Some(word) = self.seg.commit_at(offset) {
             // SYNC POINT: Release publishes header and payload; pairs with the Acquire load of the
             // commit word in `QueueReader::next` (and recovery's walk).
@@ -353,10 +355,12 @@ impl QueueWriter {
         self.offset = offset + record_len(len as u64);
         self.next_seq = seq + 1;
         self.last_ts = timestamp_ns;
+        crash::point("append.after_commit");
         if offset >= self.next_index_at {
             self.add_index_entry(seq, timestamp_ns, offset);
         }
         self.publish_tail();
+        crash::point("append.after_tail");
         self.wake_if_sleepers();
         if self.durability != Durability::PageCache {
             self.after_commit_durability(timestamp_ns);
@@ -366,11 +370,13 @@ impl QueueWriter {
 
     #[cold]
     fn add_index_entry(&mut self, seq: u64, timestamp_ns: u64, offset: u64) {
+        crash::point("index.before_push");
         self.index.push(Entry {
             seq,
             timestamp_ns,
             offset,
         });
+        crash::point("index.after_push");
         let stride = u64::from(self.geom.index_stride);
         self.next_index_at = (offset / stride + 1) * stride;
     }
@@ -474,6 +480,7 @@ impl QueueWriter {
         }
         // PAD the rest of the current segment (its length field is unused: 0).
         let offset = self.offset;
+        crash::point("roll.before_pad");
         if self.durability != Durability::PageCache {
             let _ = self.sync();
         }
@@ -483,12 +490,14 @@ impl QueueWriter {
         // SYNC POINT: Release publishes the next segment (its header, base_seq and file) to
         // readers, who Acquire-load this PAD and then open segment `next_id`.
         word.store(commit_word(KIND_PAD, 0), Ordering::Release);
+        crash::point("roll.after_pad");
         let old = std::mem::replace(&mut self.seg, next);
         let old_index = std::mem::replace(&mut self.index, next_index);
         self.offset = SEGMENT_HEADER_SIZE;
         self.synced_offset = SEGMENT_HEADER_SIZE;
         self.next_index_at = 0;
         self.publish_tail();
+        crash::point("roll.after_tail");
         self.wake_if_sleepers();
         let sync_old = self.durability != Durability::PageCache;
         match &self.maintenance {
@@ -686,6 +695,7 @@ fn header_fields(seq: u64, timestamp_ns: u64, type_id: u32, len: usize) -> [u8; 
 /// Creates, allocates and pre-faults segment `id` and its index.
 fn prepare(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<(Segment, Index)> {
     let seg = Segment::create(dir, id, geom)?;
+    crash::point("prepare.after_segment");
     let idx = match Index::create(dir, id, geom) {
         Ok(i) => i,
         Err(e) => {
