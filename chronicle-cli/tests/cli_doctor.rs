@@ -353,3 +353,77 @@ fn doctor_refuses_what_is_not_a_bus_or_queue() {
     assert_eq!(o.code, 0, "{o:?}");
     w.close().unwrap();
 }
+
+#[test]
+fn symbolic_links_and_marker_temporaries_are_reported_and_links_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = BusLayout::create(tmp.path().join("bus")).unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // A real strategy whose LEASE is a dangling link and READY a link to a valid marker outside.
+    let mut s = StrategyEndpoints::open(&bus, "alpha", strategy_config()).unwrap();
+    s.mark_ready().unwrap();
+    let ready = bus.strategy_ready("alpha").unwrap();
+    let lease = bus.strategy_lease("alpha").unwrap();
+    let elsewhere = outside.join("READY");
+    std::fs::copy(&ready, &elsewhere).unwrap();
+    std::fs::remove_file(&ready).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &ready).unwrap();
+    std::fs::remove_file(&lease).unwrap();
+    std::os::unix::fs::symlink(outside.join("missing"), &lease).unwrap();
+    // A temporary left by a writer that died before its rename.
+    let temp = bus
+        .strategy_dir("alpha")
+        .unwrap()
+        .join(format!(".LEASE.tmp.{NO_SUCH_PID}.3"));
+    std::fs::write(&temp, b"half").unwrap();
+    // A strategy "directory" that is a link to a directory outside the bus.
+    let linked = bus.strategy_dir("beta").unwrap();
+    std::os::unix::fs::symlink(&outside, &linked).unwrap();
+
+    let o = run(&["doctor", p(bus.root())], b"");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(
+        findings(&o),
+        vec![
+            format!(
+                "error   {}: strategy directory is a symbolic link to {}: discovery never follows it, so nothing behind it is routed; fix: replace the link with the directory itself, or remove the link: rm {}",
+                p(&linked),
+                p(&outside),
+                p(&linked)
+            ),
+            format!(
+                "error   {}: READY marker is a symbolic link to {}: discovery refuses it; the strategy writes a real file in its place; fix: remove the link (not its target): chron-cli doctor --fix",
+                p(&ready),
+                p(&elsewhere)
+            ),
+            format!(
+                "error   {}: LEASE marker is a symbolic link to {}/missing (dangling): discovery refuses it; the strategy writes a real file in its place; fix: remove the link (not its target): chron-cli doctor --fix",
+                p(&lease),
+                p(&outside)
+            ),
+            format!(
+                "warning {}: marker temporary left by pid {NO_SUCH_PID}, which died before renaming it; fix: remove it: chron-cli doctor --fix (the strategy also removes it when it reopens)",
+                p(&temp)
+            ),
+        ]
+    );
+    let o = run(&["doctor", p(bus.root()), "--fix"], b"");
+    assert!(
+        o.stdout.contains(&format!("removed {}", p(&ready))),
+        "{o:?}"
+    );
+    // The links and the temporary are gone, the link targets are untouched, the directory
+    // link is left for the operator.
+    assert!(std::fs::symlink_metadata(&ready).is_err());
+    assert!(std::fs::symlink_metadata(&lease).is_err());
+    assert!(!temp.exists());
+    assert!(elsewhere.exists());
+    assert!(std::fs::symlink_metadata(&linked).is_ok());
+    std::fs::remove_file(&linked).unwrap();
+    s.mark_ready().unwrap();
+    s.renew_lease().unwrap();
+    let o = run(&["doctor", p(bus.root())], b"");
+    assert!(o.stdout.contains("no problems found"), "{o:?}");
+    s.close().unwrap();
+}

@@ -524,7 +524,10 @@ impl Doctor<'_> {
         } else {
             self.check_perms(sdir);
         }
-        if ready.exists() {
+        self.check_stale_temporaries(sdir);
+        let ready_link = self.refuse_link(&ready, "READY marker");
+        let lease_link = self.refuse_link(&lease, "LEASE marker");
+        if !ready_link && ready.exists() {
             self.check_perms(&ready);
             match Ready::read(&ready) {
                 Err(e) => self.add(
@@ -569,7 +572,7 @@ impl Doctor<'_> {
                 }
             }
         }
-        if lease.exists() {
+        if !lease_link && lease.exists() {
             self.check_perms(&lease);
             match Lease::read(&lease) {
                 Err(e) => self.add(
@@ -614,6 +617,81 @@ impl Doctor<'_> {
         }
     }
 
+    /// Reports `path` if it is a symbolic link (dangling or not): the bus never follows a link
+    /// where a marker or a directory belongs. Returns whether it was one.
+    fn refuse_link(&mut self, path: &Path, what: &str) -> bool {
+        let Ok(m) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if !m.file_type().is_symlink() {
+            return false;
+        }
+        let target = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        let dangling = if path.exists() { "" } else { " (dangling)" };
+        let (detail, fix, action) = if what.ends_with("marker") {
+            (
+                "discovery refuses it; the strategy writes a real file in its place",
+                "remove the link (not its target): chron-cli doctor --fix".to_string(),
+                Some(Action::RemoveMarker(path.to_path_buf())),
+            )
+        } else {
+            (
+                "discovery never follows it, so nothing behind it is routed",
+                format!(
+                    "replace the link with the directory itself, or remove the link: rm {}",
+                    path.display()
+                ),
+                None,
+            )
+        };
+        self.add(
+            Severity::Error,
+            "symlink",
+            path,
+            format!("{what} is a symbolic link to {target}{dangling}: {detail}"),
+            fix,
+            action,
+        );
+        true
+    }
+
+    /// Marker temporaries (`.READY.tmp.<pid>.<n>`, `.LEASE.tmp.<pid>.<n>`) of processes that
+    /// died between writing and renaming. The strategy removes them when it reopens.
+    fn check_stale_temporaries(&mut self, sdir: &Path) {
+        let Ok(rd) = std::fs::read_dir(sdir) else {
+            return;
+        };
+        let mut found: Vec<(PathBuf, Option<u32>)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let rest = [layout::READY, layout::LEASE]
+                    .iter()
+                    .find_map(|m| name.strip_prefix(&format!(".{m}.tmp.")))?;
+                let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+                Some((e.path(), pid))
+            })
+            .collect();
+        found.sort();
+        for (path, pid) in found {
+            let alive = pid.is_some_and(|p| chronicle_core::sys::process_start_time(p).is_some());
+            if alive {
+                continue;
+            }
+            let who = pid.map_or_else(|| "an unknown process".to_string(), |p| format!("pid {p}"));
+            self.add(
+                Severity::Warning,
+                "stale-temporary",
+                &path,
+                format!("marker temporary left by {who}, which died before renaming it"),
+                "remove it: chron-cli doctor --fix (the strategy also removes it when it reopens)",
+                Some(Action::RemoveMarker(path.clone())),
+            );
+        }
+    }
+
     fn check_bus(&mut self, root: &Path) {
         let bus = BusLayout::new(root);
         for d in [
@@ -628,6 +706,15 @@ impl Doctor<'_> {
         for q in subdirs(&bus.feeds_dir()) {
             if queue::is_queue(&q) {
                 self.check_queue(&q);
+            }
+        }
+        for (dir, what) in [
+            (bus.feeds_dir(), "feed queue"),
+            (bus.strategies_dir(), "strategy directory"),
+            (bus.router_dir(), "router queue"),
+        ] {
+            for link in sublinks(&dir) {
+                self.refuse_link(&link, what);
             }
         }
         for s in subdirs(&bus.strategies_dir()) {
@@ -710,6 +797,20 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Entries of `dir` that are symbolic links (not followed), sorted.
+fn sublinks(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
         .map(|e| e.path())
         .collect();
     v.sort();
