@@ -87,6 +87,8 @@ pub struct WriterConfig {
     /// A doorbell file (see [`Doorbell`](crate::Doorbell)) this writer also rings after each
     /// commit, so a consumer of many queues can sleep on one word. Created if missing.
     pub doorbell: Option<std::path::PathBuf>,
+    /// Open a queue whose files or directories any user may write (refused by default).
+    pub allow_world_writable: bool,
 }
 
 impl Default for WriterConfig {
@@ -101,6 +103,7 @@ impl Default for WriterConfig {
             capacity_bytes: None,
             preallocate: Preallocate::Background,
             doorbell: None,
+            allow_world_writable: false,
         }
     }
 }
@@ -173,6 +176,8 @@ pub struct ReaderConfig {
     pub yield_limit: u32,
     /// How often a sleeping reader checks that the writer is still alive.
     pub liveness_interval: Duration,
+    /// Open a queue whose files or directories any user may write (refused by default).
+    pub allow_world_writable: bool,
 }
 
 impl Default for ReaderConfig {
@@ -186,6 +191,7 @@ impl Default for ReaderConfig {
             spin_limit: 2_000,
             yield_limit: 50,
             liveness_interval: Duration::from_millis(100),
+            allow_world_writable: false,
         }
     }
 }

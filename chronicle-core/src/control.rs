@@ -20,12 +20,18 @@ use crate::sys;
 pub struct QueueDir {
     /// The queue directory.
     pub root: PathBuf,
+    /// Accept queue files and directories that any user may write (refused by default:
+    /// anyone could then forge records or positions). See DESIGN.md "Access".
+    pub allow_world_writable: bool,
 }
 
 impl QueueDir {
     /// The queue at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        QueueDir { root: root.into() }
+        QueueDir {
+            root: root.into(),
+            allow_world_writable: false,
+        }
     }
     /// `queue.meta`.
     pub fn control(&self) -> PathBuf {
@@ -121,17 +127,70 @@ impl Geometry {
     }
 }
 
-/// Creates a directory (and parents) and forces its mode (umask would otherwise strip bits).
+/// Creates a directory (and parents) with the mode matching `file_mode`; a directory this call
+/// creates gets exactly that mode whatever the umask. An existing directory is left as it is.
 pub(crate) fn create_dir(path: &Path, file_mode: u32) -> Result<()> {
-    let dir_mode = dir_mode_for(file_mode);
+    create_dir_with_mode(path, dir_mode_for(file_mode))
+}
+
+/// Creates `readers/`: like the other directories, plus group write when the group may read,
+/// with the sticky bit (a reader may create its own meta file but not remove or replace
+/// another's) and set-group-ID (metas inherit the queue's group, so the writer can read them).
+pub(crate) fn create_readers_dir(path: &Path, file_mode: u32) -> Result<()> {
+    let mut mode = dir_mode_for(file_mode);
+    if mode & 0o040 != 0 {
+        mode |= 0o020 | 0o1000 | 0o2000;
+    }
+    create_dir_with_mode(path, mode)
+}
+
+fn create_dir_with_mode(path: &Path, mode: u32) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
     match fs::DirBuilder::new()
         .recursive(true)
-        .mode(dir_mode)
+        .mode(mode)
         .create(path)
     {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::io(path, "create directory", e)),
+        Ok(()) => {}
+        Err(e) => return Err(Error::io(path, "create directory", e)),
     }
+    // The umask applied to mkdir(2); set the intended mode on the directory we made. (A race
+    // with another creator of the same directory ends with both setting the same mode.)
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(path, "chmod", e))
+}
+
+/// Refuses `path` if any user may write it (mode o+w), unless `dir.allow_world_writable`.
+pub(crate) fn check_not_world_writable(dir: &QueueDir, path: &Path) -> Result<()> {
+    if dir.allow_world_writable {
+        return Ok(());
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o002 != 0 => Err(Error::WorldWritable {
+            path: path.to_path_buf(),
+            mode: m.permissions().mode() & 0o7777,
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, "stat", e)),
+    }
+}
+
+/// Checks the queue directory and its fixed entries (see [`check_not_world_writable`]).
+pub(crate) fn check_queue_access(dir: &QueueDir) -> Result<()> {
+    for p in [
+        dir.root.clone(),
+        dir.control(),
+        dir.lock(),
+        dir.segments(),
+        dir.index(),
+        dir.readers(),
+    ] {
+        check_not_world_writable(dir, &p)?;
+    }
+    Ok(())
 }
 
 /// Directory mode matching a file mode: search permission wherever read permission is given.

@@ -107,6 +107,14 @@ pub enum Error {
     },
     /// The writer was closed or the operation is not possible on a closed writer.
     Closed,
+    /// A queue file or directory that any user may write: refused unless the opener allows it
+    /// (`allow_world_writable` in the writer or reader configuration).
+    WorldWritable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl Error {
@@ -216,6 +224,13 @@ impl fmt::Display for Error {
                 "invalid name {name:?}: use 1-64 characters from [A-Za-z0-9._-], not starting with '.'"
             ),
             Error::Closed => write!(f, "the writer is closed"),
+            Error::WorldWritable { path, mode } => write!(
+                f,
+                "{}: mode {mode:04o} lets any user write it, so anyone could forge records or \
+                 positions; remove world write permission (chmod o-w) or open with \
+                 allow_world_writable",
+                path.display()
+            ),
         }
     }
 }

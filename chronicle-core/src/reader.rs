@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::{CommitPolicy, OnLost, ReaderConfig, StartAt, validate_name};
-use crate::control::{Control, Geometry, QueueDir, Tail};
+use crate::control::{Control, Geometry, QueueDir, Tail, check_queue_access};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::layout::{
@@ -130,7 +130,9 @@ impl QueueReader {
     /// Opens a reader on the queue at `dir`. A named reader resumes at its persisted position
     /// (or starts at `config.start` the first time) and commits its start position at once.
     pub fn open(dir: impl AsRef<Path>, config: ReaderConfig) -> Result<QueueReader> {
-        let dir = QueueDir::new(dir.as_ref());
+        let mut dir = QueueDir::new(dir.as_ref());
+        dir.allow_world_writable = config.allow_world_writable;
+        check_queue_access(&dir)?;
         let control = Control::open(&dir, false)?;
         let geom = control.geometry;
         let (meta, persisted) = match &config.name {

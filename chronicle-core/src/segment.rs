@@ -92,6 +92,7 @@ impl Segment {
         }
         .map_err(|e| Error::io(&path, "open", e))?;
         check_len(&file, &path, geom)?;
+        crate::control::check_not_world_writable(dir, &path)?;
         let (map, base) = if writable {
             let mut map = Map::rw(&file, geom.segment_size, &path)?;
             let base = map

@@ -16,7 +16,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{Durability, Preallocate, RetentionPolicy, WriterConfig};
-use crate::control::{Control, Geometry, QueueDir, create_dir, open_lock_file, random_u64};
+use crate::control::{
+    Control, Geometry, QueueDir, check_queue_access, create_dir, create_readers_dir,
+    open_lock_file, random_u64,
+};
 use crate::crash;
 use crate::crc::Crc32c;
 use crate::error::{Error, Result};
@@ -89,9 +92,11 @@ impl QueueWriter {
     /// Opens the queue at `dir` for writing, creating it if needed, recovering from a crashed
     /// predecessor if there was one. Fails with `WriterLocked` if another writer is alive.
     pub fn open(dir: impl AsRef<Path>, config: WriterConfig) -> Result<QueueWriter> {
-        let dir = QueueDir::new(dir.as_ref());
+        let mut dir = QueueDir::new(dir.as_ref());
+        dir.allow_world_writable = config.allow_world_writable;
         let mode = config.file_mode & 0o777;
         create_dir(&dir.root, mode)?;
+        check_queue_access(&dir)?;
         let mut lock = open_lock_file(&dir, mode)?;
         if !sys::try_lock_exclusive(&lock).map_err(|e| Error::io(dir.lock(), "lock", e))? {
             let pid = std::fs::read_to_string(dir.lock())
@@ -108,7 +113,8 @@ impl QueueWriter {
         let _ = writeln!(lock, "{pid} {start}");
         create_dir(&dir.segments(), mode)?;
         create_dir(&dir.index(), mode)?;
-        create_dir(&dir.readers(), mode)?;
+        create_readers_dir(&dir.readers(), mode)?;
+        check_queue_access(&dir)?;
         let wanted = Geometry {
             segment_size: config.segment_size,
             max_payload: config.effective_max_payload(),

@@ -66,6 +66,21 @@ impl Lines {
         Lines { rx }
     }
 
+    /// Next line starting with `prefix` (others are skipped); `None` if the child closed its
+    /// output first (it died); panics after `deadline`.
+    pub fn expect_or_eof(&self, prefix: &str, deadline: Duration) -> Option<String> {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Some(l),
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(e) => panic!("child did not print {prefix:?} within {deadline:?}: {e:?}"),
+            }
+        }
+    }
+
     /// Next line starting with `prefix` (others are skipped), or panic after `deadline`.
     pub fn expect(&self, prefix: &str, deadline: Duration) -> String {
         let end = Instant::now() + deadline;
