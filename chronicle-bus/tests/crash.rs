@@ -54,7 +54,8 @@ use common::{Lines, ROLE, Rng, kill9, payload, spawn_child};
 
 const ENTRY: &str = "child_entry";
 const CRASH_VAR: &str = "CHRONICLE_CRASH_AT";
-const T: Duration = Duration::from_secs(60);
+/// Watchdog for one child run (a hang is a failure; no timing is asserted).
+const T: Duration = Duration::from_secs(300);
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
@@ -476,7 +477,9 @@ fn router_killed_at_crash_points_resumes_its_fan_in_positions() {
     let mut rng = Rng::from_env_or_time("CHRONICLE_ROUTER_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let per_source = iters * 1000 + 2000;
+    // About what the iterations consume (most points fire within ~1500 records), so that the
+    // final clean run has little left to do.
+    let per_source = iters * 500 + 2000;
     let ids: BTreeMap<u64, &str> = SOURCES.iter().map(|s| (SourceId::of(s).0, *s)).collect();
     // Four finished sources, interleaved in time.
     let mut ws: Vec<QueueWriter> = SOURCES

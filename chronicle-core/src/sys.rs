@@ -149,6 +149,12 @@ pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// fsyncs the file or directory at `path` (opened read-only, without following a link): makes
+/// its allocation, or a directory's entries, durable.
+pub fn fsync_path(path: &std::path::Path) -> io::Result<()> {
+    open_ro_nofollow(path)?.sync_all()
+}
+
 /// Fallback for file systems without fallocate: write the zeroes out.
 fn fill_zeroes(file: &File, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;

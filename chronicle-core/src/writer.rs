@@ -35,7 +35,8 @@ use crate::sys;
 
 /// Work for the maintenance thread.
 enum Job {
-    Prepare(u64),
+    /// Prepare segment `id`; `true`: also fsync the new files and their directories.
+    Prepare(u64, bool),
     Retire(Box<Segment>, Box<Index>, bool),
     Retention,
 }
@@ -123,6 +124,12 @@ impl QueueWriter {
             file_mode: mode,
         };
         let control = Arc::new(Control::create_or_open(&dir, wanted)?);
+        if config.durability != Durability::PageCache {
+            // The queue's own names must survive a power loss for its msynced records to.
+            for p in [dir.control(), dir.root.clone(), dir.segments(), dir.index()] {
+                sys::fsync_path(&p).map_err(|e| Error::io(&p, "fsync", e))?;
+            }
+        }
         let geom = control.geometry;
         let cb = control.cb();
         if !control.is_writable() {
@@ -548,16 +555,18 @@ impl QueueWriter {
 
     fn request_prepare(&mut self) {
         let id = self.seg.id + 1;
+        let durable = self.durability != Durability::PageCache;
         if let Some(m) = &mut self.maintenance {
-            if m.pending.is_none() && m.jobs.send(Job::Prepare(id)).is_ok() {
+            if m.pending.is_none() && m.jobs.send(Job::Prepare(id, durable)).is_ok() {
                 m.pending = Some(id);
             }
         }
     }
 
     fn take_prepared(&mut self, id: u64) -> Result<(Segment, Index)> {
+        let durable = self.durability != Durability::PageCache;
         if let Some(m) = &mut self.maintenance {
-            if m.pending.is_none() && m.jobs.send(Job::Prepare(id)).is_ok() {
+            if m.pending.is_none() && m.jobs.send(Job::Prepare(id, durable)).is_ok() {
                 m.pending = Some(id);
             }
             while m.pending.is_some() {
@@ -575,7 +584,12 @@ impl QueueWriter {
                 }
             }
         }
-        prepare(&self.dir, id, &self.geom)
+        prepare(
+            &self.dir,
+            id,
+            &self.geom,
+            self.durability != Durability::PageCache,
+        )
     }
 
     /// Runs a retention pass now (normally done after each roll and once a second).
@@ -698,8 +712,10 @@ fn header_fields(seq: u64, timestamp_ns: u64, type_id: u32, len: usize) -> [u8; 
     f
 }
 
-/// Creates, allocates and pre-faults segment `id` and its index.
-fn prepare(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<(Segment, Index)> {
+/// Creates, allocates and pre-faults segment `id` and its index. `durable`: also fsync both
+/// files (their allocation) and their directories (their names), so that records msynced into
+/// the segment later are found after a power loss.
+fn prepare(dir: &QueueDir, id: u64, geom: &Geometry, durable: bool) -> Result<(Segment, Index)> {
     let seg = Segment::create(dir, id, geom)?;
     crash::point("prepare.after_segment");
     let idx = match Index::create(dir, id, geom) {
@@ -709,6 +725,16 @@ fn prepare(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<(Segment, Index)>
             return Err(e);
         }
     };
+    if durable {
+        for p in [
+            seg.path.clone(),
+            dir.index_file(id),
+            dir.segments(),
+            dir.index(),
+        ] {
+            sys::fsync_path(&p).map_err(|e| Error::io(&p, "fsync", e))?;
+        }
+    }
     Ok((seg, idx))
 }
 
@@ -742,8 +768,8 @@ fn maintenance_loop(
     let periodic = policy.max_age.is_some() || policy.max_bytes.is_some();
     loop {
         match jobs.recv_timeout(Duration::from_secs(1)) {
-            Ok(Job::Prepare(id)) => {
-                let res = prepare(&dir, id, &control.geometry);
+            Ok(Job::Prepare(id, durable)) => {
+                let res = prepare(&dir, id, &control.geometry, durable);
                 if prepared.send((id, res)).is_err() {
                     return;
                 }
