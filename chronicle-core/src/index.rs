@@ -33,6 +33,14 @@ pub(crate) struct Index {
     capacity: u64,
 }
 
+/// Checks the sparse index of segment `segment` of the queue at `dir` (read-only): `Ok` if it
+/// opens and validates. A bad or missing index only slows seeks in that segment down (they fall
+/// back to scanning); the writer rebuilds the tail segment's index when it recovers.
+pub fn check_index(dir: &QueueDir, segment: u64) -> Result<()> {
+    let control = crate::control::Control::open(dir, false)?;
+    Index::open(dir, segment, &control.geometry, false).map(drop)
+}
+
 impl Index {
     fn file_len(geom: &Geometry) -> u64 {
         INDEX_HEADER_SIZE

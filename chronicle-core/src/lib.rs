@@ -45,6 +45,7 @@ pub use control::{Geometry, QueueDir, Tail};
 pub use doorbell::{Doorbell, Ring};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
+pub use index::check_index;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{RecoveryAction, RecoveryReport, TailCheck, check_tail};

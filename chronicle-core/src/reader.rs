@@ -667,7 +667,17 @@ impl QueueReader {
                     self.last_ts = ts;
                 }
                 Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
-                Some((RecordKind::Aborted, len)) => self.offset += record_len(u64::from(len)),
+                Some((RecordKind::Aborted, len)) => {
+                    let total = record_len(u64::from(len));
+                    if self.offset + total > self.geom.data_end() {
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            self.offset,
+                            "aborted region out of range",
+                        ));
+                    }
+                    self.offset += total;
+                }
                 None => {
                     return Err(Error::corrupted(
                         &self.seg.path,
@@ -730,8 +740,13 @@ impl QueueReader {
             });
         }
         if self.next_seq > target {
-            let oldest = self.next_seq;
-            return self.lost(target, oldest);
+            // The chosen segment starts at or before `target` and seqs are contiguous within a
+            // queue, so jumping past it means a damaged record (or index), not retention.
+            return Err(Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "sequence numbers are not contiguous",
+            ));
         }
         Ok(())
     }

@@ -229,6 +229,22 @@ impl Doctor<'_> {
                     None,
                 ),
             }
+            // The sparse index only speeds seeks up: a bad one is a warning.
+            if let Err(e) = chronicle_core::check_index(&dir, id) {
+                let msg = if e.is_not_found() {
+                    format!("segment {id} has no index file")
+                } else {
+                    e.to_string()
+                };
+                self.add(
+                    Severity::Warning,
+                    "bad-index",
+                    &dir.index_file(id),
+                    format!("{msg}; seeks in segment {id} fall back to scanning"),
+                    "none needed (a writer rebuilds the tail segment's index when it recovers); restore the file to make seeks fast again",
+                    None,
+                );
+            }
         }
         // Writer: a crashed one leaves queue.meta saying "open" with a free lock.
         let live = queue::liveness(&dir);
