@@ -479,7 +479,7 @@ fn router_killed_at_crash_points_resumes_its_fan_in_positions() {
     let root = dir.path();
     // About what the iterations consume (most points fire within ~1500 records), so that the
     // final clean run has little left to do.
-    let per_source = iters * 500 + 2000;
+    let per_source = iters * 800 + 2000;
     let ids: BTreeMap<u64, &str> = SOURCES.iter().map(|s| (SourceId::of(s).0, *s)).collect();
     // Four finished sources, interleaved in time.
     let mut ws: Vec<QueueWriter> = SOURCES
