@@ -262,8 +262,9 @@ impl Control {
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, "create", e))?;
         set_mode(&file, &tmp, wanted.file_mode)?;
-        file.set_len(CONTROL_FILE_SIZE)
-            .map_err(|e| Error::io(&tmp, "resize", e))?;
+        // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
+        sys::fallocate(&file, CONTROL_FILE_SIZE)
+            .map_err(|e| crate::segment::space_error(&tmp, "allocate", e))?;
         let map = Map::rw(&file, CONTROL_FILE_SIZE, &tmp)?;
         {
             let cb = map

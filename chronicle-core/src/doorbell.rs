@@ -65,8 +65,9 @@ impl Doorbell {
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, "create", e))?;
         set_mode(&file, &tmp, mode)?;
-        file.set_len(DOORBELL_FILE_SIZE)
-            .map_err(|e| Error::io(&tmp, "resize", e))?;
+        // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
+        sys::fallocate(&file, DOORBELL_FILE_SIZE)
+            .map_err(|e| crate::segment::space_error(&tmp, "allocate", e))?;
         {
             let map = Map::rw(&file, DOORBELL_FILE_SIZE, &tmp)?;
             let b = map

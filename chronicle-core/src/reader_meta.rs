@@ -78,8 +78,12 @@ impl ReaderMeta {
         let fresh = len == 0;
         if fresh {
             set_mode(&file, &path, mode)?;
-            file.set_len(READER_META_SIZE)
-                .map_err(|e| Error::io(&path, "resize", e))?;
+            // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
+            if let Err(e) = sys::fallocate(&file, READER_META_SIZE) {
+                // Leave no zero-length meta behind (we hold its lock; nobody else uses it).
+                let _ = std::fs::remove_file(&path);
+                return Err(crate::segment::space_error(&path, "allocate", e));
+            }
         } else if len < READER_META_SIZE {
             return Err(Error::corrupted(&path, len, "reader meta is truncated"));
         }

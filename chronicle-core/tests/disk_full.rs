@@ -33,7 +33,20 @@ fn remount(at: &Path, size: &str) -> bool {
 struct Unmount<'a>(&'a Path);
 impl Drop for Unmount<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
+        // A writer's maintenance thread may still be unmapping a retired segment: retry, then
+        // detach lazily rather than leave the mount behind.
+        for _ in 0..50 {
+            let ok = Command::new("umount")
+                .arg(self.0)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
     }
 }
 
@@ -110,4 +123,85 @@ fn disk_full_at_roll_background() {
 #[test]
 fn disk_full_at_roll_inline() {
     run(Preallocate::Inline);
+}
+
+/// Fills the file system at `dir` to the last byte with a filler file.
+fn fill_up(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0xEEu8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    // Partial pages too.
+    while f.write(&[0xEE]).is_ok_and(|n| n == 1) {}
+    filler
+}
+
+#[test]
+fn full_disk_gives_typed_errors_for_reader_metas_doorbells_and_new_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    if !mount_tmpfs(dir.path(), "1M") {
+        eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
+        if std::env::var("CI").is_ok_and(|v| v == "true") && unsafe_is_root() {
+            panic!("running as root under CI but mount failed");
+        }
+        return;
+    }
+    let _guard = Unmount(dir.path());
+    let q = dir.path().join("q");
+    let cfg = WriterConfig {
+        segment_size: 128 << 10,
+        index_stride: 4096,
+        preallocate: Preallocate::Inline,
+        ..WriterConfig::default()
+    };
+    let mut w = QueueWriter::open(&q, cfg.clone()).unwrap();
+    for i in 0..10u32 {
+        w.append(i, b"before the disk filled").unwrap();
+    }
+    let mut early = QueueReader::open(&q, ReaderConfig::named("early")).unwrap();
+    let filler = fill_up(dir.path());
+    // Each of these needs new blocks: a typed StorageFull naming the file, never SIGBUS.
+    match QueueReader::open(&q, ReaderConfig::named("late")) {
+        Err(Error::StorageFull { path }) => assert!(path.ends_with("readers/late.meta")),
+        other => panic!("new reader meta on a full disk: {other:?}"),
+    }
+    assert!(
+        !q.join("readers/late.meta").exists(),
+        "a failed reader meta must not be left behind"
+    );
+    match chronicle_core::Doorbell::open_or_create(dir.path().join("bell"), 0o660) {
+        Err(Error::StorageFull { .. }) => {}
+        other => panic!("doorbell on a full disk: {other:?}"),
+    }
+    match QueueWriter::open(dir.path().join("q2"), cfg.clone()) {
+        Err(Error::StorageFull { .. }) | Err(Error::Io { .. }) => {}
+        other => panic!("new queue on a full disk: {other:?}"),
+    }
+    // What exists keeps working: the writer appends into its allocated segment, the early
+    // reader reads and commits its position (its meta is allocated).
+    w.append(99, b"after").unwrap();
+    let mut n = 0;
+    while let Some(m) = early.next().unwrap() {
+        assert_eq!(m.seq(), n);
+        n += 1;
+    }
+    assert_eq!(n, 11);
+    early.commit().unwrap();
+    // Space back: everything that failed now works.
+    std::fs::remove_file(filler).unwrap();
+    let _ = std::fs::remove_dir_all(dir.path().join("q2"));
+    QueueReader::open(&q, ReaderConfig::named("late")).unwrap();
+    chronicle_core::Doorbell::open_or_create(dir.path().join("bell"), 0o660).unwrap();
+    QueueWriter::open(dir.path().join("q2"), cfg)
+        .unwrap()
+        .close()
+        .unwrap();
 }
