@@ -168,6 +168,8 @@ pub(crate) fn check_not_world_writable(dir: &QueueDir, path: &Path) -> Result<()
         return Ok(());
     }
     match fs::symlink_metadata(path) {
+        // A link's own mode means nothing; the open (O_NOFOLLOW) refuses it with ELOOP.
+        Ok(m) if m.file_type().is_symlink() => Ok(()),
         Ok(m) if m.permissions().mode() & 0o002 != 0 => Err(Error::WorldWritable {
             path: path.to_path_buf(),
             mode: m.permissions().mode() & 0o7777,

@@ -56,12 +56,15 @@ impl Doorbell {
             Err(e) => return Err(e),
         }
         let tmp = path.with_extension(format!("tmp.{}", sys::current_pid()));
+        // A leftover of an earlier process with our pid (or a planted link): unlink it, which
+        // never touches a link's target, then create exclusively without following links.
+        let _ = fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, "create", e))?;
         set_mode(&file, &tmp, mode)?;
@@ -96,7 +99,7 @@ impl Doorbell {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| Error::io(path, "open", e))?;
         let len = file

@@ -376,3 +376,60 @@ fn reader_opening_while_the_queue_is_being_created_gets_a_transient_error_or_a_v
         other => panic!("expected NotYetInitialized, got {other:?}"),
     }
 }
+
+#[test]
+fn every_queue_file_kind_refuses_a_symbolic_link() {
+    let outside = tempfile::tempdir().unwrap();
+    let victim = |name: &str| {
+        let p = outside.path().join(name);
+        std::fs::write(&p, b"not yours").unwrap();
+        p
+    };
+    let untouched = |p: &Path| assert_eq!(std::fs::read(p).unwrap(), b"not yours", "{p:?}");
+    let eloop = |e: Error| match e {
+        Error::Io { source, .. } => {
+            assert_eq!(source.raw_os_error(), Some(libc::ELOOP), "{source}")
+        }
+        other => panic!("expected ELOOP, got {other:?}"),
+    };
+    // writer.lock
+    let (_d, q, _t) = filled(3);
+    let t = victim("lock");
+    std::fs::remove_file(q.join("writer.lock")).unwrap();
+    std::os::unix::fs::symlink(&t, q.join("writer.lock")).unwrap();
+    eloop(QueueWriter::open(&q, cfg()).unwrap_err());
+    untouched(&t);
+    // The tail segment's index: a seeking reader neither follows nor fails (an index only
+    // speeds seeks up); the writer's recovery rebuilds it as a new regular file (unlinking the
+    // link, never writing through it).
+    let (_d, q, _t) = filled(3);
+    let idx = q
+        .join("index")
+        .join(chronicle_core::layout::index_file_name(0));
+    let t = victim("idx");
+    std::fs::remove_file(&idx).unwrap();
+    std::os::unix::fs::symlink(&t, &idx).unwrap();
+    let mut r = QueueReader::open(
+        &q,
+        ReaderConfig::default().start(chronicle_core::StartAt::Seq(2)),
+    )
+    .unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 2);
+    QueueWriter::open(&q, cfg()).unwrap().close().unwrap();
+    assert!(std::fs::symlink_metadata(&idx).unwrap().is_file());
+    untouched(&t);
+    // Doorbell: opening a link fails; a link planted at the temporary name of its creation is
+    // unlinked, not written through.
+    let bell = outside.path().join("bell");
+    let t = victim("bell-target");
+    std::os::unix::fs::symlink(&t, &bell).unwrap();
+    eloop(chronicle_core::Doorbell::open(&bell).unwrap_err());
+    assert!(chronicle_core::Doorbell::open_or_create(&bell, 0o660).is_err());
+    untouched(&t);
+    std::fs::remove_file(&bell).unwrap();
+    let planted = bell.with_extension(format!("tmp.{}", std::process::id()));
+    std::os::unix::fs::symlink(&t, &planted).unwrap();
+    chronicle_core::Doorbell::open_or_create(&bell, 0o660).unwrap();
+    untouched(&t);
+    assert!(std::fs::symlink_metadata(&bell).unwrap().is_file());
+}
