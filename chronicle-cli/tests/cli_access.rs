@@ -1,0 +1,112 @@
+//! chron-cli as a read-only user (a real unprivileged process, user `nobody`, when the tests run
+//! as root): `inspect`, `tail` and `doctor` work on a queue it may only read; `append` is refused
+//! with one clear sentence; no queue byte changes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use chronicle_core::{QueueWriter, WriterConfig};
+use common::*;
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn files(q: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut stack = vec![q.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                v.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+fn as_nobody(exe: &Path, args: &[&str]) -> Out {
+    let out = Command::new(exe)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn read_only_user_can_inspect_tail_and_check_but_not_append() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run chron-cli as user nobody");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = tmp.path().join("chron-cli");
+    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let q = tmp.path().join("q");
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            file_mode: 0o640,
+            ..small()
+        },
+    )
+    .unwrap();
+    for i in 0..5u64 {
+        w.append_at(1, T0 + i, format!("rec-{i}").as_bytes())
+            .unwrap();
+    }
+    w.close().unwrap();
+    assert!(
+        Command::new("chgrp")
+            .args(["-R", "nogroup"])
+            .arg(&q)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(q.join("readers"), std::fs::Permissions::from_mode(0o3770)).unwrap();
+    let before = files(&q);
+
+    let o = as_nobody(&exe, &["inspect", p(&q)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("tail         next seq 5,"), "{o:?}");
+    let o = as_nobody(&exe, &["tail", p(&q)]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for i in 0..5 {
+        assert!(o.stdout.contains(&format!("rec-{i}")), "{o:?}");
+    }
+    let o = as_nobody(&exe, &["doctor", p(&q), "--verify"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("5 records verified"), "{o:?}");
+    let o = as_nobody(&exe, &["append", p(&q)]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert_eq!(o.stderr.lines().count(), 1, "one sentence: {o:?}");
+    assert!(o.stderr.contains("ermission denied"), "{o:?}");
+    assert_eq!(files(&q), before, "a read-only user changed the queue");
+}
