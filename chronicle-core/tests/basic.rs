@@ -566,3 +566,70 @@ fn peek_does_not_consume_and_survives_segment_changes() {
     assert_eq!(r.peek().unwrap().unwrap().seq(), 22);
     r.heartbeat();
 }
+
+#[test]
+fn a_stale_reader_stops_holding_retention_and_finds_its_position_lost_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let ttl = Duration::from_millis(300);
+    let cfg = WriterConfig {
+        retention: RetentionPolicy {
+            max_bytes: Some(2 * (64 << 10)),
+            max_age: None,
+            reader_ttl: ttl,
+        },
+        preallocate: Preallocate::Inline,
+        ..small()
+    };
+    let mut w = QueueWriter::open(&q, cfg.clone()).unwrap();
+    // A reader that reads a little, commits, and goes away (its meta and position stay).
+    let mut gone = QueueReader::open(&q, ReaderConfig::named("gone")).unwrap();
+    w.append(1, &[1u8; 1000]).unwrap();
+    gone.next().unwrap().unwrap();
+    gone.commit().unwrap();
+    drop(gone);
+    // The writer is never blocked by it: it keeps appending while the reader holds segment 0.
+    for _ in 0..500 {
+        w.append(1, &[2u8; 1000]).unwrap();
+    }
+    let rep = w.run_retention().unwrap();
+    let held = rep.held_by.clone();
+    if held.is_some() {
+        // Still within its TTL (the usual case right after it left): it holds segment 0.
+        assert!(rep.deleted.is_empty(), "{rep:?}");
+        assert_eq!(held.map(|h| h.1), Some("gone".to_string()));
+    }
+    // A hard capacity cap with a live holder is an error for the writer, never a wait.
+    let capped = WriterConfig {
+        capacity_bytes: Some(8 * (64 << 10)),
+        ..cfg.clone()
+    };
+    let mut q2 = QueueWriter::open(dir.path().join("q2"), capped).unwrap();
+    let _holder = QueueReader::open(dir.path().join("q2"), ReaderConfig::named("h")).unwrap();
+    let err = loop {
+        if let Err(e) = q2.append(1, &[3u8; 1000]) {
+            break e;
+        }
+    };
+    assert!(
+        matches!(err, Error::CapacityExceeded { .. }),
+        "expected CapacityExceeded, got {err:?}"
+    );
+    // Once its heartbeat is older than the TTL it no longer holds anything back.
+    std::thread::sleep(ttl + Duration::from_millis(200));
+    let rep = w.run_retention().unwrap();
+    assert!(!rep.deleted.is_empty(), "{rep:?}");
+    assert!(rep.held_by.is_none(), "{rep:?}");
+    // Returning, it is told its position is gone (typed), or starts at the oldest if it asks.
+    match QueueReader::open(&q, ReaderConfig::named("gone")) {
+        Err(Error::PositionLost {
+            wanted_seq: 1,
+            oldest_seq: Some(o),
+        }) => assert!(o > 1),
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    let mut cfg = ReaderConfig::named("gone");
+    cfg.on_lost = OnLost::Earliest;
+    let mut back = QueueReader::open(&q, cfg).unwrap();
+    assert!(back.next().unwrap().unwrap().seq() > 1);
+}
