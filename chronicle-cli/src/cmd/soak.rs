@@ -65,7 +65,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, Value)>) -> Result<Proc> {
+    fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, String)>) -> Result<Proc> {
         use std::os::unix::process::CommandExt;
         let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
         let mut child = Command::new(exe)
@@ -84,8 +84,9 @@ impl Proc {
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        let _ = tx.send((label.clone(), v));
+                    // Parsed on the parent's main thread: one allocator arena for all of it.
+                    if tx.send((label.clone(), line)).is_err() {
+                        break;
                     }
                 }
             });
@@ -362,7 +363,7 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
     let doorbell = run_dir.join("doorbell");
     let p = |x: &Path| x.to_string_lossy().to_string();
     let interval_ms = (o.interval * 1000).to_string();
-    let (tx, rx) = mpsc::channel::<(String, Value)>();
+    let (tx, rx) = mpsc::channel::<(String, String)>();
     let mut roles: BTreeMap<String, Role> = BTreeMap::new();
     let mut procs: Vec<Proc> = Vec::new();
 
@@ -506,9 +507,7 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
     let mut k = 0u64;
     loop {
         while let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
-            if let Some(r) = roles.get_mut(&label) {
-                r.absorb(v);
-            }
+            absorb(&mut roles, &label, &v);
             if Instant::now() >= next_line {
                 break;
             }
@@ -571,9 +570,7 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
             break;
         }
         while let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
-            if let Some(r) = roles.get_mut(&label) {
-                r.absorb(v);
-            }
+            absorb(&mut roles, &label, &v);
         }
     }
     for pr in &mut procs {
@@ -585,9 +582,7 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
     drop(tx);
     // The pipe readers end with the children; take every last line.
     while let Ok((label, v)) = rx.recv_timeout(Duration::from_secs(5)) {
-        if let Some(r) = roles.get_mut(&label) {
-            r.absorb(v);
-        }
+        absorb(&mut roles, &label, &v);
     }
 
     let summary = summarize(
@@ -614,9 +609,16 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
     }
 }
 
+/// Parses a role's JSON line and adds it to what the parent knows of that role.
+fn absorb(roles: &mut BTreeMap<String, Role>, label: &str, line: &str) {
+    if let (Some(r), Ok(v)) = (roles.get_mut(label), serde_json::from_str::<Value>(line)) {
+        r.absorb(v);
+    }
+}
+
 /// Waits until every running role printed its ready line.
 fn wait_ready(
-    rx: &mpsc::Receiver<(String, Value)>,
+    rx: &mpsc::Receiver<(String, String)>,
     procs: &mut [Proc],
     roles: &mut BTreeMap<String, Role>,
 ) -> Result<()> {
@@ -649,9 +651,7 @@ fn wait_ready(
             );
         }
         if let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
-            if let Some(r) = roles.get_mut(&label) {
-                r.absorb(v);
-            }
+            absorb(roles, &label, &v);
         }
     }
 }
