@@ -84,7 +84,7 @@ fn soak_args(dir: &str, json: bool) -> Vec<&str> {
         "--interval",
         "1",
         "--rate",
-        "2000",
+        "5000",
         "--size",
         "48",
         "--segment-size",
@@ -155,10 +155,11 @@ fn bench_soak_json_reports_every_record_and_no_loss() {
         assert!(r["end"]["rss_kib"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(r["within_limit"], true, "{r}");
     }
-    // 64 KiB segments at ~2000 x 80 B/s roll every second or so: retention keeps each queue
-    // near 4 segments (plus the one being prepared), whatever the run length.
+    // Each queue gets ~15,000 records of ~80 B in 3 s: about 18 segments of 64 KiB. Retention
+    // keeps 4 (plus the one prepared ahead and the one a reader may still be in); allow twice
+    // that for readers held up on a loaded machine, still well below what was written.
     assert!(
-        v["disk_max_bytes"].as_u64().unwrap() <= 2 * 6 * 65536,
+        v["disk_max_bytes"].as_u64().unwrap() <= 2 * 12 * 65536,
         "{v}"
     );
     let intervals = v["intervals"].as_array().unwrap();
