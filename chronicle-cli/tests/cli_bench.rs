@@ -72,6 +72,15 @@ fn bench_rejects_bad_arguments() {
     assert_eq!(run(&["bench", "--cores", "1"], b"").code, 2);
     assert_eq!(run(&["bench", "--wait", "sleepy"], b"").code, 2);
     assert_one_sentence(&run(&["bench", "--size", "8", "--json"], b""), 1, "payload");
+    // Soak options need --soak; latency-run options do not go with it.
+    assert_eq!(run(&["bench", "--secs", "3"], b"").code, 2);
+    assert_eq!(run(&["bench", "--soak", "--count", "5"], b"").code, 2);
+    assert_eq!(run(&["bench", "--soak", "--wait", "futex"], b"").code, 2);
+    assert_one_sentence(
+        &run(&["bench", "--soak", "--size", "16"], b""),
+        1,
+        "at least 24 bytes",
+    );
 }
 
 /// `bench --soak` for 3 s at a small rate: real processes, every record checked.
@@ -242,4 +251,9 @@ fn bench_soak_fails_clearly_when_a_reader_dies() {
         "{err}"
     );
     assert!(err.contains("signal: 9"), "{err}");
+    // One line from the parent (the killed child says nothing).
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("chron-cli: "), "{err}");
+    assert!(lines[0].contains("queues left in"), "{err}");
 }

@@ -339,14 +339,15 @@ pub fn run(o: &Opts) -> Result<u8> {
     let run_dir = base.join(format!("chronicle-soak-{}", std::process::id()));
     std::fs::create_dir(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let result = soak(o, &run_dir);
-    let keep = o.keep || !matches!(result, Ok(0));
-    if keep {
-        eprintln!("chron-cli: soak queues left in {}", run_dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&run_dir);
+    match soak(o, &run_dir) {
+        Ok(0) if !o.keep => {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            Ok(0)
+        }
+        Ok(code) => Ok(code),
+        // One line: the error, then where its queues are (for `inspect` and `doctor`).
+        Err(e) => Err(anyhow!("{e:#} (queues left in {})", run_dir.display())),
     }
-    result
 }
 
 fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
@@ -602,9 +603,16 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
         print_summary(&summary);
     }
     if summary.verdict == "PASS" {
+        if o.keep {
+            say(&format!("soak: queues kept in {}", run_dir.display()));
+        }
         Ok(0)
     } else {
-        eprintln!("chron-cli: soak failed: {}", summary.problems.join("; "));
+        eprintln!(
+            "chron-cli: soak failed: {} (queues left in {})",
+            summary.problems.join("; "),
+            run_dir.display()
+        );
         Ok(1)
     }
 }
