@@ -6,6 +6,7 @@
 mod cmd;
 mod output;
 mod queue;
+mod soak;
 mod topology;
 
 use std::process::ExitCode;
@@ -30,7 +31,8 @@ enum Command {
     Append(cmd::append::Args),
     /// Check a bus directory or one queue for problems, and optionally fix the safe ones.
     Doctor(cmd::doctor::Args),
-    /// Measure throughput and cross-process one-way latency on a temporary queue.
+    /// Measure throughput and cross-process one-way latency on a temporary queue, or soak
+    /// (`--soak`): writers, readers and a fan-in as processes for a long run.
     Bench(cmd::bench::Args),
     /// Run the trading topology (feed, strategies, router) as processes on a bus for a while.
     Demo(cmd::demo::Args),
@@ -43,6 +45,15 @@ enum Command {
     /// Topology role run by `demo`: the order router.
     #[command(hide = true)]
     Router(topology::router::Args),
+    /// Soak role run by `bench --soak`: a paced writer.
+    #[command(hide = true)]
+    SoakWriter(soak::writer::Args),
+    /// Soak role run by `bench --soak`: a checking reader.
+    #[command(hide = true)]
+    SoakReader(soak::reader::Args),
+    /// Soak role run by `bench --soak`: the checking fan-in merge.
+    #[command(hide = true)]
+    SoakFanin(soak::fanin::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +88,9 @@ fn main() -> ExitCode {
         Command::Feed(a) => topology::feed::run(a),
         Command::Strategy(a) => topology::strategy::run(a),
         Command::Router(a) => topology::router::run(a),
+        Command::SoakWriter(a) => soak::writer::run(a),
+        Command::SoakReader(a) => soak::reader::run(a),
+        Command::SoakFanin(a) => soak::fanin::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

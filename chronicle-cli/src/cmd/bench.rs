@@ -38,40 +38,84 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Measured messages (after the warm-up).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, conflicts_with = "soak")]
     count: u64,
     /// Messages sent first and left out of the results.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, conflicts_with = "soak")]
     warmup: u64,
-    /// Paced send rate of the latency run in messages per second; 0 sends as fast as possible
-    /// (which measures mostly queueing).
-    #[arg(long, default_value_t = 100_000)]
-    rate: u64,
+    /// Paced send rate in messages per second (default 100000). The latency run: 0 sends as
+    /// fast as possible (which measures mostly queueing). A soak: each writer's rate (default
+    /// 50000).
+    #[arg(long)]
+    rate: Option<u64>,
     /// How the reader waits.
-    #[arg(long, value_enum, default_value_t = Wait::Spin)]
+    #[arg(long, value_enum, default_value_t = Wait::Spin, conflicts_with = "soak")]
     wait: Wait,
     /// Pin the writer and the reader: WRITER,READER core numbers.
-    #[arg(long, value_name = "A,B", value_parser = parse_cores)]
+    #[arg(long, value_name = "A,B", value_parser = parse_cores, conflicts_with = "soak")]
     cores: Option<(usize, usize)>,
-    /// Directory for the temporary queue (default /dev/shm, else the temp dir).
+    /// Directory for the temporary queue(s) (default /dev/shm, else the temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Write the full latency distribution (HdrHistogram percentile text format) to FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "soak")]
     hist: Option<PathBuf>,
     /// Machine-readable output (one JSON object).
     #[arg(long)]
     json: bool,
+    /// Soak run instead: two paced writers, four checking readers (one slow) and a fan-in
+    /// merge as separate processes for --secs seconds, with a report line per --interval and
+    /// a verdict (exit status 1 on any loss, disorder or RSS growth beyond the limit).
+    #[arg(long)]
+    soak: bool,
+    /// Soak: seconds to run.
+    #[arg(long, default_value_t = 60, requires = "soak")]
+    secs: u64,
+    /// Soak: seconds between report lines.
+    #[arg(long, default_value_t = 10, requires = "soak")]
+    interval: u64,
+    /// Soak: segment size of the queues (small, so segments roll and retention deletes them
+    /// all the time).
+    #[arg(long, default_value = "4M", value_parser = output::parse_size, requires = "soak")]
+    segment_size: u64,
+    /// Soak: retention keeps each queue at this many segments.
+    #[arg(long, default_value_t = 8, requires = "soak")]
+    retain_segments: u64,
+    /// Soak: reader r4 sleeps this many milliseconds every second (0: no slow reader).
+    #[arg(long, default_value_t = 200, requires = "soak")]
+    slow_stall_ms: u64,
+    /// Soak: allowed RSS growth of a process after the first interval, plus two segments.
+    #[arg(long, default_value = "16M", value_parser = output::parse_size, requires = "soak")]
+    rss_slack: u64,
+    /// Soak: keep the queues after a passing run (a failing run always keeps them).
+    #[arg(long, requires = "soak")]
+    keep: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Latency {
-    p50: u64,
-    p90: u64,
-    p99: u64,
-    p99_9: u64,
-    p99_99: u64,
-    max: u64,
+/// Latency percentiles in ns (the `latency_ns` object of every bench JSON report).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p99_9: u64,
+    pub p99_99: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    /// The percentiles of `h` (all zero when it is empty).
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
+        let q = |x: f64| h.value_at_quantile(x);
+        Latency {
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            p99_99: q(0.9999),
+            max: h.max(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -93,7 +137,8 @@ fn config(args: &Args, mode: Mode) -> RunConfig {
     };
     cfg.count = args.count;
     cfg.warmup = args.warmup;
-    cfg.rate = (args.rate > 0).then_some(args.rate);
+    let rate = args.rate.unwrap_or(100_000);
+    cfg.rate = (rate > 0).then_some(rate);
     cfg.payload = args.size;
     cfg.cores = args.cores;
     cfg.base_dir = args.dir.clone();
@@ -162,6 +207,22 @@ fn write_hist(path: &PathBuf, h: &Histogram<u64>) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    if args.soak {
+        return crate::cmd::soak::run(&crate::cmd::soak::Opts {
+            secs: args.secs,
+            rate: args.rate.unwrap_or(50_000),
+            size: args.size,
+            dir: args.dir,
+            interval: args.interval,
+            segment_size: args.segment_size,
+            retain_segments: args.retain_segments,
+            slow_stall_ms: args.slow_stall_ms,
+            rss_slack: args.rss_slack,
+            keep: args.keep,
+            json: args.json,
+        });
+    }
+    let rate_arg = args.rate.unwrap_or(100_000);
     if !args.json {
         eprintln!(
             "chron-cli: bench: {} + {} warm-up messages of {} B, reader in another process ({} wait)…",
@@ -182,22 +243,14 @@ pub fn run(args: Args) -> Result<u8> {
         .histogram
         .as_ref()
         .ok_or_else(|| anyhow!("the latency run returned no histogram"))?;
-    let q = |x: f64| h.value_at_quantile(x);
-    let latency = Latency {
-        p50: q(0.50),
-        p90: q(0.90),
-        p99: q(0.99),
-        p99_9: q(0.999),
-        p99_99: q(0.9999),
-        max: h.max(),
-    };
+    let latency = Latency::of(h);
     if let Some(path) = &args.hist {
         write_hist(path, h)?;
     }
     let report = Report {
         size: args.size,
         count: args.count,
-        rate: args.rate,
+        rate: rate_arg,
         wait: match args.wait {
             Wait::Spin => "spin",
             Wait::Futex => "futex",
@@ -211,10 +264,10 @@ pub fn run(args: Args) -> Result<u8> {
         return Ok(0);
     }
     let l = &report.latency_ns;
-    let rate = if args.rate == 0 {
+    let rate = if rate_arg == 0 {
         "unpaced".to_string()
     } else {
-        format!("paced at {} msgs/s", args.rate)
+        format!("paced at {rate_arg} msgs/s")
     };
     println!(
         "throughput   {:.0} msgs/s ({} B payload, unpaced, {} messages)",

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod demo;
 pub mod doctor;
 pub mod inspect;
+pub mod soak;
 pub mod tail;
