@@ -155,8 +155,10 @@ struct InArgs {
     /// Largest batch of messages per state write and pull.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Seconds JetStream waits for an acknowledgement before redelivering.
-    #[arg(long, default_value_t = 30)]
+    /// Seconds JetStream waits for an acknowledgement before redelivering. Messages handed to
+    /// an in-bridge that died are redelivered only after this; later ones are held back until
+    /// then, so a short wait keeps the pause after a crash short (redeliveries are harmless).
+    #[arg(long, default_value_t = 5)]
     ack_wait: u64,
     /// Largest number of unacknowledged messages handed out.
     #[arg(long, default_value_t = 20_000)]

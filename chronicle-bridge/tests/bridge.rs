@@ -286,9 +286,12 @@ fn wait_jetstream_ready(url: &str) {
     rt.block_on(async {
         loop {
             if let Ok(client) = async_nats::connect(url).await {
+                // A "stream not found" answer means the JetStream API is up.
                 let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
-                    return;
+                match js.get_stream("NO_SUCH_STREAM").await {
+                    Err(e) if e.to_string().contains("not found") => return,
+                    Err(e) => eprintln!("JetStream not ready yet: {e}"),
+                    Ok(_) => return,
                 }
             }
             assert!(
