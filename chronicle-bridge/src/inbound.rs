@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self, AckKind};
@@ -55,6 +55,9 @@ pub struct InConfig {
     pub max_ack_pending: i64,
     /// Create the stream when it does not exist.
     pub create: Option<StreamSpec>,
+    /// How long records held back behind a missing one wait before the missing ones are
+    /// declared lost and skipped (None: wait for ever; nothing is ever skipped).
+    pub gap_timeout: Option<Duration>,
     /// Interval of the stats line (None: no stats).
     pub stats_interval: Option<Duration>,
     /// Stats as JSON lines.
@@ -79,6 +82,9 @@ struct Held {
 struct Importer {
     state: ImportState,
     held: HashMap<String, BTreeMap<u64, Held>>,
+    /// Per source with held records: since when it has been waiting for the missing one.
+    gap_since: HashMap<String, Instant>,
+    gap_timeout: Option<Duration>,
     writer: QueueWriter,
     queue: PathBuf,
     counters: Arc<Counters>,
@@ -131,6 +137,8 @@ pub async fn run(
     let mut imp = Importer {
         state,
         held: HashMap::new(),
+        gap_since: HashMap::new(),
+        gap_timeout: cfg.gap_timeout,
         writer,
         queue: cfg.queue.clone(),
         counters: counters.clone(),
@@ -148,6 +156,7 @@ pub async fn run(
     let mut reporter = Reporter::new("in", cfg.stats_json);
     let mut ticker = tokio::time::interval(cfg.stats_interval.unwrap_or(Duration::from_secs(3600)));
     ticker.tick().await;
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     let mut failures = 0usize;
 
@@ -228,6 +237,9 @@ pub async fn run(
                     eprintln!("{}", reporter.line(&snap));
                     imp.report_gaps();
                 }
+                _ = housekeeping.tick(), if !imp.gap_since.is_empty() => {
+                    imp.skip_old_gaps().await?;
+                }
             }
         }
     }
@@ -245,7 +257,7 @@ pub async fn run(
 impl Importer {
     /// Imports one batch: classify, write the intent, append, acknowledge.
     async fn import(&mut self, msgs: Vec<jetstream::Message>) -> Result<()> {
-        let c = &self.counters;
+        let c = self.counters.clone();
         c.sent.fetch_add(msgs.len() as u64, Ordering::Relaxed);
         // Next expected seq per source, including this batch's appends.
         let mut next: HashMap<String, u64> = HashMap::new();
@@ -275,34 +287,93 @@ impl Importer {
             match expected {
                 Some(n) if meta.seq < n => dups.push(msg),
                 Some(n) if meta.seq > n => {
-                    self.held
-                        .entry(src)
-                        .or_default()
-                        .insert(meta.seq, Held { meta, msg });
+                    let h = self.held.entry(src.clone()).or_default();
+                    if h.is_empty() {
+                        self.gap_since.insert(src, Instant::now());
+                    }
+                    h.insert(meta.seq, Held { meta, msg });
                 }
                 _ => {
-                    let mut n = meta.seq + 1;
+                    let n = meta.seq + 1;
                     append.push(Held { meta, msg });
-                    // Release what was waiting for this record.
-                    if let Some(h) = self.held.get_mut(&src) {
-                        while let Some(entry) = h.first_entry() {
-                            if *entry.key() < n {
-                                dups.push(entry.remove().msg);
-                            } else if *entry.key() == n {
-                                append.push(entry.remove());
-                                n += 1;
-                            } else {
-                                break;
-                            }
-                        }
-                        if h.is_empty() {
-                            self.held.remove(&src);
-                        }
-                    }
+                    let n = self.release(&src, n, &mut append, &mut dups);
                     next.insert(src, n);
                 }
             }
         }
+        self.append_and_ack(append, dups).await
+    }
+
+    /// Moves the held records of `src` that follow `next` without a hole into `append` (and
+    /// any held one below `next` into `dups`); returns the new next expected seq.
+    fn release(
+        &mut self,
+        src: &str,
+        mut next: u64,
+        append: &mut Vec<Held>,
+        dups: &mut Vec<jetstream::Message>,
+    ) -> u64 {
+        if let Some(h) = self.held.get_mut(src) {
+            while let Some(entry) = h.first_entry() {
+                if *entry.key() < next {
+                    dups.push(entry.remove().msg);
+                } else if *entry.key() == next {
+                    append.push(entry.remove());
+                    next += 1;
+                } else {
+                    break;
+                }
+            }
+            if h.is_empty() {
+                self.held.remove(src);
+                self.gap_since.remove(src);
+            } else {
+                self.gap_since.insert(src.to_string(), Instant::now());
+            }
+        }
+        next
+    }
+
+    /// Gives up on holes older than the gap timeout: the missing records are declared lost,
+    /// counted and logged, and the held records after them are appended.
+    async fn skip_old_gaps(&mut self) -> Result<()> {
+        let Some(timeout) = self.gap_timeout else {
+            return Ok(());
+        };
+        let stale: Vec<String> = self
+            .gap_since
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= timeout)
+            .map(|(src, _)| src.clone())
+            .collect();
+        let mut append = Vec::new();
+        let mut dups = Vec::new();
+        for src in stale {
+            let Some(first) = self.held.get(&src).and_then(|h| h.keys().next().copied()) else {
+                self.gap_since.remove(&src);
+                continue;
+            };
+            let want = self.state.expected(&src).unwrap_or(first);
+            self.counters
+                .gaps
+                .fetch_add(first.saturating_sub(want), Ordering::Relaxed);
+            eprintln!(
+                "chron-bridge in: source {src}: records {want}..{first} did not arrive within the gap timeout ({} s); skipping them (LOST)",
+                timeout.as_secs()
+            );
+            self.release(&src, first, &mut append, &mut dups);
+        }
+        self.append_and_ack(append, dups).await
+    }
+
+    /// Writes the intent, appends `append` in order, records the commit, then acknowledges
+    /// `append` and `dups`.
+    async fn append_and_ack(
+        &mut self,
+        append: Vec<Held>,
+        dups: Vec<jetstream::Message>,
+    ) -> Result<()> {
+        let c = self.counters.clone();
         if !append.is_empty() {
             let sources: Vec<String> = append.iter().map(|h| h.meta.source()).collect();
             let runs = runs_of(

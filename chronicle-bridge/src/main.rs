@@ -163,6 +163,10 @@ struct InArgs {
     /// Largest number of unacknowledged messages handed out.
     #[arg(long, default_value_t = 20_000)]
     max_ack_pending: i64,
+    /// Seconds records held back behind a missing source record wait before the missing ones
+    /// are declared lost and skipped (0: wait for ever, never skip; the default).
+    #[arg(long, default_value_t = 0)]
+    gap_timeout: u64,
     /// Segment size of the queue when it is created, in bytes.
     #[arg(long)]
     segment_size: Option<u64>,
@@ -311,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ack_wait: Duration::from_secs(a.ack_wait.max(1)),
                 max_ack_pending: a.max_ack_pending,
                 create: stream_spec(&a.stream_args, a.subject.as_deref())?,
+                gap_timeout: (a.gap_timeout > 0).then(|| Duration::from_secs(a.gap_timeout)),
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,
             };

@@ -19,6 +19,8 @@ pub struct Counters {
     pub resent: AtomicU64,
     /// Errors (failed publishes, failed acks, malformed messages, consumer errors).
     pub errors: AtomicU64,
+    /// Source records declared lost by the in-bridge's gap timeout (0 unless it is set).
+    pub gaps: AtomicU64,
     /// Connections established (the first one included).
     pub reconnects: AtomicU64,
     /// Connections lost.
@@ -52,6 +54,8 @@ pub struct Snapshot {
     pub resent: u64,
     /// See [`Counters::errors`].
     pub errors: u64,
+    /// See [`Counters::gaps`].
+    pub gaps: u64,
     /// See [`Counters::reconnects`].
     pub reconnects: u64,
     /// See [`Counters::disconnects`].
@@ -104,6 +108,7 @@ impl Reporter {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             resent: c.resent.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            gaps: c.gaps.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
             lag: c.lag.load(Ordering::Relaxed),
@@ -123,7 +128,7 @@ impl Reporter {
             ("imported", "held")
         };
         format!(
-            "chron-bridge {}: {done}={} rate={:.0}/s lag={} {flight}={} position={} sent={} dup={} resent={} errors={} disconnects={}",
+            "chron-bridge {}: {done}={} rate={:.0}/s lag={} {flight}={} position={} sent={} dup={} resent={} errors={} disconnects={}{}",
             s.direction,
             s.done,
             s.rate,
@@ -134,7 +139,12 @@ impl Reporter {
             s.duplicates,
             s.resent,
             s.errors,
-            s.disconnects
+            s.disconnects,
+            if s.gaps > 0 {
+                format!(" LOST={}", s.gaps)
+            } else {
+                String::new()
+            }
         )
     }
 }

@@ -425,3 +425,100 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot read credentials file"), "{err}");
 }
+
+/// Publishes source record `seq` of hostA/feed directly (as an out-bridge would), with an
+/// optional message-id suffix so JetStream does not de-duplicate a deliberate re-send.
+async fn publish_raw(js: &async_nats::jetstream::Context, seq: u64, id_suffix: &str) {
+    let mut h = chronicle_bridge::headers::encode(
+        "hostA",
+        "feed",
+        seq,
+        common::timestamp(seq),
+        common::type_id(seq),
+    );
+    h.insert(
+        chronicle_bridge::headers::MSG_ID,
+        format!("hostA/feed/{seq}{id_suffix}"),
+    );
+    js.publish_with_headers(SUBJECT, h, common::payload(seq).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec![SUBJECT.to_string()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Out of source order (as after a publish lost in a failover and re-sent later), a
+        // re-send outside the de-dup window, and a message that is not a bridged record.
+        for seq in [0, 1, 3, 4] {
+            publish_raw(&js, seq, "").await;
+        }
+        publish_raw(&js, 1, "-resent").await;
+        js.publish(SUBJECT, "not a record".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        publish_raw(&js, 2, "").await;
+        publish_raw(&js, 5, "").await;
+        js
+    });
+    let mut inb = Bridge::new(
+        &in_args(&server.url(), &h.b, &["--gap-timeout", "1"]),
+        h.root.join("in.log"),
+    );
+    inb.start();
+    let no_out = Bridge::new(&[], h.root.join("none.log"));
+    verify_arrival(&h.b, 6, TRANSFER_DEADLINE, &|| {
+        diag(&no_out, &inb, &[&server])
+    });
+
+    // A hole that is never filled: 6 is missing, 7 waits behind it until the gap timeout.
+    rt.block_on(publish_raw(&js, 7, ""));
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while count_records(&h.b) < 7 {
+        assert!(
+            std::time::Instant::now() < end,
+            "record 7 was never released after the gap timeout\n{}",
+            diag(&no_out, &inb, &[&server])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = inb.log_text();
+    assert!(log.contains("not a bridged record"), "{log}");
+    assert!(
+        log.contains("records 6..7 did not arrive") && log.contains("LOST=1"),
+        "{log}"
+    );
+    assert!(log.contains("dup=1"), "the re-send was not counted:\n{log}");
+    assert_eq!(count_records(&h.b), 7);
+    let mut r =
+        chronicle_core::QueueReader::open(&h.b, chronicle_core::ReaderConfig::default()).unwrap();
+    let seqs: Vec<u64> = std::iter::from_fn(|| {
+        r.next()
+            .unwrap()
+            .map(|m| u64::from_le_bytes(m.payload()[..8].try_into().unwrap()))
+    })
+    .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 7]);
+}
