@@ -289,7 +289,13 @@ fn read_ahead(
     stop: Arc<AtomicBool>,
     tx: mpsc::Sender<FromReader>,
 ) {
-    let cfg = ReaderConfig::default().start(StartAt::Seq(from));
+    // Short spin: the bridge is bound by the network, and a long spin takes the CPU the
+    // NATS client and server need on a small machine.
+    let cfg = ReaderConfig {
+        spin_limit: 64,
+        yield_limit: 4,
+        ..ReaderConfig::default().start(StartAt::Seq(from))
+    };
     let mut reader = match QueueReader::open(&queue, cfg) {
         Ok(r) => r,
         Err(e) => {

@@ -1,23 +1,34 @@
 //! The in-bridge's memory of what it imported: per source queue, the next source sequence number
 //! it expects, kept exactly in step with the local queue.
 //!
-//! The state file holds the table as it was *before* the last batch, plus that batch as a
+//! The state holds the table as it was *before* the last batch, plus that batch as a
 //! write-ahead intent: the local sequence number its first record gets and the source records
-//! in append order (as runs of consecutive sequence numbers). The file is replaced (write to a
-//! temporary file, rename) before the batch is appended, never after. On load, the local queue
-//! says how much of the intent happened: `queue.next_seq - first_local_seq` records of it were
-//! appended (the in-bridge is the queue's only writer), so exactly those are applied. A crash at
-//! any point therefore leaves a state that matches the queue:
+//! in append order (as runs of consecutive sequence numbers). The state is written before the
+//! batch is appended, never after. On load, the local queue says how much of the intent
+//! happened: `queue.next_seq - first_local_seq` records of it were appended (the in-bridge is
+//! the queue's only writer), so exactly those are applied. A crash at any point therefore
+//! leaves a state that matches the queue:
 //!
-//! - before the rename: the old file, whose intent the queue shows complete;
-//! - after the rename, before or during the appends: the new intent, applied as far as the queue
-//!   shows records;
+//! - before the state write completes: the previous state, whose intent the queue shows
+//!   complete;
+//! - after it, before or during the appends: the new intent, applied as far as the queue shows
+//!   records;
 //! - after the appends, before the acks: the whole intent is applied; JetStream redelivers the
 //!   unacknowledged messages and they are recognized as already imported.
+//!
+//! ```text
+//! state file: two slots, written alternately with one pwrite each (no rename, no fsync)
+//!   offset 0         slot 0
+//!   offset SLOT_SIZE slot 1
+//! slot: magic "CBS1" u32 LE | generation u64 LE | len u32 LE | crc32c(json) u32 LE | json[len]
+//! ```
+//! Load takes the valid slot (magic, length, CRC) with the highest generation, so a write torn
+//! by a crash falls back to the previous state, which is still correct (the batch it announced
+//! had not started). A rename per batch would cost far more than the batch itself.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +36,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BridgeError, Result};
 
 const VERSION: u32 = 1;
+const MAGIC: u32 = u32::from_le_bytes(*b"CBS1");
+/// Bytes reserved per slot (the file is sparse: only what is written takes room).
+pub const SLOT_SIZE: u64 = 1 << 20;
+const SLOT_HEADER: usize = 20;
 
 /// A run of consecutive source sequence numbers of one source, appended in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +80,8 @@ pub struct Recovered {
 #[derive(Debug)]
 pub struct ImportState {
     path: PathBuf,
-    tmp: PathBuf,
+    file: Option<fs::File>,
+    generation: u64,
     sources: BTreeMap<String, u64>,
 }
 
@@ -73,11 +89,10 @@ impl ImportState {
     /// Loads the state at `path` (empty when the file does not exist) and reconciles its last
     /// intent with the local queue, whose next sequence number is `queue_next_seq`.
     pub fn load(path: &Path, queue_next_seq: u64) -> Result<(ImportState, Recovered)> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
         let mut st = ImportState {
             path: path.to_path_buf(),
-            tmp: PathBuf::from(tmp),
+            file: None,
+            generation: 0,
             sources: BTreeMap::new(),
         };
         let bytes = match fs::read(path) {
@@ -93,8 +108,19 @@ impl ImportState {
                 });
             }
         };
+        let best = [0u64, SLOT_SIZE]
+            .iter()
+            .filter_map(|&off| parse_slot(&bytes, off))
+            .max_by_key(|(generation, _)| *generation);
+        let Some((generation, json)) = best else {
+            return Err(BridgeError::StateCorrupted {
+                path: path.to_path_buf(),
+                what: "no valid slot (wrong magic, length or checksum)".to_string(),
+            });
+        };
+        st.generation = generation;
         let image: FileImage =
-            serde_json::from_slice(&bytes).map_err(|e| BridgeError::StateCorrupted {
+            serde_json::from_slice(json).map_err(|e| BridgeError::StateCorrupted {
                 path: path.to_path_buf(),
                 what: e.to_string(),
             })?;
@@ -151,23 +177,56 @@ impl ImportState {
                 runs: runs.to_vec(),
             }),
         };
-        let bytes = serde_json::to_vec(&image).map_err(|e| BridgeError::StateCorrupted {
+        let json = serde_json::to_vec(&image).map_err(|e| BridgeError::StateCorrupted {
             path: self.path.clone(),
             what: e.to_string(),
         })?;
-        let io = |op: &'static str, source: std::io::Error| BridgeError::State {
-            path: self.tmp.clone(),
-            op,
-            source,
+        if json.len() + SLOT_HEADER > SLOT_SIZE as usize {
+            return Err(BridgeError::StateCorrupted {
+                path: self.path.clone(),
+                what: format!(
+                    "state of {} bytes exceeds a slot ({} sources)",
+                    json.len(),
+                    self.sources.len()
+                ),
+            });
+        }
+        let generation = self.generation + 1;
+        let crc = chronicle_core::crc::crc32c(&json);
+        let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+        let mut buf = Vec::with_capacity(SLOT_HEADER + json.len());
+        buf.extend_from_slice(&MAGIC.to_le_bytes());
+        buf.extend_from_slice(&generation.to_le_bytes());
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf.extend_from_slice(&json);
+        if self.file.is_none() {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .map_err(|source| BridgeError::State {
+                    path: self.path.clone(),
+                    op: "open",
+                    source,
+                })?;
+            self.file = Some(f);
+        }
+        let Some(f) = &self.file else {
+            return Ok(());
         };
-        let mut f = fs::File::create(&self.tmp).map_err(|e| io("create", e))?;
-        f.write_all(&bytes).map_err(|e| io("write", e))?;
-        drop(f);
-        fs::rename(&self.tmp, &self.path).map_err(|source| BridgeError::State {
-            path: self.path.clone(),
-            op: "replace",
-            source,
-        })
+        // Alternate slots: the one not holding the current generation is overwritten.
+        let offset = (generation % 2) * SLOT_SIZE;
+        f.write_all_at(&buf, offset)
+            .map_err(|source| BridgeError::State {
+                path: self.path.clone(),
+                op: "write",
+                source,
+            })?;
+        self.generation = generation;
+        Ok(())
     }
 
     /// Records that all of `runs` (the argument of the last `begin`) were appended.
@@ -188,6 +247,23 @@ impl ImportState {
             }
         }
     }
+}
+
+/// The generation and JSON of the slot at `offset`, if it is whole and valid.
+fn parse_slot(bytes: &[u8], offset: u64) -> Option<(u64, &[u8])> {
+    let start = usize::try_from(offset).ok()?;
+    let head = bytes.get(start..start.checked_add(SLOT_HEADER)?)?;
+    let word = |r: std::ops::Range<usize>| head.get(r);
+    let magic = u32::from_le_bytes(word(0..4)?.try_into().ok()?);
+    let generation = u64::from_le_bytes(word(4..12)?.try_into().ok()?);
+    let len = u32::from_le_bytes(word(12..16)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(word(16..20)?.try_into().ok()?);
+    if magic != MAGIC || len + SLOT_HEADER > SLOT_SIZE as usize {
+        return None;
+    }
+    let body = start + SLOT_HEADER;
+    let json = bytes.get(body..body.checked_add(len)?)?;
+    (chronicle_core::crc::crc32c(json) == crc).then_some((generation, json))
 }
 
 /// Groups `(source, seq)` pairs, in append order, into runs.
@@ -264,5 +340,32 @@ mod tests {
             ImportState::load(&path, 0),
             Err(BridgeError::StateCorrupted { .. })
         ));
+    }
+
+    #[test]
+    fn a_torn_newest_slot_falls_back_to_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut st, _) = ImportState::load(&path, 0).unwrap();
+        let r1 = runs_of([("h/q", 0), ("h/q", 1)]);
+        st.begin(0, &r1).unwrap(); // generation 1, slot 1
+        st.commit(&r1);
+        let r2 = runs_of([("h/q", 2)]);
+        st.begin(2, &r2).unwrap(); // generation 2, slot 0
+        let (ok, _) = ImportState::load(&path, 3).unwrap();
+        assert_eq!(ok.expected("h/q"), Some(3));
+        // Tear the newest slot (slot 0): a crash in the middle of its write.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[SLOT_HEADER + 3] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        // The batch it announced never started: the queue holds 2 records.
+        let (back, rec) = ImportState::load(&path, 2).unwrap();
+        assert_eq!(back.expected("h/q"), Some(2));
+        assert_eq!(rec.applied, 2);
+        // Writing continues from the surviving generation.
+        let (mut again, _) = ImportState::load(&path, 2).unwrap();
+        again.begin(2, &r2).unwrap();
+        let (last, _) = ImportState::load(&path, 3).unwrap();
+        assert_eq!(last.expected("h/q"), Some(3));
     }
 }
