@@ -391,7 +391,7 @@ impl Importer {
             self.state.commit(&runs);
             c.done.fetch_add(append.len() as u64, Ordering::Relaxed);
             if let Some(last) = append.last() {
-                c.position.store(last.meta.seq, Ordering::Relaxed);
+                c.position.store(last.meta.seq + 1, Ordering::Relaxed);
             }
         }
         c.duplicates.fetch_add(dups.len() as u64, Ordering::Relaxed);

@@ -31,7 +31,8 @@ pub struct Counters {
     /// Gauge: publishes awaiting acknowledgement (out), or messages held back waiting for an
     /// earlier source record (in).
     pub in_flight: AtomicU64,
-    /// Gauge: next source sequence number committed (out) or the last one imported (in).
+    /// Gauge: the next source sequence number: after the last acknowledged record (out), after
+    /// the last imported record of the most recent source (in).
     pub position: AtomicU64,
 }
 
