@@ -130,6 +130,8 @@ fn diag(out: &Bridge, inb: &Bridge, servers: &[&NatsServer]) -> String {
 fn finish(out: &mut Bridge, inb: &mut Bridge, b: &Path, n: u64, servers: &[&NatsServer]) {
     let st_out = out.terminate();
     let st_in = inb.terminate();
+    // Shown with --nocapture: what the bridges went through.
+    eprintln!("{}", diag(out, inb, &[]));
     let got = count_records(b);
     assert_eq!(
         got,
@@ -154,7 +156,10 @@ fn transfers_records_byte_identical_in_order() {
     // Half the records exist before the bridges start, half are written while they run.
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
-    let mut out = Bridge::new(&out_args(&server.url(), &h.a, &[]), h.root.join("out.log"));
+    let mut out = Bridge::new(
+        &out_args(&server.url(), &h.a, &["--exit-at-end"]),
+        h.root.join("out.log"),
+    );
     let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
     out.start();
     inb.start();
@@ -164,8 +169,25 @@ fn transfers_records_byte_identical_in_order() {
     });
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
     writer.join().unwrap();
-    finish(&mut out, &mut inb, &h.b, n, &[&server]);
-    eprintln!("out-bridge:\n{}", common::tail(&out.log, 3));
+    // The writer closed and everything is acknowledged: --exit-at-end stops the out-bridge.
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "out-bridge with --exit-at-end: {st:?}\n{}",
+        diag(&out, &inb, &[&server])
+    );
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    assert_eq!(count_records(&h.b), n);
+    // A restarted out-bridge resumes after the last acknowledged record: nothing to send.
+    out.start();
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "restarted out-bridge: {st:?}"
+    );
+    let log = out.log_text();
+    assert!(log.contains(&format!("from seq {n} ")), "{log}");
 }
 
 #[test]
