@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chronicle_core::QueueWriter;
 use common::{
-    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, free_port, nats_server_bin,
+    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
     run_bridge, verify_arrival, write_records, writer_config,
 };
 
@@ -416,7 +416,8 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     assert_ne!(code, 0);
     assert!(err.contains("invalid NATS server URL"), "{err}");
 
-    let dead = format!("nats://127.0.0.1:{}", free_port());
+    // Port 1: nothing listens there (a "free" port could be taken by a parallel test's server).
+    let dead = "nats://127.0.0.1:1".to_string();
     let (code, err) = run(&out(&dead, &[]), &[]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot connect to NATS"), "{err}");

@@ -161,6 +161,12 @@ impl NatsServer {
     /// Starts the process (same port, same store) and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none());
+        // This start is ready when its own log says so (a port taken by someone else would
+        // also accept connections).
+        let ready_before = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Server is ready")
+            .count();
         let log = File::options()
             .create(true)
             .append(true)
@@ -174,7 +180,21 @@ impl NatsServer {
             .unwrap();
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let ready = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("Server is ready")
+                .count()
+                > ready_before
+        };
+        while !ready(&self.log) || TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "nats-server {} exited ({st}) on start; log:\n{}",
+                    self.name,
+                    tail(&self.log, 40)
+                );
+            }
             assert!(
                 Instant::now() < end,
                 "nats-server {} did not listen on {} within 30 s; log:\n{}",
@@ -232,6 +252,12 @@ impl Bridge {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
+        // This start is ready when its own log says so (a port taken by someone else would
+        // also accept connections).
+        let ready_before = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Server is ready")
+            .count();
         let log = File::options()
             .create(true)
             .append(true)
