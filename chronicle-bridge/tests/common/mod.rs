@@ -252,12 +252,6 @@ impl Bridge {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none());
-        // This start is ready when its own log says so (a port taken by someone else would
-        // also accept connections).
-        let ready_before = std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches("Server is ready")
-            .count();
         let log = File::options()
             .create(true)
             .append(true)
