@@ -160,7 +160,10 @@ fn transfers_records_byte_identical_in_order() {
         &out_args(&server.url(), &h.a, &["--exit-at-end"]),
         h.root.join("out.log"),
     );
-    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    let mut inb = Bridge::new(
+        &in_args(&server.url(), &h.b, &["--stats-json"]),
+        h.root.join("in.log"),
+    );
     out.start();
     inb.start();
     let writer = std::thread::spawn(move || {
@@ -179,6 +182,18 @@ fn transfers_records_byte_identical_in_order() {
     let st = inb.terminate();
     assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
     assert_eq!(count_records(&h.b), n);
+    // The in-bridge's last JSON stats line accounts for every record.
+    let log = inb.log_text();
+    let last: serde_json::Value = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
+    assert_eq!(last["direction"], "in", "{last}");
+    assert_eq!(last["done"], n, "{last}");
+    assert_eq!(last["position"], n, "{last}");
+    assert_eq!(last["lag"], 0, "{last}");
     // A restarted out-bridge resumes after the last acknowledged record: nothing to send.
     out.start();
     let st = out.wait_exit(Duration::from_secs(60));
