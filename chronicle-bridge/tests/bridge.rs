@@ -186,8 +186,8 @@ fn transfers_records_byte_identical_in_order() {
     let log = inb.log_text();
     let last: serde_json::Value = log
         .lines()
-        .filter(|l| l.starts_with('{'))
-        .last()
+        .rev()
+        .find(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap())
         .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
     assert_eq!(last["direction"], "in", "{last}");
