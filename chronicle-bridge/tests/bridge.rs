@@ -462,6 +462,20 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("cannot read credentials file"), "{err}");
+    drop(server);
+
+    // Token authentication, from NATS_TOKEN.
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::single(&bin, dir.path(), &["--auth", "t0ken"]);
+    let (code, err) = run(&out(&server.url(), &[]), &[("NATS_TOKEN", "wrong")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("refused the credentials"), "{err}");
+    // Right token: connects, creates the stream, publishes the (empty, closed) queue and exits.
+    let (code, err) = run(
+        &out(&server.url(), &["--create-stream", "--exit-at-end"]),
+        &[("NATS_TOKEN", "t0ken")],
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 /// Publishes source record `seq` of hostA/feed directly (as an out-bridge would), with an
