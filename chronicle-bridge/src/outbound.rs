@@ -129,6 +129,9 @@ pub async fn run(
     let mut reporter = Reporter::new("out", cfg.stats_json);
     let mut ticker = tokio::time::interval(cfg.stats_interval.unwrap_or(Duration::from_secs(3600)));
     ticker.tick().await;
+    // The cursor's heartbeat keeps it counted by retention while nothing is acknowledged
+    // (server away): the source queue keeps the records not yet stored remotely.
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     let mut failures: usize = 0;
     let mut at_end = false;
     let mut result = Ok(());
@@ -189,6 +192,7 @@ pub async fn run(
                     break;
                 }
             },
+            _ = heartbeat.tick() => cursor.heartbeat(),
             _ = ticker.tick(), if cfg.stats_interval.is_some() => {
                 let tail = cursor.tail().next_seq;
                 counters.lag.store(tail.saturating_sub(cursor.next_seq()), Ordering::Relaxed);
