@@ -1,0 +1,321 @@
+//! Throughput and added end-to-end latency of the NATS bridge over loopback.
+//!
+//! Starts a local `nats-server -js` (temporary store), runs an out-bridge and an in-bridge in
+//! this process (the library, the same code as `chron-bridge`), and measures, per payload size:
+//!
+//! - throughput: N records already in queue A, time until all of them are in queue B;
+//! - latency: records appended to A at a paced rate; for each one arriving in B, the time since
+//!   it was appended (both ends read CLOCK_REALTIME on one host); percentiles from hdrhistogram.
+//!
+//! ```text
+//! cargo run --release -p chronicle-bridge --example bridge_bench -- \
+//!     [--records 200000] [--rate 10000] [--seconds 5] [--sizes 64,1024] [--window 256]
+//! ```
+//! `NATS_SERVER` overrides the nats-server binary (default /usr/sbin/nats-server).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronicle_bridge::connect::{NatsConfig, StreamSpec};
+use chronicle_bridge::inbound::{self, InConfig};
+use chronicle_bridge::outbound::{self, OutConfig};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
+use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
+
+struct Args {
+    records: u64,
+    rate: u64,
+    seconds: u64,
+    sizes: Vec<usize>,
+    window: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        records: 200_000,
+        rate: 10_000,
+        seconds: 5,
+        sizes: vec![64, 1024],
+        window: 256,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = v.iter();
+    while let Some(k) = it.next() {
+        let val = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--records" => a.records = val.parse().unwrap(),
+            "--rate" => a.rate = val.parse().unwrap(),
+            "--seconds" => a.seconds = val.parse().unwrap(),
+            "--window" => a.window = val.parse().unwrap(),
+            "--sizes" => a.sizes = val.split(',').map(|s| s.parse().unwrap()).collect(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    a
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(dir: &Path) -> (Server, String) {
+    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&bin)
+        .args(["-js", "-sd"])
+        .arg(dir.join("js"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Server(child), format!("nats://127.0.0.1:{port}"))
+}
+
+/// Runs both bridges on their own threads; dropping the returned senders stops them.
+fn start_bridges(
+    url: &str,
+    a: &Path,
+    b: &Path,
+    stream: &str,
+    window: usize,
+) -> Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
+    let subject = format!("bench.{stream}");
+    let spec = StreamSpec {
+        subjects: vec![subject.clone()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Limits,
+        replicas: 1,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        max_age: Duration::ZERO,
+        max_bytes: -1,
+    };
+    let out = OutConfig {
+        queue: a.to_path_buf(),
+        reader: "bench".into(),
+        start: StartAt::Earliest,
+        stream: stream.into(),
+        subject: subject.clone(),
+        host: "bench".into(),
+        source_name: "a".into(),
+        window,
+        create: Some(spec.clone()),
+        stats_interval: std::env::var("BENCH_STATS")
+            .ok()
+            .map(|_| Duration::from_secs(1)),
+        stats_json: false,
+        exit_at_end: false,
+    };
+    let inc = InConfig {
+        stream: stream.into(),
+        consumer: "bench".into(),
+        filter_subject: Some(subject),
+        queue: b.to_path_buf(),
+        writer: WriterConfig::default(),
+        state: InConfig::default_state_path(b),
+        batch: 256,
+        ack_wait: Duration::from_secs(5),
+        max_ack_pending: 20_000,
+        create: Some(spec),
+        gap_timeout: None,
+        stats_interval: std::env::var("BENCH_STATS")
+            .ok()
+            .map(|_| Duration::from_secs(1)),
+        stats_json: false,
+    };
+    let nats = NatsConfig::from_env(url);
+    let mut handles = Vec::new();
+    let (tx, rx) = oneshot::channel::<()>();
+    let n2 = nats.clone();
+    handles.push((
+        tx,
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(inbound::run(inc, n2, async {
+                let _ = rx.await;
+            }))
+            .unwrap();
+        }),
+    ));
+    let (tx, rx) = oneshot::channel::<()>();
+    handles.push((
+        tx,
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(outbound::run(out, nats, async {
+                let _ = rx.await;
+            }))
+            .unwrap();
+        }),
+    ));
+    handles
+}
+
+fn stop(handles: Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>) {
+    for (tx, h) in handles {
+        let _ = tx.send(());
+        h.join().unwrap();
+    }
+}
+
+fn open_reader(q: &Path) -> QueueReader {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cfg = ReaderConfig {
+            spin_limit: 64,
+            yield_limit: 4,
+            ..ReaderConfig::default()
+        };
+        match QueueReader::open(q, cfg) {
+            Ok(r) => return r,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("cannot open {}: {e}", q.display()),
+        }
+    }
+}
+
+fn throughput(url: &str, dir: &Path, size: usize, n: u64, window: usize) -> f64 {
+    let a = dir.join(format!("tp-a-{size}"));
+    let b = dir.join(format!("tp-b-{size}"));
+    let mut w = QueueWriter::open(&a, WriterConfig::default()).unwrap();
+    let payload = vec![0xA5u8; size];
+    for i in 0..n {
+        w.append((i % 7) as u32, &payload).unwrap();
+    }
+    let t0 = Instant::now();
+    let h = start_bridges(url, &a, &b, &format!("TP{size}"), window);
+    let mut r = open_reader(&b);
+    let mut got = 0;
+    while got < n {
+        match r.next().unwrap() {
+            Some(_) => got += 1,
+            None => {
+                let _ = r.wait(Duration::from_millis(100)).unwrap();
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    stop(h);
+    w.close().unwrap();
+    n as f64 / secs
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn latency(
+    url: &str,
+    dir: &Path,
+    size: usize,
+    rate: u64,
+    seconds: u64,
+    window: usize,
+) -> Histogram<u64> {
+    let a = dir.join(format!("lat-a-{size}"));
+    let b = dir.join(format!("lat-b-{size}"));
+    let mut w = QueueWriter::open(&a, WriterConfig::default()).unwrap();
+    let h = start_bridges(url, &a, &b, &format!("LAT{size}"), window);
+    // Warm up: the first record also creates B.
+    w.append(0, &vec![0u8; size]).unwrap();
+    let mut r = open_reader(&b);
+    r.seek(StartAt::Latest).unwrap();
+    let n = rate * seconds;
+    let writer = std::thread::spawn(move || {
+        let payload = vec![0x5Au8; size];
+        let t0 = Instant::now();
+        for i in 0..n {
+            let due = Duration::from_nanos(i * 1_000_000_000 / rate);
+            // Sleep-paced (a spinning writer would take a core from the bridges); each
+            // record's timestamp is taken at append, so pacing jitter does not bias latency.
+            if let Some(d) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(d);
+            }
+            w.append(1, &payload).unwrap();
+        }
+        w
+    });
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut got = 0;
+    let warmup = rate / 10;
+    while got < n {
+        match r.next().unwrap() {
+            Some(m) => {
+                if m.type_id() == 1 {
+                    got += 1;
+                    if got > warmup {
+                        let _ = hist.record(now_ns().saturating_sub(m.timestamp_ns()).max(1));
+                    }
+                }
+            }
+            None => {
+                let _ = r.wait(Duration::from_millis(100)).unwrap();
+            }
+        }
+    }
+    let w = writer.join().unwrap();
+    stop(h);
+    w.close().unwrap();
+    hist
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.0} µs", ns as f64 / 1000.0)
+}
+
+fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().to_path_buf();
+    let (_server, url) = start_server(&root);
+    println!(
+        "NATS bridge over loopback: out-bridge -> nats-server (JetStream, file storage, R1) -> in-bridge; window {}",
+        a.window
+    );
+    println!(
+        "| payload | throughput (msgs/s) | MB/s | latency p50 | p90 | p99 | p99.9 | max | paced rate |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &size in &a.sizes {
+        let tp = throughput(&url, &root, size, a.records, a.window);
+        let h = latency(&url, &root, size, a.rate, a.seconds, a.window);
+        println!(
+            "| {size} B | {:.0} | {:.1} | {} | {} | {} | {} | {} | {}/s |",
+            tp,
+            tp * size as f64 / 1e6,
+            us(h.value_at_quantile(0.50)),
+            us(h.value_at_quantile(0.90)),
+            us(h.value_at_quantile(0.99)),
+            us(h.value_at_quantile(0.999)),
+            us(h.max()),
+            a.rate
+        );
+    }
+}

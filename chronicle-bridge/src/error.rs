@@ -1,0 +1,182 @@
+//! Errors of the bridge.
+//!
+//! One enum for the crate. Every variant says what it is about (URL, stream, file, queue), so the
+//! message alone tells an operator what to fix.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can stop a bridge.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The server URL list could not be parsed.
+    InvalidUrl {
+        /// The offending URL.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No server in the list could be reached.
+    Connect {
+        /// The URL list.
+        url: String,
+        /// What the client reported.
+        detail: String,
+    },
+    /// The server refused the credentials.
+    AuthFailed {
+        /// The URL list.
+        url: String,
+        /// What the client reported.
+        detail: String,
+    },
+    /// The credentials file could not be read.
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The stream does not exist and `--create-stream` was not given.
+    StreamNotFound {
+        /// The stream name.
+        stream: String,
+    },
+    /// The server does not have JetStream enabled (or the account has no JetStream access).
+    JetStreamUnavailable {
+        /// What the client reported.
+        detail: String,
+    },
+    /// A JetStream API call about a stream or consumer failed.
+    JetStream {
+        /// What was being done ("create stream S", "create consumer C", ...).
+        op: String,
+        /// What the server or client reported.
+        detail: String,
+    },
+    /// A local queue operation failed.
+    Queue {
+        /// The queue directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The queue engine's error.
+        source: chronicle_core::Error,
+    },
+    /// The in-bridge state file could not be read or written.
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The in-bridge state file holds something this build cannot use.
+    StateCorrupted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The local queue and the state file disagree in a way that cannot be reconciled.
+    StateMismatch {
+        /// The queue directory.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A configuration value is out of range or inconsistent.
+    InvalidConfig {
+        /// Which setting and why.
+        what: String,
+    },
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::InvalidUrl { url, reason } => {
+                write!(f, "invalid NATS server URL {url:?}: {reason}")
+            }
+            BridgeError::Connect { url, detail } => {
+                write!(f, "cannot connect to NATS at {url}: {detail}")
+            }
+            BridgeError::AuthFailed { url, detail } => write!(
+                f,
+                "NATS at {url} refused the credentials ({detail}); check --creds, NATS_USER/NATS_PASSWORD or NATS_TOKEN"
+            ),
+            BridgeError::Credentials { path, source } => {
+                write!(
+                    f,
+                    "cannot read credentials file {}: {source}",
+                    path.display()
+                )
+            }
+            BridgeError::StreamNotFound { stream } => write!(
+                f,
+                "JetStream stream {stream:?} does not exist (create it, or pass --create-stream)"
+            ),
+            BridgeError::JetStreamUnavailable { detail } => write!(
+                f,
+                "JetStream is not available on this server or account ({detail}); start nats-server with -js"
+            ),
+            BridgeError::JetStream { op, detail } => write!(f, "{op}: {detail}"),
+            BridgeError::Queue { path, op, source } => {
+                write!(f, "{op} queue {}: {source}", path.display())
+            }
+            BridgeError::State { path, op, source } => {
+                write!(f, "{op} state file {}: {source}", path.display())
+            }
+            BridgeError::StateCorrupted { path, what } => {
+                write!(f, "state file {} is unusable: {what}", path.display())
+            }
+            BridgeError::StateMismatch { path, what } => {
+                write!(
+                    f,
+                    "queue {} does not match its bridge state: {what}",
+                    path.display()
+                )
+            }
+            BridgeError::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BridgeError::Credentials { source, .. } | BridgeError::State { source, .. } => {
+                Some(source)
+            }
+            BridgeError::Queue { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl BridgeError {
+    pub(crate) fn queue(
+        path: impl Into<PathBuf>,
+        op: &'static str,
+        source: chronicle_core::Error,
+    ) -> Self {
+        BridgeError::Queue {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+
+    pub(crate) fn js(op: impl Into<String>, detail: impl fmt::Display) -> Self {
+        BridgeError::JetStream {
+            op: op.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Result alias for the crate.
+pub type Result<T, E = BridgeError> = std::result::Result<T, E>;

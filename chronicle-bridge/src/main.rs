@@ -1,0 +1,347 @@
+//! chron-bridge: carries chronicle queues between hosts through NATS JetStream.
+//!
+//! ```text
+//! chron-bridge out --queue Q --stream S --subject SUBJ [--create-stream]
+//! chron-bridge in  --stream S --consumer C --queue Q [--subject SUBJ]
+//! ```
+//! Credentials come from `--creds FILE` or the environment (`NATS_USER`/`NATS_PASSWORD`,
+//! `NATS_TOKEN`), never from the command line itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::stream::{RetentionPolicy, StorageType};
+use chronicle_bridge::connect::{NatsConfig, StreamSpec};
+use chronicle_bridge::inbound::{self, InConfig};
+use chronicle_bridge::outbound::{self, OutConfig};
+use chronicle_core::{StartAt, WriterConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chron-bridge",
+    version,
+    about = "Bridge chronicle queues across hosts through NATS JetStream"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Publish a local queue to a JetStream stream (tails it with a named reader).
+    Out(OutArgs),
+    /// Import a JetStream stream into a local queue (durable pull consumer).
+    In(InArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// NATS server URLs, comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Credentials file (JWT and nkey seed). Otherwise NATS_USER/NATS_PASSWORD or NATS_TOKEN
+    /// from the environment are used, if set.
+    #[arg(long, value_name = "FILE")]
+    creds: Option<PathBuf>,
+    /// Seconds between stats lines on stderr (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    stats_interval: f64,
+    /// Print stats as JSON objects, one per line.
+    #[arg(long)]
+    stats_json: bool,
+    /// Longest delay between reconnect attempts, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    reconnect_max_ms: u64,
+    /// Timeout of JetStream requests and publish acknowledgements, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct StreamArgs {
+    /// Create the stream if it does not exist (capturing --subject).
+    #[arg(long)]
+    create_stream: bool,
+    /// Retention of a created stream.
+    #[arg(long, value_enum, default_value_t = Retention::Limits)]
+    retention: Retention,
+    /// Replicas of a created stream (3 or 5 in a cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Storage of a created stream.
+    #[arg(long, value_enum, default_value_t = Storage::File)]
+    storage: Storage,
+    /// De-duplication window of a created stream, in seconds.
+    #[arg(long, default_value_t = 120)]
+    duplicate_window: u64,
+    /// Maximum age of messages in a created stream, in seconds (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_age: u64,
+    /// Maximum size of a created stream, in bytes (-1: unlimited).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    max_bytes: i64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Retention {
+    Limits,
+    Interest,
+    Workqueue,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Storage {
+    File,
+    Memory,
+}
+
+#[derive(Args, Debug)]
+struct OutArgs {
+    /// The local queue to publish.
+    #[arg(long)]
+    queue: PathBuf,
+    /// JetStream stream.
+    #[arg(long)]
+    stream: String,
+    /// Subject to publish to.
+    #[arg(long)]
+    subject: String,
+    /// Name of the durable reader holding the position.
+    #[arg(long, default_value = "bridge-out")]
+    reader: String,
+    /// Where a reader without a persisted position starts: earliest, latest, or a sequence
+    /// number.
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// This host's id in headers and message ids (default: the hostname).
+    #[arg(long)]
+    host_id: Option<String>,
+    /// The queue's name on the wire (default: the queue directory's name).
+    #[arg(long)]
+    source_name: Option<String>,
+    /// Largest number of unacknowledged publishes (1-4096).
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Exit once the queue's writer is gone and every record is acknowledged.
+    #[arg(long)]
+    exit_at_end: bool,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    stream_args: StreamArgs,
+}
+
+#[derive(Args, Debug)]
+struct InArgs {
+    /// JetStream stream.
+    #[arg(long)]
+    stream: String,
+    /// Durable consumer name.
+    #[arg(long)]
+    consumer: String,
+    /// The local queue to append to (created if missing).
+    #[arg(long)]
+    queue: PathBuf,
+    /// Only import messages on this subject (also the subject of a created stream).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Import state file (default: <queue>.bridge-in.state).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Largest batch of messages per state write and pull.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Seconds JetStream waits for an acknowledgement before redelivering. Messages handed to
+    /// an in-bridge that died are redelivered only after this; later ones are held back until
+    /// then, so a short wait keeps the pause after a crash short (redeliveries are harmless).
+    #[arg(long, default_value_t = 5)]
+    ack_wait: u64,
+    /// Largest number of unacknowledged messages handed out.
+    #[arg(long, default_value_t = 20_000)]
+    max_ack_pending: i64,
+    /// Seconds records held back behind a missing source record wait before the missing ones
+    /// are declared lost and skipped (0: wait for ever, never skip; the default).
+    #[arg(long, default_value_t = 0)]
+    gap_timeout: u64,
+    /// Segment size of the queue when it is created, in bytes.
+    #[arg(long)]
+    segment_size: Option<u64>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    stream_args: StreamArgs,
+}
+
+fn nats_config(c: &Common) -> anyhow::Result<NatsConfig> {
+    let mut cfg = NatsConfig::from_env(c.url.clone());
+    cfg.creds = c.creds.clone();
+    cfg.max_reconnect_delay = Duration::from_millis(c.reconnect_max_ms.max(1));
+    cfg.request_timeout = Duration::from_millis(c.timeout_ms.max(1));
+    Ok(cfg)
+}
+
+fn stats_interval(c: &Common) -> anyhow::Result<Option<Duration>> {
+    if !c.stats_interval.is_finite() || c.stats_interval < 0.0 {
+        bail!("--stats-interval must be a non-negative number of seconds");
+    }
+    Ok((c.stats_interval > 0.0).then(|| Duration::from_secs_f64(c.stats_interval)))
+}
+
+fn stream_spec(s: &StreamArgs, subject: Option<&str>) -> anyhow::Result<Option<StreamSpec>> {
+    if !s.create_stream {
+        return Ok(None);
+    }
+    let Some(subject) = subject else {
+        bail!("--create-stream needs --subject (the subject the stream captures)");
+    };
+    if s.replicas == 0 || s.replicas > 5 {
+        bail!("--replicas must be between 1 and 5");
+    }
+    Ok(Some(StreamSpec {
+        subjects: vec![subject.to_string()],
+        retention: match s.retention {
+            Retention::Limits => RetentionPolicy::Limits,
+            Retention::Interest => RetentionPolicy::Interest,
+            Retention::Workqueue => RetentionPolicy::WorkQueue,
+        },
+        replicas: s.replicas,
+        storage: match s.storage {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        },
+        duplicate_window: Duration::from_secs(s.duplicate_window),
+        max_age: Duration::from_secs(s.max_age),
+        max_bytes: s.max_bytes,
+    }))
+}
+
+/// A name that goes into `<host>/<queue>/<seq>` message ids: no '/', no whitespace.
+fn check_wire_name(what: &str, v: &str) -> anyhow::Result<()> {
+    if v.is_empty() || v.len() > 128 || v.chars().any(|c| c == '/' || c.is_whitespace()) {
+        bail!("{what} {v:?} must be 1-128 characters without '/' or whitespace");
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn parse_from(s: &str) -> anyhow::Result<StartAt> {
+    Ok(match s {
+        "earliest" | "start" => StartAt::Earliest,
+        "latest" | "end" => StartAt::Latest,
+        n => StartAt::Seq(
+            n.parse()
+                .with_context(|| format!("--from {n:?}: expected earliest, latest or a number"))?,
+        ),
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Out(a) => {
+            let host = a.host_id.clone().unwrap_or_else(hostname);
+            check_wire_name("--host-id", &host)?;
+            let source_name = match &a.source_name {
+                Some(s) => s.clone(),
+                None => a
+                    .queue
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .context("--queue has no directory name; pass --source-name")?,
+            };
+            check_wire_name("--source-name", &source_name)?;
+            if a.window == 0 || a.window > 4096 {
+                bail!("--window must be between 1 and 4096");
+            }
+            let cfg = OutConfig {
+                queue: a.queue.clone(),
+                reader: a.reader.clone(),
+                start: parse_from(&a.from)?,
+                stream: a.stream.clone(),
+                subject: a.subject.clone(),
+                host,
+                source_name,
+                window: a.window,
+                create: stream_spec(&a.stream_args, Some(&a.subject))?,
+                stats_interval: stats_interval(&a.common)?,
+                stats_json: a.common.stats_json,
+                exit_at_end: a.exit_at_end,
+            };
+            outbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+        }
+        Cmd::In(a) => {
+            let mut writer = WriterConfig::default();
+            if let Some(s) = a.segment_size {
+                writer.segment_size = s;
+            }
+            let cfg = InConfig {
+                stream: a.stream.clone(),
+                consumer: a.consumer.clone(),
+                filter_subject: a.subject.clone(),
+                queue: a.queue.clone(),
+                writer,
+                state: a
+                    .state
+                    .clone()
+                    .unwrap_or_else(|| InConfig::default_state_path(&a.queue)),
+                batch: a.batch,
+                ack_wait: Duration::from_secs(a.ack_wait.max(1)),
+                max_ack_pending: a.max_ack_pending,
+                create: stream_spec(&a.stream_args, a.subject.as_deref())?,
+                gap_timeout: (a.gap_timeout > 0).then(|| Duration::from_secs(a.gap_timeout)),
+                stats_interval: stats_interval(&a.common)?,
+                stats_json: a.common.stats_json,
+            };
+            inbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chron-bridge: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chron-bridge: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

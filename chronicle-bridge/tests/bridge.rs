@@ -1,0 +1,576 @@
+//! End-to-end tests of `chron-bridge` against real `nats-server` processes: two queue
+//! directories stand for two hosts; records go out of host A's queue through JetStream into
+//! host B's queue. Bridges are real processes, SIGKILLed and restarted; servers are restarted
+//! and cluster nodes killed mid-stream. Every test checks that B ends up holding exactly A's
+//! records, byte for byte, in order, with their type ids and timestamps.
+//!
+//! Sizes: `CHRONICLE_BRIDGE_RECORDS` (default 100000) for the plain transfer,
+//! `CHRONICLE_BRIDGE_FAULT_RECORDS` (default 20000) for the fault tests,
+//! `CHRONICLE_BRIDGE_KILLS` (default 6) kills per bridge in the SIGKILL test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chronicle_core::QueueWriter;
+use common::{
+    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
+    run_bridge, verify_arrival, write_records, writer_config,
+};
+
+const STREAM: &str = "CHRON";
+const SUBJECT: &str = "chron.hostA.feed";
+
+fn out_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "out",
+        "--url",
+        url,
+        "--queue",
+        &queue.display().to_string(),
+        "--stream",
+        STREAM,
+        "--subject",
+        SUBJECT,
+        "--host-id",
+        "hostA",
+        "--create-stream",
+        "--stats-interval",
+        "1",
+        "--reconnect-max-ms",
+        "500",
+        "--timeout-ms",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn in_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "in",
+        "--url",
+        url,
+        "--stream",
+        STREAM,
+        "--consumer",
+        "hostB",
+        "--subject",
+        SUBJECT,
+        "--queue",
+        &queue.display().to_string(),
+        "--segment-size",
+        &common::SEGMENT.to_string(),
+        "--create-stream",
+        "--stats-interval",
+        "1",
+        "--reconnect-max-ms",
+        "500",
+        "--timeout-ms",
+        "2000",
+        "--ack-wait",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+struct Hosts {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+fn hosts() -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let a = root.join("hostA").join("feed");
+    let b = root.join("hostB").join("feed");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    Hosts {
+        _dir: dir,
+        root,
+        a,
+        b,
+    }
+}
+
+fn diag(out: &Bridge, inb: &Bridge, servers: &[&NatsServer]) -> String {
+    let mut s = format!(
+        "--- out-bridge log (tail)\n{}\n--- in-bridge log (tail)\n{}",
+        common::tail(&out.log, 40),
+        common::tail(&inb.log, 40)
+    );
+    for srv in servers {
+        s.push_str(&format!(
+            "\n--- nats-server {} log (tail)\n{}",
+            srv.name,
+            srv.log_tail()
+        ));
+    }
+    s
+}
+
+/// Stops both bridges cleanly and checks that B holds exactly `n` records.
+fn finish(out: &mut Bridge, inb: &mut Bridge, b: &Path, n: u64, servers: &[&NatsServer]) {
+    let st_out = out.terminate();
+    let st_in = inb.terminate();
+    // Shown with --nocapture: what the bridges went through.
+    eprintln!("{}", diag(out, inb, &[]));
+    let got = count_records(b);
+    assert_eq!(
+        got,
+        n,
+        "B holds {got} records, expected exactly {n}\n{}",
+        diag(out, inb, servers)
+    );
+    assert!(
+        st_out.is_some_and(|s| s.success()) && st_in.is_some_and(|s| s.success()),
+        "bridges did not exit cleanly on SIGTERM: out {st_out:?}, in {st_in:?}\n{}",
+        diag(out, inb, servers)
+    );
+}
+
+#[test]
+fn transfers_records_byte_identical_in_order() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let n = env_u64("CHRONICLE_BRIDGE_RECORDS", 100_000);
+
+    // Half the records exist before the bridges start, half are written while they run.
+    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    write_records(&mut w, 0, n / 2, 0);
+    let mut out = Bridge::new(
+        &out_args(&server.url(), &h.a, &["--exit-at-end"]),
+        h.root.join("out.log"),
+    );
+    let mut inb = Bridge::new(
+        &in_args(&server.url(), &h.b, &["--stats-json"]),
+        h.root.join("in.log"),
+    );
+    out.start();
+    inb.start();
+    let writer = std::thread::spawn(move || {
+        write_records(&mut w, n / 2, n, 50);
+        w.close().unwrap();
+    });
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
+    writer.join().unwrap();
+    // The writer closed and everything is acknowledged: --exit-at-end stops the out-bridge.
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "out-bridge with --exit-at-end: {st:?}\n{}",
+        diag(&out, &inb, &[&server])
+    );
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    assert_eq!(count_records(&h.b), n);
+    // The in-bridge's last JSON stats line accounts for every record.
+    let log = inb.log_text();
+    let last: serde_json::Value = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
+    assert_eq!(last["direction"], "in", "{last}");
+    assert_eq!(last["done"], n, "{last}");
+    assert_eq!(last["position"], n, "{last}");
+    assert_eq!(last["lag"], 0, "{last}");
+    // A restarted out-bridge resumes after the last acknowledged record: nothing to send.
+    out.start();
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "restarted out-bridge: {st:?}"
+    );
+    let log = out.log_text();
+    assert!(log.contains(&format!("from seq {n} ")), "{log}");
+}
+
+#[test]
+fn sigkilled_bridges_restart_without_loss_or_duplicates() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
+    let kills = env_u64("CHRONICLE_BRIDGE_KILLS", 6);
+    let mut rng = Rng::from_env();
+
+    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let mut out = Bridge::new(
+        &out_args(&server.url(), &h.a, &["--window", "512"]),
+        h.root.join("out.log"),
+    );
+    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    out.start();
+    inb.start();
+    // Paced so that kills land while records are flowing.
+    let writer = std::thread::spawn(move || {
+        write_records(&mut w, 0, n, 4);
+        w.close().unwrap();
+    });
+    for round in 0..kills * 2 {
+        std::thread::sleep(Duration::from_millis(rng.range(150, 700)));
+        let which = rng.range(0, 3);
+        eprintln!(
+            "round {round}: SIGKILL {} ({} records in B so far)",
+            ["out-bridge", "in-bridge", "both bridges"][which as usize],
+            if h.b.join("queue.meta").exists() {
+                count_records(&h.b)
+            } else {
+                0
+            }
+        );
+        if which != 1 {
+            out.kill9();
+        }
+        if which != 0 {
+            inb.kill9();
+        }
+        std::thread::sleep(Duration::from_millis(rng.range(0, 300)));
+        if which != 1 {
+            out.start();
+        }
+        if which != 0 {
+            inb.start();
+        }
+    }
+    writer.join().unwrap();
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
+    finish(&mut out, &mut inb, &h.b, n, &[&server]);
+}
+
+#[test]
+fn nats_server_restart_mid_stream_loses_nothing() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let mut server = NatsServer::single(&bin, &h.root, &[]);
+    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
+
+    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let mut out = Bridge::new(&out_args(&server.url(), &h.a, &[]), h.root.join("out.log"));
+    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    out.start();
+    inb.start();
+    let writer = std::thread::spawn(move || {
+        write_records(&mut w, 0, n, 4);
+        w.close().unwrap();
+    });
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1200));
+        eprintln!(
+            "SIGKILL nats-server ({} records in B so far)",
+            if h.b.join("queue.meta").exists() {
+                count_records(&h.b)
+            } else {
+                0
+            }
+        );
+        server.kill();
+        std::thread::sleep(Duration::from_millis(800));
+        server.start();
+    }
+    writer.join().unwrap();
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
+    let log = out.log_text();
+    assert!(
+        log.contains("disconnected"),
+        "the out-bridge never noticed the restart:\n{log}"
+    );
+    finish(&mut out, &mut inb, &h.b, n, &[&server]);
+}
+
+/// The name of the stream's current leader, asked through `url`.
+fn stream_leader(url: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(STREAM).await.ok()?;
+        let info = s.info().await.ok()?;
+        info.cluster.as_ref().and_then(|c| c.leader.clone())
+    })
+}
+
+/// Waits until the cluster's JetStream answers API requests (a meta leader is elected).
+fn wait_jetstream_ready(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    rt.block_on(async {
+        loop {
+            if let Ok(client) = async_nats::connect(url).await {
+                // A "stream not found" answer means the JetStream API is up.
+                let js = async_nats::jetstream::new(client);
+                match js.get_stream("NO_SUCH_STREAM").await {
+                    Err(e) if e.to_string().contains("not found") => return,
+                    Err(e) => eprintln!("JetStream not ready yet: {e}"),
+                    Ok(_) => return,
+                }
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "JetStream cluster not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+#[test]
+fn cluster_node_loss_with_three_replicas_loses_nothing() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let mut nodes = NatsServer::cluster(&bin, &h.root);
+    let urls = nodes.iter().map(|s| s.url()).collect::<Vec<_>>().join(",");
+    wait_jetstream_ready(&nodes[0].url());
+    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
+
+    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let mut out = Bridge::new(
+        &out_args(&urls, &h.a, &["--replicas", "3"]),
+        h.root.join("out.log"),
+    );
+    out.start();
+    // The in-bridge starts once the out-bridge has created the stream (R3).
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while stream_leader(&nodes[0].url()).is_none() {
+        assert!(
+            std::time::Instant::now() < end,
+            "stream never got a leader\n{}",
+            common::tail(&out.log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut inb = Bridge::new(
+        &in_args(&urls, &h.b, &["--replicas", "3"]),
+        h.root.join("in.log"),
+    );
+    inb.start();
+    let writer = std::thread::spawn(move || {
+        write_records(&mut w, 0, n, 4);
+        w.close().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Kill the node that leads the stream: the hardest one to lose.
+    let leader = stream_leader(&nodes[0].url()).unwrap_or_else(|| "n0".to_string());
+    let victim = nodes.iter().position(|s| s.name == leader).unwrap_or(0);
+    eprintln!(
+        "SIGKILL cluster node {} (stream leader {leader}); {} records in B so far",
+        nodes[victim].name,
+        if h.b.join("queue.meta").exists() {
+            count_records(&h.b)
+        } else {
+            0
+        }
+    );
+    nodes[victim].kill();
+    writer.join().unwrap();
+    let refs: Vec<&NatsServer> = nodes.iter().collect();
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &refs));
+    finish(&mut out, &mut inb, &h.b, n, &refs);
+}
+
+#[test]
+fn clear_errors_for_bad_url_missing_stream_and_auth() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let q = h.a.display().to_string();
+    QueueWriter::open(&h.a, writer_config())
+        .unwrap()
+        .close()
+        .unwrap();
+    let deadline = Duration::from_secs(60);
+    let out = |url: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "out",
+            "--url",
+            url,
+            "--queue",
+            &q,
+            "--stream",
+            STREAM,
+            "--subject",
+            SUBJECT,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: &[String], env: &[(&str, &str)]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bridge(&a, env, deadline)
+    };
+
+    let (code, err) = run(&out("nats://127.0.0.1:notaport", &[]), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid NATS server URL"), "{err}");
+
+    // Port 1: nothing listens there (a "free" port could be taken by a parallel test's server).
+    let dead = "nats://127.0.0.1:1".to_string();
+    let (code, err) = run(&out(&dead, &[]), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+
+    let server = NatsServer::single(&bin, &h.root, &["--user", "alice", "--pass", "s3cret"]);
+    let (code, err) = run(
+        &out(&server.url(), &[]),
+        &[("NATS_USER", "alice"), ("NATS_PASSWORD", "wrong")],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("refused the credentials"), "{err}");
+
+    // Right credentials: the connection succeeds and the missing stream is named.
+    let (code, err) = run(
+        &out(&server.url(), &[]),
+        &[("NATS_USER", "alice"), ("NATS_PASSWORD", "s3cret")],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("stream \"CHRON\" does not exist") && err.contains("--create-stream"),
+        "{err}"
+    );
+
+    let (code, err) = run(
+        &out(&server.url(), &["--creds", "/nonexistent/user.creds"]),
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read credentials file"), "{err}");
+    drop(server);
+
+    // Token authentication, from NATS_TOKEN.
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::single(&bin, dir.path(), &["--auth", "t0ken"]);
+    let (code, err) = run(&out(&server.url(), &[]), &[("NATS_TOKEN", "wrong")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("refused the credentials"), "{err}");
+    // Right token: connects, creates the stream, publishes the (empty, closed) queue and exits.
+    let (code, err) = run(
+        &out(&server.url(), &["--create-stream", "--exit-at-end"]),
+        &[("NATS_TOKEN", "t0ken")],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Publishes source record `seq` of hostA/feed directly (as an out-bridge would), with an
+/// optional message-id suffix so JetStream does not de-duplicate a deliberate re-send.
+async fn publish_raw(js: &async_nats::jetstream::Context, seq: u64, id_suffix: &str) {
+    let mut h = chronicle_bridge::headers::encode(
+        "hostA",
+        "feed",
+        seq,
+        common::timestamp(seq),
+        common::type_id(seq),
+    );
+    h.insert(
+        chronicle_bridge::headers::MSG_ID,
+        format!("hostA/feed/{seq}{id_suffix}"),
+    );
+    js.publish_with_headers(SUBJECT, h, common::payload(seq).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec![SUBJECT.to_string()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Out of source order (as after a publish lost in a failover and re-sent later), a
+        // re-send outside the de-dup window, and a message that is not a bridged record.
+        for seq in [0, 1, 3, 4] {
+            publish_raw(&js, seq, "").await;
+        }
+        publish_raw(&js, 1, "-resent").await;
+        js.publish(SUBJECT, "not a record".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        publish_raw(&js, 2, "").await;
+        publish_raw(&js, 5, "").await;
+        js
+    });
+    let mut inb = Bridge::new(
+        &in_args(&server.url(), &h.b, &["--gap-timeout", "1"]),
+        h.root.join("in.log"),
+    );
+    inb.start();
+    let no_out = Bridge::new(&[], h.root.join("none.log"));
+    verify_arrival(&h.b, 6, TRANSFER_DEADLINE, &|| {
+        diag(&no_out, &inb, &[&server])
+    });
+
+    // A hole that is never filled: 6 is missing, 7 waits behind it until the gap timeout.
+    rt.block_on(publish_raw(&js, 7, ""));
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while count_records(&h.b) < 7 {
+        assert!(
+            std::time::Instant::now() < end,
+            "record 7 was never released after the gap timeout\n{}",
+            diag(&no_out, &inb, &[&server])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = inb.log_text();
+    assert!(log.contains("not a bridged record"), "{log}");
+    assert!(
+        log.contains("records 6..7 did not arrive") && log.contains("LOST=1"),
+        "{log}"
+    );
+    assert!(log.contains("dup=1"), "the re-send was not counted:\n{log}");
+    assert_eq!(count_records(&h.b), 7);
+    let mut r =
+        chronicle_core::QueueReader::open(&h.b, chronicle_core::ReaderConfig::default()).unwrap();
+    let seqs: Vec<u64> = std::iter::from_fn(|| {
+        r.next()
+            .unwrap()
+            .map(|m| u64::from_le_bytes(m.payload()[..8].try_into().unwrap()))
+    })
+    .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 7]);
+}

@@ -1,0 +1,507 @@
+//! Real components for the bridge tests: `nats-server` processes (single and clustered) on
+//! loopback ports with JetStream in temporary directories, `chron-bridge` processes, and
+//! deterministic records to check byte for byte.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, WriterConfig};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Segment size of the test queues (small, so transfers cross segment boundaries).
+pub const SEGMENT: u64 = 1 << 20;
+/// Timestamp of record 0; record `seq` is stamped `TS0 + seq * 1000 + seq % 7`.
+pub const TS0: u64 = 1_700_000_000_000_000_000;
+
+/// Generous bound for a transfer to complete on a loaded 2-core machine.
+pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(240);
+
+/// Path of `nats-server`, or None (after saying why) when the test should be skipped.
+/// Under CI (`CI` set) a missing binary is a failure, not a skip.
+pub fn nats_server_bin() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NATS_SERVER").map(PathBuf::from),
+        Some(PathBuf::from("/usr/sbin/nats-server")),
+        Some(PathBuf::from("/usr/bin/nats-server")),
+        Some(PathBuf::from("/usr/local/bin/nats-server")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if c.is_file() {
+            return Some(c);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("nats-server is not installed (CI is set, so this is a failure, not a skip)");
+    }
+    eprintln!(
+        "SKIPPED: nats-server not found (install the Debian package nats-server, or set NATS_SERVER)"
+    );
+    None
+}
+
+/// A free loopback TCP port (bound and released; good enough on a quiet loopback).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Number from the environment, or a default.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One nats-server process with JetStream.
+pub struct NatsServer {
+    bin: PathBuf,
+    pub name: String,
+    pub port: u16,
+    args: Vec<String>,
+    pub store: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// A stand-alone server with JetStream storing under `dir`.
+    pub fn single(bin: &Path, dir: &Path, extra: &[&str]) -> NatsServer {
+        let port = free_port();
+        let store = dir.join("js-single");
+        let mut args: Vec<String> = vec![
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-n".into(),
+            "single".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = NatsServer {
+            bin: bin.to_path_buf(),
+            name: "single".into(),
+            port,
+            args,
+            store,
+            log: dir.join("nats-single.log"),
+            child: None,
+        };
+        s.start();
+        s
+    }
+
+    /// A 3-node cluster (routes on loopback), JetStream on every node.
+    pub fn cluster(bin: &Path, dir: &Path) -> Vec<NatsServer> {
+        let cports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let name = format!("n{i}");
+            let store = dir.join(format!("js-{name}"));
+            let routes: Vec<String> = cports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            let args: Vec<String> = vec![
+                "-js".into(),
+                "-sd".into(),
+                store.display().to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-n".into(),
+                name.clone(),
+                "--cluster_name".into(),
+                "chron".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cports[i]),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            let mut s = NatsServer {
+                bin: bin.to_path_buf(),
+                name: name.clone(),
+                port,
+                args,
+                store,
+                log: dir.join(format!("nats-{name}.log")),
+                child: None,
+            };
+            s.start();
+            nodes.push(s);
+        }
+        nodes
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process (same port, same store) and waits until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        // This start is ready when its own log says so (a port taken by someone else would
+        // also accept connections).
+        let ready_before = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("Server is ready")
+            .count();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        let ready = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("Server is ready")
+                .count()
+                > ready_before
+        };
+        while !ready(&self.log) || TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "nats-server {} exited ({st}) on start; log:\n{}",
+                    self.name,
+                    tail(&self.log, 40)
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "nats-server {} did not listen on {} within 30 s; log:\n{}",
+                self.name,
+                self.port,
+                tail(&self.log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 30)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A `chron-bridge` process; its stderr goes to a log file (appended across restarts).
+pub struct Bridge {
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Bridge {
+    pub fn new(args: &[String], log: PathBuf) -> Bridge {
+        Bridge {
+            args: args.to_vec(),
+            envs: Vec::new(),
+            log,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chron-bridge"));
+        cmd.args(&self.args).stdout(Stdio::null()).stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; SIGKILL if it does not come.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > end {
+                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `chron-bridge` to completion with a deadline; returns (exit code, stderr).
+pub fn run_bridge(args: &[&str], envs: &[(&str, &str)], deadline: Duration) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chron-bridge"));
+    cmd.args(args)
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_TOKEN")
+        .env_remove("NATS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (st.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chron-bridge {args:?} did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic payload of source record `seq` (8 to 263 bytes).
+pub fn payload(seq: u64) -> Vec<u8> {
+    let len = (seq.wrapping_mul(2654435761) % 256) as usize;
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((0..len).map(|i| (seq as u8) ^ (i as u8).wrapping_mul(31)));
+    v
+}
+
+pub fn type_id(seq: u64) -> u32 {
+    (seq % 13) as u32 + 1
+}
+
+pub fn timestamp(seq: u64) -> u64 {
+    TS0 + seq * 1000 + seq % 7
+}
+
+pub fn writer_config() -> WriterConfig {
+    WriterConfig {
+        segment_size: SEGMENT,
+        ..WriterConfig::default()
+    }
+}
+
+/// Appends records `[from, to)` to the queue, `per_ms` records per millisecond (0: unpaced).
+pub fn write_records(w: &mut QueueWriter, from: u64, to: u64, per_ms: u64) {
+    let start = Instant::now();
+    for seq in from..to {
+        assert_eq!(
+            w.append_at(type_id(seq), timestamp(seq), &payload(seq))
+                .unwrap(),
+            seq
+        );
+        if per_ms > 0 && (seq - from) % per_ms == per_ms - 1 {
+            let due = Duration::from_millis((seq - from + 1) / per_ms);
+            if let Some(d) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+}
+
+/// Waits until the queue at `q` holds `n` records, checking each one against the source
+/// records 0..n as it arrives (payload, type id, timestamp, order). Panics with `diag()` on a
+/// mismatch or after the deadline.
+pub fn verify_arrival(q: &Path, n: u64, deadline: Duration, diag: &dyn Fn() -> String) {
+    let end = Instant::now() + deadline;
+    while !q.join("queue.meta").exists() {
+        assert!(
+            Instant::now() < end,
+            "queue {} was never created\n{}",
+            q.display(),
+            diag()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut r = loop {
+        match QueueReader::open(q, ReaderConfig::default()) {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    Instant::now() < end,
+                    "cannot open {}: {e}\n{}",
+                    q.display(),
+                    diag()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let mut i = 0u64;
+    let mut last_report = Instant::now();
+    while i < n {
+        match r.next().unwrap() {
+            Some(m) => {
+                let want = payload(i);
+                if m.payload() != want.as_slice()
+                    || m.type_id() != type_id(i)
+                    || m.timestamp_ns() != timestamp(i)
+                {
+                    let got_seq = m
+                        .payload()
+                        .get(..8)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+                    panic!(
+                        "record {} of {} is wrong: expected source seq {i}, got a record whose payload starts with seq {got_seq:?} (type {}, ts {})\n{}",
+                        m.seq(),
+                        q.display(),
+                        m.type_id(),
+                        m.timestamp_ns(),
+                        diag()
+                    );
+                }
+                i += 1;
+            }
+            None => {
+                assert!(
+                    Instant::now() < end,
+                    "only {i} of {n} records arrived in {} within {deadline:?}\n{}",
+                    q.display(),
+                    diag()
+                );
+                if last_report.elapsed() > Duration::from_secs(10) {
+                    eprintln!("... {i} of {n} records arrived");
+                    last_report = Instant::now();
+                }
+                let _ = r.wait(Duration::from_millis(100)).unwrap();
+            }
+        }
+    }
+}
+
+/// Counts the records in the queue at `q`.
+pub fn count_records(q: &Path) -> u64 {
+    let mut r = QueueReader::open(q, ReaderConfig::default()).unwrap();
+    let mut n = 0;
+    while r.next().unwrap().is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// A small xorshift generator; the seed is printed so a failing run can be replayed with
+/// `CHRONICLE_BRIDGE_SEED`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = env_u64(
+            "CHRONICLE_BRIDGE_SEED",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1,
+        );
+        eprintln!("seed {seed} (replay with CHRONICLE_BRIDGE_SEED={seed})");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
