@@ -117,8 +117,12 @@ pub fn draw(path: &std::path::Path, o: &Options, all: &[Measurement]) -> Result<
     let root =
         SVGBackend::new(path, (1400, 560 * u32::try_from(rows).unwrap_or(1))).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let pinning = o.cores.map_or_else(
+        || "unpinned".to_owned(),
+        |(w, r)| format!("writer on core {w}, reader on core {r}"),
+    );
     let title = format!(
-        "One-way latency by percentile ({} msgs/s paced, {} round(s) merged, cores pinned)",
+        "One-way latency by percentile ({} msgs/s paced, {} round(s) merged, {pinning})",
         o.rate, o.rounds
     );
     let root = root.titled(&title, ("sans-serif", 24)).map_err(err)?;
