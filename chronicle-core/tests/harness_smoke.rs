@@ -11,7 +11,7 @@ use std::time::Duration;
 use chronicle_core::harness::pipe::Pipe;
 use chronicle_core::harness::{
     ChannelConfig, ChildLauncher, HarnessError, Mode, Receiver, Registry, RunConfig, RunReport,
-    Sender, Transport, WaitMode, run, run_child_if_requested_with,
+    Sender, Transport, WaitMode, run, run_child_if_requested_with, run_in_threads,
 };
 
 /// The libtest test that plays the reader child when the harness re-executes this binary.
@@ -219,5 +219,85 @@ fn hung_child_is_killed_at_the_deadline() {
     assert!(
         matches!(err, HarnessError::Timeout { .. }),
         "expected a timeout, got {err}"
+    );
+}
+
+/// An in-process channel (a `Mutex<VecDeque>` handed from `create` to `open` through a
+/// process-global slot): it exists only inside one process, so only the thread runner can
+/// measure it.
+struct InProcess;
+
+type Shared = std::sync::Arc<Mutex<std::collections::VecDeque<Vec<u8>>>>;
+static HANDOFF: Mutex<Option<Shared>> = Mutex::new(None);
+
+struct QueueTx(Shared);
+struct QueueRx(Shared);
+
+impl Sender for QueueTx {
+    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+        let mut buf = vec![0; len];
+        fill(&mut buf);
+        self.0.lock().unwrap().push_back(buf);
+        Ok(())
+    }
+}
+
+impl Receiver for QueueRx {
+    fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, _wait: WaitMode, f: F) -> io::Result<R> {
+        loop {
+            if let Some(m) = self.0.lock().unwrap().pop_front() {
+                return Ok(f(&m));
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Transport for InProcess {
+    const NAME: &'static str = "in-process";
+    type Tx = QueueTx;
+    type Rx = QueueRx;
+
+    fn create(_dir: &Path, _cfg: &ChannelConfig) -> io::Result<Self::Tx> {
+        let q = Shared::default();
+        *HANDOFF.lock().unwrap() = Some(q.clone());
+        Ok(QueueTx(q))
+    }
+
+    fn open(_dir: &Path, _cfg: &ChannelConfig) -> io::Result<Self::Rx> {
+        HANDOFF
+            .lock()
+            .unwrap()
+            .take()
+            .map(QueueRx)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no in-process channel"))
+    }
+}
+
+#[test]
+fn thread_runner_measures_in_process_and_cross_process_transports() {
+    let mut reg = registry();
+    reg.register::<InProcess>().unwrap();
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for name in ["in-process", "ring", "pipe"] {
+        for mode in [Mode::Latency, Mode::Throughput] {
+            let cfg = config(mode, WaitMode::Spin);
+            let r = run_in_threads(&reg, name, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_clean(&r, &cfg);
+            assert_eq!(r.latency.is_some(), mode == Mode::Latency);
+        }
+    }
+    // The reader thread's open failure comes back as the reader's error.
+    let err =
+        run_in_threads(&reg, "failing-open", &config(Mode::Latency, WaitMode::Spin)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HarnessError::Transport {
+                phase: chronicle_core::harness::Phase::Open,
+                ..
+            }
+        ),
+        "{err}"
     );
 }

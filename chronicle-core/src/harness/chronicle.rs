@@ -39,8 +39,13 @@ impl Transport for Chronicle {
     fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<ChronicleTx> {
         let wc = WriterConfig {
             segment_size: 64 << 20,
+            // The queue has no back-pressure: a reader that falls behind (a stalled process
+            // on a busy machine, an unpaced 1 KiB run) must find its records still there, or
+            // the run fails instead of measuring. 4 GiB holds a million 1 KiB records (about
+            // 1.1 GB) with room to spare while still bounding the run directory, which is
+            // deleted after the run.
             retention: RetentionPolicy {
-                max_bytes: Some(256 << 20),
+                max_bytes: Some(4 << 30),
                 ..RetentionPolicy::default()
             },
             ..WriterConfig::default()

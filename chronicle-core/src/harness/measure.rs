@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::affinity::{PinOutcome, SavedAffinity, try_pin};
 use super::child::{ChildProc, READY, emit};
@@ -234,7 +237,18 @@ pub(crate) fn child_run<T: Transport>(spec: &ChildSpec, dir: &Path) -> Result<()
     let pin = try_pin(spec.core);
     let stdout_err = |e| HarnessError::io("writing results to stdout", e);
     emit(&format!("{LINE_PREFIX}{READY}\n")).map_err(stdout_err)?;
+    let results = read_loop::<T>(&mut rx, spec, pin)?;
+    emit(&results.encode()).map_err(stdout_err)
+}
 
+/// The reader's measurement loop, shared by the child process and the reader thread of
+/// [`thread_run`]: receive `spec.total()` messages, check sequence numbers, record
+/// latencies.
+fn read_loop<T: Transport>(
+    rx: &mut T::Rx,
+    spec: &ChildSpec,
+    pin: PinOutcome,
+) -> Result<ChildResults, HarnessError> {
     let total = spec.total();
     let warmup = spec.warmup;
     let latency = spec.mode == Mode::Latency;
@@ -294,7 +308,7 @@ pub(crate) fn child_run<T: Transport>(spec: &ChildSpec, dir: &Path) -> Result<()
     if !latency {
         last_recv = monotonic_ns();
     }
-    let results = ChildResults {
+    Ok(ChildResults {
         pin: Some(pin),
         received: Some(received),
         seq_errors: Some(seq_errors),
@@ -306,8 +320,103 @@ pub(crate) fn child_run<T: Transport>(spec: &ChildSpec, dir: &Path) -> Result<()
             .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
             .collect(),
         done: true,
+    })
+}
+
+/// One run of `T` with the reader on a second thread of this process instead of a child
+/// process: the same writer loop, reader loop, pinning and report as [`parent_run`], for
+/// channels that only exist inside one process (an in-process channel as a reference
+/// point) or to compare a transport's cross-thread and cross-process cost.
+///
+/// The reader thread opens its end, pins itself to the reader core and signals ready;
+/// the calling thread then connects and writes as in [`parent_run`]. There is no process
+/// to kill, so a reader that outlives the deadline is reported as
+/// [`HarnessError::Timeout`] and left running detached.
+pub(crate) fn thread_run<T: Transport>(cfg: &RunConfig) -> Result<RunReport, HarnessError> {
+    let dir = RunDir::create(cfg.base_dir.as_deref())?;
+    let chan = cfg.channel();
+    let mut tx =
+        T::create(&dir.0, &chan).map_err(|e| HarnessError::transport(T::NAME, Phase::Create, e))?;
+    let spec = ChildSpec::from_run(T::NAME, cfg);
+    let reader_dir = dir.0.clone();
+    // The reader drops `ready_tx` without sending if `open` fails.
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name("harness-reader".into())
+        .spawn(move || -> Result<ChildResults, HarnessError> {
+            let mut rx = T::open(&reader_dir, &spec.channel())
+                .map_err(|e| HarnessError::transport(T::NAME, Phase::Open, e))?;
+            let pin = try_pin(spec.core);
+            let _ = ready_tx.send(());
+            read_loop::<T>(&mut rx, &spec, pin)
+        })
+        .map_err(|e| HarnessError::io("starting the reader thread", e))?;
+    let reader = ReaderThread {
+        handle,
+        transport: T::NAME,
+        deadline: Instant::now() + cfg.deadline(),
+        budget: cfg.deadline(),
     };
-    emit(&results.encode()).map_err(stdout_err)
+    if ready_rx.recv().is_err() {
+        return Err(
+            match reader.join("the reader thread to open the transport") {
+                Err(e) => e,
+                Ok(_) => HarnessError::Protocol {
+                    detail: "the reader thread ended without reporting ready".to_owned(),
+                    stderr: String::new(),
+                },
+            },
+        );
+    }
+    // On the error paths below, dropping `tx` ends the stream, so a reader still waiting
+    // sees end-of-stream and its thread finishes on its own.
+    tx.connect()
+        .map_err(|e| HarnessError::transport(T::NAME, Phase::Connect, e))?;
+    let saved = match cfg.cores {
+        Some(_) => SavedAffinity::current().ok(),
+        None => None,
+    };
+    let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
+    let written = write_loop(&mut tx, cfg);
+    if let Some(saved) = saved {
+        let _ = saved.restore();
+    }
+    drop(tx);
+    let written = written.map_err(|e| HarnessError::transport(T::NAME, Phase::Send, e))?;
+    let results = reader.join("the reader thread's results")?;
+    build_report(T::NAME, cfg, &written, writer_pin, &results)
+}
+
+/// The reader thread of a [`thread_run`], joined with the run's deadline.
+struct ReaderThread {
+    handle: JoinHandle<Result<ChildResults, HarnessError>>,
+    transport: &'static str,
+    deadline: Instant,
+    budget: Duration,
+}
+
+impl ReaderThread {
+    fn join(self, waiting_for: &'static str) -> Result<ChildResults, HarnessError> {
+        while !self.handle.is_finished() {
+            if Instant::now() >= self.deadline {
+                // A thread cannot be killed: leave it detached and report the timeout.
+                return Err(HarnessError::Timeout {
+                    transport: self.transport.to_owned(),
+                    waiting_for,
+                    after: self.budget,
+                    stderr: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.handle.join().unwrap_or_else(|_| {
+            Err(HarnessError::Child {
+                transport: self.transport.to_owned(),
+                detail: "the reader thread panicked".to_owned(),
+                stderr: String::new(),
+            })
+        })
+    }
 }
 
 #[cfg(test)]

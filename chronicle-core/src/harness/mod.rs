@@ -38,6 +38,10 @@
 //! * **Wait modes**: [`WaitMode::Spin`] busy-polls; [`WaitMode::Block`] uses the
 //!   transport's sleeping primitive (futex, blocking `read`/`recv`).
 //!
+//! * **Threads instead of processes**: [`run_in_threads`] runs the same loops with the
+//!   reader on a second thread of the calling process, for in-process channels measured
+//!   as a reference.
+//!
 //! Percentiles (p50/p90/p99/p99.9/max) are always reported together with the count; a
 //! mean alone hides exactly the tail this harness exists to show.
 //!
@@ -137,6 +141,7 @@ pub struct TransportEntry {
     supports: fn(WaitMode) -> bool,
     parent: ParentFn,
     child: ChildFn,
+    threads: ParentFn,
 }
 
 impl TransportEntry {
@@ -148,6 +153,7 @@ impl TransportEntry {
             supports: T::supports,
             parent: measure::parent_run::<T>,
             child: measure::child_run::<T>,
+            threads: measure::thread_run::<T>,
         }
     }
 
@@ -269,6 +275,39 @@ pub fn run(
         });
     }
     (entry.parent)(cfg)
+}
+
+/// Like [`run`], but the reader runs on a second thread of this process instead of in a
+/// re-executed child: the same writer and reader loops, pacing, pinning (writer on the
+/// calling thread, reader thread on the reader core), histogram and report.
+///
+/// For channels that only exist inside one process (an in-process queue measured as a
+/// reference next to the cross-process transports), or to see what a transport costs
+/// between threads. No child is spawned, so the binary needs no child entry for these
+/// runs. A reader thread still running at the deadline cannot be killed: the run fails
+/// with [`HarnessError::Timeout`] and the thread is left detached.
+///
+/// # Errors
+/// As for [`run`], with reader failures reported as the reader's own error.
+pub fn run_in_threads(
+    registry: &Registry,
+    transport: &str,
+    cfg: &RunConfig,
+) -> Result<RunReport, HarnessError> {
+    cfg.validate()?;
+    let entry = registry
+        .get(transport)
+        .ok_or_else(|| HarnessError::UnknownTransport {
+            name: transport.to_owned(),
+            known: registry.names(),
+        })?;
+    if !entry.supports(cfg.wait) {
+        return Err(HarnessError::UnsupportedWaitMode {
+            transport: transport.to_owned(),
+            wait: cfg.wait,
+        });
+    }
+    (entry.threads)(cfg)
 }
 
 /// [`run_child_if_requested_with`] using [`Registry::builtin`].

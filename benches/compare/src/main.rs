@@ -1,0 +1,265 @@
+//! Side-by-side cross-process latency and throughput: chronicle next to iceoryx2, a Unix
+//! socket, a pipe, crossbeam-channel (threads) and a bare shared-memory SPSC ring, all
+//! measured by chronicle-core's harness with the same payloads, pacing and core pinning.
+//!
+//! ```text
+//! cargo run --release --manifest-path benches/compare/Cargo.toml -- --out target/compare
+//! ```
+//!
+//! Writes `results.md` (tables with median and spread over the rounds, ratios against the
+//! bare ring of the same round, target verdicts), `compare-latency.svg` (percentile
+//! distribution per transport, log-scale axes), `runs.csv` (every run) and
+//! `percentiles.csv` (the plotted series) into `--out`. `--help` lists the options;
+//! `--quick` is a short end-to-end check of every transport.
+
+mod channel;
+mod chart;
+mod iox;
+mod machine;
+mod options;
+mod report;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use chronicle_core::harness::{
+    self, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
+};
+
+use options::Options;
+
+/// One row of the comparison: a transport, how its reader waits, and whether the reader
+/// is a second process (the default) or a second thread (in-process channels only).
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// Name in tables and the chart legend.
+    pub label: &'static str,
+    /// Harness registry name.
+    pub transport: &'static str,
+    /// Reader wait mode.
+    pub wait: WaitMode,
+    /// Reader on a thread of the writer's process instead of a child process.
+    pub threads: bool,
+}
+
+const fn case(label: &'static str, transport: &'static str, wait: WaitMode) -> Case {
+    Case {
+        label,
+        transport,
+        wait,
+        threads: false,
+    }
+}
+
+/// Every case, in table order: spinning readers, then sleeping readers. The first case of
+/// each group is that group's baseline.
+pub const CASES: [Case; 11] = [
+    case("ring (floor)", "ring", WaitMode::Spin),
+    case("chronicle", "chronicle", WaitMode::Spin),
+    case("iceoryx2", "iceoryx2", WaitMode::Spin),
+    case("unix seqpacket", "unix", WaitMode::Spin),
+    case("pipe", "pipe", WaitMode::Spin),
+    Case {
+        threads: true,
+        ..case("crossbeam (threads)", "crossbeam", WaitMode::Spin)
+    },
+    case("ring-futex (floor)", "ring-futex", WaitMode::Block),
+    case("chronicle", "chronicle", WaitMode::Block),
+    case("unix seqpacket", "unix", WaitMode::Block),
+    case("pipe", "pipe", WaitMode::Block),
+    Case {
+        threads: true,
+        ..case("crossbeam (threads)", "crossbeam", WaitMode::Block)
+    },
+];
+
+/// The registry used by both the parent and the re-executed reader child.
+fn registry() -> Result<Registry> {
+    let mut r = Registry::builtin();
+    r.register::<iox::Iceoryx2>()
+        .context("registering iceoryx2")?;
+    r.register::<channel::Crossbeam>()
+        .context("registering crossbeam")?;
+    Ok(r)
+}
+
+/// The outcome of one case in one round at one payload size.
+#[derive(Debug)]
+pub struct Measurement {
+    /// Round number, from 1.
+    pub round: u32,
+    /// Payload bytes.
+    pub payload: usize,
+    /// Index into [`CASES`].
+    pub case: usize,
+    /// The paced latency run.
+    pub latency: Option<RunReport>,
+    /// The unpaced throughput run.
+    pub throughput: Option<RunReport>,
+}
+
+fn run_one(reg: &Registry, c: &Case, cfg: &RunConfig) -> Result<RunReport> {
+    let r = if c.threads {
+        harness::run_in_threads(reg, c.transport, cfg)
+    } else {
+        harness::run(reg, c.transport, cfg)
+    };
+    r.with_context(|| {
+        format!(
+            "{} / {} / {} / {} B",
+            c.label, c.wait, cfg.mode, cfg.payload
+        )
+    })
+}
+
+fn config(o: &Options, mode: Mode, wait: WaitMode, payload: usize) -> RunConfig {
+    let mut cfg = RunConfig::default();
+    cfg.mode = mode;
+    cfg.wait = wait;
+    cfg.payload = payload;
+    cfg.rate = Some(o.rate);
+    cfg.cores = o.cores;
+    cfg.capacity = o.capacity;
+    cfg.warmup = o.warmup;
+    cfg.count = match mode {
+        Mode::Latency => o.count,
+        Mode::Throughput => o.thru_count,
+    };
+    cfg.timeout = Duration::from_secs(120);
+    cfg
+}
+
+fn main() -> ExitCode {
+    // A re-executed reader child takes this branch first and never returns to `run`.
+    let reg = match registry() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chronicle-compare: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(code) = harness::run_child_if_requested_with(&reg) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let opts = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{}", options::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chronicle-compare: {e:#}\n\n{}", options::HELP);
+            return ExitCode::from(2);
+        }
+    };
+    match run(&reg, &opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chronicle-compare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every round and writes the outputs; `Ok(false)` if a run failed or lost messages
+/// (the outputs are still written, with the failures listed).
+fn run(reg: &Registry, o: &Options) -> Result<bool> {
+    std::fs::create_dir_all(&o.out)
+        .with_context(|| format!("creating the output directory {}", o.out.display()))?;
+    let cases: Vec<usize> = (0..CASES.len())
+        .filter(|&i| {
+            CASES.get(i).is_some_and(|c| {
+                o.only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|n| n == c.transport))
+            })
+        })
+        .collect();
+    let before = machine::Machine::probe();
+    println!(
+        "chronicle-compare: {} cases x {:?} B x {} rounds; latency {} msgs (+{} warm-up) at {} msgs/s, \
+         throughput {} msgs unpaced; cores {}; clock read ~{} ns; {}",
+        cases.len(),
+        o.sizes,
+        o.rounds,
+        o.count,
+        o.warmup,
+        o.rate,
+        o.thru_count,
+        o.cores.map_or_else(
+            || "unpinned".to_owned(),
+            |(w, r)| format!("{w} (writer) / {r} (reader)")
+        ),
+        clock::clock_overhead_ns(10_000),
+        before.one_line()
+    );
+    let total = o.rounds as usize * o.sizes.len() * cases.len();
+    let mut done = 0usize;
+    let mut all = Vec::with_capacity(total);
+    let mut failures = Vec::new();
+    for round in 1..=o.rounds {
+        let mut table_rows = Vec::new();
+        for &payload in &o.sizes {
+            for &ci in &cases {
+                let Some(c) = CASES.get(ci) else { continue };
+                done += 1;
+                eprintln!(
+                    "[{done}/{total}] round {round}: {} / {} / {payload} B",
+                    c.label, c.wait
+                );
+                let mut m = Measurement {
+                    round,
+                    payload,
+                    case: ci,
+                    latency: None,
+                    throughput: None,
+                };
+                for mode in [Mode::Latency, Mode::Throughput] {
+                    if mode == Mode::Throughput && o.thru_count == 0 {
+                        continue;
+                    }
+                    match run_one(reg, c, &config(o, mode, c.wait, payload)) {
+                        Ok(r) => {
+                            if !r.is_clean() {
+                                failures.push(format!(
+                                    "round {round}: {} / {} / {mode} / {payload} B: received {}/{}, {} sequence errors, first: {:?}",
+                                    c.label, c.wait, r.received, r.sent, r.seq_errors, r.first_seq_error
+                                ));
+                            }
+                            table_rows.push(r.clone());
+                            match mode {
+                                Mode::Latency => m.latency = Some(r),
+                                Mode::Throughput => m.throughput = Some(r),
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("  FAILED: {e:#}");
+                            failures.push(format!("round {round}: {e:#}"));
+                        }
+                    }
+                }
+                all.push(m);
+            }
+        }
+        println!("\nround {round}/{}", o.rounds);
+        print!("{}", format_table(&table_rows, &["ring", "ring-futex"]));
+    }
+    let after = machine::Machine::probe();
+    let outputs = report::Outputs::new(&o.out);
+    report::write_all(&outputs, o, &before, &after, &all, &failures)?;
+    chart::draw(&outputs.chart, o, &all).context("drawing the chart")?;
+    println!("\n{}", report::targets_text(&all));
+    println!(
+        "wrote {}, {}, {}, {}",
+        outputs.markdown.display(),
+        outputs.chart.display(),
+        outputs.runs.display(),
+        outputs.percentiles.display()
+    );
+    for f in &failures {
+        eprintln!("FAILED: {f}");
+    }
+    Ok(failures.is_empty())
+}
