@@ -89,6 +89,10 @@ pub struct WriterConfig {
     pub doorbell: Option<std::path::PathBuf>,
     /// Open a queue whose files or directories any user may write (refused by default).
     pub allow_world_writable: bool,
+    /// CPUs the maintenance thread (segment preparation, retirement, retention) may run on.
+    /// `None`: wherever the writer's thread could run when the writer was opened. Keep it off
+    /// the cores of latency-critical threads: preparing a segment pre-faults all of it.
+    pub maintenance_cpus: Option<Vec<usize>>,
 }
 
 impl Default for WriterConfig {
@@ -104,6 +108,7 @@ impl Default for WriterConfig {
             preallocate: Preallocate::Background,
             doorbell: None,
             allow_world_writable: false,
+            maintenance_cpus: None,
         }
     }
 }

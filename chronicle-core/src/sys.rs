@@ -149,6 +149,54 @@ pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Restricts the calling thread to the CPUs in `cpus` (sched_setaffinity).
+///
+/// # Errors
+/// `InvalidInput` for an empty list or a CPU beyond `cpu_set_t`, otherwise the OS error
+/// (e.g. `EINVAL` when no listed CPU is allowed).
+pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    let bits = std::mem::size_of::<libc::cpu_set_t>() * 8;
+    if cpus.is_empty() || cpus.iter().any(|&c| c >= bits) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "CPU list empty or beyond cpu_set_t",
+        ));
+    }
+    // SAFETY: all-zero is a valid empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: `c` is below the bit capacity of `set` (checked above).
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs the calling thread may run on (sched_getaffinity).
+///
+/// # Errors
+/// The OS error.
+pub fn thread_affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: all-zero is a valid empty `cpu_set_t`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed; pid 0 is the
+    // calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bits = std::mem::size_of::<libc::cpu_set_t>() * 8;
+    // SAFETY: every index is below the bit capacity of `set`.
+    Ok((0..bits)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// fsyncs the file or directory at `path` (opened read-only, without following a link): makes
 /// its allocation, or a directory's entries, durable.
 pub fn fsync_path(path: &std::path::Path) -> io::Result<()> {

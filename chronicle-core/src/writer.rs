@@ -39,6 +39,8 @@ enum Job {
     Prepare(u64, bool),
     Retire(Box<Segment>, Box<Index>, bool),
     Retention,
+    /// Restrict the maintenance thread to these CPUs.
+    Affinity(Vec<usize>),
 }
 
 type Prepared = (u64, Result<(Segment, Index)>);
@@ -187,6 +189,9 @@ impl QueueWriter {
             )?),
             Preallocate::Inline => None,
         };
+        if let (Some(m), Some(cpus)) = (&maintenance, &config.maintenance_cpus) {
+            let _ = m.jobs.send(Job::Affinity(cpus.clone()));
+        }
         let now = sys::realtime_ns();
         let doorbell = match &config.doorbell {
             Some(p) => Some(crate::doorbell::Doorbell::open_or_create(p, mode)?),
@@ -429,6 +434,16 @@ impl QueueWriter {
         }
         if let Some(d) = &self.doorbell {
             d.ring();
+        }
+    }
+
+    /// Restricts the maintenance thread (segment preparation, retirement, retention) to `cpus`,
+    /// e.g. a housekeeping core, so that pre-faulting the next segment never preempts a pinned
+    /// latency-critical thread. Best effort and asynchronous: a mask the kernel refuses leaves
+    /// the thread where it was. No effect with `Preallocate::Inline`.
+    pub fn pin_maintenance(&mut self, cpus: &[usize]) {
+        if let Some(m) = &self.maintenance {
+            let _ = m.jobs.send(Job::Affinity(cpus.to_vec()));
         }
     }
 
@@ -783,6 +798,10 @@ fn maintenance_loop(
             }
             Ok(Job::Retention) => {
                 let _ = retention::run(&dir, &control, &policy);
+            }
+            Ok(Job::Affinity(cpus)) => {
+                // Best effort: a refused mask leaves the thread where it was.
+                let _ = sys::set_thread_affinity(&cpus);
             }
             Err(RecvTimeoutError::Timeout) => {
                 if periodic {

@@ -149,15 +149,18 @@ pub(crate) fn parent_run<T: Transport>(cfg: &RunConfig) -> Result<RunReport, Har
         T::create(&dir.0, &chan).map_err(|e| HarnessError::transport(T::NAME, Phase::Create, e))?;
     let mut child = ChildProc::spawn(T::NAME, cfg, &dir.0)?;
     child.wait_ready()?;
-    if let Err(e) = tx.connect() {
-        return Err(child.abort(HarnessError::transport(T::NAME, Phase::Connect, e)));
-    }
-
     let saved = match cfg.cores {
         Some(_) => SavedAffinity::current().ok(),
         None => None,
     };
+    // Pin before `connect`, so a transport can place helper threads next to the writer.
     let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
+    if let Err(e) = tx.connect() {
+        if let Some(saved) = saved {
+            let _ = saved.restore();
+        }
+        return Err(child.abort(HarnessError::transport(T::NAME, Phase::Connect, e)));
+    }
     let written = write_loop(&mut tx, cfg);
     if let Some(saved) = saved {
         // Best effort: the caller's thread gets its old mask back.
@@ -370,13 +373,18 @@ pub(crate) fn thread_run<T: Transport>(cfg: &RunConfig) -> Result<RunReport, Har
     }
     // On the error paths below, dropping `tx` ends the stream, so a reader still waiting
     // sees end-of-stream and its thread finishes on its own.
-    tx.connect()
-        .map_err(|e| HarnessError::transport(T::NAME, Phase::Connect, e))?;
     let saved = match cfg.cores {
         Some(_) => SavedAffinity::current().ok(),
         None => None,
     };
+    // Pin before `connect`, so a transport can place helper threads next to the writer.
     let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
+    if let Err(e) = tx.connect() {
+        if let Some(saved) = saved {
+            let _ = saved.restore();
+        }
+        return Err(HarnessError::transport(T::NAME, Phase::Connect, e));
+    }
     let written = write_loop(&mut tx, cfg);
     if let Some(saved) = saved {
         let _ = saved.restore();
