@@ -318,17 +318,7 @@ impl QueueReader {
                     }));
                 }
                 Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
-                Some((RecordKind::Aborted, len)) => {
-                    let total = record_len(u64::from(len));
-                    if self.offset + total > self.geom.data_end() {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            self.offset,
-                            "aborted region out of range",
-                        ));
-                    }
-                    self.offset += total;
-                }
+                Some((RecordKind::Aborted, len)) => self.skip_aborted(len)?,
                 None => {
                     return Err(Error::corrupted(
                         &self.seg.path,
@@ -621,6 +611,21 @@ impl QueueReader {
         self.uncommitted = true;
     }
 
+    /// Steps over an ABORTED region of `len` payload bytes at the current offset (bounds
+    /// checked: the length comes from the mapping).
+    fn skip_aborted(&mut self, len: u32) -> Result<()> {
+        let total = record_len(u64::from(len));
+        if self.offset + total > self.geom.data_end() {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "aborted region out of range",
+            ));
+        }
+        self.offset += total;
+        Ok(())
+    }
+
     /// Advances over committed records while `keep(seq, timestamp)` holds, without CRC checks.
     fn skip_while(&mut self, keep: impl Fn(u64, u64) -> bool) -> Result<()> {
         self.peeked = None;
@@ -667,17 +672,7 @@ impl QueueReader {
                     self.last_ts = ts;
                 }
                 Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
-                Some((RecordKind::Aborted, len)) => {
-                    let total = record_len(u64::from(len));
-                    if self.offset + total > self.geom.data_end() {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            self.offset,
-                            "aborted region out of range",
-                        ));
-                    }
-                    self.offset += total;
-                }
+                Some((RecordKind::Aborted, len)) => self.skip_aborted(len)?,
                 None => {
                     return Err(Error::corrupted(
                         &self.seg.path,

@@ -52,14 +52,9 @@ impl Drop for Unmount<'_> {
 
 fn run(preallocate: Preallocate) {
     let dir = tempfile::tempdir().unwrap();
-    if !mount_tmpfs(dir.path(), "1M") {
-        eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
-        if std::env::var("CI").is_ok_and(|v| v == "true") && unsafe_is_root() {
-            panic!("running as root under CI but mount failed");
-        }
+    let Some(_guard) = mount_or_skip(dir.path()) else {
         return;
-    }
-    let _guard = Unmount(dir.path());
+    };
     let q = dir.path().join("q");
     let cfg = WriterConfig {
         segment_size: 256 << 10,
@@ -110,6 +105,20 @@ fn run(preallocate: Preallocate) {
     drop(w);
 }
 
+/// Mounts a 1 MiB tmpfs at `at`, or says why the test is skipped (failing instead when running
+/// as root under CI, where the mount must work).
+fn mount_or_skip(at: &Path) -> Option<Unmount<'_>> {
+    if mount_tmpfs(at, "1M") {
+        return Some(Unmount(at));
+    }
+    eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
+    assert!(
+        !(std::env::var("CI").is_ok_and(|v| v == "true") && unsafe_is_root()),
+        "running as root under CI but mount failed"
+    );
+    None
+}
+
 fn unsafe_is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -147,14 +156,9 @@ fn fill_up(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn full_disk_gives_typed_errors_for_reader_metas_doorbells_and_new_queues() {
     let dir = tempfile::tempdir().unwrap();
-    if !mount_tmpfs(dir.path(), "1M") {
-        eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
-        if std::env::var("CI").is_ok_and(|v| v == "true") && unsafe_is_root() {
-            panic!("running as root under CI but mount failed");
-        }
+    let Some(_guard) = mount_or_skip(dir.path()) else {
         return;
-    }
-    let _guard = Unmount(dir.path());
+    };
     let q = dir.path().join("q");
     let cfg = WriterConfig {
         segment_size: 128 << 10,
