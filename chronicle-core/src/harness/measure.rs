@@ -93,6 +93,27 @@ fn parse_message(buf: &[u8]) -> Option<(u64, u64)> {
     Some((u64::from_ne_bytes(*stamp), u64::from_ne_bytes(*seq)))
 }
 
+/// Pins the writer thread (saving the caller's mask), completes the transport's connection,
+/// runs the write loop and restores the mask. Pinning comes before `connect`, so a transport can
+/// place helper threads next to the writer. `Err` is a connection failure; the write loop's own
+/// result comes back inside `Ok`.
+fn pinned_write<S: Sender>(
+    tx: &mut S,
+    cfg: &RunConfig,
+) -> std::io::Result<(PinOutcome, std::io::Result<WriterStats>)> {
+    let saved = match cfg.cores {
+        Some(_) => SavedAffinity::current().ok(),
+        None => None,
+    };
+    let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
+    let written = tx.connect().map(|()| write_loop(tx, cfg));
+    if let Some(saved) = saved {
+        // Best effort: the caller's thread gets its old mask back.
+        let _ = saved.restore();
+    }
+    written.map(|w| (writer_pin, w))
+}
+
 fn write_loop<S: Sender>(tx: &mut S, cfg: &RunConfig) -> Result<WriterStats, std::io::Error> {
     let total = cfg.total();
     let warmup = cfg.warmup;
@@ -149,23 +170,10 @@ pub(crate) fn parent_run<T: Transport>(cfg: &RunConfig) -> Result<RunReport, Har
         T::create(&dir.0, &chan).map_err(|e| HarnessError::transport(T::NAME, Phase::Create, e))?;
     let mut child = ChildProc::spawn(T::NAME, cfg, &dir.0)?;
     child.wait_ready()?;
-    let saved = match cfg.cores {
-        Some(_) => SavedAffinity::current().ok(),
-        None => None,
+    let (writer_pin, written) = match pinned_write(&mut tx, cfg) {
+        Ok(w) => w,
+        Err(e) => return Err(child.abort(HarnessError::transport(T::NAME, Phase::Connect, e))),
     };
-    // Pin before `connect`, so a transport can place helper threads next to the writer.
-    let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
-    if let Err(e) = tx.connect() {
-        if let Some(saved) = saved {
-            let _ = saved.restore();
-        }
-        return Err(child.abort(HarnessError::transport(T::NAME, Phase::Connect, e)));
-    }
-    let written = write_loop(&mut tx, cfg);
-    if let Some(saved) = saved {
-        // Best effort: the caller's thread gets its old mask back.
-        let _ = saved.restore();
-    }
     // Close the writing end: a reader still waiting for data now sees end-of-stream
     // instead of hanging.
     drop(tx);
@@ -373,22 +381,8 @@ pub(crate) fn thread_run<T: Transport>(cfg: &RunConfig) -> Result<RunReport, Har
     }
     // On the error paths below, dropping `tx` ends the stream, so a reader still waiting
     // sees end-of-stream and its thread finishes on its own.
-    let saved = match cfg.cores {
-        Some(_) => SavedAffinity::current().ok(),
-        None => None,
-    };
-    // Pin before `connect`, so a transport can place helper threads next to the writer.
-    let writer_pin = try_pin(cfg.cores.map(|(w, _)| w));
-    if let Err(e) = tx.connect() {
-        if let Some(saved) = saved {
-            let _ = saved.restore();
-        }
-        return Err(HarnessError::transport(T::NAME, Phase::Connect, e));
-    }
-    let written = write_loop(&mut tx, cfg);
-    if let Some(saved) = saved {
-        let _ = saved.restore();
-    }
+    let (writer_pin, written) = pinned_write(&mut tx, cfg)
+        .map_err(|e| HarnessError::transport(T::NAME, Phase::Connect, e))?;
     drop(tx);
     let written = written.map_err(|e| HarnessError::transport(T::NAME, Phase::Send, e))?;
     let results = reader.join("the reader thread's results")?;

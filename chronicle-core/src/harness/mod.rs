@@ -261,20 +261,7 @@ pub fn run(
     transport: &str,
     cfg: &RunConfig,
 ) -> Result<RunReport, HarnessError> {
-    cfg.validate()?;
-    let entry = registry
-        .get(transport)
-        .ok_or_else(|| HarnessError::UnknownTransport {
-            name: transport.to_owned(),
-            known: registry.names(),
-        })?;
-    if !entry.supports(cfg.wait) {
-        return Err(HarnessError::UnsupportedWaitMode {
-            transport: transport.to_owned(),
-            wait: cfg.wait,
-        });
-    }
-    (entry.parent)(cfg)
+    (resolve(registry, transport, cfg)?.parent)(cfg)
 }
 
 /// Like [`run`], but the reader runs on a second thread of this process instead of in a
@@ -294,6 +281,15 @@ pub fn run_in_threads(
     transport: &str,
     cfg: &RunConfig,
 ) -> Result<RunReport, HarnessError> {
+    (resolve(registry, transport, cfg)?.threads)(cfg)
+}
+
+/// Validates `cfg` and finds `transport` in `registry`, checking it supports the wait mode.
+fn resolve<'r>(
+    registry: &'r Registry,
+    transport: &str,
+    cfg: &RunConfig,
+) -> Result<&'r TransportEntry, HarnessError> {
     cfg.validate()?;
     let entry = registry
         .get(transport)
@@ -307,7 +303,7 @@ pub fn run_in_threads(
             wait: cfg.wait,
         });
     }
-    (entry.threads)(cfg)
+    Ok(entry)
 }
 
 /// [`run_child_if_requested_with`] using [`Registry::builtin`].
