@@ -203,6 +203,18 @@ impl Segment {
         Some(unsafe { self.base.add(offset as usize) })
     }
 
+    /// Hints the CPU to fetch the cache line at `offset` (and the page's translation) ahead of
+    /// use: for ownership when `write`, for reading otherwise. Out-of-range offsets are ignored.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, offset: u64, write: bool) {
+        if offset >= self.len {
+            return;
+        }
+        // SAFETY: in bounds of the mapping (checked above).
+        let p = unsafe { self.base.add(offset as usize) };
+        crate::sys::prefetch(p, write);
+    }
+
     /// msync of a byte range.
     pub(crate) fn flush_range(&self, offset: u64, len: u64) -> Result<()> {
         self.map.flush_range(offset, len, &self.path)

@@ -330,6 +330,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prefetch_never_faults() {
+        // Unmapped, null and kernel addresses: a hint, never an access.
+        for p in [0usize, 8, 0xdead_0000, usize::MAX - 63] {
+            prefetch(p as *const u8, true);
+            prefetch(p as *const u8, false);
+        }
+        let v = [1u8; 64];
+        prefetch(v.as_ptr(), false);
+        assert_eq!(v[0], 1);
+    }
+
+    #[test]
     fn own_start_time_is_readable() {
         let pid = current_pid();
         let st = process_start_time(pid);
@@ -510,5 +522,30 @@ mod clock_tests {
             assert!(t + 1_000_000 >= a && t <= b + 1_000_000, "{a} {t} {b}");
             std::thread::sleep(std::time::Duration::from_micros(300));
         }
+    }
+}
+
+/// Cache-line prefetch of `p`: `prefetchw` (fetch for ownership) when `write`, `prefetcht0`
+/// otherwise. A prefetch is only a hint: it never faults, whatever `p` points at, and on CPUs
+/// without `prefetchw` that encoding executes as a no-op.
+#[inline(always)]
+pub fn prefetch(p: *const u8, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if write {
+            // SAFETY: `prefetchw` reads no memory architecturally and cannot fault.
+            unsafe {
+                std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+            }
+        } else {
+            // SAFETY: as above for `prefetcht0`.
+            unsafe {
+                std::arch::asm!("prefetcht0 [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, write);
     }
 }
