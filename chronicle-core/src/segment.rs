@@ -203,6 +203,15 @@ impl Segment {
         Some(unsafe { self.base.add(offset as usize) })
     }
 
+    /// Reads the word at `offset` (8-aligned, in range; otherwise nothing happens) for its side
+    /// effect: the page gets mapped into this process now, not when a record is read from it.
+    #[inline]
+    pub(crate) fn touch(&self, offset: u64) {
+        if let Some(w) = self.commit_at(offset) {
+            std::hint::black_box(w.load(Ordering::Relaxed));
+        }
+    }
+
     /// Hints the CPU to fetch the cache line at `offset` (and the page's translation) ahead of
     /// use: for ownership when `write`, for reading otherwise. Out-of-range offsets are ignored.
     #[inline(always)]
