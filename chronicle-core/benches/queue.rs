@@ -1,4 +1,4 @@
-//! criterion: append (64 B, 1 KiB), read, and the roll to a new segment.
+//! criterion: append (64 B, 1 KiB), read, the roll to a new segment, and the record CRC.
 //!
 //! Queues live in /dev/shm when it exists (page cache either way; this keeps disk writeback out
 //! of the numbers) and retention keeps them small.
@@ -97,6 +97,25 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
+/// CRC-32C latency over a record's covered bytes (24 header bytes + payload): each call starts
+/// from the previous call's state, so calls cannot overlap and the time is the dependent
+/// latency a writer or reader pays per record (the hardware chain is latency-bound).
+fn crc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("crc");
+    for payload in [64usize, 1024, 65536] {
+        let data: Vec<u8> = (0..24 + payload).map(|i| (i % 251) as u8).collect();
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function(BenchmarkId::new("crc32c_dependent", payload), |b| {
+            let mut st = chronicle_core::crc::Crc32c::new();
+            b.iter(|| {
+                st = st.update(black_box(&data));
+                st
+            })
+        });
+    }
+    g.finish();
+}
+
 /// The single append that crosses into a new segment: with the next segment prepared by the
 /// maintenance thread (the default) and, for comparison, created on the appending thread.
 fn roll(c: &mut Criterion) {
@@ -145,6 +164,6 @@ fn segment_of(w: &QueueWriter) -> u64 {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = append, read, roll
+    targets = append, read, roll, crc
 }
 criterion_main!(benches);

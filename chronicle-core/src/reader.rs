@@ -278,11 +278,11 @@ impl QueueReader {
             let c = word.load(Ordering::Acquire);
             if c == 0 {
                 // Idle at the tail: keep the translation (and a line) of the page two ahead
-                // warm, so crossing into a new page does not put a TLB miss on the critical
-                // path of the next record. Measured: the first record of each page arrived
-                // ~130 ns later than the others without it, about the same with it. Two pages
-                // ahead, not one, so it never contends for the line the writer is
-                // prefetching for ownership (`QueueWriter::publish`).
+                // warm, so crossing into a new page costs less on the critical path of the
+                // next record (with the writer's own prefetch, see DESIGN.md section 3 and the
+                // `latency_anatomy` example for the measurement). Two pages ahead, not one, so
+                // it never contends for the line the writer is prefetching for ownership
+                // (`QueueWriter::publish`).
                 self.seg.prefetch(self.offset + READ_PREFETCH_AHEAD, false);
                 self.fault_ahead();
                 self.idle_heartbeat();

@@ -1,0 +1,220 @@
+//! Where a spinning reader's latency tail comes from: one writer process, one reader process
+//! (this binary re-executed), paced appends, and the reader's one-way latencies split by where
+//! the record sits in the segment.
+//!
+//! ```text
+//! cargo run --release -p chronicle-core --features harness --example latency_anatomy -- \
+//!     [--size 64] [--count 300000] [--rate 100000] [--segment-mib 64] [--cores 0,1] \
+//!     [--no-crc] [--bursts]
+//! ```
+//!
+//! Classes: `first-on-page` is a record whose bytes reach a 4 KiB page no earlier record
+//! reached, `first-in-64k` one that reaches a new 64 KiB block (the kernel's default fault-around
+//! unit: the reader's mapping is populated that many bytes at a time), `other` the rest.
+//! `--bursts` lists every run of consecutive records above 3 µs with its segment and offset, which
+//! shows periodic causes (a page fault every N records, a timer tick every 4 ms) at a glance.
+//! A diagnostic, not a benchmark: for ratios against the bare ring use the `latency` bench.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WriterConfig, sys};
+use hdrhistogram::Histogram;
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    size: usize,
+    count: u64,
+    rate: u64,
+    segment_mib: u64,
+    cores: (usize, usize),
+    verify_crc: bool,
+    bursts: bool,
+}
+
+const WARMUP: u64 = 10_000;
+const BURST_NS: u64 = 3_000;
+
+fn parse(args: &[String]) -> Res<Opts> {
+    let mut o = Opts {
+        size: 64,
+        count: 300_000,
+        rate: 100_000,
+        segment_mib: 64,
+        cores: (0, 1),
+        verify_crc: true,
+        bursts: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--size" => o.size = val()?.parse()?,
+            "--count" => o.count = val()?.parse()?,
+            "--rate" => o.rate = val()?.parse()?,
+            "--segment-mib" => o.segment_mib = val()?.parse()?,
+            "--cores" => {
+                let v = val()?;
+                let (w, r) = v.split_once(',').ok_or("--cores takes W,R")?;
+                o.cores = (w.parse()?, r.parse()?);
+            }
+            "--no-crc" => o.verify_crc = false,
+            "--bursts" => o.bursts = true,
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    if o.size < 8 || o.rate == 0 {
+        return Err("--size must be >= 8 and --rate > 0".into());
+    }
+    Ok(o)
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((first, rest)) if first == "--reader" => {
+            let (dir, rest) = rest.split_first().ok_or("--reader needs a directory")?;
+            reader(Path::new(dir), &parse(rest)?)
+        }
+        _ => writer(&args, &parse(&args)?),
+    }
+}
+
+fn writer(args: &[String], o: &Opts) -> Res<()> {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let tmp = tempfile::tempdir_in(base)?;
+    let dir = tmp.path().join("q");
+    sys::set_thread_affinity(&[o.cores.0])?;
+    let cfg = WriterConfig {
+        segment_size: o.segment_mib << 20,
+        maintenance_cpus: Some(vec![o.cores.0]),
+        retention: RetentionPolicy {
+            max_bytes: Some(4 << 30),
+            ..RetentionPolicy::default()
+        },
+        ..WriterConfig::default()
+    };
+    let mut w = QueueWriter::open(&dir, cfg)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--reader")
+        .arg(&dir)
+        .args(args)
+        .spawn()?;
+    // Let the reader open and the first background segment preparation finish.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut buf = vec![7u8; o.size];
+    let gap = 1_000_000_000 / o.rate;
+    let start = sys::monotonic_ns();
+    for i in 0..o.count + WARMUP {
+        let due = start + i * gap;
+        let mut now = sys::monotonic_ns();
+        while now < due {
+            std::hint::spin_loop();
+            now = sys::monotonic_ns();
+        }
+        if let Some(stamp) = buf.first_chunk_mut::<8>() {
+            *stamp = sys::monotonic_ns().to_ne_bytes();
+        }
+        w.append(1, &buf)?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("reader exited with {status}").into());
+    }
+    Ok(())
+}
+
+fn reader(dir: &Path, o: &Opts) -> Res<()> {
+    sys::set_thread_affinity(&[o.cores.1])?;
+    let cfg = ReaderConfig {
+        verify_crc: o.verify_crc,
+        ..ReaderConfig::default()
+    };
+    let mut r = QueueReader::open(dir, cfg)?;
+    let new = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
+    let mut classes = [
+        ("other", new()?),
+        ("first-on-page", new()?),
+        ("first-in-64k", new()?),
+    ];
+    let mut all = new()?;
+    let mut bursts: Vec<(u64, u64, u64, u64, u64)> = Vec::new(); // first msg, len, max, seg, off
+    let (mut reached, mut seg_seen) = (0u64, u64::MAX);
+    let mut got = 0u64;
+    while got < o.count + WARMUP {
+        let pos = r.position();
+        let Some(m) = r.next()? else {
+            std::hint::spin_loop();
+            continue;
+        };
+        let now = sys::monotonic_ns();
+        let stamp = m
+            .payload()
+            .first_chunk::<8>()
+            .map_or(now, |s| u64::from_ne_bytes(*s));
+        let lat = now.saturating_sub(stamp);
+        let end = r.position().offset.saturating_sub(1);
+        if pos.segment != seg_seen {
+            (seg_seen, reached) = (pos.segment, pos.offset);
+        }
+        let class = if end >> 16 != reached >> 16 {
+            2
+        } else if end >> 12 != reached >> 12 {
+            1
+        } else {
+            0
+        };
+        reached = reached.max(end);
+        got += 1;
+        if got <= WARMUP {
+            continue;
+        }
+        if let Some((_, h)) = classes.get_mut(class) {
+            h.saturating_record(lat);
+        }
+        all.saturating_record(lat);
+        if o.bursts && lat > BURST_NS {
+            match bursts.last_mut() {
+                Some(b) if b.0 + b.1 == got => {
+                    b.1 += 1;
+                    b.2 = b.2.max(lat);
+                }
+                _ => bursts.push((got, 1, lat, pos.segment, pos.offset)),
+            }
+        }
+    }
+    println!(
+        "{} B records, {} msgs/s, {} MiB segments, CRC {}",
+        o.size,
+        o.rate,
+        o.segment_mib,
+        if o.verify_crc { "verified" } else { "off" }
+    );
+    println!("class              count     p50     p90     p99   p99.9       max (ns)");
+    for (name, h) in classes.iter().chain(std::iter::once(&("all", all))) {
+        println!(
+            "{name:14} {:>9} {:>7} {:>7} {:>7} {:>7} {:>9}",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    if o.bursts {
+        println!("{} bursts above {BURST_NS} ns:", bursts.len());
+        for (first, len, max, seg, off) in &bursts {
+            println!("  msg {first:>8}  len {len:>4}  max {max:>9} ns  segment {seg} offset {off}");
+        }
+    }
+    Ok(())
+}
