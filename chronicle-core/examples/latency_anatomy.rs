@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Classes: `first-on-page` is a record whose bytes reach a 4 KiB page no earlier record
-//! reached, `first-in-64k` one that reaches a new 64 KiB block (the kernel's default fault-around
-//! unit: the reader's mapping is populated that many bytes at a time), `other` the rest.
+//! reached, `first-in-64k` one that reaches a new 64 KiB-aligned block of the address space (the
+//! kernel's default fault-around window: one read fault maps that much of the reader's mapping),
+//! `other` the rest.
 //! `--bursts` lists every run of consecutive records above 3 µs with its segment and offset, which
 //! shows periodic causes (a page fault every N records, a timer tick every 4 ms) at a glance.
 //! A diagnostic, not a benchmark: for ratios against the bare ring use the `latency` bench.
@@ -156,14 +157,15 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
             continue;
         };
         let now = sys::monotonic_ns();
-        let stamp = m
-            .payload()
-            .first_chunk::<8>()
-            .map_or(now, |s| u64::from_ne_bytes(*s));
+        let p = m.payload();
+        let stamp = p.first_chunk::<8>().map_or(now, |s| u64::from_ne_bytes(*s));
         let lat = now.saturating_sub(stamp);
-        let end = r.position().offset.saturating_sub(1);
+        // Addresses, not file offsets: fault-around windows are aligned in the address space,
+        // and the mapping's base need not be 64 KiB aligned.
+        let start = p.as_ptr() as u64;
+        let end = (start + p.len() as u64).saturating_sub(1);
         if pos.segment != seg_seen {
-            (seg_seen, reached) = (pos.segment, pos.offset);
+            (seg_seen, reached) = (pos.segment, start);
         }
         let class = if end >> 16 != reached >> 16 {
             2
