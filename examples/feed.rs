@@ -8,8 +8,8 @@
 //!
 //! This is the readable standalone version. `chron-cli feed` (in
 //! `chronicle-cli/src/topology/feed.rs`) is the operational twin that `chron-cli demo` runs as
-//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
-//! SIGTERM.
+//! a process: the same bus calls and the same `chronicle::topology` logic, plus JSON status lines
+//! and a clean stop on SIGTERM.
 
 mod common;
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chronicle::bus::BusLayout;
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueWriter, RetentionPolicy, WriterConfig};
-use chronicle::topology::{TICK, Tick, XorShift};
+use chronicle::topology::{Market, TICK};
 use common::Args;
 
 const USAGE: &str = "feed --bus DIR [--name md] [--rate TICKS_PER_S] [--symbols N] [--secs S]";
@@ -55,10 +55,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         w.next_seq()
     );
 
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut mids: Vec<i64> = (0..symbols)
-        .map(|s| 1_000_000 + i64::from(s) * 10_000)
-        .collect();
+    let mut market = Market::new(symbols);
     let gap = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
     let mut next_send = start;
@@ -72,20 +69,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         if now >= next_send {
-            let symbol = (rng.next_u64() % u64::from(symbols)) as u32;
-            let mid = mids.get_mut(symbol as usize).ok_or("symbol out of range")?;
-            *mid += (rng.next_u64() % 21) as i64 - 10;
-            let spread = 1 + (rng.next_u64() % 4) as i64;
-            let ts = realtime_ns();
-            let tick = Tick {
-                symbol,
-                bid_size: 100 + (rng.next_u64() % 900) as u32,
-                ask_size: 100 + (rng.next_u64() % 900) as u32,
-                bid: *mid - spread,
-                ask: *mid + spread,
-                exchange_ts: ts.saturating_sub(20_000),
-                send_ts: ts,
-            };
+            let tick = market.tick(realtime_ns());
             w.append(TICK, &tick.encode())?;
             sent += 1;
             next_send += gap;

@@ -12,8 +12,8 @@
 //!
 //! This is the readable standalone version. `chron-cli router` (in
 //! `chronicle-cli/src/topology/router.rs`) is the operational twin that `chron-cli demo` runs as
-//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
-//! SIGTERM.
+//! a process: the same bus calls and the same `chronicle::topology` logic, plus JSON status lines
+//! and a clean stop on SIGTERM.
 
 mod common;
 
@@ -21,14 +21,14 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use chronicle::bus::sched::{Dequeued, LocalScheduler, SchedulerConfig, Task, TenantKey};
+use chronicle::bus::sched::{Dequeued, LocalScheduler, SchedulerConfig, TenantKey};
 use chronicle::bus::{
     BusLayout, DiscoveryConfig, DiscoveryEvent, FanInConfig, FanInReader, MergeMode,
     RouterDiscovery, SourceId,
 };
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueWriter, RetentionPolicy, WriterConfig};
-use chronicle::topology::{Kind, ORDER, Order};
+use chronicle::topology::{ORDER, Order, TokenBucket, order_task};
 use common::Args;
 use hdrhistogram::Histogram;
 
@@ -109,8 +109,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = Vec::new();
     let start = Instant::now();
     let (mut last_poll, mut last_report) = (start, start);
-    let mut tokens = 0.0f64;
-    let mut last_refill = start;
+    let mut bucket = TokenBucket::new(rate_limit as f64, start);
     let (mut routed, mut routed_at_report, mut merged) = (0u64, 0u64, 0u64);
     loop {
         let now = Instant::now();
@@ -158,11 +157,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             merged += 1;
             let s = strategies.entry(source).or_default();
             s.merged += 1;
-            let left = Duration::from_nanos(order.deadline_ns.saturating_sub(realtime_ns()));
-            let mut task = Task::new(order).with_deadline(Instant::now() + left);
-            if order.kind == Kind::Cancel {
-                task = task.urgent();
-            }
+            let task = order_task(order, realtime_ns(), Instant::now());
             if sched.enqueue(TenantKey::new(source.0), task).is_err() {
                 s.rejected += 1;
             }
@@ -172,11 +167,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Route under the rate limit (a token bucket holding at most 1 ms of sends).
         let now = Instant::now();
-        tokens = (tokens + now.duration_since(last_refill).as_secs_f64() * rate_limit as f64)
-            .min((rate_limit as f64 / 1000.0).max(1.0));
-        last_refill = now;
+        bucket.refill(now);
         let mut sent_now = 0;
-        while tokens >= 1.0 {
+        while bucket.ready() {
             match sched.try_dequeue_at(now) {
                 Dequeued::Task(tenant, task) => {
                     let order = task.into_payload();
@@ -188,7 +181,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     routed += 1;
                     sent_now += 1;
-                    tokens -= 1.0;
+                    bucket.spend();
                 }
                 _ => break,
             }

@@ -11,8 +11,8 @@
 //!
 //! This is the readable standalone version. `chron-cli strategy` (in
 //! `chronicle-cli/src/topology/strategy.rs`) is the operational twin that `chron-cli demo` runs as
-//! a process: same message format and bus calls, plus JSON status lines and a clean stop on
-//! SIGTERM.
+//! a process: the same bus calls and the same `chronicle::topology` logic, plus JSON status lines
+//! and a clean stop on SIGTERM.
 
 mod common;
 
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chronicle::bus::{BusLayout, StrategyConfig, StrategyEndpoints};
 use chronicle::core::sys::realtime_ns;
 use chronicle::core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
-use chronicle::topology::{Kind, ORDER, Order, Tick};
+use chronicle::topology::{ORDER, Tick, Trader, TraderConfig};
 use common::Args;
 
 const USAGE: &str = "strategy --bus DIR --id ID [--feed md] [--every N] [--slot K --slots N] \
@@ -39,11 +39,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let bus = args.str("bus").ok_or("--bus is required")?;
     let id = args.str("id").ok_or("--id is required")?.to_string();
     let feed = args.str("feed").unwrap_or("md");
-    let every = args.num("every", 8, USAGE).max(1);
-    let slots = args.num("slots", 1, USAGE).max(1);
-    let slot = args.num("slot", 0, USAGE) % slots;
-    let deadline = args.num("deadline-us", 2_000, USAGE) * 1_000;
     let hot = args.flag("hot");
+    let trading = TraderConfig {
+        every: args.num("every", 8, USAGE),
+        slot: args.num("slot", 0, USAGE),
+        slots: args.num("slots", 1, USAGE),
+        hot,
+        deadline_ns: args.num("deadline-us", 2_000, USAGE).saturating_mul(1_000),
+    };
     let run_for = args.secs("secs", USAGE);
 
     let layout = BusLayout::create(bus)?;
@@ -54,7 +57,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     ep.mark_ready()?;
     let next_seq = ep.writer().next_seq();
     // Order ids stay unique across restarts: derived from the queue's sequence numbers.
-    let mut next_order_id = next_seq * 16 + 1;
+    let mut trader = Trader::new(trading, next_seq * 16 + 1);
     println!(
         "strategy {id}: orders {} (next seq {next_seq}), feed from seq {}{}",
         ep.orders_path().display(),
@@ -65,8 +68,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut last_heartbeat = start;
     let mut last_report = start;
-    let (mut ticks, mut matched, mut orders, mut orders_at_report) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_new: Option<Order> = None;
+    let (mut ticks, mut orders_at_report) = (0u64, 0u64);
     loop {
         let now = Instant::now();
         if run_for.is_some_and(|d| now.duration_since(start) >= d) {
@@ -80,9 +82,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if now.duration_since(last_report) >= Duration::from_secs(1) {
             println!(
                 "strategy {id}: {} orders/s, {ticks} ticks seen",
-                orders - orders_at_report
+                trader.orders() - orders_at_report
             );
-            orders_at_report = orders;
+            orders_at_report = trader.orders();
             last_report = now;
         }
         let tick = match feed_reader.next()? {
@@ -98,45 +100,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         };
         ticks += 1;
         let Some(tick) = tick else { continue };
-        if u64::from(tick.symbol) % slots != slot && !hot {
-            continue;
-        }
-        matched += 1;
-        if !hot && matched % every != 0 {
-            continue;
-        }
-        let burst = if hot { 4 } else { 1 };
-        for _ in 0..burst {
-            let buy = tick.symbol % 2 == 0;
-            let order = Order {
-                order_id: next_order_id,
-                tick_send_ts: tick.send_ts,
-                deadline_ns: realtime_ns() + deadline,
-                price: if buy { tick.bid } else { tick.ask },
-                symbol: tick.symbol,
-                qty: 100,
-                buy,
-                kind: Kind::New,
-            };
-            next_order_id += 1;
-            ep.writer().append(ORDER, &order.encode())?;
-            orders += 1;
-            // Every fourth new order cancels the previous one.
-            if let Some(prev) = last_new.filter(|_| orders % 4 == 0) {
-                let cancel = Order {
-                    kind: Kind::Cancel,
-                    tick_send_ts: tick.send_ts,
-                    deadline_ns: realtime_ns() + deadline,
-                    ..prev
-                };
-                ep.writer().append(ORDER, &cancel.encode())?;
-                orders += 1;
-            }
-            last_new = Some(order);
-        }
+        trader.on_tick(&tick, realtime_ns(), |order| {
+            ep.writer().append(ORDER, &order.encode()).map(drop)
+        })?;
     }
     feed_reader.commit()?;
-    println!("strategy {id}: {orders} orders from {ticks} ticks");
+    println!(
+        "strategy {id}: {} orders from {ticks} ticks",
+        trader.orders()
+    );
     ep.close()?;
     Ok(())
 }

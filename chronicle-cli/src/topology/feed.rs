@@ -10,7 +10,7 @@ use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 use serde_json::json;
 
 use super::{emit, install_stop_handler, stop_requested};
-use chronicle::topology::{TICK, Tick, XorShift};
+use chronicle::topology::{Market, TICK};
 
 /// Arguments of `chron-cli feed`.
 #[derive(Debug, clap::Args)]
@@ -44,10 +44,7 @@ pub fn run(a: Args) -> Result<u8> {
         ..WriterConfig::default()
     };
     let mut w = QueueWriter::open(layout.feed(&a.name)?, cfg).context("cannot open the feed")?;
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut mids: Vec<i64> = (0..symbols)
-        .map(|s| 1_000_000 + i64::from(s) * 10_000)
-        .collect();
+    let mut market = Market::new(symbols);
     let gap = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
     let (mut next_send, mut last_report, mut last_heartbeat) = (start, start, start);
@@ -55,22 +52,8 @@ pub fn run(a: Args) -> Result<u8> {
     while !stop_requested() {
         let now = Instant::now();
         if now >= next_send {
-            let symbol = (rng.next_u64() % u64::from(symbols)) as u32;
-            let Some(mid) = mids.get_mut(symbol as usize) else {
-                continue;
-            };
-            *mid += (rng.next_u64() % 21) as i64 - 10;
-            let spread = 1 + (rng.next_u64() % 4) as i64;
             let ts = realtime_ns();
-            let tick = Tick {
-                symbol,
-                bid_size: 100 + (rng.next_u64() % 900) as u32,
-                ask_size: 100 + (rng.next_u64() % 900) as u32,
-                bid: *mid - spread,
-                ask: *mid + spread,
-                exchange_ts: ts.saturating_sub(20_000),
-                send_ts: ts,
-            };
+            let tick = market.tick(ts);
             w.append_at(TICK, ts, &tick.encode())?;
             sent += 1;
             next_send += gap;

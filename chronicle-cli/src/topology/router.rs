@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chronicle_bus::sched::{Dequeued, LocalScheduler, SchedulerConfig, Task, TenantKey};
+use chronicle_bus::sched::{Dequeued, LocalScheduler, SchedulerConfig, TenantKey};
 use chronicle_bus::{
     BusError, BusLayout, DiscoveryConfig, DiscoveryEvent, Endpoint, FanInConfig, FanInReader,
     MergeMode, RouterDiscovery, SourceId,
@@ -29,7 +29,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{emit, install_stop_handler, stop_requested};
-use chronicle::topology::{Kind, ORDER, Order};
+use chronicle::topology::{ORDER, Order, TokenBucket, order_task};
 
 /// Arguments of `chron-cli router`.
 #[derive(Debug, clap::Args)]
@@ -123,8 +123,7 @@ pub fn run(a: Args) -> Result<u8> {
     let mut events = Vec::new();
     let start = Instant::now();
     let (mut last_poll, mut last_report) = (start, start);
-    let mut tokens = 0.0f64;
-    let mut last_refill = start;
+    let mut bucket = TokenBucket::new(rate_limit, start);
     let mut routed = 0u64;
     let mut stop_at: Option<Instant> = None;
     loop {
@@ -190,11 +189,7 @@ pub fn run(a: Args) -> Result<u8> {
                 s.rejected += 1;
                 continue;
             };
-            let left = Duration::from_nanos(order.deadline_ns.saturating_sub(realtime_ns()));
-            let mut task = Task::new(order).with_deadline(Instant::now() + left);
-            if order.kind == Kind::Cancel {
-                task = task.urgent();
-            }
+            let task = order_task(order, realtime_ns(), Instant::now());
             if sched.enqueue(TenantKey::new(source.0), task).is_err() {
                 s.rejected += 1;
             }
@@ -204,11 +199,9 @@ pub fn run(a: Args) -> Result<u8> {
         }
         // Route under the rate limit (a token bucket holding at most 1 ms of sends).
         let now = Instant::now();
-        tokens = (tokens + now.duration_since(last_refill).as_secs_f64() * rate_limit)
-            .min((rate_limit / 1000.0).max(1.0));
-        last_refill = now;
+        bucket.refill(now);
         let mut sent_now = 0;
-        while tokens >= 1.0 {
+        while bucket.ready() {
             let Dequeued::Task(tenant, task) = sched.try_dequeue_at(Instant::now()) else {
                 break;
             };
@@ -232,7 +225,7 @@ pub fn run(a: Args) -> Result<u8> {
             s.routed += 1;
             routed += 1;
             sent_now += 1;
-            tokens -= 1.0;
+            bucket.spend();
         }
         let drained = stop_at.is_some()
             && discovery.attached().next().is_none()

@@ -14,7 +14,7 @@ use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 use serde_json::json;
 
 use super::{emit, install_stop_handler, stop_requested};
-use chronicle::topology::{Kind, ORDER, Order, Tick, strategy_tag};
+use chronicle::topology::{ORDER, Tick, Trader, TraderConfig, strategy_tag};
 
 /// Arguments of `chron-cli strategy`.
 #[derive(Debug, clap::Args)]
@@ -48,10 +48,13 @@ pub struct Args {
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
-    let every = a.every.max(1);
-    let slots = a.slots.max(1);
-    let slot = a.slot % slots;
-    let deadline = a.deadline_us.saturating_mul(1_000);
+    let trading = TraderConfig {
+        every: a.every,
+        slot: a.slot,
+        slots: a.slots,
+        hot: a.hot,
+        deadline_ns: a.deadline_us.saturating_mul(1_000),
+    };
     let id = a.id;
     let layout = BusLayout::create(&a.bus).context("cannot create the bus")?;
     let mut ep = StrategyEndpoints::open(&layout, &id, StrategyConfig::default())
@@ -63,7 +66,7 @@ pub fn run(a: Args) -> Result<u8> {
     // Unique across restarts (at most one order id per record) and strategies (the tag).
     let tag = strategy_tag(&id) << 48;
     let first_order_id = tag | (next_seq * 16 + 1);
-    let mut next_order_id = first_order_id;
+    let mut trader = Trader::new(trading, first_order_id);
     emit(
         &json!({"role": "strategy", "id": id, "start": true, "hot": a.hot,
         "next_seq": next_seq, "first_order_id": first_order_id, "feed_seq": feed.next_seq()}),
@@ -71,8 +74,7 @@ pub fn run(a: Args) -> Result<u8> {
 
     let start = Instant::now();
     let (mut last_heartbeat, mut last_report) = (start, start);
-    let (mut ticks, mut matched, mut orders) = (0u64, 0u64, 0u64);
-    let mut last_new: Option<Order> = None;
+    let mut ticks = 0u64;
     while !stop_requested() {
         let now = Instant::now();
         if now.duration_since(last_heartbeat) >= Duration::from_millis(1) {
@@ -82,7 +84,7 @@ pub fn run(a: Args) -> Result<u8> {
         }
         if now.duration_since(last_report) >= Duration::from_secs(1) {
             emit(
-                &json!({"role": "strategy", "id": id, "orders": orders, "ticks": ticks,
+                &json!({"role": "strategy", "id": id, "orders": trader.orders(), "ticks": ticks,
                 "committed": ep.writer().next_seq(), "final": false}),
             );
             last_report = now;
@@ -99,47 +101,15 @@ pub fn run(a: Args) -> Result<u8> {
         };
         ticks += 1;
         let Some(tick) = tick else { continue };
-        if u64::from(tick.symbol) % slots != slot && !a.hot {
-            continue;
-        }
-        matched += 1;
-        if !a.hot && matched % every != 0 {
-            continue;
-        }
-        for _ in 0..if a.hot { 4 } else { 1 } {
-            let buy = tick.symbol % 2 == 0;
-            let order = Order {
-                order_id: next_order_id,
-                tick_send_ts: tick.send_ts,
-                deadline_ns: realtime_ns() + deadline,
-                price: if buy { tick.bid } else { tick.ask },
-                symbol: tick.symbol,
-                qty: 100,
-                buy,
-                kind: Kind::New,
-            };
-            next_order_id += 1;
-            ep.writer().append(ORDER, &order.encode())?;
-            orders += 1;
-            // Every fourth order cancels the previous new order.
-            if let Some(prev) = last_new.filter(|_| orders % 4 == 0) {
-                let cancel = Order {
-                    kind: Kind::Cancel,
-                    tick_send_ts: tick.send_ts,
-                    deadline_ns: realtime_ns() + deadline,
-                    ..prev
-                };
-                ep.writer().append(ORDER, &cancel.encode())?;
-                orders += 1;
-            }
-            last_new = Some(order);
-        }
+        trader.on_tick(&tick, realtime_ns(), |order| {
+            ep.writer().append(ORDER, &order.encode()).map(drop)
+        })?;
     }
     feed.commit()?;
     let committed = ep.writer().next_seq();
     ep.close()?;
     emit(
-        &json!({"role": "strategy", "id": id, "orders": orders, "ticks": ticks,
+        &json!({"role": "strategy", "id": id, "orders": trader.orders(), "ticks": ticks,
         "committed": committed, "final": true}),
     );
     Ok(0)
