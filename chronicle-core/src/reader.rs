@@ -94,6 +94,12 @@ pub struct QueueReader {
     /// `(segment id, offset)`: pages of that segment below the offset have been touched by
     /// `fault_ahead`.
     faulted: (u64, u64),
+    /// The segment after the current one, opened ahead of time by an idle reader near the end
+    /// of the current one (`preopen_next`), so entering it costs a `stat`, not an open and a
+    /// mapping.
+    next_seg: Option<Segment>,
+    /// Idle polls left before `preopen_next` tries again after finding no next segment.
+    preopen_backoff: u32,
     meta: Option<ReaderMeta>,
     control: Control,
     geom: Geometry,
@@ -139,6 +145,9 @@ const PAGE: u64 = 4096;
 /// of 256 KiB to be read without a page fault.
 const FAULT_AHEAD: u64 = 256 << 10;
 
+/// Idle polls between attempts to open the next segment ahead of time while it does not exist.
+const PREOPEN_RETRY: u32 = 4096;
+
 impl QueueReader {
     /// Opens a reader on the queue at `dir`. A named reader resumes at its persisted position
     /// (or starts at `config.start` the first time) and commits its start position at once.
@@ -174,6 +183,8 @@ impl QueueReader {
             hb_countdown: HEARTBEAT_EVERY,
             idle_polls: 0,
             faulted: (u64::MAX, 0),
+            next_seg: None,
+            preopen_backoff: 0,
             meta,
             control,
             geom,
@@ -390,7 +401,13 @@ impl QueueReader {
     fn enter_next_segment(&mut self) -> Result<()> {
         self.peeked = None;
         let id = self.seg.id + 1;
-        match Segment::open_ro(&self.dir, id, &self.geom) {
+        let opened = match self.next_seg.take() {
+            // Still the file that is at the path (a segment left prepared by a writer that
+            // died is replaced by its successor's own).
+            Some(s) if s.id == id && s.is_at_path() => Ok(s),
+            _ => Segment::open_ro(&self.dir, id, &self.geom),
+        };
+        match opened {
             Ok(s) => {
                 self.next_seq = s.base_seq();
                 self.seg = s;
@@ -538,6 +555,30 @@ impl QueueReader {
             to += PAGE;
         }
         self.faulted = (self.seg.id, to);
+        if to >= self.seg.len() && self.next_seg.is_none() {
+            self.preopen_next();
+        }
+    }
+
+    /// Opens segment `id + 1` ahead of the PAD that leads to it (the writer prepares it in the
+    /// background, so it usually exists well before it is needed) and maps its first page.
+    /// At most one attempt every `PREOPEN_RETRY` idle polls while it does not exist yet.
+    #[cold]
+    #[inline(never)]
+    fn preopen_next(&mut self) {
+        if self.preopen_backoff > 0 {
+            self.preopen_backoff -= 1;
+            return;
+        }
+        match Segment::open_ro(&self.dir, self.seg.id + 1, &self.geom) {
+            Ok(s) => {
+                s.touch(SEGMENT_HEADER_SIZE);
+                self.next_seg = Some(s);
+            }
+            // Not there yet, or not valid yet (its header is published last): entering it
+            // will open it the usual way and report what is wrong then.
+            Err(_) => self.preopen_backoff = PREOPEN_RETRY,
+        }
     }
 
     #[inline]
@@ -648,6 +689,7 @@ impl QueueReader {
 
     fn set_pos(&mut self, seg: Segment, offset: u64, next_seq: u64) {
         self.peeked = None;
+        self.next_seg = None;
         self.seg = seg;
         self.offset = offset;
         self.next_seq = next_seq;

@@ -20,6 +20,8 @@ pub(crate) struct Segment {
     map: Map,
     base: *mut u8,
     len: u64,
+    /// `(device, inode)` of the mapped file, to tell whether `path` still names it.
+    identity: (u64, u64),
 }
 
 // SAFETY: `base` points into `map`, owned by the segment and never remapped; all shared access
@@ -55,6 +57,7 @@ impl Segment {
         unsafe { sys::populate_write(base, geom.segment_size as usize) };
         let seg = Segment {
             id,
+            identity: identity(&file),
             path,
             map,
             base,
@@ -106,6 +109,7 @@ impl Segment {
         };
         let seg = Segment {
             id,
+            identity: identity(&file),
             path,
             map,
             base,
@@ -224,6 +228,13 @@ impl Segment {
         crate::sys::prefetch(p, write);
     }
 
+    /// True when the segment's path still names the file this mapping was made from (a segment
+    /// prepared by a writer that died before using it is replaced by the next writer).
+    pub(crate) fn is_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
+    }
+
     /// msync of a byte range.
     pub(crate) fn flush_range(&self, offset: u64, len: u64) -> Result<()> {
         self.map.flush_range(offset, len, &self.path)
@@ -254,6 +265,13 @@ pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -
         return Err(err);
     }
     Ok(file)
+}
+
+fn identity(file: &File) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    // A failed fstat gives an identity no file has, so `is_at_path` answers false.
+    file.metadata()
+        .map_or((u64::MAX, u64::MAX), |m| (m.dev(), m.ino()))
 }
 
 fn check_len(file: &File, path: &std::path::Path, geom: &Geometry) -> Result<()> {

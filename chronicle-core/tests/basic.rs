@@ -132,6 +132,61 @@ fn claim_commit_and_abandon() {
     assert!(r.next().unwrap().is_none());
 }
 
+/// The second half of a roll (retiring the old segment, retention, preparing the next) runs
+/// once the record that caused the roll is published. When that record is a claim that gets
+/// abandoned, the work still happens: at the next roll, or when the writer closes.
+#[test]
+fn rolls_whose_claim_is_abandoned_still_retire_their_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let seg = 256u64 << 10;
+    let cfg = WriterConfig {
+        segment_size: seg,
+        retention: RetentionPolicy {
+            max_bytes: Some(4 * seg),
+            ..RetentionPolicy::default()
+        },
+        ..small()
+    };
+    let big = |i: u64| vec![i as u8; 60 << 10];
+    let mut w = QueueWriter::open(&q, cfg.clone()).unwrap();
+    let mut seq = 0u64;
+    for _ in 0..40 {
+        // Four 60 KiB records fill most of a 256 KiB segment...
+        for _ in 0..4 {
+            assert_eq!(w.append(1, &big(seq)).unwrap(), seq);
+            seq += 1;
+        }
+        // ...so this claim rolls to the next one, and is then abandoned.
+        let c = w.claim(2, 60 << 10).unwrap();
+        drop(c);
+    }
+    let segments = || std::fs::read_dir(q.join("segments")).unwrap().count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while segments() > 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never ran: {} segments",
+            segments()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Closed with the last roll's second half still pending.
+    w.close().unwrap();
+    let mut w = QueueWriter::open(&q, cfg).unwrap();
+    assert_eq!(w.append(1, &big(seq)).unwrap(), seq);
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let first = r.next().unwrap().unwrap().seq();
+    assert!(first > 0, "retention kept everything");
+    let mut expect = first + 1;
+    while let Some(m) = r.next().unwrap() {
+        assert_eq!(m.seq(), expect);
+        assert_eq!(m.payload(), &big(expect)[..]);
+        expect += 1;
+    }
+    assert_eq!(expect, seq + 1);
+}
+
 #[test]
 fn named_reader_resumes_after_its_committed_position() {
     let dir = tempfile::tempdir().unwrap();
