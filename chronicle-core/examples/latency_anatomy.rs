@@ -113,6 +113,9 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     std::thread::sleep(Duration::from_millis(500));
     let mut buf = vec![7u8; o.size];
     let gap = 1_000_000_000 / o.rate;
+    let mut slow: Vec<(u64, u64)> = Vec::new(); // (ns, measured message index), slowest first
+    let mut rolls: Vec<u64> = Vec::new(); // append time of each record that rolled
+    let mut last_seg = w.tail().segment;
     let start = sys::monotonic_ns();
     for i in 0..o.count + WARMUP {
         let due = start + i * gap;
@@ -121,12 +124,37 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
             std::hint::spin_loop();
             now = sys::monotonic_ns();
         }
+        let t0 = sys::monotonic_ns();
         if let Some(stamp) = buf.first_chunk_mut::<8>() {
-            *stamp = sys::monotonic_ns().to_ne_bytes();
+            *stamp = t0.to_ne_bytes();
         }
         w.append(1, &buf)?;
+        let took = sys::monotonic_ns().saturating_sub(t0);
+        let seg = w.tail().segment;
+        if seg != last_seg && i >= WARMUP {
+            rolls.push(took);
+        }
+        last_seg = seg;
+        if i >= WARMUP {
+            slow.push((took, i - WARMUP));
+            slow.sort_unstable_by(|a, b| b.cmp(a));
+            slow.truncate(5);
+        }
     }
     let status = child.wait()?;
+    let slowest: Vec<String> = slow
+        .iter()
+        .map(|(ns, i)| format!("{ns} ns (msg {i})"))
+        .collect();
+    println!("writer: slowest appends {}", slowest.join(", "));
+    rolls.sort_unstable();
+    if let (Some(lo), Some(hi)) = (rolls.first(), rolls.last()) {
+        let mid = rolls.get(rolls.len() / 2).unwrap_or(hi);
+        println!(
+            "writer: {} appends rolled to a new segment: min {lo} ns, median {mid} ns, max {hi} ns",
+            rolls.len()
+        );
+    }
     if !status.success() {
         return Err(format!("reader exited with {status}").into());
     }

@@ -117,6 +117,30 @@ impl Map {
         })
     }
 
+    /// Drops this process's page-table entries for `offset..offset+len` (clamped to the
+    /// mapping), so that unmapping it later is cheap. The file's pages stay in the page cache and
+    /// a later access would fault them back in. Errors are ignored: it is only an optimization.
+    ///
+    /// # Safety
+    /// No reference into the range may be alive, and the caller must not create one afterwards
+    /// expecting the old page frames (for a shared file mapping the contents stay the file's).
+    pub(crate) unsafe fn release(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.len());
+        let off = offset.min(end);
+        if end == off {
+            return;
+        }
+        let (off, n) = (off as usize, (end - off) as usize);
+        // SAFETY: in bounds (clamped above); the caller guarantees nothing borrows the range.
+        // MADV_DONTNEED on a shared file mapping only discards page-table entries.
+        let _ = unsafe {
+            match self {
+                Map::Rw(m) => m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, n),
+                Map::Ro(m) => m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, n),
+            }
+        };
+    }
+
     /// Flushes (msync) `offset..offset+len` to the file.
     pub(crate) fn flush_range(&self, offset: u64, len: u64, path: &Path) -> Result<()> {
         if let Map::Rw(m) = self {

@@ -100,6 +100,10 @@ pub struct QueueReader {
     next_seg: Option<Segment>,
     /// Idle polls left before `preopen_next` tries again after finding no next segment.
     preopen_backoff: u32,
+    /// The segment just left and how much of it has been released: unmapping a populated
+    /// 64 MiB mapping at once takes long enough to delay the first record of the next segment,
+    /// so idle polls release it piecemeal first (`release_retired`).
+    retired: Option<(Segment, u64)>,
     meta: Option<ReaderMeta>,
     control: Control,
     geom: Geometry,
@@ -145,6 +149,9 @@ const PAGE: u64 = 4096;
 /// of 256 KiB to be read without a page fault.
 const FAULT_AHEAD: u64 = 256 << 10;
 
+/// How much of a retired segment's mapping one idle poll releases (16 page-table entries).
+const RELEASE_STEP: u64 = 64 << 10;
+
 /// Idle polls between attempts to open the next segment ahead of time while it does not exist.
 const PREOPEN_RETRY: u32 = 4096;
 
@@ -185,6 +192,7 @@ impl QueueReader {
             faulted: (u64::MAX, 0),
             next_seg: None,
             preopen_backoff: 0,
+            retired: None,
             meta,
             control,
             geom,
@@ -410,7 +418,8 @@ impl QueueReader {
         match opened {
             Ok(s) => {
                 self.next_seq = s.base_seq();
-                self.seg = s;
+                let old = std::mem::replace(&mut self.seg, s);
+                self.retired = Some((old, 0));
                 self.offset = SEGMENT_HEADER_SIZE;
                 Ok(())
             }
@@ -558,6 +567,27 @@ impl QueueReader {
         if to >= self.seg.len() && self.next_seg.is_none() {
             self.preopen_next();
         }
+        if self.retired.is_some() {
+            self.release_retired();
+        }
+    }
+
+    /// Releases `RELEASE_STEP` bytes of the retired segment's mapping per call; unmaps it once
+    /// all is released.
+    #[cold]
+    #[inline(never)]
+    fn release_retired(&mut self) {
+        let Some((seg, done)) = &mut self.retired else {
+            return;
+        };
+        if *done >= seg.len() {
+            self.retired = None;
+            return;
+        }
+        // SAFETY: the retired segment is only held to be unmapped: no view into it exists
+        // (views borrow the reader, and the position moved to the next segment).
+        unsafe { seg.release(*done, RELEASE_STEP) };
+        *done += RELEASE_STEP;
     }
 
     /// Opens segment `id + 1` ahead of the PAD that leads to it (the writer prepares it in the

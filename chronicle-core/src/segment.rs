@@ -228,6 +228,15 @@ impl Segment {
         crate::sys::prefetch(p, write);
     }
 
+    /// Drops this process's page-table entries for `offset..offset+len` (see `Map::release`).
+    ///
+    /// # Safety
+    /// No reference into the range may be alive or be created afterwards.
+    pub(crate) unsafe fn release(&self, offset: u64, len: u64) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.map.release(offset, len) }
+    }
+
     /// True when the segment's path still names the file this mapping was made from (a segment
     /// prepared by a writer that died before using it is replaced by the next writer).
     pub(crate) fn is_at_path(&self) -> bool {

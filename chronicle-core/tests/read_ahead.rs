@@ -1,7 +1,7 @@
 //! What an idle reader prepares ahead of time: it maps the pages ahead of its position into its
 //! own address space (so the records that arrive next do not take page faults on their critical
-//! path) and, near the end of a segment, opens the next one. Observed through the reader's
-//! read-only mappings in /proc/self/smaps.
+//! path), near the end of a segment opens the next one, and unmaps the segment it left. Observed
+//! through the reader's read-only mappings in /proc/self/smaps.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -144,4 +144,14 @@ fn reader_opens_the_next_segment_ahead_and_notices_when_it_is_replaced() {
         assert!(i < 100_000, "never rolled");
     }
     assert!(r.position().segment >= 1);
+    // The segment left behind is released and unmapped by idle polls, not on the way out.
+    let left = QueueDir::new(&path).segment(r.position().segment - 1);
+    for _ in 0..2000 {
+        assert!(r.next().unwrap().is_none());
+    }
+    assert!(
+        try_reader_rss_kb(&left).is_none(),
+        "{} still mapped after the reader moved on and idled",
+        left.display()
+    );
 }
