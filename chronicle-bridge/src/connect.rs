@@ -1,13 +1,17 @@
-//! Connecting to NATS (URLs, credentials, reconnect backoff) and finding or creating the stream.
+//! Connecting to NATS (URLs, credentials, TLS, reconnect backoff) and finding or creating the
+//! stream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use async_nats::{ConnectErrorKind, ConnectOptions, ServerAddr};
+use async_nats::rustls;
+use async_nats::rustls::pki_types::pem::{self, PemObject};
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
 
 use crate::error::{BridgeError, Result};
 use crate::stats::Counters;
@@ -31,6 +35,16 @@ pub struct NatsConfig {
     pub max_reconnect_delay: Duration,
     /// Timeout of JetStream API requests and of each publish acknowledgement.
     pub request_timeout: Duration,
+    /// PEM file of the root certificate(s) trusted for the server's certificate, instead of the
+    /// system's roots. Implies TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) for servers that verify clients (mutual
+    /// TLS). Needs `tls_key`; implies TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse to talk plaintext. A `tls://` URL, `tls_ca` or `tls_cert` imply it.
+    pub tls_required: bool,
 }
 
 impl NatsConfig {
@@ -47,8 +61,104 @@ impl NatsConfig {
             name: "chron-bridge".to_string(),
             max_reconnect_delay: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
         }
     }
+
+    /// Whether the connection must use TLS: `--tls-required`, a TLS file option, or a
+    /// `tls://` URL among `addrs`.
+    pub fn tls_wanted(&self, addrs: &[ServerAddr]) -> bool {
+        self.tls_required
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || addrs.iter().any(ServerAddr::tls_required)
+    }
+}
+
+/// Checks the TLS files before any connection attempt, so that a missing or unusable file is
+/// reported by option and path (the client would only say "TLS error", and only once a server
+/// answered): the CA file must hold at least one certificate usable as a trust anchor, the
+/// certificate file at least one certificate, the key file a private key that signs for the
+/// certificate's public key.
+pub fn check_tls_files(cfg: &NatsConfig) -> Result<()> {
+    if let Some(ca) = &cfg.tls_ca {
+        let certs = read_certs("--tls-ca", ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| BridgeError::TlsFile {
+                option: "--tls-ca",
+                path: ca.clone(),
+                problem: format!("certificate {} is not usable as a root: {e}", i + 1),
+            })?;
+        }
+    }
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(BridgeError::InvalidConfig {
+            what: "--tls-cert needs --tls-key (the private key of the client certificate)"
+                .to_string(),
+        }),
+        (None, Some(_)) => Err(BridgeError::InvalidConfig {
+            what: "--tls-key needs --tls-cert (the client certificate of the key)".to_string(),
+        }),
+        (Some(cert_path), Some(key_path)) => {
+            let certs = read_certs("--tls-cert", cert_path)?;
+            let bytes = read_file("--tls-key", key_path)?;
+            let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| BridgeError::TlsFile {
+                option: "--tls-key",
+                path: key_path.clone(),
+                problem: match e {
+                    pem::Error::NoItemsFound => {
+                        "holds no PEM private key (BEGIN PRIVATE KEY, BEGIN EC PRIVATE KEY or BEGIN RSA PRIVATE KEY)"
+                            .to_string()
+                    }
+                    e => format!("cannot parse the private key: {e}"),
+                },
+            })?;
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::sign::CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
+                BridgeError::TlsFile {
+                    option: "--tls-key",
+                    path: key_path.clone(),
+                    problem: format!(
+                        "not a usable key for the certificate in --tls-cert {}: {e}",
+                        cert_path.display()
+                    ),
+                }
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| BridgeError::TlsFile {
+        option,
+        path: path.to_path_buf(),
+        problem: format!("cannot read it: {e}"),
+    })
+}
+
+fn read_certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = read_file(option, path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| BridgeError::TlsFile {
+            option,
+            path: path.to_path_buf(),
+            problem: format!("cannot parse the PEM certificates: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(BridgeError::TlsFile {
+            option,
+            path: path.to_path_buf(),
+            problem: "holds no PEM certificate (BEGIN CERTIFICATE)".to_string(),
+        });
+    }
+    Ok(certs)
 }
 
 /// Parses a comma-separated URL list, refusing anything the client would not understand.
@@ -70,11 +180,26 @@ pub fn parse_urls(list: &str) -> Result<Vec<ServerAddr>> {
     Ok(out)
 }
 
-/// Connects (one attempt over the URL list; afterwards the client reconnects on its own with
-/// exponential backoff, forever) and counts connection events into `counters`.
+/// Longest wait for the first connection to one server: TCP connect, TLS handshake and the
+/// server's answer to CONNECT. The client bounds only the TCP connect by itself; a server
+/// that accepts and then says nothing (or stalls in the handshake) would hold the bridge for
+/// ever at start.
+pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects (one attempt over the URL list, bounded by [`FIRST_CONNECT_TIMEOUT`] per server;
+/// afterwards the client reconnects on its own with exponential backoff, forever) and counts
+/// connection events into `counters`.
 pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_nats::Client> {
     let addrs = parse_urls(&cfg.url)?;
-    let mut opts = ConnectOptions::new();
+    check_tls_files(cfg)?;
+    let tls = cfg.tls_wanted(&addrs);
+    let mut opts = ConnectOptions::new().require_tls(tls);
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
     if let Some(path) = &cfg.creds {
         opts = opts
             .credentials_file(path)
@@ -116,19 +241,111 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
                 }
             }
         });
-    opts.connect(addrs.as_slice()).await.map_err(|e| {
-        let detail = e.to_string();
-        match e.kind() {
-            ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                BridgeError::AuthFailed { url, detail }
-            }
-            ConnectErrorKind::ServerParse => BridgeError::InvalidUrl {
+    let deadline = FIRST_CONNECT_TIMEOUT.saturating_mul(u32::try_from(addrs.len()).unwrap_or(1));
+    match tokio::time::timeout(deadline, opts.connect(addrs.as_slice())).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(classify_connect(&e, cfg, url, tls)),
+        Err(_) => Err(BridgeError::Connect {
+            url,
+            detail: format!(
+                "no server completed the connection within {} s (it accepted but did not answer{})",
+                deadline.as_secs(),
+                if tls {
+                    ", or stalled in the TLS handshake"
+                } else {
+                    ""
+                }
+            ),
+        }),
+    }
+}
+
+/// Turns a failed first connection into the error that tells the operator what to fix.
+fn classify_connect(e: &ConnectError, cfg: &NatsConfig, url: String, tls: bool) -> BridgeError {
+    let detail = e.to_string();
+    match e.kind() {
+        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+            return BridgeError::AuthFailed { url, detail };
+        }
+        ConnectErrorKind::ServerParse => {
+            return BridgeError::InvalidUrl {
                 url,
                 reason: detail,
-            },
-            _ => BridgeError::Connect { url, detail },
+            };
         }
-    })
+        // The TLS configuration itself (files were checked before, so this is rare).
+        ConnectErrorKind::Tls => return BridgeError::Tls { url, detail },
+        _ => {}
+    }
+    let Some(tls_err) = find_tls_error(e) else {
+        return BridgeError::Connect { url, detail };
+    };
+    match tls_err {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            BridgeError::TlsServerUntrusted {
+                url,
+                detail,
+                ca: cfg.tls_ca.clone(),
+            }
+        }
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => {
+            match &cfg.tls_cert {
+                None => BridgeError::TlsClientCertRequired { url, detail },
+                Some(cert) => BridgeError::TlsClientCertRejected {
+                    url,
+                    detail,
+                    cert: cert.clone(),
+                },
+            }
+        }
+        // Plaintext protocol bytes ("-ERR ...") read as TLS records: the server does not
+        // speak TLS on this port.
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } if tls => {
+            BridgeError::TlsNotOffered { url, detail }
+        }
+        _ => BridgeError::Tls { url, detail },
+    }
+}
+
+/// Alerts a server sends when it wants a client certificate and got none, or got one it does
+/// not accept. For a missing one Go's TLS stack (nats-server) sends `bad_certificate` (seen
+/// with nats-server 2.9); newer stacks send `certificate_required`.
+fn is_client_cert_alert(alert: rustls::AlertDescription) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        alert,
+        A::CertificateRequired
+            | A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+    )
+}
+
+/// The TLS error under a connection error, if any. `io::Error` does not return the error it
+/// wraps from `source()` (it delegates to that error's own source), so each `io::Error` in the
+/// chain is opened with `get_ref()`.
+fn find_tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            let inner: &'a (dyn std::error::Error + 'static) = inner;
+            if let Some(t) = find_tls_error(inner) {
+                return Some(t);
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Reconnect delay after `attempts` failed attempts: 0 for the first, then 50 ms doubling up to
@@ -240,6 +457,93 @@ mod tests {
         assert!(matches!(
             parse_urls(" , "),
             Err(BridgeError::InvalidUrl { .. })
+        ));
+    }
+
+    /// A connection error as the client builds it from a failed TLS read or handshake.
+    fn tls_failure(e: rustls::Error) -> ConnectError {
+        ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    }
+
+    #[test]
+    fn tls_failures_are_told_apart() {
+        let url = || "nats://127.0.0.1:4222".to_string();
+        let mut cfg = NatsConfig::from_env(url());
+        let bad_cert = tls_failure(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadCertificate,
+        ));
+        assert!(matches!(
+            classify_connect(&bad_cert, &cfg, url(), true),
+            BridgeError::TlsClientCertRequired { .. }
+        ));
+        cfg.tls_cert = Some(PathBuf::from("client.pem"));
+        cfg.tls_key = Some(PathBuf::from("client-key.pem"));
+        assert!(matches!(
+            classify_connect(&bad_cert, &cfg, url(), true),
+            BridgeError::TlsClientCertRejected { .. }
+        ));
+        let unknown_issuer = tls_failure(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(matches!(
+            classify_connect(&unknown_issuer, &cfg, url(), true),
+            BridgeError::TlsServerUntrusted { .. }
+        ));
+        let plaintext = tls_failure(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(matches!(
+            classify_connect(&plaintext, &cfg, url(), true),
+            BridgeError::TlsNotOffered { .. }
+        ));
+        let other = tls_failure(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert!(matches!(
+            classify_connect(&other, &cfg, url(), true),
+            BridgeError::Tls { .. }
+        ));
+        // Not a TLS failure at all.
+        let refused = ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert!(matches!(
+            classify_connect(&refused, &cfg, url(), false),
+            BridgeError::Connect { .. }
+        ));
+    }
+
+    #[test]
+    fn tls_is_wanted_by_any_tls_option_or_url() {
+        let plain = parse_urls("nats://127.0.0.1:4222").unwrap();
+        let mixed = parse_urls("nats://127.0.0.1:4222,tls://127.0.0.1:4223").unwrap();
+        let mut cfg = NatsConfig::from_env("unused");
+        assert!(!cfg.tls_wanted(&plain));
+        assert!(cfg.tls_wanted(&mixed));
+        cfg.tls_ca = Some(PathBuf::from("ca.pem"));
+        assert!(cfg.tls_wanted(&plain));
+        cfg.tls_ca = None;
+        cfg.tls_required = true;
+        assert!(cfg.tls_wanted(&plain));
+    }
+
+    #[test]
+    fn half_a_client_certificate_pair_is_refused() {
+        let mut cfg = NatsConfig::from_env("nats://127.0.0.1:4222");
+        cfg.tls_cert = Some(PathBuf::from("client.pem"));
+        assert!(matches!(
+            check_tls_files(&cfg),
+            Err(BridgeError::InvalidConfig { what }) if what.contains("--tls-key")
+        ));
+        cfg.tls_cert = None;
+        cfg.tls_key = Some(PathBuf::from("client-key.pem"));
+        assert!(matches!(
+            check_tls_files(&cfg),
+            Err(BridgeError::InvalidConfig { what }) if what.contains("--tls-cert")
         ));
     }
 

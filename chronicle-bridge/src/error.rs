@@ -39,6 +39,57 @@ pub enum BridgeError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A TLS file (`--tls-ca`, `--tls-cert`, `--tls-key`) is missing, unreadable or holds
+    /// nothing usable.
+    TlsFile {
+        /// The option that named the file.
+        option: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The server's certificate is not trusted: not issued by a trusted root (`--tls-ca`, or
+    /// the system's roots without it), not valid for the host in the URL, or expired.
+    TlsServerUntrusted {
+        /// The URL list.
+        url: String,
+        /// What the TLS stack reported.
+        detail: String,
+        /// The `--tls-ca` file in use, if any.
+        ca: Option<PathBuf>,
+    },
+    /// The server requires a client certificate (mutual TLS) and none was given.
+    TlsClientCertRequired {
+        /// The URL list.
+        url: String,
+        /// What the TLS stack reported.
+        detail: String,
+    },
+    /// The server refused the client certificate that was given.
+    TlsClientCertRejected {
+        /// The URL list.
+        url: String,
+        /// What the TLS stack reported.
+        detail: String,
+        /// The `--tls-cert` file.
+        cert: PathBuf,
+    },
+    /// TLS is required (`--tls-required`, a `--tls-*` file option or a `tls://` URL) and the
+    /// server does not offer it.
+    TlsNotOffered {
+        /// The URL list.
+        url: String,
+        /// What the TLS stack reported.
+        detail: String,
+    },
+    /// Any other TLS failure.
+    Tls {
+        /// The URL list.
+        url: String,
+        /// What the client reported.
+        detail: String,
+    },
     /// The stream does not exist and `--create-stream` was not given.
     StreamNotFound {
         /// The stream name.
@@ -115,6 +166,39 @@ impl fmt::Display for BridgeError {
                     path.display()
                 )
             }
+            BridgeError::TlsFile {
+                option,
+                path,
+                problem,
+            } => write!(f, "{option} file {}: {problem}", path.display()),
+            BridgeError::TlsServerUntrusted { url, detail, ca } => match ca {
+                Some(ca) => write!(
+                    f,
+                    "the TLS certificate of the NATS server at {url} is not trusted ({detail}); it must be issued by a CA in --tls-ca {} and name the host of the URL",
+                    ca.display()
+                ),
+                None => write!(
+                    f,
+                    "the TLS certificate of the NATS server at {url} is not trusted ({detail}); pass the CA certificate that issued it with --tls-ca FILE"
+                ),
+            },
+            BridgeError::TlsClientCertRequired { url, detail } => write!(
+                f,
+                "the NATS server at {url} requires a TLS client certificate ({detail}); pass --tls-cert FILE and --tls-key FILE"
+            ),
+            BridgeError::TlsClientCertRejected { url, detail, cert } => write!(
+                f,
+                "the NATS server at {url} rejected the TLS client certificate --tls-cert {} ({detail}); it must be issued by a CA the server trusts (its tlscacert / ca_file)",
+                cert.display()
+            ),
+            BridgeError::TlsNotOffered { url, detail } => write!(
+                f,
+                "the NATS server at {url} does not offer TLS ({detail}), but TLS is required (--tls-required, --tls-ca, --tls-cert or a tls:// URL); enable TLS on the server or drop those options"
+            ),
+            BridgeError::Tls { url, detail } => write!(
+                f,
+                "TLS with the NATS server at {url} failed ({detail}); check --tls-ca, --tls-cert and --tls-key"
+            ),
             BridgeError::StreamNotFound { stream } => write!(
                 f,
                 "JetStream stream {stream:?} does not exist (create it, or pass --create-stream)"

@@ -5,7 +5,8 @@
 //! chron-bridge in  --stream S --consumer C --queue Q [--subject SUBJ]
 //! ```
 //! Credentials come from `--creds FILE` or the environment (`NATS_USER`/`NATS_PASSWORD`,
-//! `NATS_TOKEN`), never from the command line itself.
+//! `NATS_TOKEN`), never from the command line itself. TLS: `--tls-ca FILE` (roots to trust),
+//! `--tls-cert FILE --tls-key FILE` (client certificate), `--tls-required`, or a `tls://` URL.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,20 @@ struct Common {
     /// from the environment are used, if set.
     #[arg(long, value_name = "FILE")]
     creds: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) to trust for the server's certificate (instead of the
+    /// system's roots). Implies TLS.
+    #[arg(long, value_name = "FILE", env = "NATS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// PEM file of the client certificate, for servers that verify clients (mutual TLS). Needs
+    /// --tls-key; implies TLS.
+    #[arg(long, value_name = "FILE", env = "NATS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "NATS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse to connect without TLS (also implied by a tls:// URL, --tls-ca or --tls-cert).
+    #[arg(long)]
+    tls_required: bool,
     /// Seconds between stats lines on stderr (0: none).
     #[arg(long, default_value_t = 5.0)]
     stats_interval: f64,
@@ -179,6 +194,10 @@ struct InArgs {
 fn nats_config(c: &Common) -> anyhow::Result<NatsConfig> {
     let mut cfg = NatsConfig::from_env(c.url.clone());
     cfg.creds = c.creds.clone();
+    cfg.tls_ca = c.tls_ca.clone();
+    cfg.tls_cert = c.tls_cert.clone();
+    cfg.tls_key = c.tls_key.clone();
+    cfg.tls_required = c.tls_required;
     cfg.max_reconnect_delay = Duration::from_millis(c.reconnect_max_ms.max(1));
     cfg.request_timeout = Duration::from_millis(c.timeout_ms.max(1));
     Ok(cfg)

@@ -158,6 +158,22 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The same server with the `tls://` scheme (the client insists on TLS).
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
+    /// The INFO line the server sends to a new plain TCP connection (it says whether the
+    /// server requires TLS).
+    pub fn info_line(&self) -> String {
+        use std::io::{BufRead, BufReader};
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    }
+
     /// Starts the process (same port, same store) and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none());
@@ -225,6 +241,26 @@ impl Drop for NatsServer {
     }
 }
 
+/// nats-server arguments for TLS on the client port with `cert`/`key`; with `client_ca`,
+/// clients must present a certificate issued by it (mutual TLS).
+pub fn tls_args(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Vec<String> {
+    let mut v = vec![
+        "--tls".to_string(),
+        "--tlscert".to_string(),
+        cert.display().to_string(),
+        "--tlskey".to_string(),
+        key.display().to_string(),
+    ];
+    if let Some(ca) = client_ca {
+        v.extend([
+            "--tlscacert".to_string(),
+            ca.display().to_string(),
+            "--tlsverify".to_string(),
+        ]);
+    }
+    v
+}
+
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -258,7 +294,12 @@ impl Bridge {
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chron-bridge"));
-        cmd.args(&self.args).stdout(Stdio::null()).stderr(log);
+        cmd.args(&self.args)
+            .env_remove("NATS_CA")
+            .env_remove("NATS_CERT")
+            .env_remove("NATS_KEY")
+            .stdout(Stdio::null())
+            .stderr(log);
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -325,6 +366,9 @@ pub fn run_bridge(args: &[&str], envs: &[(&str, &str)], deadline: Duration) -> (
         .env_remove("NATS_PASSWORD")
         .env_remove("NATS_TOKEN")
         .env_remove("NATS_URL")
+        .env_remove("NATS_CA")
+        .env_remove("NATS_CERT")
+        .env_remove("NATS_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in envs {
