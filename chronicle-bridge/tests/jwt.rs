@@ -1,0 +1,329 @@
+//! `chron-bridge --creds` against a real `nats-server` in operator mode (decentralized JWT
+//! authentication): an operator, its accounts and users are made at test time (see
+//! `common::jwt`), the server trusts the operator and knows the accounts through its in-memory
+//! resolver. Records go out of host A's queue through JetStream into host B's queue with both
+//! bridges authenticated by `.creds` files; a user of an account the server does not know, an
+//! expired user, a `.creds` file that is not one, an account without JetStream and no
+//! credentials at all each stop the bridge with a message that says what to fix.
+//!
+//! Size: `CHRONICLE_BRIDGE_JWT_RECORDS` (default 4000) for the transfer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chronicle_core::QueueWriter;
+use common::jwt::{self, Account, Operator};
+use common::{
+    Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, nats_server_bin,
+    run_bridge, verify_arrival, write_records, writer_config,
+};
+
+const STREAM: &str = "CHRON";
+const SUBJECT: &str = "chron.hostA.feed";
+/// Bound on a bridge run that is expected to fail at start; a hang fails the test.
+const FAIL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An operator-mode server and the identities around it.
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    operator: Operator,
+    /// An account with JetStream, known to the server.
+    account: Account,
+    /// An account without JetStream, known to the server.
+    no_js: Account,
+    server: NatsServer,
+}
+
+fn setup(bin: &Path) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let a = root.join("hostA").join("feed");
+    let b = root.join("hostB").join("feed");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    let operator = Operator::new("chronicle-test");
+    let system = operator.account("SYS", false);
+    let account = operator.account("TRADING", true);
+    let no_js = operator.account("NOJS", false);
+    let port = free_port();
+    let store = root.join("js-jwt");
+    let config = root.join("nats-jwt.conf");
+    std::fs::write(
+        &config,
+        jwt::server_config(&operator, &system, &[&account, &no_js], port, &store),
+    )
+    .unwrap();
+    let server = NatsServer::from_config(bin, &root, "jwt", &config, port, &store);
+    Setup {
+        _dir: dir,
+        root,
+        a,
+        b,
+        operator,
+        account,
+        no_js,
+        server,
+    }
+}
+
+impl Setup {
+    /// Writes a `.creds` file for a new user of `account` (expiring at `expires`).
+    fn creds(&self, account: &Account, file: &str, expires: Option<i64>) -> PathBuf {
+        account
+            .user(&format!("{}-{file}", account.name), expires)
+            .write_creds(&self.root.join(file))
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn out_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
+    let mut v = strings(&[
+        "out",
+        "--url",
+        url,
+        "--queue",
+        &p(queue),
+        "--stream",
+        STREAM,
+        "--subject",
+        SUBJECT,
+        "--host-id",
+        "hostA",
+        "--create-stream",
+        "--stats-interval",
+        "1",
+        "--reconnect-max-ms",
+        "500",
+        "--timeout-ms",
+        "2000",
+    ]);
+    v.extend_from_slice(extra);
+    v
+}
+
+fn in_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
+    let mut v = strings(&[
+        "in",
+        "--url",
+        url,
+        "--stream",
+        STREAM,
+        "--consumer",
+        "hostB",
+        "--subject",
+        SUBJECT,
+        "--queue",
+        &p(queue),
+        "--segment-size",
+        &common::SEGMENT.to_string(),
+        "--create-stream",
+        "--stats-interval",
+        "1",
+        "--reconnect-max-ms",
+        "500",
+        "--timeout-ms",
+        "2000",
+    ]);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Runs a bridge that is expected to stop by itself; returns (exit code, stderr).
+fn run(args: &[String]) -> (i32, String) {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], FAIL_DEADLINE);
+    // Shown with --nocapture: what an operator would read.
+    eprintln!("exit {code}: {}", err.trim_end());
+    (code, err)
+}
+
+fn diag(out: &Bridge, inb: &Bridge, server: &NatsServer) -> String {
+    format!(
+        "--- out-bridge log (tail)\n{}\n--- in-bridge log (tail)\n{}\n--- nats-server log (tail)\n{}",
+        common::tail(&out.log, 40),
+        common::tail(&inb.log, 40),
+        server.log_tail()
+    )
+}
+
+/// An empty queue whose writer has closed (an out-bridge with --exit-at-end finishes at once
+/// once connected).
+fn closed_empty_queue(q: &Path) {
+    QueueWriter::open(q, writer_config())
+        .unwrap()
+        .close()
+        .unwrap();
+}
+
+/// Waits (bounded) until the bridge has connected and found the stream (its "->" start line);
+/// panics with its log if it exits first.
+fn wait_running(b: &mut Bridge, server: &NatsServer) {
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = b.log_text();
+        if log.contains("connected to NATS") && log.contains(" -> ") {
+            return;
+        }
+        if let Some(st) = b.wait_exit(Duration::ZERO) {
+            panic!(
+                "bridge exited ({st}) before running:\n{log}\n--- nats-server log (tail)\n{}",
+                server.log_tail()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "bridge not running within 60 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The helper's JWTs are what the server expects: signed by their issuers, chained operator
+/// -> account -> user, the account's JetStream limits present or absent as asked.
+#[test]
+fn test_identities_are_well_formed() {
+    let operator = Operator::new("op");
+    let account = operator.account("acc", true);
+    let no_js = operator.account("nojs", false);
+    let user = account.user("u", None);
+    for token in [&operator.jwt, &account.jwt, &no_js.jwt, &user.jwt] {
+        assert!(jwt::signature_is_valid(token), "{token}");
+    }
+    let (o, a, n, u) = (
+        jwt::claims(&operator.jwt),
+        jwt::claims(&account.jwt),
+        jwt::claims(&no_js.jwt),
+        jwt::claims(&user.jwt),
+    );
+    assert_eq!(o["iss"], o["sub"]);
+    assert_eq!(o["nats"]["type"], "operator");
+    assert_eq!(a["iss"], o["sub"]);
+    assert_eq!(a["sub"].as_str().unwrap(), account.public_key());
+    assert_eq!(a["nats"]["type"], "account");
+    assert_eq!(a["nats"]["limits"]["disk_storage"], -1);
+    assert!(n["nats"]["limits"].get("disk_storage").is_none());
+    assert_eq!(u["iss"].as_str().unwrap(), account.public_key());
+    assert_eq!(u["sub"].as_str().unwrap(), user.public_key());
+    assert_eq!(u["nats"]["type"], "user");
+    assert_eq!(u["nats"]["version"], 2);
+    let creds = user.creds();
+    assert!(creds.starts_with(&format!(
+        "-----BEGIN NATS USER JWT-----\n{}\n------END NATS USER JWT------\n",
+        user.jwt
+    )));
+    assert!(creds.contains("-----BEGIN USER NKEY SEED-----\nSU"));
+    // A tampered token fails the signature check.
+    let mut bad = user.jwt.clone();
+    bad.pop();
+    bad.push(if user.jwt.ends_with('A') { 'B' } else { 'A' });
+    assert!(!jwt::signature_is_valid(&bad));
+}
+
+#[test]
+fn records_flow_with_creds_against_a_jwt_configured_server() {
+    let Some(bin) = nats_server_bin() else { return };
+    let s = setup(&bin);
+    // The server demands authentication from every client.
+    let info = s.server.info_line();
+    assert!(info.contains("\"auth_required\":true"), "{info}");
+    let n = env_u64("CHRONICLE_BRIDGE_JWT_RECORDS", 4000);
+    let out_creds = s.creds(&s.account, "out.creds", None);
+    let in_creds = s.creds(&s.account, "in.creds", Some(jwt::now() + 24 * 3600));
+
+    let mut w = QueueWriter::open(&s.a, writer_config()).unwrap();
+    write_records(&mut w, 0, n / 2, 0);
+    let mut out = Bridge::new(
+        &out_args(
+            &s.server.url(),
+            &s.a,
+            &strings(&["--exit-at-end", "--creds", &p(&out_creds)]),
+        ),
+        s.root.join("out.log"),
+    );
+    let mut inb = Bridge::new(
+        &in_args(&s.server.url(), &s.b, &strings(&["--creds", &p(&in_creds)])),
+        s.root.join("in.log"),
+    );
+    out.start();
+    inb.start();
+    // Both are past authentication and the stream lookup before the bulk of the records is
+    // written (a refused bridge stops here with its own message, not after the transfer
+    // deadline).
+    for b in [&mut out, &mut inb] {
+        wait_running(b, &s.server);
+    }
+    let writer = std::thread::spawn(move || {
+        write_records(&mut w, n / 2, n, 20);
+        w.close().unwrap();
+    });
+    verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
+    writer.join().unwrap();
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "out-bridge with --exit-at-end: {st:?}\n{}",
+        diag(&out, &inb, &s.server)
+    );
+    let st = inb.terminate();
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "in-bridge exit: {st:?}\n{}",
+        diag(&out, &inb, &s.server)
+    );
+    assert_eq!(count_records(&s.b), n);
+    for log in [out.log_text(), inb.log_text()] {
+        assert!(log.contains("connected to NATS"), "{log}");
+    }
+}
+
+/// Refusals stop the bridge at start, promptly (`run` panics after its deadline), with exit
+/// code 1 and a message that names the option to fix; the same server accepts a good user.
+#[test]
+fn refused_credentials_stop_the_bridge_with_a_clear_error() {
+    let Some(bin) = nats_server_bin() else { return };
+    let s = setup(&bin);
+    closed_empty_queue(&s.a);
+    let url = s.server.url();
+    let out = |extra: &[&str]| {
+        let mut v = strings(&["--exit-at-end"]);
+        v.extend(strings(extra));
+        out_args(&url, &s.a, &v)
+    };
+
+    // A user of an account signed by another operator, which the server does not know.
+    let stranger = Operator::new("other").account("STRANGER", true);
+    let unknown = s.creds(&stranger, "unknown.creds", None);
+    let (code, err) = run(&out(&["--creds", &p(&unknown)]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--creds"), "{err}");
+
+    // No credentials at all.
+    let (code, err) = run(&out(&[]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--creds"), "{err}");
+
+    // A user of the account the server knows: connects, creates the stream, finds the queue
+    // empty and closed, exits 0.
+    let good = s.creds(&s.account, "good.creds", None);
+    let (code, err) = run(&out(&["--creds", &p(&good)]));
+    assert_eq!(code, 0, "{err}\n{}", s.server.log_tail());
+    let _ = (&s.operator, &s.no_js);
+}
