@@ -295,7 +295,7 @@ fn records_flow_with_creds_against_a_jwt_configured_server() {
 }
 
 /// Refusals stop the bridge at start, promptly (`run` panics after its deadline), with exit
-/// code 1 and a message that names the option to fix; the same server accepts a good user.
+/// code 1 and a message that says what to fix; the same server accepts a good user.
 #[test]
 fn refused_credentials_stop_the_bridge_with_a_clear_error() {
     let Some(bin) = nats_server_bin() else { return };
@@ -307,23 +307,147 @@ fn refused_credentials_stop_the_bridge_with_a_clear_error() {
         v.extend(strings(extra));
         out_args(&url, &s.a, &v)
     };
+    let refused = |err: &str, path: &Path, account: &Account| {
+        err.contains(&format!(
+            "NATS at {url} refused the user in --creds {}",
+            p(path)
+        )) && err.contains(&format!("signed account {}", account.public_key()))
+    };
 
-    // A user of an account signed by another operator, which the server does not know.
+    // A user of an account signed by another operator, which the server does not trust.
     let stranger = Operator::new("other").account("STRANGER", true);
     let unknown = s.creds(&stranger, "unknown.creds", None);
     let (code, err) = run(&out(&["--creds", &p(&unknown)]));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("--creds"), "{err}");
+    assert!(refused(&err, &unknown, &stranger), "{err}");
+
+    // A user of an account signed by the right operator but not known to the resolver.
+    let unlisted = s.operator.account("UNLISTED", true);
+    let unlisted_creds = s.creds(&unlisted, "unlisted.creds", None);
+    let (code, err) = run(&out(&["--creds", &p(&unlisted_creds)]));
+    assert_eq!(code, 1, "{err}");
+    assert!(refused(&err, &unlisted_creds, &unlisted), "{err}");
+
+    // An expired user of the right account.
+    let expired_at = jwt::now() - 3600;
+    let expired = s.creds(&s.account, "expired.creds", Some(expired_at));
+    let (code, err) = run(&out(&["--creds", &p(&expired)]));
+    assert_eq!(code, 1, "{err}");
+    let when = time::OffsetDateTime::from_unix_timestamp(expired_at)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "the user JWT in --creds {} expired at {when}",
+            p(&expired)
+        )) && err.contains("issue a new .creds file"),
+        "{err}"
+    );
 
     // No credentials at all.
     let (code, err) = run(&out(&[]));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("--creds"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "NATS at {url} requires authentication and no credentials were given"
+        )) && err.contains("pass --creds FILE"),
+        "{err}"
+    );
+
+    // A user of a known account without JetStream: connects, then the stream cannot be made.
+    let nojs = s.creds(&s.no_js, "nojs.creds", None);
+    let (code, err) = run(&out(&["--creds", &p(&nojs)]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("JetStream is not enabled for the account")
+            && err.contains("JetStream limits"),
+        "{err}"
+    );
 
     // A user of the account the server knows: connects, creates the stream, finds the queue
     // empty and closed, exits 0.
     let good = s.creds(&s.account, "good.creds", None);
     let (code, err) = run(&out(&["--creds", &p(&good)]));
     assert_eq!(code, 0, "{err}\n{}", s.server.log_tail());
-    let _ = (&s.operator, &s.no_js);
+}
+
+/// Files that are not usable `.creds` files are reported before any connection attempt (the
+/// URL points at a port where nothing listens, so an attempt would give a different error).
+#[test]
+fn unusable_creds_files_are_reported_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let q = root.join("feed");
+    closed_empty_queue(&q);
+    let dead = "nats://127.0.0.1:1";
+    let account = Operator::new("op").account("ACC", true);
+    let user = account.user("u", None);
+    let other = account.user("v", None);
+    let write = |name: &str, text: &str| {
+        let path = root.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = user.write_creds(&root.join("good.creds"));
+    let cases = [
+        (
+            write("garbage.creds", "not a creds file\n"),
+            "holds no user JWT".to_string(),
+        ),
+        (
+            // The JWT of one user with the seed of another.
+            write("mixed.creds", &user.creds().replace(&user.jwt, &other.jwt)),
+            format!(
+                "the nkey seed is not the user's: its public key is {}, the user JWT is for {}",
+                user.public_key(),
+                other.public_key()
+            ),
+        ),
+        (
+            write(
+                "account.creds",
+                &user.creds().replace(&user.jwt, &account.jwt),
+            ),
+            "holds an account JWT, not a user JWT".to_string(),
+        ),
+        (
+            write("noseed.creds", user.creds().split("\n\n").next().unwrap()),
+            "holds the user JWT but no nkey seed".to_string(),
+        ),
+    ];
+    for (path, want) in &cases {
+        let (code, err) = run(&out_args(
+            dead,
+            &q,
+            &strings(&["--exit-at-end", "--creds", &p(path)]),
+        ));
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "--creds file {} is not a usable NATS credentials file: {want}",
+                p(path)
+            )),
+            "expected {want:?} in:\n{err}"
+        );
+    }
+    // A good file gets as far as connecting.
+    let (code, err) = run(&out_args(
+        dead,
+        &q,
+        &strings(&["--exit-at-end", "--creds", &p(&good)]),
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    // A missing file.
+    let missing = root.join("missing.creds");
+    let (code, err) = run(&out_args(dead, &q, &strings(&["--creds", &p(&missing)])));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot read credentials file {} (--creds)",
+            p(&missing)
+        )),
+        "{err}"
+    );
 }
