@@ -12,6 +12,7 @@ use async_nats::rustls;
 use async_nats::rustls::pki_types::pem::{self, PemObject};
 use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
+use tokio::sync::watch;
 
 use crate::creds::{self, Creds};
 use crate::error::{BridgeError, Result};
@@ -188,10 +189,71 @@ pub fn parse_urls(list: &str) -> Result<Vec<ServerAddr>> {
 /// ever at start.
 pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Something the connection's event handler found that no reconnect can cure.
+#[derive(Debug, Clone)]
+enum FatalCause {
+    /// The user JWT of `--creds` expired and the server ended the session or refused a
+    /// reconnect.
+    CredsExpired {
+        url: String,
+        path: PathBuf,
+        expired_at: String,
+    },
+}
+
+/// Tells a running bridge that its connection cannot recover (see [`Fatal::wait`]).
+#[derive(Debug, Clone)]
+pub struct Fatal(watch::Receiver<Option<FatalCause>>);
+
+impl Fatal {
+    /// Completes with the error once the connection is found unrecoverable: the user JWT of
+    /// `--creds` has expired (by the local clock) and the server ended the session ("user
+    /// authentication expired") or refused a reconnect. The client reads the credentials once,
+    /// so it would otherwise retry the expired JWT for ever. Never completes otherwise.
+    pub async fn wait(&mut self) -> BridgeError {
+        loop {
+            let cause = self.0.borrow_and_update().clone();
+            if let Some(FatalCause::CredsExpired {
+                url,
+                path,
+                expired_at,
+            }) = cause
+            {
+                return BridgeError::CredsExpired {
+                    url,
+                    path,
+                    expired_at,
+                };
+            }
+            if self.0.changed().await.is_err() {
+                // The client is gone: nothing more will be found.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The client's report of a refusal or an end of session by the server that concerns the
+/// credentials: "authorization violation" on a reconnect, "user authentication expired" or
+/// "authorization violation" sent on an open connection.
+fn auth_event(event: &async_nats::Event) -> bool {
+    let text = match event {
+        async_nats::Event::ServerError(e) => e.to_string(),
+        async_nats::Event::ClientError(e) => e.to_string(),
+        _ => return false,
+    }
+    .to_ascii_lowercase();
+    text.contains("authorization violation") || text.contains("authentication expired")
+}
+
 /// Connects (one attempt over the URL list, bounded by [`FIRST_CONNECT_TIMEOUT`] per server;
 /// afterwards the client reconnects on its own with exponential backoff, forever) and counts
-/// connection events into `counters`.
-pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_nats::Client> {
+/// connection events into `counters`. The [`Fatal`] handle reports a connection that cannot
+/// recover; the run loops stop on it.
+pub async fn connect(
+    cfg: &NatsConfig,
+    counters: Arc<Counters>,
+) -> Result<(async_nats::Client, Fatal)> {
     let addrs = parse_urls(&cfg.url)?;
     check_tls_files(cfg)?;
     let tls = cfg.tls_wanted(&addrs);
@@ -221,6 +283,10 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
     }
     let max_delay = cfg.max_reconnect_delay;
     let url = cfg.url.clone();
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let fatal_tx = Arc::new(fatal_tx);
+    let event_creds = creds.clone().map(Arc::new);
+    let event_url = url.clone();
     opts = opts
         .name(&cfg.name)
         .max_reconnects(None)
@@ -229,6 +295,9 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
         .reconnect_delay_callback(move |attempts| backoff(attempts, max_delay))
         .event_callback(move |event| {
             let counters = counters.clone();
+            let fatal_tx = fatal_tx.clone();
+            let creds = event_creds.clone();
+            let url = event_url.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -239,13 +308,31 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
                         counters.disconnects.fetch_add(1, Ordering::Relaxed);
                         eprintln!("chron-bridge: disconnected from NATS; reconnecting");
                     }
+                    other if auth_event(&other) => {
+                        eprintln!("chron-bridge: NATS event: {other}");
+                        let Some(c) = creds else { return };
+                        match c.expires {
+                            Some(exp) if c.expired_at(creds::unix_now()) => {
+                                fatal_tx.send_replace(Some(FatalCause::CredsExpired {
+                                    url,
+                                    path: c.path.clone(),
+                                    expired_at: creds::format_time(exp),
+                                }));
+                            }
+                            _ => eprintln!(
+                                "chron-bridge: the server refused the user in --creds {} (account {}); still retrying",
+                                c.path.display(),
+                                c.account
+                            ),
+                        }
+                    }
                     other => eprintln!("chron-bridge: NATS event: {other}"),
                 }
             }
         });
     let deadline = FIRST_CONNECT_TIMEOUT.saturating_mul(u32::try_from(addrs.len()).unwrap_or(1));
     match tokio::time::timeout(deadline, opts.connect(addrs.as_slice())).await {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(client)) => Ok((client, Fatal(fatal_rx))),
         Ok(Err(e)) => Err(classify_connect(&e, cfg, creds.as_ref(), url, tls)),
         Err(_) => Err(BridgeError::Connect {
             url,

@@ -42,6 +42,10 @@ struct Setup {
     account: Account,
     /// An account without JetStream, known to the server.
     no_js: Account,
+    system: Account,
+    config: PathBuf,
+    port: u16,
+    store: PathBuf,
     server: NatsServer,
 }
 
@@ -73,11 +77,32 @@ fn setup(bin: &Path) -> Setup {
         operator,
         account,
         no_js,
+        system,
+        config,
+        port,
+        store,
         server,
     }
 }
 
 impl Setup {
+    /// Restarts the server (same port, same JetStream store) knowing only `accounts`.
+    fn restart_knowing(&mut self, accounts: &[&Account]) {
+        self.server.kill();
+        std::fs::write(
+            &self.config,
+            jwt::server_config(
+                &self.operator,
+                &self.system,
+                accounts,
+                self.port,
+                &self.store,
+            ),
+        )
+        .unwrap();
+        self.server.start();
+    }
+
     /// Writes a `.creds` file for a new user of `account` (expiring at `expires`).
     fn creds(&self, account: &Account, file: &str, expires: Option<i64>) -> PathBuf {
         account
@@ -450,4 +475,199 @@ fn unusable_creds_files_are_reported_before_connecting() {
         )),
         "{err}"
     );
+}
+
+/// Waits until the bridge has connected and found the stream, or has exited, or the clock has
+/// reached `until` (Unix seconds). Whether it got there in time.
+fn running_before(b: &mut Bridge, until: i64) -> bool {
+    loop {
+        let log = b.log_text();
+        if log.contains("connected to NATS") && log.contains(" -> ") {
+            return jwt::now() < until;
+        }
+        if b.wait_exit(Duration::ZERO).is_some() || jwt::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A user JWT that expires while the bridges run: the server ends their sessions and refuses
+/// them back; each bridge stops by itself (exit 1) with the expiry error instead of retrying
+/// the expired JWT for ever, leaving its queue position and import state consistent: with
+/// renewed `.creds` files the records written meanwhile arrive, every record exactly once and in
+/// order.
+#[test]
+fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
+    let Some(bin) = nats_server_bin() else { return };
+    let s = setup(&bin);
+    let url = s.server.url();
+    let first = 500;
+    let n = 1000;
+    let mut w = QueueWriter::open(&s.a, writer_config()).unwrap();
+    write_records(&mut w, 0, first, 0);
+
+    // The bridges must be running before the JWTs expire: a lifetime that turns out too short
+    // for this machine is tried again with a longer one.
+    let mut lifetime = 5;
+    let (mut out, mut inb, expires) = loop {
+        let expires = jwt::now() + lifetime;
+        let out_creds = s.creds(&s.account, &format!("out-{lifetime}s.creds"), Some(expires));
+        let in_creds = s.creds(&s.account, &format!("in-{lifetime}s.creds"), Some(expires));
+        let mut out = Bridge::new(
+            &out_args(&url, &s.a, &strings(&["--creds", &p(&out_creds)])),
+            s.root.join(format!("out-{lifetime}s.log")),
+        );
+        let mut inb = Bridge::new(
+            &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
+            s.root.join(format!("in-{lifetime}s.log")),
+        );
+        out.start();
+        inb.start();
+        if running_before(&mut out, expires) && running_before(&mut inb, expires) {
+            break (out, inb, expires);
+        }
+        eprintln!("the bridges were not running within {lifetime} s; trying a longer lifetime");
+        out.kill9();
+        inb.kill9();
+        lifetime *= 3;
+        assert!(lifetime < 1000, "the bridges never got running");
+    };
+    verify_arrival(&s.b, first, TRANSFER_DEADLINE, &|| {
+        diag(&out, &inb, &s.server)
+    });
+
+    let want = format!("expired at {}", rfc3339(expires));
+    for (name, b) in [("out", &mut out), ("in", &mut inb)] {
+        // Bounded by the JWT's lifetime and a generous margin; a bridge that retried for ever
+        // would fail here.
+        let st = b.wait_exit(Duration::from_secs(lifetime as u64 + 120));
+        let log = b.log_text();
+        assert!(
+            st.is_some_and(|st| st.code() == Some(1)),
+            "{name}-bridge: {st:?}\n{log}"
+        );
+        assert!(
+            log.contains("chron-bridge: error: the user JWT in --creds")
+                && log.contains(&want)
+                && log.contains("issue a new .creds file"),
+            "{name}-bridge:\n{log}"
+        );
+    }
+
+    // Renewed files: everything arrives, exactly once, in order.
+    write_records(&mut w, first, n, 0);
+    w.close().unwrap();
+    let out_creds = s.creds(&s.account, "out-renewed.creds", None);
+    let in_creds = s.creds(&s.account, "in-renewed.creds", None);
+    let mut out = Bridge::new(
+        &out_args(
+            &url,
+            &s.a,
+            &strings(&["--exit-at-end", "--creds", &p(&out_creds)]),
+        ),
+        s.root.join("out-renewed.log"),
+    );
+    let mut inb = Bridge::new(
+        &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
+        s.root.join("in-renewed.log"),
+    );
+    out.start();
+    inb.start();
+    verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "out-bridge with --exit-at-end: {st:?}\n{}",
+        diag(&out, &inb, &s.server)
+    );
+    let st = inb.terminate();
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "in-bridge exit: {st:?}\n{}",
+        diag(&out, &inb, &s.server)
+    );
+    assert_eq!(count_records(&s.b), n);
+}
+
+/// Waits (bounded) until the bridge's log contains `what`; panics with the log if the bridge
+/// exits first.
+fn wait_log(b: &mut Bridge, what: &str) {
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while !b.log_text().contains(what) {
+        if let Some(st) = b.wait_exit(Duration::ZERO) {
+            panic!(
+                "bridge exited ({st}) waiting for {what:?}:\n{}",
+                b.log_text()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{what:?} not logged within 60 s:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A reconnect refused for another reason than an expired JWT (here: the server came back
+/// without the user's account) is logged with the file and the account, and retried: the
+/// bridges keep running and carry on, exactly once, once the server knows the account again.
+#[test]
+fn a_reconnect_refused_for_an_unknown_account_is_retried() {
+    let Some(bin) = nats_server_bin() else { return };
+    let mut s = setup(&bin);
+    let url = s.server.url();
+    let n = 400;
+    let out_creds = s.creds(&s.account, "out.creds", None);
+    let in_creds = s.creds(&s.account, "in.creds", None);
+    let mut w = QueueWriter::open(&s.a, writer_config()).unwrap();
+    write_records(&mut w, 0, n / 2, 0);
+    let mut out = Bridge::new(
+        &out_args(&url, &s.a, &strings(&["--creds", &p(&out_creds)])),
+        s.root.join("out.log"),
+    );
+    let mut inb = Bridge::new(
+        &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
+        s.root.join("in.log"),
+    );
+    out.start();
+    inb.start();
+    verify_arrival(&s.b, n / 2, TRANSFER_DEADLINE, &|| {
+        diag(&out, &inb, &s.server)
+    });
+
+    let account = s.account.public_key();
+    let no_js = s.operator.account("OTHER", false);
+    s.restart_knowing(&[&no_js]);
+    for (b, creds) in [(&mut out, &out_creds), (&mut inb, &in_creds)] {
+        wait_log(
+            b,
+            &format!(
+                "the server refused the user in --creds {} (account {account}); still retrying",
+                p(creds)
+            ),
+        );
+    }
+    let account = std::mem::replace(&mut s.account, no_js);
+    s.restart_knowing(&[&account]);
+    write_records(&mut w, n / 2, n, 0);
+    w.close().unwrap();
+    verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
+    for (name, b) in [("out", &mut out), ("in", &mut inb)] {
+        let st = b.terminate();
+        assert!(
+            st.is_some_and(|st| st.success()),
+            "{name}-bridge exit: {st:?}\n{}",
+            b.log_text()
+        );
+    }
+    assert_eq!(count_records(&s.b), n);
 }
