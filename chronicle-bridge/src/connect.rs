@@ -12,7 +12,9 @@ use async_nats::rustls;
 use async_nats::rustls::pki_types::pem::{self, PemObject};
 use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
+use tokio::sync::watch;
 
+use crate::creds::{self, Creds};
 use crate::error::{BridgeError, Result};
 use crate::stats::Counters;
 
@@ -21,7 +23,8 @@ use crate::stats::Counters;
 pub struct NatsConfig {
     /// Comma-separated server URLs (`nats://host:port`).
     pub url: String,
-    /// A `.creds` file (JWT + nkey seed).
+    /// A `.creds` file (user JWT + nkey seed), read and checked once, before the first
+    /// connection.
     pub creds: Option<PathBuf>,
     /// User name (from `NATS_USER`).
     pub user: Option<String>,
@@ -186,10 +189,71 @@ pub fn parse_urls(list: &str) -> Result<Vec<ServerAddr>> {
 /// ever at start.
 pub const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Something the connection's event handler found that no reconnect can cure.
+#[derive(Debug, Clone)]
+enum FatalCause {
+    /// The user JWT of `--creds` expired and the server ended the session or refused a
+    /// reconnect.
+    CredsExpired {
+        url: String,
+        path: PathBuf,
+        expired_at: String,
+    },
+}
+
+/// Tells a running bridge that its connection cannot recover (see [`Fatal::wait`]).
+#[derive(Debug, Clone)]
+pub struct Fatal(watch::Receiver<Option<FatalCause>>);
+
+impl Fatal {
+    /// Completes with the error once the connection is found unrecoverable: the user JWT of
+    /// `--creds` has expired (by the local clock) and the server ended the session ("user
+    /// authentication expired") or refused a reconnect. The client reads the credentials once,
+    /// so it would otherwise retry the expired JWT for ever. Never completes otherwise.
+    pub async fn wait(&mut self) -> BridgeError {
+        loop {
+            let cause = self.0.borrow_and_update().clone();
+            if let Some(FatalCause::CredsExpired {
+                url,
+                path,
+                expired_at,
+            }) = cause
+            {
+                return BridgeError::CredsExpired {
+                    url,
+                    path,
+                    expired_at,
+                };
+            }
+            if self.0.changed().await.is_err() {
+                // The client is gone: nothing more will be found.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The client's report of a refusal or an end of session by the server that concerns the
+/// credentials: "authorization violation" on a reconnect, "user authentication expired" or
+/// "authorization violation" sent on an open connection.
+fn auth_event(event: &async_nats::Event) -> bool {
+    let text = match event {
+        async_nats::Event::ServerError(e) => e.to_string(),
+        async_nats::Event::ClientError(e) => e.to_string(),
+        _ => return false,
+    }
+    .to_ascii_lowercase();
+    text.contains("authorization violation") || text.contains("authentication expired")
+}
+
 /// Connects (one attempt over the URL list, bounded by [`FIRST_CONNECT_TIMEOUT`] per server;
 /// afterwards the client reconnects on its own with exponential backoff, forever) and counts
-/// connection events into `counters`.
-pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_nats::Client> {
+/// connection events into `counters`. The [`Fatal`] handle reports a connection that cannot
+/// recover; the run loops stop on it.
+pub async fn connect(
+    cfg: &NatsConfig,
+    counters: Arc<Counters>,
+) -> Result<(async_nats::Client, Fatal)> {
     let addrs = parse_urls(&cfg.url)?;
     check_tls_files(cfg)?;
     let tls = cfg.tls_wanted(&addrs);
@@ -200,13 +264,13 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
     if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    if let Some(path) = &cfg.creds {
+    let creds = cfg.creds.as_deref().map(Creds::load).transpose()?;
+    if let Some(c) = &creds {
         opts = opts
-            .credentials_file(path)
-            .await
-            .map_err(|source| BridgeError::Credentials {
-                path: path.clone(),
-                source,
+            .credentials(&c.text)
+            .map_err(|e| BridgeError::CredsInvalid {
+                path: c.path.clone(),
+                problem: format!("the client cannot use it: {e}"),
             })?;
     } else if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
@@ -219,6 +283,10 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
     }
     let max_delay = cfg.max_reconnect_delay;
     let url = cfg.url.clone();
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let fatal_tx = Arc::new(fatal_tx);
+    let event_creds = creds.clone().map(Arc::new);
+    let event_url = url.clone();
     opts = opts
         .name(&cfg.name)
         .max_reconnects(None)
@@ -227,6 +295,9 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
         .reconnect_delay_callback(move |attempts| backoff(attempts, max_delay))
         .event_callback(move |event| {
             let counters = counters.clone();
+            let fatal_tx = fatal_tx.clone();
+            let creds = event_creds.clone();
+            let url = event_url.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -237,14 +308,32 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
                         counters.disconnects.fetch_add(1, Ordering::Relaxed);
                         eprintln!("chron-bridge: disconnected from NATS; reconnecting");
                     }
+                    other if auth_event(&other) => {
+                        eprintln!("chron-bridge: NATS event: {other}");
+                        let Some(c) = creds else { return };
+                        match c.expires {
+                            Some(exp) if c.expired_at(creds::unix_now()) => {
+                                fatal_tx.send_replace(Some(FatalCause::CredsExpired {
+                                    url,
+                                    path: c.path.clone(),
+                                    expired_at: creds::format_time(exp),
+                                }));
+                            }
+                            _ => eprintln!(
+                                "chron-bridge: the server refused the user in --creds {} (account {}); still retrying",
+                                c.path.display(),
+                                c.account
+                            ),
+                        }
+                    }
                     other => eprintln!("chron-bridge: NATS event: {other}"),
                 }
             }
         });
     let deadline = FIRST_CONNECT_TIMEOUT.saturating_mul(u32::try_from(addrs.len()).unwrap_or(1));
     match tokio::time::timeout(deadline, opts.connect(addrs.as_slice())).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(classify_connect(&e, cfg, url, tls)),
+        Ok(Ok(client)) => Ok((client, Fatal(fatal_rx))),
+        Ok(Err(e)) => Err(classify_connect(&e, cfg, creds.as_ref(), url, tls)),
         Err(_) => Err(BridgeError::Connect {
             url,
             detail: format!(
@@ -261,10 +350,21 @@ pub async fn connect(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<async_
 }
 
 /// Turns a failed first connection into the error that tells the operator what to fix.
-fn classify_connect(e: &ConnectError, cfg: &NatsConfig, url: String, tls: bool) -> BridgeError {
+fn classify_connect(
+    e: &ConnectError,
+    cfg: &NatsConfig,
+    creds: Option<&Creds>,
+    url: String,
+    tls: bool,
+) -> BridgeError {
     let detail = e.to_string();
     match e.kind() {
-        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+        // The server says no more than this, whatever the reason.
+        ConnectErrorKind::AuthorizationViolation => {
+            return refused(cfg, creds, url, creds::unix_now());
+        }
+        // Signing the server's nonce failed (locally).
+        ConnectErrorKind::Authentication => {
             return BridgeError::AuthFailed { url, detail };
         }
         ConnectErrorKind::ServerParse => {
@@ -304,6 +404,32 @@ fn classify_connect(e: &ConnectError, cfg: &NatsConfig, url: String, tls: bool) 
             BridgeError::TlsNotOffered { url, detail }
         }
         _ => BridgeError::Tls { url, detail },
+    }
+}
+
+/// The error for a server's "authorization violation" at `now` (Unix seconds): what was
+/// refused depends on what was offered. With a credentials file, its user JWT's expiry (by the
+/// local clock) tells an expired user from one the server does not accept.
+fn refused(cfg: &NatsConfig, creds: Option<&Creds>, url: String, now: i64) -> BridgeError {
+    let detail = ConnectErrorKind::AuthorizationViolation.to_string();
+    match creds {
+        Some(c) => match c.expires {
+            Some(exp) if c.expired_at(now) => BridgeError::CredsExpired {
+                url,
+                path: c.path.clone(),
+                expired_at: creds::format_time(exp),
+            },
+            _ => BridgeError::CredsRejected {
+                url,
+                path: c.path.clone(),
+                detail,
+                account: c.account.clone(),
+            },
+        },
+        None if cfg.user.is_some() || cfg.token.is_some() => {
+            BridgeError::AuthFailed { url, detail }
+        }
+        None => BridgeError::AuthRequired { url, detail },
     }
 }
 
@@ -424,11 +550,14 @@ pub async fn ensure_stream(
         .map_err(|e| classify_js(format!("create stream {name:?}"), &e))
 }
 
-/// Turns a JetStream API error into a bridge error, recognizing "JetStream not enabled".
+/// Turns a JetStream API error into a bridge error, recognizing "JetStream not enabled" for
+/// the server and for the account.
 pub(crate) fn classify_js(op: String, e: &dyn std::fmt::Display) -> BridgeError {
     let detail = e.to_string();
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("jetstream not enabled")
+    if lower.contains("not enabled for account") || lower.contains("error code 10039") {
+        BridgeError::JetStreamNotEnabledForAccount { detail }
+    } else if lower.contains("jetstream not enabled")
         || lower.contains("no responders")
         || lower.contains("jetstream unavailable")
     {
@@ -441,6 +570,33 @@ pub(crate) fn classify_js(op: String, e: &dyn std::fmt::Display) -> BridgeError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jetstream_off_for_the_server_and_for_the_account_are_told_apart() {
+        let op = || "create stream \"S\"".to_string();
+        assert!(matches!(
+            classify_js(
+                op(),
+                &"jetstream error: JetStream not enabled for account (code 503, error code 10039)"
+            ),
+            BridgeError::JetStreamNotEnabledForAccount { .. }
+        ));
+        assert!(matches!(
+            classify_js(
+                op(),
+                &"jetstream error: JetStream not enabled (code 503, error code 10076)"
+            ),
+            BridgeError::JetStreamUnavailable { .. }
+        ));
+        assert!(matches!(
+            classify_js(op(), &"no responders"),
+            BridgeError::JetStreamUnavailable { .. }
+        ));
+        assert!(matches!(
+            classify_js(op(), &"stream name already in use"),
+            BridgeError::JetStream { .. }
+        ));
+    }
 
     #[test]
     fn urls_are_checked() {
@@ -476,34 +632,34 @@ mod tests {
             rustls::AlertDescription::BadCertificate,
         ));
         assert!(matches!(
-            classify_connect(&bad_cert, &cfg, url(), true),
+            classify_connect(&bad_cert, &cfg, None, url(), true),
             BridgeError::TlsClientCertRequired { .. }
         ));
         cfg.tls_cert = Some(PathBuf::from("client.pem"));
         cfg.tls_key = Some(PathBuf::from("client-key.pem"));
         assert!(matches!(
-            classify_connect(&bad_cert, &cfg, url(), true),
+            classify_connect(&bad_cert, &cfg, None, url(), true),
             BridgeError::TlsClientCertRejected { .. }
         ));
         let unknown_issuer = tls_failure(rustls::Error::InvalidCertificate(
             rustls::CertificateError::UnknownIssuer,
         ));
         assert!(matches!(
-            classify_connect(&unknown_issuer, &cfg, url(), true),
+            classify_connect(&unknown_issuer, &cfg, None, url(), true),
             BridgeError::TlsServerUntrusted { .. }
         ));
         let plaintext = tls_failure(rustls::Error::InvalidMessage(
             rustls::InvalidMessage::InvalidContentType,
         ));
         assert!(matches!(
-            classify_connect(&plaintext, &cfg, url(), true),
+            classify_connect(&plaintext, &cfg, None, url(), true),
             BridgeError::TlsNotOffered { .. }
         ));
         let other = tls_failure(rustls::Error::AlertReceived(
             rustls::AlertDescription::HandshakeFailure,
         ));
         assert!(matches!(
-            classify_connect(&other, &cfg, url(), true),
+            classify_connect(&other, &cfg, None, url(), true),
             BridgeError::Tls { .. }
         ));
         // Not a TLS failure at all.
@@ -512,8 +668,46 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         );
         assert!(matches!(
-            classify_connect(&refused, &cfg, url(), false),
+            classify_connect(&refused, &cfg, None, url(), false),
             BridgeError::Connect { .. }
+        ));
+    }
+
+    #[test]
+    fn authorization_violations_are_told_apart_by_what_was_offered() {
+        let url = || "nats://127.0.0.1:4222".to_string();
+        let violation = ConnectError::new(ConnectErrorKind::AuthorizationViolation);
+        let mut cfg = NatsConfig::from_env(url());
+        cfg.user = None;
+        cfg.password = None;
+        cfg.token = None;
+        assert!(matches!(
+            classify_connect(&violation, &cfg, None, url(), false),
+            BridgeError::AuthRequired { .. }
+        ));
+        cfg.token = Some("t".to_string());
+        assert!(matches!(
+            classify_connect(&violation, &cfg, None, url(), false),
+            BridgeError::AuthFailed { .. }
+        ));
+        let user = nkeys::KeyPair::new_user();
+        let claims = format!(
+            r#"{{"sub":"{}","iss":"AACC","exp":1700000000,"nats":{{"type":"user"}}}}"#,
+            user.public_key()
+        );
+        let text = format!(
+            "-----BEGIN NATS USER JWT-----\ne30.{}.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            data_encoding::BASE64URL_NOPAD.encode(claims.as_bytes()),
+            user.seed().unwrap()
+        );
+        let c = Creds::parse(Path::new("u.creds"), text).unwrap();
+        assert!(matches!(
+            refused(&cfg, Some(&c), url(), 1_699_999_999),
+            BridgeError::CredsRejected { account, .. } if account == "AACC"
+        ));
+        assert!(matches!(
+            refused(&cfg, Some(&c), url(), 1_700_000_000),
+            BridgeError::CredsExpired { expired_at, .. } if expired_at == "2023-11-14T22:13:20Z"
         ));
     }
 

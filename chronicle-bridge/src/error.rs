@@ -25,8 +25,15 @@ pub enum BridgeError {
         /// What the client reported.
         detail: String,
     },
-    /// The server refused the credentials.
+    /// The server refused the user name and password, or the token.
     AuthFailed {
+        /// The URL list.
+        url: String,
+        /// What the client reported.
+        detail: String,
+    },
+    /// The server requires authentication and no credentials were given.
+    AuthRequired {
         /// The URL list.
         url: String,
         /// What the client reported.
@@ -38,6 +45,38 @@ pub enum BridgeError {
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
+    },
+    /// The credentials file is not a usable NATS `.creds` file (no user JWT, no seed, a JWT
+    /// that does not decode or is not a user's, a seed that is not the user's).
+    CredsInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The server refused the user of a well-formed credentials file (the server says only
+    /// "authorization violation"): the account is unknown to it (not signed by an operator it
+    /// trusts, or not found by its account resolver), or the user is revoked or restricted.
+    CredsRejected {
+        /// The URL list.
+        url: String,
+        /// The file.
+        path: PathBuf,
+        /// What the client reported.
+        detail: String,
+        /// The public key of the user's account.
+        account: String,
+    },
+    /// The user JWT of the credentials file has expired: the server refuses it (at start) or
+    /// ended the session and refuses to take it back (while running). The file is read once,
+    /// so no reconnect can succeed.
+    CredsExpired {
+        /// The URL list.
+        url: String,
+        /// The file.
+        path: PathBuf,
+        /// When the JWT expired (RFC 3339, UTC).
+        expired_at: String,
     },
     /// A TLS file (`--tls-ca`, `--tls-cert`, `--tls-key`) is missing, unreadable or holds
     /// nothing usable.
@@ -95,9 +134,14 @@ pub enum BridgeError {
         /// The stream name.
         stream: String,
     },
-    /// The server does not have JetStream enabled (or the account has no JetStream access).
+    /// The server does not have JetStream enabled (or does not answer JetStream requests).
     JetStreamUnavailable {
         /// What the client reported.
+        detail: String,
+    },
+    /// The server has JetStream, but not for the account the bridge connected as.
+    JetStreamNotEnabledForAccount {
+        /// What the server reported.
         detail: String,
     },
     /// A JetStream API call about a stream or consumer failed.
@@ -159,13 +203,41 @@ impl fmt::Display for BridgeError {
                 f,
                 "NATS at {url} refused the credentials ({detail}); check --creds, NATS_USER/NATS_PASSWORD or NATS_TOKEN"
             ),
+            BridgeError::AuthRequired { url, detail } => write!(
+                f,
+                "NATS at {url} requires authentication and no credentials were given ({detail}); pass --creds FILE (a .creds file, for a server with JWT accounts), or set NATS_USER and NATS_PASSWORD, or NATS_TOKEN"
+            ),
             BridgeError::Credentials { path, source } => {
                 write!(
                     f,
-                    "cannot read credentials file {}: {source}",
+                    "cannot read credentials file {} (--creds): {source}",
                     path.display()
                 )
             }
+            BridgeError::CredsInvalid { path, problem } => write!(
+                f,
+                "--creds file {} is not a usable NATS credentials file: {problem}",
+                path.display()
+            ),
+            BridgeError::CredsRejected {
+                url,
+                path,
+                detail,
+                account,
+            } => write!(
+                f,
+                "NATS at {url} refused the user in --creds {} ({detail}): the server must trust the operator that signed account {account} and find that account through its resolver, and the user must not be revoked or restricted from connecting; check the server's operator and resolver, or use a .creds file of an account it knows",
+                path.display()
+            ),
+            BridgeError::CredsExpired {
+                url,
+                path,
+                expired_at,
+            } => write!(
+                f,
+                "the user JWT in --creds {} expired at {expired_at} and NATS at {url} no longer accepts it; issue a new .creds file for the user and restart the bridge",
+                path.display()
+            ),
             BridgeError::TlsFile {
                 option,
                 path,
@@ -206,6 +278,10 @@ impl fmt::Display for BridgeError {
             BridgeError::JetStreamUnavailable { detail } => write!(
                 f,
                 "JetStream is not available on this server or account ({detail}); start nats-server with -js"
+            ),
+            BridgeError::JetStreamNotEnabledForAccount { detail } => write!(
+                f,
+                "JetStream is not enabled for the account the bridge connected as ({detail}); give the account JetStream limits (memory and disk storage in its account JWT, or jetstream enabled for it in the server's accounts block), or use credentials of an account that has them"
             ),
             BridgeError::JetStream { op, detail } => write!(f, "{op}: {detail}"),
             BridgeError::Queue { path, op, source } => {

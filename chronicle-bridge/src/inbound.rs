@@ -102,7 +102,7 @@ pub async fn run(
         });
     }
     let counters = Arc::new(Counters::default());
-    let client = connect::connect(&nats, counters.clone()).await?;
+    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
     let js = connect::jetstream(client.clone(), &nats);
     let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
 
@@ -159,6 +159,7 @@ pub async fn run(
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     let mut failures = 0usize;
+    let mut result = Ok(());
 
     'outer: loop {
         // (Re)create the consumer and its message stream; back off while the server is away.
@@ -178,6 +179,10 @@ pub async fn run(
         };
         let messages = tokio::select! {
             () = &mut shutdown => break 'outer,
+            e = fatal.wait() => {
+                result = Err(e);
+                break 'outer;
+            }
             m = messages => m,
         };
         let messages = match messages {
@@ -189,6 +194,10 @@ pub async fn run(
                 eprintln!("chron-bridge in: {e}; retrying in {} ms", delay.as_millis());
                 tokio::select! {
                     () = &mut shutdown => break 'outer,
+                    e = fatal.wait() => {
+                        result = Err(e);
+                        break 'outer;
+                    }
                     () = tokio::time::sleep(delay) => continue 'outer,
                 }
             }
@@ -198,6 +207,10 @@ pub async fn run(
             tokio::select! {
                 biased;
                 () = &mut shutdown => break 'outer,
+                e = fatal.wait() => {
+                    result = Err(e);
+                    break 'outer;
+                }
                 chunk = chunks.next() => {
                     let Some(items) = chunk else {
                         eprintln!("chron-bridge in: message stream ended; re-subscribing");
@@ -250,8 +263,9 @@ pub async fn run(
     imp.writer
         .close()
         .map_err(|e| BridgeError::queue(&cfg.queue, "close writer on", e))?;
-    let _ = client.flush().await;
-    Ok(())
+    // Bounded: while the client is reconnecting a flush waits for the connection.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    result
 }
 
 impl Importer {

@@ -16,6 +16,7 @@
 //! The core crates know nothing of this one: async runtime and network dependencies stay here.
 
 pub mod connect;
+pub mod creds;
 pub mod error;
 pub mod headers;
 pub mod inbound;

@@ -91,7 +91,7 @@ pub async fn run(
         });
     }
     let counters = Arc::new(Counters::default());
-    let client = connect::connect(&nats, counters.clone()).await?;
+    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
     let js = connect::jetstream(client.clone(), &nats);
     connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
 
@@ -145,6 +145,10 @@ pub async fn run(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            e = fatal.wait() => {
+                result = Err(e);
+                break;
+            }
             Some(res) = acks.next(), if !acks.is_empty() => match res {
                 Ok(ack) => {
                     failures = 0;
@@ -230,7 +234,8 @@ pub async fn run(
         let snap = reporter.snapshot(&counters);
         eprintln!("{}", reporter.line(&snap));
     }
-    let _ = client.flush().await;
+    // Bounded: while the client is reconnecting a flush waits for the connection.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     result
 }
 

@@ -1,6 +1,7 @@
 //! Real components for the bridge tests: `nats-server` processes (single and clustered) on
 //! loopback ports with JetStream in temporary directories, `chron-bridge` processes, and
-//! deterministic records to check byte for byte.
+//! deterministic records to check byte for byte. `jwt` makes NATS operator/account/user JWTs,
+//! `.creds` files and an operator-mode server configuration.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -14,6 +15,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod jwt;
 
 use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, WriterConfig};
 use nix::sys::signal::{Signal, kill};
@@ -102,6 +105,29 @@ impl NatsServer {
             args,
             store,
             log: dir.join("nats-single.log"),
+            child: None,
+        };
+        s.start();
+        s
+    }
+
+    /// A server started from the configuration file `config` (which must listen on
+    /// 127.0.0.1:`port` and keep JetStream data under `store`), logging under `dir`.
+    pub fn from_config(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        config: &Path,
+        port: u16,
+        store: &Path,
+    ) -> NatsServer {
+        let mut s = NatsServer {
+            bin: bin.to_path_buf(),
+            name: name.to_string(),
+            port,
+            args: vec!["-c".into(), config.display().to_string()],
+            store: store.to_path_buf(),
+            log: dir.join(format!("nats-{name}.log")),
             child: None,
         };
         s.start();
