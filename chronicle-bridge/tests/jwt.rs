@@ -20,16 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::QueueWriter;
+use common::args::{closed_empty_queue, diag, in_args, out_args, p, run, strings};
 use common::jwt::{self, Account, Operator};
 use common::{
     Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, nats_server_bin,
-    run_bridge, verify_arrival, write_records, writer_config,
+    verify_arrival, write_records, writer_config,
 };
-
-const STREAM: &str = "CHRON";
-const SUBJECT: &str = "chron.hostA.feed";
-/// Bound on a bridge run that is expected to fail at start; a hang fails the test.
-const FAIL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// An operator-mode server and the identities around it.
 struct Setup {
@@ -109,93 +105,6 @@ impl Setup {
             .user(&format!("{}-{file}", account.name), expires)
             .write_creds(&self.root.join(file))
     }
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn out_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
-    let mut v = strings(&[
-        "out",
-        "--url",
-        url,
-        "--queue",
-        &p(queue),
-        "--stream",
-        STREAM,
-        "--subject",
-        SUBJECT,
-        "--host-id",
-        "hostA",
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-    ]);
-    v.extend_from_slice(extra);
-    v
-}
-
-fn in_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
-    let mut v = strings(&[
-        "in",
-        "--url",
-        url,
-        "--stream",
-        STREAM,
-        "--consumer",
-        "hostB",
-        "--subject",
-        SUBJECT,
-        "--queue",
-        &p(queue),
-        "--segment-size",
-        &common::SEGMENT.to_string(),
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-    ]);
-    v.extend_from_slice(extra);
-    v
-}
-
-/// Runs a bridge that is expected to stop by itself; returns (exit code, stderr).
-fn run(args: &[String]) -> (i32, String) {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, err) = run_bridge(&a, &[], FAIL_DEADLINE);
-    // Shown with --nocapture: what an operator would read.
-    eprintln!("exit {code}: {}", err.trim_end());
-    (code, err)
-}
-
-fn diag(out: &Bridge, inb: &Bridge, server: &NatsServer) -> String {
-    format!(
-        "--- out-bridge log (tail)\n{}\n--- in-bridge log (tail)\n{}\n--- nats-server log (tail)\n{}",
-        common::tail(&out.log, 40),
-        common::tail(&inb.log, 40),
-        server.log_tail()
-    )
-}
-
-/// An empty queue whose writer has closed (an out-bridge with --exit-at-end finishes at once
-/// once connected).
-fn closed_empty_queue(q: &Path) {
-    QueueWriter::open(q, writer_config())
-        .unwrap()
-        .close()
-        .unwrap();
 }
 
 /// Waits (bounded) until the bridge has connected and found the stream (its "->" start line);
@@ -342,21 +251,21 @@ fn refused_credentials_stop_the_bridge_with_a_clear_error() {
     // A user of an account signed by another operator, which the server does not trust.
     let stranger = Operator::new("other").account("STRANGER", true);
     let unknown = s.creds(&stranger, "unknown.creds", None);
-    let (code, err) = run(&out(&["--creds", &p(&unknown)]));
+    let (code, err) = run(&out(&["--creds", &p(&unknown)]), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(refused(&err, &unknown, &stranger), "{err}");
 
     // A user of an account signed by the right operator but not known to the resolver.
     let unlisted = s.operator.account("UNLISTED", true);
     let unlisted_creds = s.creds(&unlisted, "unlisted.creds", None);
-    let (code, err) = run(&out(&["--creds", &p(&unlisted_creds)]));
+    let (code, err) = run(&out(&["--creds", &p(&unlisted_creds)]), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(refused(&err, &unlisted_creds, &unlisted), "{err}");
 
     // An expired user of the right account.
     let expired_at = jwt::now() - 3600;
     let expired = s.creds(&s.account, "expired.creds", Some(expired_at));
-    let (code, err) = run(&out(&["--creds", &p(&expired)]));
+    let (code, err) = run(&out(&["--creds", &p(&expired)]), &[]);
     assert_eq!(code, 1, "{err}");
     let when = time::OffsetDateTime::from_unix_timestamp(expired_at)
         .unwrap()
@@ -371,7 +280,7 @@ fn refused_credentials_stop_the_bridge_with_a_clear_error() {
     );
 
     // No credentials at all.
-    let (code, err) = run(&out(&[]));
+    let (code, err) = run(&out(&[]), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
@@ -382,7 +291,7 @@ fn refused_credentials_stop_the_bridge_with_a_clear_error() {
 
     // A user of a known account without JetStream: connects, then the stream cannot be made.
     let nojs = s.creds(&s.no_js, "nojs.creds", None);
-    let (code, err) = run(&out(&["--creds", &p(&nojs)]));
+    let (code, err) = run(&out(&["--creds", &p(&nojs)]), &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("JetStream is not enabled for the account")
@@ -393,7 +302,7 @@ fn refused_credentials_stop_the_bridge_with_a_clear_error() {
     // A user of the account the server knows: connects, creates the stream, finds the queue
     // empty and closed, exits 0.
     let good = s.creds(&s.account, "good.creds", None);
-    let (code, err) = run(&out(&["--creds", &p(&good)]));
+    let (code, err) = run(&out(&["--creds", &p(&good)]), &[]);
     assert_eq!(code, 0, "{err}\n{}", s.server.log_tail());
 }
 
@@ -442,11 +351,10 @@ fn unusable_creds_files_are_reported_before_connecting() {
         ),
     ];
     for (path, want) in &cases {
-        let (code, err) = run(&out_args(
-            dead,
-            &q,
-            &strings(&["--exit-at-end", "--creds", &p(path)]),
-        ));
+        let (code, err) = run(
+            &out_args(dead, &q, &strings(&["--exit-at-end", "--creds", &p(path)])),
+            &[],
+        );
         assert_eq!(code, 1, "{err}");
         assert!(
             err.contains(&format!(
@@ -457,16 +365,18 @@ fn unusable_creds_files_are_reported_before_connecting() {
         );
     }
     // A good file gets as far as connecting.
-    let (code, err) = run(&out_args(
-        dead,
-        &q,
-        &strings(&["--exit-at-end", "--creds", &p(&good)]),
-    ));
+    let (code, err) = run(
+        &out_args(dead, &q, &strings(&["--exit-at-end", "--creds", &p(&good)])),
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot connect to NATS"), "{err}");
     // A missing file.
     let missing = root.join("missing.creds");
-    let (code, err) = run(&out_args(dead, &q, &strings(&["--creds", &p(&missing)])));
+    let (code, err) = run(
+        &out_args(dead, &q, &strings(&["--creds", &p(&missing)])),
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(

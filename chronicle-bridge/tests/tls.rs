@@ -20,19 +20,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::QueueWriter;
+use common::args::{closed_empty_queue, diag, in_args, out_args, p, run, strings};
 use common::{
-    Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin, run_bridge,
-    tls_args, verify_arrival, write_records, writer_config,
+    Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin, tls_args,
+    verify_arrival, write_records, writer_config,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-
-const STREAM: &str = "CHRON";
-const SUBJECT: &str = "chron.hostA.feed";
-/// Bound on a bridge run that is expected to fail at start; a hang fails the test.
-const FAIL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The files of a throwaway PKI.
 struct Pki {
@@ -147,96 +143,9 @@ fn hosts() -> Hosts {
     }
 }
 
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-fn out_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
-    let mut v = strings(&[
-        "out",
-        "--url",
-        url,
-        "--queue",
-        &p(queue),
-        "--stream",
-        STREAM,
-        "--subject",
-        SUBJECT,
-        "--host-id",
-        "hostA",
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-    ]);
-    v.extend_from_slice(extra);
-    v
-}
-
-fn in_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
-    let mut v = strings(&[
-        "in",
-        "--url",
-        url,
-        "--stream",
-        STREAM,
-        "--consumer",
-        "hostB",
-        "--subject",
-        SUBJECT,
-        "--queue",
-        &p(queue),
-        "--segment-size",
-        &common::SEGMENT.to_string(),
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-    ]);
-    v.extend_from_slice(extra);
-    v
-}
-
-/// Runs a bridge that is expected to stop by itself; returns (exit code, stderr).
-fn run(args: &[String], envs: &[(&str, &str)]) -> (i32, String) {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, err) = run_bridge(&a, envs, FAIL_DEADLINE);
-    // Shown with --nocapture: what an operator would read.
-    eprintln!("exit {code}: {}", err.trim_end());
-    (code, err)
-}
-
 fn start_server(bin: &Path, dir: &Path, extra: &[String]) -> NatsServer {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     NatsServer::single(bin, dir, &extra)
-}
-
-fn diag(out: &Bridge, inb: &Bridge, server: &NatsServer) -> String {
-    format!(
-        "--- out-bridge log (tail)\n{}\n--- in-bridge log (tail)\n{}\n--- nats-server log (tail)\n{}",
-        common::tail(&out.log, 40),
-        common::tail(&inb.log, 40),
-        server.log_tail()
-    )
-}
-
-/// An empty queue whose writer has closed (an out-bridge with --exit-at-end finishes at once
-/// once connected).
-fn closed_empty_queue(q: &Path) {
-    QueueWriter::open(q, writer_config())
-        .unwrap()
-        .close()
-        .unwrap();
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod args;
 pub mod jwt;
 
 use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, WriterConfig};
