@@ -544,13 +544,14 @@ impl QueueReader {
         self.busy_heartbeat();
     }
 
-    /// Heartbeat from an idle `next` (rate-limited so a spinning reader stays cheap).
     /// While idle at the tail, maps the pages ahead of the position into this process, one
     /// page per idle poll, up to `FAULT_AHEAD` bytes ahead. The reader's mapping is not
     /// pre-populated, so otherwise the first read of every fault-around block (64 KiB by
     /// default) takes a page fault of a few microseconds on the record's critical path:
     /// measured, one record in 62 at 1 KiB paid it (which made it the p99). Touching a page
-    /// that is already mapped costs a load.
+    /// that is already mapped costs a load. Also the idle moment for the two other pieces of
+    /// read-ahead work: opening the next segment near the end of this one, and releasing the
+    /// segment left behind.
     #[inline]
     fn fault_ahead(&mut self) {
         let (id, mut to) = self.faulted;
@@ -611,6 +612,7 @@ impl QueueReader {
         }
     }
 
+    /// Heartbeat from an idle `next` (rate-limited so a spinning reader stays cheap).
     #[inline]
     fn idle_heartbeat(&mut self) {
         if self.meta.is_some() {

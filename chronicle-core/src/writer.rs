@@ -472,6 +472,11 @@ impl QueueWriter {
         self.control.cb().watermark_ns.store(now, Ordering::Release);
         self.publish_tail();
         self.wake_if_sleepers();
+        if self.retiring.is_some() {
+            // A roll whose record was abandoned: an idle writer finishes it here rather than
+            // at its next roll, which would then wait for the preparation.
+            self.finish_roll(true);
+        }
     }
 
     #[cold]
