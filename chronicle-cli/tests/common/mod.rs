@@ -110,6 +110,25 @@ pub fn make_queue(dir: &Path, n: u64) {
         .unwrap();
     }
     w.close().unwrap();
+    wait_unlocked(dir);
+}
+
+/// Waits (bounded) until no open file holds the queue's writer lock. A closed writer's lock can
+/// outlive it for a moment: a child process that another test thread is spawning holds a copy of
+/// every descriptor (close-on-exec ones included) between its fork and its exec, and an OFD lock
+/// lasts until the last descriptor of its open file is closed. Tests that expect a closed writer
+/// wait for that moment to pass instead of racing it.
+pub fn wait_unlocked(dir: &Path) {
+    let lock = std::fs::File::open(dir.join("writer.lock")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while chronicle_core::sys::is_locked(&lock).unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer lock of {} still held 30 s after close",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Asserts a failure is exactly one `chron-cli: ...` line on stderr.
