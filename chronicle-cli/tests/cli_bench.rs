@@ -43,6 +43,7 @@ fn bench_json_parses_and_percentiles_are_ordered() {
     assert_eq!(v["count"], 3000);
     assert_eq!(v["rate"], 50000);
     assert_eq!(v["wait"], "futex");
+    assert_eq!(v["touch_payload"], false);
     assert!(v["throughput_msgs_per_s"].as_f64().unwrap() > 0.0, "{v}");
     let l = &v["latency_ns"];
     let ps: Vec<u64> = ["p50", "p90", "p99", "p99_9", "p99_99", "max"]
@@ -68,6 +69,40 @@ fn bench_json_parses_and_percentiles_are_ordered() {
 }
 
 #[test]
+fn bench_touch_payload_runs_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "--touch-payload",
+        "--count",
+        "2000",
+        "--warmup",
+        "200",
+        "--rate",
+        "50000",
+        "--size",
+        "1024",
+        "--dir",
+        p(tmp.path()),
+    ];
+    let o = run(&[&args[..], &["--json"]].concat(), b"");
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["size"], 1024);
+    assert_eq!(v["touch_payload"], true);
+    assert!(v["throughput_msgs_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["latency_ns"]["p50"].as_u64().unwrap() > 0, "{v}");
+    let o = run(&args, b"");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("reader reads the whole payload"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn bench_rejects_bad_arguments() {
     assert_eq!(run(&["bench", "--cores", "1"], b"").code, 2);
     assert_eq!(run(&["bench", "--wait", "sleepy"], b"").code, 2);
@@ -76,6 +111,7 @@ fn bench_rejects_bad_arguments() {
     assert_eq!(run(&["bench", "--secs", "3"], b"").code, 2);
     assert_eq!(run(&["bench", "--soak", "--count", "5"], b"").code, 2);
     assert_eq!(run(&["bench", "--soak", "--wait", "futex"], b"").code, 2);
+    assert_eq!(run(&["bench", "--soak", "--touch-payload"], b"").code, 2);
     assert_one_sentence(
         &run(&["bench", "--soak", "--size", "16"], b""),
         1,

@@ -17,8 +17,18 @@
 //! | `--capacity N` | `CHRONICLE_BENCH_CAPACITY` | 4096 | ring slots (power of two) |
 //! | `--transports a,b` | `CHRONICLE_BENCH_TRANSPORTS` | all | subset of transports |
 //! | `--repeat N` | `CHRONICLE_BENCH_REPEAT` | 1 | rounds; each round runs every transport once and prints its own table |
+//! | `--touch-payload` | `CHRONICLE_BENCH_TOUCH=1` | off | every reader reads every payload byte (see below) |
 //!
-//! Command-line options win over the environment. The table's ratio columns compare each
+//! Command-line options win over the environment (`--touch-payload=false` turns a set
+//! `CHRONICLE_BENCH_TOUCH` off).
+//!
+//! By default each reader reads only the 16-byte stamp and sequence number, while
+//! chronicle's reader also verifies a CRC over the whole record, so at large payloads it is
+//! the only one that touches every cache line. `--touch-payload` makes the harness's shared
+//! reader loop fold every payload byte (XOR of 8-byte words, kept with `black_box`) for
+//! every transport, as a consumer would, **before** taking the receive timestamp: latency
+//! then runs to "reader has read the whole message", and the fold's cost shows in the
+//! throughput too. Run both ways to compare. The table's ratio columns compare each
 //! row with `ring` (spin) or `ring-futex` (block) measured in the same round. On a
 //! shared VM, compare ratios across rounds rather than absolute numbers: two spinning
 //! threads are not always scheduled at the same time there, and a round where they were
@@ -42,6 +52,7 @@ struct Options {
     capacity: usize,
     transports: Option<Vec<String>>,
     repeat: u32,
+    touch_payload: bool,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
@@ -65,6 +76,14 @@ fn parse_cores(v: &str) -> Result<Option<(usize, usize)>, String> {
         .split_once(',')
         .ok_or_else(|| format!("cores: `{v}` is not W,R"))?;
     Ok(Some((parse_num("cores", w)?, parse_num("cores", r)?)))
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("{key}: `{other}` is not a boolean (1|0)")),
+    }
 }
 
 fn parse_list(v: &str) -> Vec<String> {
@@ -92,6 +111,7 @@ impl Options {
             "capacity" => self.capacity = parse_num(key, v)?,
             "transports" => self.transports = Some(parse_list(v)),
             "repeat" => self.repeat = parse_num(key, v)?,
+            "touch-payload" => self.touch_payload = parse_bool(key, v)?,
             other => return Err(format!("unknown option --{other}")),
         }
         Ok(())
@@ -108,6 +128,7 @@ impl Options {
             capacity: 4096,
             transports: None,
             repeat: 1,
+            touch_payload: false,
         };
         for key in [
             "count",
@@ -128,6 +149,10 @@ impl Options {
                 o.apply(key, &v).map_err(|e| format!("{var}: {e}"))?;
             }
         }
+        if let Ok(v) = std::env::var("CHRONICLE_BENCH_TOUCH") {
+            o.apply("touch-payload", &v)
+                .map_err(|e| format!("CHRONICLE_BENCH_TOUCH: {e}"))?;
+        }
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             // `cargo bench` adds `--bench`; a bare word is cargo's name filter.
@@ -136,6 +161,8 @@ impl Options {
             }
             let (key, value) = match arg.trim_start_matches("--").split_once('=') {
                 Some((k, v)) => (k.to_owned(), v.to_owned()),
+                // The one flag without a value.
+                None if arg == "--touch-payload" => ("touch-payload".to_owned(), "1".to_owned()),
                 None => {
                     let k = arg.trim_start_matches("--").to_owned();
                     let v = args.next().ok_or_else(|| format!("--{k} needs a value"))?;
@@ -196,6 +223,14 @@ fn main() -> ExitCode {
         opts.thru_count,
         opts.capacity
     );
+    println!(
+        "readers read {}",
+        if opts.touch_payload {
+            "every payload byte (--touch-payload), before the receive timestamp"
+        } else {
+            "only the 16-byte stamp and sequence number (chronicle's reader also checks its CRC)"
+        }
+    );
 
     let mut plan: Vec<(Mode, usize, &'static str, WaitMode)> = Vec::new();
     for &size in &opts.sizes {
@@ -231,6 +266,7 @@ fn main() -> ExitCode {
                 Mode::Throughput => opts.thru_count,
             };
             cfg.timeout = Duration::from_secs(120);
+            cfg.touch_payload = opts.touch_payload;
             eprintln!(
                 "[round {round}/{rounds}, {}/{}] {name} {wait} {mode} {size}B ...",
                 i + 1,
@@ -252,9 +288,14 @@ fn main() -> ExitCode {
     }
     println!();
     println!(
-        "latency in ns (one-way, CLOCK_MONOTONIC writer stamp -> reader visibility); \
+        "latency in ns (one-way, CLOCK_MONOTONIC writer stamp -> reader visibility{}); \
          p50 x / p99 x = row / baseline; rate x = row msgs/s / baseline msgs/s; \
-         baseline = ring (spin rows) or ring-futex (block rows) from the same round"
+         baseline = ring (spin rows) or ring-futex (block rows) from the same round",
+        if opts.touch_payload {
+            " + reading the whole payload"
+        } else {
+            ""
+        }
     );
 
     let mut code = ExitCode::SUCCESS;

@@ -198,6 +198,41 @@ fn large_payload_and_small_ring_exercise_back_pressure() {
 }
 
 #[test]
+fn touch_payload_runs_complete_for_every_transport() {
+    // Readers fold every byte of 1 KiB payloads; the option travels to the reader child
+    // (and to the reader thread) and comes back in the report.
+    for name in Registry::builtin().names() {
+        let mut cfg = config(Mode::Latency, WaitMode::Spin);
+        cfg.payload = 1024;
+        cfg.touch_payload = true;
+        if !registry().get(name).unwrap().supports(cfg.wait) {
+            cfg.wait = WaitMode::Block;
+        }
+        let r = run_serial(name, &cfg).unwrap_or_else(|e| panic!("{name} touch: {e}"));
+        assert_clean(&r, &cfg);
+        assert!(r.touch_payload, "{name}");
+        assert_eq!(r.latency.expect("latency mode").count, cfg.count);
+    }
+    let mut cfg = config(Mode::Throughput, WaitMode::Block);
+    cfg.payload = 1000;
+    cfg.touch_payload = true;
+    let r = run_serial("chronicle", &cfg).unwrap();
+    assert_clean(&r, &cfg);
+    assert!(r.touch_payload);
+    let mut cfg = config(Mode::Latency, WaitMode::Spin);
+    cfg.payload = 100;
+    cfg.touch_payload = true;
+    let r = {
+        let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        run_in_threads(&registry(), "ring", &cfg).unwrap()
+    };
+    assert_clean(&r, &cfg);
+    assert!(r.touch_payload);
+    let table = chronicle_core::harness::format_table(&[r], &["ring"]);
+    assert!(table.contains("reader read whole payload"), "{table}");
+}
+
+#[test]
 fn child_failure_is_reported_with_its_stderr() {
     let cfg = config(Mode::Latency, WaitMode::Spin);
     let err = run_serial("failing-open", &cfg).unwrap_err();

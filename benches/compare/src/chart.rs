@@ -158,9 +158,14 @@ pub fn draw(path: &std::path::Path, o: &Options, all: &[Measurement]) -> Result<
                 .max(2) as f64;
             let y_lo = 10f64.powf(lo.log10().floor());
             let y_hi = 10f64.powf(hi.log10().ceil());
+            let reading = if o.touch_payload {
+                "all of it"
+            } else {
+                "its 16 B header"
+            };
             let mut chart = ChartBuilder::on(panel)
                 .caption(
-                    format!("{payload} B payload, {wait_name}"),
+                    format!("{payload} B payload, {wait_name} reading {reading}"),
                     ("sans-serif", 18),
                 )
                 .margin(12)

@@ -11,6 +11,16 @@
 //! distribution per transport, log-scale axes), `runs.csv` (every run) and
 //! `percentiles.csv` (the plotted series) into `--out`. `--help` lists the options;
 //! `--quick` is a short end-to-end check of every transport.
+//!
+//! By default every reader reads only the 16-byte stamp and sequence number of each
+//! message, except that chronicle's reader verifies its CRC over the whole record, so at
+//! 1 KiB chronicle is the only transport whose reader touches every cache line of the
+//! payload. `--touch-payload` sets the harness's
+//! [`RunConfig::touch_payload`](chronicle_core::harness::RunConfig::touch_payload): the
+//! shared reader loop (the same for every transport, threads included) then reads every
+//! payload byte, as a consumer would, before taking the receive timestamp, so latency runs
+//! to "reader has read the whole message" and the cost shows in throughput too. Run it
+//! both ways; `results.md`, `runs.csv` and the chart title say which one a run was.
 
 mod channel;
 mod chart;
@@ -127,6 +137,7 @@ fn config(o: &Options, mode: Mode, wait: WaitMode, payload: usize) -> RunConfig 
         Mode::Throughput => o.thru_count,
     };
     cfg.timeout = Duration::from_secs(120);
+    cfg.touch_payload = o.touch_payload;
     cfg
 }
 
@@ -180,7 +191,7 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
     let before = machine::Machine::probe();
     println!(
         "chronicle-compare: {} cases x {:?} B x {} rounds; latency {} msgs (+{} warm-up) at {} msgs/s, \
-         throughput {} msgs unpaced; cores {}; clock read ~{} ns; {}",
+         throughput {} msgs unpaced; cores {}; readers read {}; clock read ~{} ns; {}",
         cases.len(),
         o.sizes,
         o.rounds,
@@ -192,6 +203,7 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
             || "unpinned".to_owned(),
             |(w, r)| format!("{w} (writer) / {r} (reader)")
         ),
+        report::reader_reads(o),
         clock::clock_overhead_ns(10_000),
         before.one_line()
     );

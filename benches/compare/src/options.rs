@@ -21,6 +21,9 @@ usage: chronicle-compare [options]
   --capacity N       channel capacity in messages, a power of two (default 4096)
   --only a,b         only these transports (ring, chronicle, iceoryx2, unix, pipe,
                      crossbeam, ring-futex)
+  --touch-payload    every reader reads every payload byte before its receive
+                     timestamp (default: only the 16-byte stamp and sequence number;
+                     chronicle's reader checks its CRC over the record either way)
   --quick            short check of every transport: 1 round, 20000 messages
                      (overrides --rounds, --count, --warmup, --thru-count)
   --help             this text
@@ -49,6 +52,8 @@ pub struct Options {
     pub capacity: usize,
     /// Transport filter.
     pub only: Option<Vec<String>>,
+    /// Readers read every payload byte, not only the 16-byte header.
+    pub touch_payload: bool,
     /// Quick mode was asked for.
     pub quick: bool,
 }
@@ -66,6 +71,7 @@ impl Default for Options {
             cores: Some((0, 1)),
             capacity: 4096,
             only: None,
+            touch_payload: false,
             quick: false,
         }
     }
@@ -105,6 +111,13 @@ impl Options {
                 "help" => return Ok(None),
                 "quick" => {
                     o.quick = true;
+                    continue;
+                }
+                "touch-payload" => {
+                    if inline.is_some() {
+                        bail!("--touch-payload takes no value");
+                    }
+                    o.touch_payload = true;
                     continue;
                 }
                 _ => {}
@@ -167,6 +180,9 @@ impl Options {
             "cargo run --release --manifest-path benches/compare/Cargo.toml -- --out {}",
             self.out.display()
         );
+        if self.touch_payload {
+            s.push_str(" --touch-payload");
+        }
         if self.quick {
             s.push_str(" --quick");
             return s;
@@ -232,6 +248,15 @@ mod tests {
         );
         let o = parse(&["--quick", "--rounds", "7"]).unwrap().unwrap();
         assert_eq!((o.rounds, o.count), (1, 20_000));
+        assert!(!o.touch_payload);
+        assert!(!o.command().contains("touch"));
+        let o = parse(&["--touch-payload", "--quick"]).unwrap().unwrap();
+        assert!(o.touch_payload);
+        assert!(
+            o.command().ends_with(" --touch-payload --quick"),
+            "{}",
+            o.command()
+        );
         assert!(parse(&["--help"]).unwrap().is_none());
     }
 
@@ -243,5 +268,9 @@ mod tests {
         assert!(parse(&["--sizes", "4096"]).is_err());
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["stray"]).is_err());
+        assert!(
+            parse(&["--touch-payload=1"]).is_err(),
+            "a flag takes no value"
+        );
     }
 }

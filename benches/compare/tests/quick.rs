@@ -1,13 +1,19 @@
 //! End-to-end check: `--quick` runs every transport in both payload sizes and writes all
 //! outputs. A broken transport fails its run, and a failed run makes the binary exit
-//! non-zero. Nothing here looks at how fast anything was.
+//! non-zero. A second run with `--touch-payload` checks that every output says what the
+//! readers read. Nothing here looks at how fast anything was.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// The runs pin to the same two cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn quick_run_covers_every_transport() {
     let out = std::env::temp_dir().join(format!("chronicle-compare-quick-{}", std::process::id()));
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let status = Command::new(env!("CARGO_BIN_EXE_chronicle-compare"))
         .args(["--quick", "--out"])
         .arg(&out)
@@ -34,11 +40,58 @@ fn quick_run_covers_every_transport() {
     }
     assert!(md.contains("## 64 B payload") && md.contains("## 1024 B payload"));
     assert!(!md.contains("Failed or unclean runs"), "{md}");
+    assert!(md.contains("Readers read only the 16-byte header"), "{md}");
     let svg = std::fs::read_to_string(out.join("compare-latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("iceoryx2"));
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     // 11 cases x 2 sizes x (latency + throughput), plus the header.
     assert_eq!(runs.lines().count(), 1 + 11 * 2 * 2, "{runs}");
     assert!(runs.lines().skip(1).all(|l| l.ends_with(",true")), "{runs}");
+    assert!(runs.starts_with("round,payload,transport,label,wait,reader,touch_payload,mode,"));
+    assert!(
+        runs.lines().skip(1).all(|l| l.contains(",false,")),
+        "{runs}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn touch_payload_run_says_so_in_every_output() {
+    let out = std::env::temp_dir().join(format!("chronicle-compare-touch-{}", std::process::id()));
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new(env!("CARGO_BIN_EXE_chronicle-compare"))
+        .args([
+            "--quick",
+            "--touch-payload",
+            "--only",
+            "ring,chronicle,crossbeam",
+            "--sizes",
+            "1024",
+            "--out",
+        ])
+        .arg(&out)
+        .status()
+        .expect("running chronicle-compare");
+    assert!(
+        status.success(),
+        "chronicle-compare --quick --touch-payload failed: {status}"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("--touch-payload"), "{md}");
+    assert!(md.contains("Readers read the whole payload"), "{md}");
+    assert!(!md.contains("Readers read only the 16-byte header"), "{md}");
+    assert!(!md.contains("Failed or unclean runs"), "{md}");
+    let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    // ring, chronicle and crossbeam in both wait modes where supported: ring spin,
+    // chronicle spin + sleep, crossbeam spin + sleep; latency + throughput each.
+    assert_eq!(runs.lines().count(), 1 + 5 * 2, "{runs}");
+    assert!(
+        runs.lines()
+            .skip(1)
+            .all(|l| l.contains(",true,") && l.ends_with(",true")),
+        "{runs}"
+    );
+    let svg = std::fs::read_to_string(out.join("compare-latency.svg")).unwrap();
+    assert!(svg.contains("reading all of it"), "chart caption");
     let _ = std::fs::remove_dir_all(&out);
 }

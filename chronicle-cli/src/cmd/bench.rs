@@ -60,6 +60,11 @@ pub struct Args {
     /// Write the full latency distribution (HdrHistogram percentile text format) to FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "soak")]
     hist: Option<PathBuf>,
+    /// The reader reads every payload byte (as a consumer would) before taking its receive
+    /// timestamp, instead of only the 16-byte send time and sequence number; the queue's own
+    /// CRC check reads the record either way.
+    #[arg(long, conflicts_with = "soak")]
+    touch_payload: bool,
     /// Machine-readable output (one JSON object).
     #[arg(long)]
     json: bool,
@@ -124,6 +129,7 @@ struct Report {
     count: u64,
     rate: u64,
     wait: &'static str,
+    touch_payload: bool,
     throughput_msgs_per_s: f64,
     latency_ns: Latency,
 }
@@ -142,6 +148,7 @@ fn config(args: &Args, mode: Mode) -> RunConfig {
     cfg.payload = args.size;
     cfg.cores = args.cores;
     cfg.base_dir = args.dir.clone();
+    cfg.touch_payload = args.touch_payload;
     cfg
 }
 
@@ -225,13 +232,18 @@ pub fn run(args: Args) -> Result<u8> {
     let rate_arg = args.rate.unwrap_or(100_000);
     if !args.json {
         eprintln!(
-            "chron-cli: bench: {} + {} warm-up messages of {} B, reader in another process ({} wait)…",
+            "chron-cli: bench: {} + {} warm-up messages of {} B, reader in another process ({} wait{})…",
             args.count,
             args.warmup,
             args.size,
             match args.wait {
                 Wait::Spin => "spin",
                 Wait::Futex => "futex",
+            },
+            if args.touch_payload {
+                ", reading every payload byte"
+            } else {
+                ""
             }
         );
     }
@@ -255,6 +267,7 @@ pub fn run(args: Args) -> Result<u8> {
             Wait::Spin => "spin",
             Wait::Futex => "futex",
         },
+        touch_payload: args.touch_payload,
         throughput_msgs_per_s: thr.throughput,
         latency_ns: latency,
     };
@@ -274,8 +287,13 @@ pub fn run(args: Args) -> Result<u8> {
         report.throughput_msgs_per_s, args.size, args.count
     );
     println!(
-        "latency      one-way, writer to reader process, {rate}, {} wait",
-        report.wait
+        "latency      one-way, writer to reader process, {rate}, {} wait{}",
+        report.wait,
+        if args.touch_payload {
+            ", reader reads the whole payload"
+        } else {
+            ""
+        }
     );
     let rows = vec![
         ["p50", "p90", "p99", "p99.9", "p99.99", "max"]

@@ -132,6 +132,14 @@ pub struct RunConfig {
     pub base_dir: Option<PathBuf>,
     /// How the reader child is launched.
     pub launcher: ChildLauncher,
+    /// The reader reads every byte of each payload (folds it into a value the compiler
+    /// must compute), as a consumer processing the message would, instead of only the
+    /// 16-byte stamp and sequence number. In [`Mode::Latency`] the fold happens **before**
+    /// the receive timestamp is taken, so a sample is "writer starts composing" to "reader
+    /// has read the whole message"; in both modes its cost shows in the throughput. Default
+    /// `false`: the reader touches only the header (and whatever the transport itself reads,
+    /// e.g. chronicle's CRC check over the whole record).
+    pub touch_payload: bool,
 }
 
 impl Default for RunConfig {
@@ -148,6 +156,7 @@ impl Default for RunConfig {
             timeout: Duration::from_secs(60),
             base_dir: None,
             launcher: ChildLauncher::default(),
+            touch_payload: false,
         }
     }
 }
@@ -238,6 +247,7 @@ pub(crate) struct ChildSpec {
     pub capacity: usize,
     pub timeout: Duration,
     pub core: Option<usize>,
+    pub touch_payload: bool,
 }
 
 impl ChildSpec {
@@ -252,6 +262,7 @@ impl ChildSpec {
             capacity: cfg.capacity,
             timeout: cfg.timeout,
             core: cfg.cores.map(|(_, reader)| reader),
+            touch_payload: cfg.touch_payload,
         }
     }
 
@@ -268,7 +279,7 @@ impl ChildSpec {
             .core
             .map_or_else(|| "none".to_owned(), |c| c.to_string());
         format!(
-            "v1 transport={} mode={} wait={} count={} warmup={} payload={} capacity={} timeout_ms={} core={}",
+            "v1 transport={} mode={} wait={} count={} warmup={} payload={} capacity={} timeout_ms={} core={} touch={}",
             self.transport,
             self.mode,
             self.wait,
@@ -277,7 +288,8 @@ impl ChildSpec {
             self.payload,
             self.capacity,
             self.timeout.as_millis(),
-            core
+            core,
+            u8::from(self.touch_payload)
         )
     }
 
@@ -302,6 +314,7 @@ impl ChildSpec {
         let mut capacity = None;
         let mut timeout = None;
         let mut core = None;
+        let mut touch_payload = None;
         for tok in tokens {
             let (k, v) = tok
                 .split_once('=')
@@ -316,6 +329,13 @@ impl ChildSpec {
                 "capacity" => capacity = Some(num(k, v)?),
                 "timeout_ms" => timeout = Some(Duration::from_millis(num(k, v)?)),
                 "core" => core = Some(if v == "none" { None } else { Some(num(k, v)?) }),
+                "touch" => {
+                    touch_payload = Some(match v {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad(format!("`touch` is not 0 or 1: `{v}`"))),
+                    });
+                }
                 _ => return Err(bad(format!("unknown key `{k}`"))),
             }
         }
@@ -330,6 +350,7 @@ impl ChildSpec {
             capacity: capacity.ok_or_else(|| missing("capacity"))?,
             timeout: timeout.ok_or_else(|| missing("timeout_ms"))?,
             core: core.ok_or_else(|| missing("core"))?,
+            touch_payload: touch_payload.ok_or_else(|| missing("touch"))?,
         })
     }
 }
@@ -354,6 +375,14 @@ mod tests {
         cfg.cores = None;
         let spec = ChildSpec::from_run("pipe", &cfg);
         assert_eq!(ChildSpec::decode(&spec.encode()).unwrap(), spec);
+        assert!(!spec.touch_payload);
+
+        cfg.touch_payload = true;
+        let spec = ChildSpec::from_run("unix", &cfg);
+        assert!(spec.encode().contains(" touch=1"));
+        let back = ChildSpec::decode(&spec.encode()).unwrap();
+        assert!(back.touch_payload);
+        assert_eq!(back, spec);
     }
 
     #[test]
@@ -362,6 +391,12 @@ mod tests {
         assert!(ChildSpec::decode("v2 transport=ring").is_err());
         assert!(ChildSpec::decode("v1 transport=ring").is_err());
         assert!(ChildSpec::decode("v1 count=abc").is_err());
+        let mut spec = ChildSpec::from_run("ring", &RunConfig::default()).encode();
+        assert!(ChildSpec::decode(&spec).is_ok());
+        spec = spec.replace(" touch=0", " touch=yes");
+        assert!(ChildSpec::decode(&spec).is_err());
+        spec = spec.replace(" touch=yes", "");
+        assert!(ChildSpec::decode(&spec).is_err(), "touch is required");
     }
 
     #[test]

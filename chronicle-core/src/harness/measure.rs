@@ -93,6 +93,24 @@ fn parse_message(buf: &[u8]) -> Option<(u64, u64)> {
     Some((u64::from_ne_bytes(*stamp), u64::from_ne_bytes(*seq)))
 }
 
+/// Folds every byte of `buf` into one value: the XOR of its native-endian `u64` words, a
+/// trailing partial word zero-padded. A change to any single byte changes the result, so
+/// the compiler cannot leave any byte unread once the result is passed to
+/// [`std::hint::black_box`]: the reader has loaded every cache line of the message.
+#[inline(always)]
+fn fold_payload(buf: &[u8]) -> u64 {
+    let words = buf.chunks_exact(8);
+    let rest = words.remainder();
+    let acc = words.fold(0u64, |acc, w| {
+        acc ^ <[u8; 8]>::try_from(w).map_or(0, u64::from_ne_bytes)
+    });
+    let mut tail = [0u8; 8];
+    for (d, s) in tail.iter_mut().zip(rest) {
+        *d = *s;
+    }
+    acc ^ u64::from_ne_bytes(tail)
+}
+
 /// Pins the writer thread (saving the caller's mask), completes the transport's connection,
 /// runs the write loop and restores the mask. Pinning comes before `connect`, so a transport can
 /// place helper threads next to the writer. `Err` is a connection failure; the write loop's own
@@ -237,6 +255,7 @@ fn build_report(
         max_send_lag_ns: w.max_send_lag_ns,
         writer_pin,
         reader_pin: r.pin.clone().unwrap_or(PinOutcome::NotRequested),
+        touch_payload: cfg.touch_payload,
     })
 }
 
@@ -254,8 +273,22 @@ pub(crate) fn child_run<T: Transport>(spec: &ChildSpec, dir: &Path) -> Result<()
 
 /// The reader's measurement loop, shared by the child process and the reader thread of
 /// [`thread_run`]: receive `spec.total()` messages, check sequence numbers, record
-/// latencies.
+/// latencies. Chooses the monomorphized loop once, so the default (header-only) loop
+/// carries no per-message test for [`RunConfig::touch_payload`].
 fn read_loop<T: Transport>(
+    rx: &mut T::Rx,
+    spec: &ChildSpec,
+    pin: PinOutcome,
+) -> Result<ChildResults, HarnessError> {
+    if spec.touch_payload {
+        read_messages::<T, true>(rx, spec, pin)
+    } else {
+        read_messages::<T, false>(rx, spec, pin)
+    }
+}
+
+/// [`read_loop`] for one setting of `TOUCH` ([`RunConfig::touch_payload`]).
+fn read_messages<T: Transport, const TOUCH: bool>(
     rx: &mut T::Rx,
     spec: &ChildSpec,
     pin: PinOutcome,
@@ -276,7 +309,13 @@ fn read_loop<T: Transport>(
     while received < total {
         let (msg, now) = rx
             .recv_with(spec.wait, |buf| {
-                // Receive timestamp as soon as the message is visible to the reader.
+                if TOUCH {
+                    // Read the whole message, as a consumer would, before the receive
+                    // timestamp: the sample then runs to "reader has read every byte".
+                    std::hint::black_box(fold_payload(buf));
+                }
+                // Receive timestamp as soon as the message is visible to the reader (and,
+                // with TOUCH, read by it).
                 let now = if latency { monotonic_ns() } else { 0 };
                 (parse_message(buf), now)
             })
@@ -433,6 +472,31 @@ mod tests {
         assert_eq!(parse_message(&buf), Some((123, 456)));
         assert_eq!(&buf[16..], &body[..]);
         assert_eq!(parse_message(&buf[..15]), None);
+    }
+
+    #[test]
+    fn fold_reads_every_byte() {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 1024, 1031] {
+            let buf: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let base = fold_payload(&buf);
+            for i in 0..len {
+                for delta in [0x01, 0x80, 0xff] {
+                    let mut changed = buf.clone();
+                    changed[i] ^= delta;
+                    assert_ne!(
+                        fold_payload(&changed),
+                        base,
+                        "len {len}: byte {i} ^ {delta:#x} left the fold unchanged"
+                    );
+                }
+            }
+        }
+        assert_eq!(fold_payload(&[]), 0);
+        // The trailing partial word counts as zero-padded.
+        assert_eq!(
+            fold_payload(&[1, 2, 3]),
+            u64::from_ne_bytes([1, 2, 3, 0, 0, 0, 0, 0])
+        );
     }
 
     #[test]

@@ -18,6 +18,13 @@
 //!   "writer starts composing" to "reader can see it", including the reader's wake-up.
 //!   The reader does not copy the payload unless the transport has to. Each sample
 //!   contains about one clock read of overhead ([`clock::clock_overhead_ns`]).
+//! * **What the reader reads**: by default only the 16-byte header (stamp and sequence
+//!   number), plus whatever the transport reads on its own (chronicle verifies a CRC over
+//!   the whole record). With [`RunConfig::touch_payload`] the shared reader loop folds
+//!   every payload byte into a value kept alive with [`std::hint::black_box`], identically
+//!   for every transport and for [`run_in_threads`], as a consumer processing the message
+//!   would. The fold runs before the receive timestamp, so a latency sample then ends when
+//!   the reader has read the whole message; its cost also shows in the throughput.
 //! * **Pacing**: with [`RunConfig::rate`] the writer busy-waits on the monotonic clock
 //!   to an integer schedule (`start + i * 1e9 / rate`), never sleeping. Samples are
 //!   stamped at the actual send time; the report's

@@ -129,6 +129,9 @@ pub struct RunReport {
     pub writer_pin: PinOutcome,
     /// Reader-side pinning.
     pub reader_pin: PinOutcome,
+    /// The reader read every payload byte ([`RunConfig::touch_payload`](super::RunConfig::touch_payload)),
+    /// not only the 16-byte header.
+    pub touch_payload: bool,
 }
 
 impl RunReport {
@@ -277,7 +280,8 @@ fn ratio(num: f64, den: f64) -> String {
 /// Renders `reports` as an aligned text table. Latency figures are in nanoseconds.
 ///
 /// Every row also shows ratios against the first transport in `baselines` that has a
-/// report with the same mode, wait mode, payload and rate (e.g. `["ring", "ring-futex"]`:
+/// report with the same mode, wait mode, payload, rate and
+/// [`touch_payload`](RunReport::touch_payload) setting (e.g. `["ring", "ring-futex"]`:
 /// spin rows compare with `ring`, block rows with `ring-futex`): `p50 x` and
 /// `p99 x` are this row's percentile divided by the baseline's (1.00x = as fast as the
 /// baseline, larger = slower), `rate x` is this row's throughput divided by the
@@ -310,6 +314,7 @@ pub fn format_table(reports: &[RunReport], baselines: &[&str]) -> String {
                     && o.wait == r.wait
                     && o.payload == r.payload
                     && o.rate == r.rate
+                    && o.touch_payload == r.touch_payload
             })
         });
         let mode = match (r.mode, r.rate) {
@@ -341,6 +346,9 @@ pub fn format_table(reports: &[RunReport], baselines: &[&str]) -> String {
         }
         if let PinOutcome::Failed { core, .. } = r.reader_pin {
             notes.push(format!("reader unpinned (core {core} refused)"));
+        }
+        if r.touch_payload {
+            notes.push("reader read whole payload".to_owned());
         }
         if r.rate.is_some() && r.max_send_lag_ns > 100_000 {
             notes.push(format!("send lag max {}us", r.max_send_lag_ns / 1000));
@@ -459,16 +467,25 @@ mod tests {
             max_send_lag_ns: 0,
             writer_pin: PinOutcome::NotRequested,
             reader_pin: PinOutcome::NotRequested,
+            touch_payload: false,
         };
         let mut other = base.clone();
         other.transport = "pipe".into();
         let mut h3 = new_histogram().unwrap();
         h3.record(300).unwrap();
         other.latency = Some(LatencyStats::from_histogram(&h3, None));
-        let table = format_table(&[base, other], &["ring"]);
+        let mut touched = other.clone();
+        touched.transport = "unix".into();
+        touched.touch_payload = true;
+        let table = format_table(&[base, other, touched], &["ring"]);
         let pipe_line = table.lines().find(|l| l.starts_with("pipe")).unwrap();
         assert!(pipe_line.contains("3.00x"), "{table}");
-        assert_eq!(table.lines().count(), 3);
+        assert!(!pipe_line.contains("whole payload"), "{table}");
+        // No baseline read whole payloads, so the touched row gets no ratios.
+        let unix_line = table.lines().find(|l| l.starts_with("unix")).unwrap();
+        assert!(!unix_line.contains("0x"), "{table}");
+        assert!(unix_line.ends_with("reader read whole payload"), "{table}");
+        assert_eq!(table.lines().count(), 4);
     }
 
     #[test]
