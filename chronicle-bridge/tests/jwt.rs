@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::QueueWriter;
-use common::args::{closed_empty_queue, diag, in_args, out_args, p, run, strings};
+use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::jwt::{self, Account, Operator};
 use common::{
     Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, nats_server_bin,
@@ -210,19 +210,7 @@ fn records_flow_with_creds_against_a_jwt_configured_server() {
     });
     verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
     writer.join().unwrap();
-    let st = out.wait_exit(Duration::from_secs(60));
-    assert!(
-        st.is_some_and(|st| st.success()),
-        "out-bridge with --exit-at-end: {st:?}\n{}",
-        diag(&out, &inb, &s.server)
-    );
-    let st = inb.terminate();
-    assert!(
-        st.is_some_and(|st| st.success()),
-        "in-bridge exit: {st:?}\n{}",
-        diag(&out, &inb, &s.server)
-    );
-    assert_eq!(count_records(&s.b), n);
+    finish_transfer(&mut out, &mut inb, &s.server, &s.b, n);
     for log in [out.log_text(), inb.log_text()] {
         assert!(log.contains("connected to NATS"), "{log}");
     }
@@ -492,19 +480,7 @@ fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
     out.start();
     inb.start();
     verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
-    let st = out.wait_exit(Duration::from_secs(60));
-    assert!(
-        st.is_some_and(|st| st.success()),
-        "out-bridge with --exit-at-end: {st:?}\n{}",
-        diag(&out, &inb, &s.server)
-    );
-    let st = inb.terminate();
-    assert!(
-        st.is_some_and(|st| st.success()),
-        "in-bridge exit: {st:?}\n{}",
-        diag(&out, &inb, &s.server)
-    );
-    assert_eq!(count_records(&s.b), n);
+    finish_transfer(&mut out, &mut inb, &s.server, &s.b, n);
 }
 
 /// Waits (bounded) until the bridge's log contains `what`; panics with the log if the bridge

@@ -17,10 +17,9 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chronicle_core::QueueWriter;
-use common::args::{closed_empty_queue, diag, in_args, out_args, p, run, strings};
+use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::{
     Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin, tls_args,
     verify_arrival, write_records, writer_config,
@@ -187,19 +186,7 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
     });
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &server));
     writer.join().unwrap();
-    let st = out.wait_exit(Duration::from_secs(60));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "out-bridge with --exit-at-end: {st:?}\n{}",
-        diag(&out, &inb, &server)
-    );
-    let st = inb.terminate();
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "in-bridge exit: {st:?}\n{}",
-        diag(&out, &inb, &server)
-    );
-    assert_eq!(count_records(&h.b), n);
+    finish_transfer(&mut out, &mut inb, &server, &h.b, n);
     for log in [out.log_text(), inb.log_text()] {
         assert!(log.contains("connected to NATS"), "{log}");
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chronicle_core::QueueWriter;
 
-use super::{Bridge, NatsServer, run_bridge, writer_config};
+use super::{Bridge, NatsServer, count_records, run_bridge, writer_config};
 
 pub const STREAM: &str = "CHRON";
 pub const SUBJECT: &str = "chron.hostA.feed";
@@ -98,4 +98,22 @@ pub fn closed_empty_queue(q: &Path) {
         .unwrap()
         .close()
         .unwrap();
+}
+
+/// The end of a transfer: the out-bridge (run with `--exit-at-end`) exits by itself and
+/// successfully, the in-bridge stops cleanly on SIGTERM, and queue `b` holds exactly `n` records.
+pub fn finish_transfer(out: &mut Bridge, inb: &mut Bridge, server: &NatsServer, b: &Path, n: u64) {
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "out-bridge with --exit-at-end: {st:?}\n{}",
+        diag(out, inb, server)
+    );
+    let st = inb.terminate();
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "in-bridge exit: {st:?}\n{}",
+        diag(out, inb, server)
+    );
+    assert_eq!(count_records(b), n);
 }
