@@ -20,71 +20,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::QueueWriter;
+use common::args::{STREAM, SUBJECT, out_args};
 use common::{
     Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
     run_bridge, verify_arrival, write_records, writer_config,
 };
 
-const STREAM: &str = "CHRON";
-const SUBJECT: &str = "chron.hostA.feed";
-
-fn out_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "out",
-        "--url",
-        url,
-        "--queue",
-        &queue.display().to_string(),
-        "--stream",
-        STREAM,
-        "--subject",
-        SUBJECT,
-        "--host-id",
-        "hostA",
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
+/// The in-bridge's command line here: the shared one with a short acknowledgement wait, so
+/// redeliveries after a kill come quickly.
 fn in_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "in",
-        "--url",
-        url,
-        "--stream",
-        STREAM,
-        "--consumer",
-        "hostB",
-        "--subject",
-        SUBJECT,
-        "--queue",
-        &queue.display().to_string(),
-        "--segment-size",
-        &common::SEGMENT.to_string(),
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
-        "--ack-wait",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
+    let mut v = common::args::in_args(url, queue, &["--ack-wait", "5"]);
+    v.extend(extra.iter().map(|e| e.to_string()));
     v
 }
 
@@ -266,7 +212,7 @@ fn nats_server_restart_mid_stream_loses_nothing() {
     let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
 
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
-    let mut out = Bridge::new(&out_args(&server.url(), &h.a, &[]), h.root.join("out.log"));
+    let mut out = Bridge::new(&out_args::<&str>(&server.url(), &h.a, &[]), h.root.join("out.log"));
     let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
     out.start();
     inb.start();

@@ -21,7 +21,7 @@ pub fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-pub fn out_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
+pub fn out_args<S: AsRef<str>>(url: &str, queue: &Path, extra: &[S]) -> Vec<String> {
     let mut v = strings(&[
         "out",
         "--url",
@@ -42,11 +42,11 @@ pub fn out_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
         "--timeout-ms",
         "2000",
     ]);
-    v.extend_from_slice(extra);
+    v.extend(extra.iter().map(|e| e.as_ref().to_string()));
     v
 }
 
-pub fn in_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
+pub fn in_args<S: AsRef<str>>(url: &str, queue: &Path, extra: &[S]) -> Vec<String> {
     let mut v = strings(&[
         "in",
         "--url",
@@ -69,7 +69,7 @@ pub fn in_args(url: &str, queue: &Path, extra: &[String]) -> Vec<String> {
         "--timeout-ms",
         "2000",
     ]);
-    v.extend_from_slice(extra);
+    v.extend(extra.iter().map(|e| e.as_ref().to_string()));
     v
 }
 
