@@ -212,7 +212,10 @@ fn nats_server_restart_mid_stream_loses_nothing() {
     let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
 
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
-    let mut out = Bridge::new(&out_args::<&str>(&server.url(), &h.a, &[]), h.root.join("out.log"));
+    let mut out = Bridge::new(
+        &out_args::<&str>(&server.url(), &h.a, &[]),
+        h.root.join("out.log"),
+    );
     let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
     out.start();
     inb.start();
