@@ -69,10 +69,11 @@ fn idle_reader_maps_the_pages_ahead() {
     for _ in 0..200 {
         assert!(r.next().unwrap().is_none());
     }
+    // (Compared with itself, not with a size: how much one fault maps differs between kernels.)
     let later = reader_rss_kb(&seg);
     assert!(
-        later <= 256 + 64 + 64,
-        "resident {later} kB after 400 polls"
+        later <= after,
+        "resident {after} kB after 200 polls, {later} kB after 400"
     );
     // Reading on moves the window: records past it are mapped as the reader goes.
     let big = vec![7u8; 60_000];
