@@ -16,13 +16,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chronicle_core::QueueWriter;
 use common::args::{STREAM, SUBJECT, out_args};
 use common::{
-    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
+    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, hosts, nats_server_bin,
     run_bridge, verify_arrival, write_records, writer_config,
 };
 
@@ -32,28 +32,6 @@ fn in_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
     let mut v = common::args::in_args(url, queue, &["--ack-wait", "5"]);
     v.extend(extra.iter().map(|e| e.to_string()));
     v
-}
-
-struct Hosts {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    a: PathBuf,
-    b: PathBuf,
-}
-
-fn hosts() -> Hosts {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let a = root.join("hostA").join("feed");
-    let b = root.join("hostB").join("feed");
-    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
-    Hosts {
-        _dir: dir,
-        root,
-        a,
-        b,
-    }
 }
 
 fn diag(out: &Bridge, inb: &Bridge, servers: &[&NatsServer]) -> String {

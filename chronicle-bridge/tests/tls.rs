@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::{
-    Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin, tls_args,
-    verify_arrival, write_records, writer_config,
+    Bridge, Hosts, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
+    tls_args, verify_arrival, write_records, writer_config,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -117,29 +117,11 @@ fn make_pki(dir: &Path) -> Pki {
     }
 }
 
-struct Hosts {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    a: PathBuf,
-    b: PathBuf,
-    pki: Pki,
-}
-
-fn hosts() -> Hosts {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let a = root.join("hostA").join("feed");
-    let b = root.join("hostB").join("feed");
-    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
-    let pki = make_pki(&root);
-    Hosts {
-        _dir: dir,
-        root,
-        a,
-        b,
-        pki,
-    }
+/// A pair of hosts and the PKI made for them.
+fn hosts() -> (Hosts, Pki) {
+    let h = common::hosts();
+    let pki = make_pki(&h.root);
+    (h, pki)
 }
 
 fn start_server(bin: &Path, dir: &Path, extra: &[String]) -> NatsServer {
@@ -150,11 +132,11 @@ fn start_server(bin: &Path, dir: &Path, extra: &[String]) -> NatsServer {
 #[test]
 fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
     let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
+    let (h, pki) = hosts();
     let server = start_server(
         &bin,
         &h.root,
-        &tls_args(&h.pki.server_cert, &h.pki.server_key, None),
+        &tls_args(&pki.server_cert, &pki.server_key, None),
     );
     // The server refuses plaintext clients, so records that arrive went over TLS.
     let info = server.info_line();
@@ -169,7 +151,7 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
         &out_args(
             &server.tls_url(),
             &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &p(&h.pki.ca)]),
+            &strings(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
         ),
         h.root.join("out.log"),
     );
@@ -177,7 +159,7 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
         &in_args(&server.url(), &h.b, &strings(&["--tls-required"])),
         h.root.join("in.log"),
     );
-    inb.envs.push(("NATS_CA".to_string(), p(&h.pki.ca)));
+    inb.envs.push(("NATS_CA".to_string(), p(&pki.ca)));
     out.start();
     inb.start();
     let writer = std::thread::spawn(move || {
@@ -195,13 +177,13 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
 #[test]
 fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
+    let (h, pki) = hosts();
     let server = start_server(
         &bin,
         &h.root,
-        &tls_args(&h.pki.server_cert, &h.pki.server_key, Some(&h.pki.ca)),
+        &tls_args(&pki.server_cert, &pki.server_key, Some(&pki.ca)),
     );
-    let ca = p(&h.pki.ca);
+    let ca = p(&pki.ca);
     let n = 500;
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n, 0);
@@ -233,9 +215,9 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
                 "--tls-ca",
                 &ca,
                 "--tls-cert",
-                &p(&h.pki.other_client_cert),
+                &p(&pki.other_client_cert),
                 "--tls-key",
-                &p(&h.pki.other_client_key),
+                &p(&pki.other_client_key),
             ]),
         ),
         &[],
@@ -243,7 +225,7 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("rejected the TLS client certificate")
-            && err.contains(&p(&h.pki.other_client_cert)),
+            && err.contains(&p(&pki.other_client_cert)),
         "{err}"
     );
 
@@ -253,9 +235,9 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
         "--tls-ca",
         &ca,
         "--tls-cert",
-        &p(&h.pki.client_cert),
+        &p(&pki.client_cert),
         "--tls-key",
-        &p(&h.pki.client_key),
+        &p(&pki.client_key),
     ]);
     let mut args = cert_args.clone();
     args.push("--exit-at-end".to_string());
@@ -266,9 +248,8 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
         h.root.join("in.log"),
     );
     inb.envs
-        .push(("NATS_CERT".to_string(), p(&h.pki.client_cert)));
-    inb.envs
-        .push(("NATS_KEY".to_string(), p(&h.pki.client_key)));
+        .push(("NATS_CERT".to_string(), p(&pki.client_cert)));
+    inb.envs.push(("NATS_KEY".to_string(), p(&pki.client_key)));
     inb.start();
     let no_out = Bridge::new(&[], h.root.join("none.log"));
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&no_out, &inb, &server));
@@ -280,14 +261,14 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
 #[test]
 fn untrusted_server_certificate_fails_clearly_and_promptly() {
     let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
+    let (h, pki) = hosts();
     closed_empty_queue(&h.a);
     let server = start_server(
         &bin,
         &h.root,
-        &tls_args(&h.pki.server_cert, &h.pki.server_key, None),
+        &tls_args(&pki.server_cert, &pki.server_key, None),
     );
-    let other = p(&h.pki.other_ca);
+    let other = p(&pki.other_ca);
 
     // A CA that did not issue the server's certificate.
     let (code, err) = run(
@@ -320,7 +301,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
         &out_args(
             &server.url(),
             &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &p(&h.pki.ca)]),
+            &strings(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
         ),
         &[],
     );
@@ -330,12 +311,12 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
 #[test]
 fn tls_required_against_a_plaintext_server_fails_clearly() {
     let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
+    let (h, pki) = hosts();
     closed_empty_queue(&h.a);
     let server = NatsServer::single(&bin, &h.root, &[]);
     let info = server.info_line();
     assert!(!info.contains("\"tls_required\":true"), "{info}");
-    let ca = p(&h.pki.ca);
+    let ca = p(&pki.ca);
 
     let cases: [(String, Vec<String>); 3] = [
         (server.url(), strings(&["--tls-required"])),
@@ -366,9 +347,8 @@ fn tls_required_against_a_plaintext_server_fails_clearly() {
 /// needed.
 #[test]
 fn bad_tls_files_and_options_are_reported_before_connecting() {
-    let h = hosts();
+    let (h, pki) = hosts();
     let dead = "nats://127.0.0.1:1";
-    let pki = &h.pki;
     let missing = h.root.join("no-such-file.pem");
     let args = |extra: &[&str]| out_args(dead, &h.a, &strings(extra));
 
@@ -452,7 +432,7 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
 /// the bridge for ever at start.
 #[test]
 fn silent_server_is_given_up_on() {
-    let h = hosts();
+    let (h, pki) = hosts();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Accepts and holds connections until the test ends (the listener's thread is detached;
@@ -467,7 +447,7 @@ fn silent_server_is_given_up_on() {
         &out_args(
             &format!("tls://127.0.0.1:{port}"),
             &h.a,
-            &strings(&["--tls-ca", &p(&h.pki.ca)]),
+            &strings(&["--tls-ca", &p(&pki.ca)]),
         ),
         &[],
     );

@@ -576,3 +576,27 @@ impl Rng {
         lo + self.next() % (hi - lo).max(1)
     }
 }
+
+/// Two hosts' queue paths (`hostA/feed`, `hostB/feed`) under one temporary directory.
+pub struct Hosts {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+/// A fresh pair of hosts.
+pub fn hosts() -> Hosts {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let a = root.join("hostA").join("feed");
+    let b = root.join("hostB").join("feed");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    Hosts {
+        _dir: dir,
+        root,
+        a,
+        b,
+    }
+}
