@@ -681,3 +681,129 @@ fn a_panicking_payload_drop_leaves_the_scheduler_consistent() {
     ));
     assert!(s.dequeue_blocking(Duration::from_millis(10)).is_empty());
 }
+
+// ---- Cancels: the urgent reserve, removal, expired tasks handed back ----
+
+#[test]
+fn urgent_reserve_admits_cancels_into_a_full_tenant_and_a_full_scheduler() {
+    use chronicle_bus::sched::LocalScheduler;
+    let now = Instant::now();
+    let mut s: LocalScheduler<u32> = LocalScheduler::new(
+        cfg()
+            .with_max_per_tenant(2)
+            .with_max_global(3)
+            .with_urgent_reserve(2),
+    )
+    .unwrap();
+    accepted(s.enqueue_at(t(1), Task::new(1), now));
+    accepted(s.enqueue_at(t(1), Task::new(2), now));
+    // The tenant is full for new orders...
+    let r = s.enqueue_at(t(1), Task::new(3), now).unwrap_err();
+    assert_eq!(r.reason(), RejectReason::TenantFull);
+    accepted(s.enqueue_at(t(2), Task::new(20), now));
+    // ...and so is the scheduler, but two cancels still get in, the third does not.
+    assert_eq!(
+        s.enqueue_at(t(2), Task::new(21), now).unwrap_err().reason(),
+        RejectReason::GlobalFull
+    );
+    accepted(s.enqueue_at(t(1), Task::new(100).urgent(), now));
+    accepted(s.enqueue_at(t(1), Task::new(101).urgent(), now));
+    assert_eq!(
+        s.enqueue_at(t(1), Task::new(102).urgent(), now)
+            .unwrap_err()
+            .reason(),
+        RejectReason::TenantFull
+    );
+    assert_eq!(s.queue_len(), 5);
+    // The cancels go first within their tenant.
+    let mut order = Vec::new();
+    while let Dequeued::Task(_, task) = s.try_dequeue_at(now) {
+        order.push(task.into_payload());
+    }
+    assert_eq!(order.len(), 5);
+    let pos = |v: u32| order.iter().position(|&x| x == v).unwrap();
+    assert!(pos(100) < pos(1) && pos(101) < pos(1));
+    // Every place was given back: the limits hold again as before.
+    assert_eq!(s.queue_len(), 0);
+    accepted(s.enqueue_at(t(2), Task::new(22), now));
+}
+
+#[test]
+fn urgent_reserve_zero_keeps_the_plain_limits_for_urgent_tasks() {
+    let now = Instant::now();
+    let s: Scheduler<u32> = Scheduler::new(cfg().with_max_per_tenant(1)).unwrap();
+    accepted(s.enqueue_at(t(1), Task::new(1), now));
+    assert_eq!(
+        s.enqueue_at(t(1), Task::new(2).urgent(), now)
+            .unwrap_err()
+            .reason(),
+        RejectReason::TenantFull
+    );
+}
+
+#[test]
+fn remove_last_where_takes_the_newest_match_and_counts_it() {
+    let now = Instant::now();
+    let s: Scheduler<(u32, u32)> = Scheduler::new(cfg().with_shards(3)).unwrap();
+    for (i, id) in [7u32, 8, 7, 9].into_iter().enumerate() {
+        accepted(s.enqueue_at(t(1), Task::new((id, i as u32)), now));
+    }
+    accepted(s.enqueue_at(t(2), Task::new((7, 99)), now));
+    let got = s.remove_last_where(t(1), |p| p.0 == 7).unwrap();
+    assert_eq!(
+        got.into_payload(),
+        (7, 2),
+        "the newest of tenant 1's matches"
+    );
+    assert!(s.remove_last_where(t(1), |p| p.0 == 42).is_none());
+    assert!(
+        s.remove_last_where(t(3), |_| true).is_none(),
+        "unknown tenant"
+    );
+    assert_eq!(s.tenant_stats(t(1)).unwrap().removed, 1);
+    assert_eq!(s.counters().removed, 1);
+    assert_eq!(s.queue_len(), 4);
+    let mut left = Vec::new();
+    while let Dequeued::Task(_, task) = s.try_dequeue_at(now) {
+        left.push(task.into_payload());
+    }
+    left.sort_unstable();
+    assert_eq!(left, vec![(7, 0), (7, 99), (8, 1), (9, 3)]);
+    // A tenant emptied by removal leaves the ring at its turn; nothing is left behind.
+    assert!(s.remove_last_where(t(1), |_| true).is_none());
+    assert_eq!(s.queue_len(), 0);
+    assert!(matches!(s.try_dequeue_at(now), Dequeued::Empty));
+}
+
+#[test]
+fn keep_expired_hands_every_expired_task_back_once() {
+    use chronicle_bus::sched::LocalScheduler;
+    let now = Instant::now();
+    let later = now + Duration::from_millis(10);
+    let mut s: LocalScheduler<u32> =
+        LocalScheduler::new(cfg().with_keep_expired(true).with_max_per_tenant(2)).unwrap();
+    let soon = now + Duration::from_millis(1);
+    accepted(s.enqueue_at(t(1), Task::new(1).with_deadline(soon), now));
+    accepted(s.enqueue_at(t(1), Task::new(2).with_deadline(soon), now));
+    // Full: the expired heads are purged to make room, and kept.
+    accepted(s.enqueue_at(t(1), Task::new(3).with_deadline(later), later));
+    accepted(s.enqueue_at(t(2), Task::new(4).with_deadline(soon), now));
+    // Serving drops tenant 2's expired head (kept) and sends 3 (not yet expired at `now`).
+    match s.try_dequeue_at(later - Duration::from_millis(1)) {
+        Dequeued::Task(_, task) => assert_eq!(task.into_payload(), 3),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(s.try_dequeue_at(later), Dequeued::Empty));
+    let mut out = Vec::new();
+    s.drain_expired(&mut out);
+    let mut got: Vec<(u64, u32)> = out
+        .into_iter()
+        .map(|(k, task)| (k.id(), task.into_payload()))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![(1, 1), (1, 2), (2, 4)]);
+    assert_eq!(s.counters().expired, 3);
+    let mut again = Vec::new();
+    s.drain_expired(&mut again);
+    assert!(again.is_empty(), "handed back once");
+}

@@ -62,6 +62,15 @@ pub struct SchedulerConfig {
     pub queue_time_max: Duration,
     /// Significant decimal digits of the queue-time histogram (1 to 5). Default 2 (1 % error).
     pub queue_time_sigfig: u8,
+    /// Urgent tasks (cancels) a tenant may hold beyond its normal limits: while a tenant holds
+    /// fewer urgent tasks than this, an urgent task is admitted whatever the tenant's and the
+    /// scheduler's occupancy (so new orders can never crowd out cancels). Default 0 (urgent tasks
+    /// obey the same limits as normal ones).
+    pub urgent_reserve: usize,
+    /// Hand expired tasks back instead of dropping them: they collect inside the scheduler until
+    /// [`LocalScheduler::drain_expired`](super::LocalScheduler::drain_expired) (or the shared
+    /// scheduler's) takes them, so the owner can answer each one. Default false.
+    pub keep_expired: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -77,6 +86,8 @@ impl Default for SchedulerConfig {
             top_tenants: 16,
             queue_time_max: Duration::from_secs(60),
             queue_time_sigfig: 2,
+            urgent_reserve: 0,
+            keep_expired: false,
         }
     }
 }
@@ -144,6 +155,20 @@ impl SchedulerConfig {
     pub fn with_queue_time_histogram(mut self, max: Duration, sigfig: u8) -> Self {
         self.queue_time_max = max;
         self.queue_time_sigfig = sigfig;
+        self
+    }
+
+    /// Sets [`urgent_reserve`](Self::urgent_reserve).
+    #[must_use]
+    pub fn with_urgent_reserve(mut self, reserve: usize) -> Self {
+        self.urgent_reserve = reserve;
+        self
+    }
+
+    /// Sets [`keep_expired`](Self::keep_expired).
+    #[must_use]
+    pub fn with_keep_expired(mut self, keep: bool) -> Self {
+        self.keep_expired = keep;
         self
     }
 

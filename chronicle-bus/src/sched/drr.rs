@@ -117,6 +117,7 @@ impl<T> TenantSlot<T> {
             dequeued: self.counters.dequeued,
             expired: self.counters.expired,
             evicted: self.counters.evicted,
+            removed: self.counters.removed,
             rejected: self.counters.rejected,
         }
     }
@@ -124,13 +125,14 @@ impl<T> TenantSlot<T> {
 
 /// Drops `slot`'s expired head tasks, accounting for each one (tenant and shard counters, the
 /// shard's count, the global count) *before* dropping it, so a panicking `Drop` of a payload leaves
-/// every count exact.
+/// every count exact. With `keep_expired` the tasks go to `kept` instead of being dropped.
 fn purge_expired_head<T>(
     slot: &mut TenantSlot<T>,
     queued: &mut usize,
     shared: &Shared,
     counters: &ShardCounters,
     now: Instant,
+    kept: &mut Vec<(TenantKey, Task<T>)>,
 ) {
     while slot.head().is_some_and(|t| t.is_expired_at(now)) {
         let Some(expired) = slot.pop_head() else {
@@ -141,7 +143,11 @@ fn purge_expired_head<T>(
         counters.on_expired(1);
         counters.set_queued(*queued);
         shared.release(1);
-        drop(expired);
+        if shared.keep_expired {
+            kept.push((slot.key, expired));
+        } else {
+            drop(expired);
+        }
     }
 }
 
@@ -160,6 +166,8 @@ pub(super) struct DrrState<T> {
     queued: usize,
     /// Queue time of every dispatch from this shard, in nanoseconds.
     hist: Histogram<u64>,
+    /// Expired tasks waiting to be handed back (`keep_expired`).
+    expired: Vec<(TenantKey, Task<T>)>,
 }
 
 impl<T> DrrState<T> {
@@ -171,6 +179,7 @@ impl<T> DrrState<T> {
             turns_left: 0,
             queued: 0,
             hist,
+            expired: Vec::new(),
         }
     }
 
@@ -214,10 +223,19 @@ impl<T> DrrState<T> {
             return Err(Rejected::new(RejectReason::TooManyTenants, task));
         };
 
+        // An urgent task within its tenant's reserve is admitted whatever the occupancy.
+        let in_reserve = task.is_urgent() && slot.urgent.len() < shared.urgent_reserve;
         let mut evicted = None;
-        if slot.len() >= shared.max_per_tenant {
+        if !in_reserve && slot.len() >= shared.max_per_tenant {
             // Expired heads are dead weight: drop them before refusing anyone.
-            purge_expired_head(slot, &mut self.queued, shared, counters, now);
+            purge_expired_head(
+                slot,
+                &mut self.queued,
+                shared,
+                counters,
+                now,
+                &mut self.expired,
+            );
             if slot.len() >= shared.max_per_tenant {
                 let victim = match shared.backpressure {
                     Backpressure::EvictOldest => slot.normal.pop_front(),
@@ -234,7 +252,10 @@ impl<T> DrrState<T> {
             }
         }
 
-        if evicted.is_none() {
+        if in_reserve {
+            shared.reserve_urgent();
+            self.queued += 1;
+        } else if evicted.is_none() {
             if let Err(reason) = shared.reserve(self.queued) {
                 slot.counters.rejected += 1;
                 counters.set_queued(self.queued);
@@ -294,7 +315,14 @@ impl<T> DrrState<T> {
                 self.turns_left -= 1;
                 continue;
             };
-            purge_expired_head(slot, &mut self.queued, shared, counters, now);
+            purge_expired_head(
+                slot,
+                &mut self.queued,
+                shared,
+                counters,
+                now,
+                &mut self.expired,
+            );
             match slot.head().map(|t| u64::from(t.cost())) {
                 None => {
                     slot.deficit = 0;
@@ -340,6 +368,38 @@ impl<T> DrrState<T> {
             counters.set_queued(self.queued);
         }
         task
+    }
+
+    /// Takes out the last task of tenant `hash` (normal lane from the back, then the urgent
+    /// lane) whose payload matches `pred`, accounting for it as removed. A tenant left empty stays
+    /// in the ring until its next turn (as after a purge).
+    pub(super) fn remove_last_where(
+        &mut self,
+        shared: &Shared,
+        counters: &ShardCounters,
+        hash: u64,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> Option<Task<T>> {
+        let &idx = self.index.get(&hash)?;
+        let slot = self.slots.get_mut(idx as usize)?;
+        let task = match slot.normal.iter().rposition(|t| pred(t.payload())) {
+            Some(i) => slot.normal.remove(i),
+            None => {
+                let i = slot.urgent.iter().rposition(|t| pred(t.payload()))?;
+                slot.urgent.remove(i)
+            }
+        }?;
+        slot.counters.removed += 1;
+        counters.on_removed();
+        self.queued = self.queued.saturating_sub(1);
+        shared.release(1);
+        counters.set_queued(self.queued);
+        Some(task)
+    }
+
+    /// Moves the expired tasks kept so far (`keep_expired`) into `out`.
+    pub(super) fn drain_expired(&mut self, out: &mut Vec<(TenantKey, Task<T>)>) {
+        out.append(&mut self.expired);
     }
 
     /// Tasks held by the shard (exact: the caller holds the lock).

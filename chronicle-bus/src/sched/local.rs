@@ -194,6 +194,23 @@ impl<T> LocalScheduler<T> {
             .set_quantum(&self.shared, tenant.stable_hash(), tenant, quantum)
     }
 
+    /// Takes out `tenant`'s most recently queued task whose payload matches `pred`. See
+    /// [`Scheduler::remove_last_where`](super::Scheduler::remove_last_where).
+    pub fn remove_last_where(
+        &mut self,
+        tenant: TenantKey,
+        pred: impl FnMut(&T) -> bool,
+    ) -> Option<Task<T>> {
+        self.state
+            .remove_last_where(&self.shared, &self.counters, tenant.stable_hash(), pred)
+    }
+
+    /// With [`SchedulerConfig::keep_expired`], moves the expired tasks collected so far into
+    /// `out` (with their tenants); otherwise there are none.
+    pub fn drain_expired(&mut self, out: &mut Vec<(TenantKey, Task<T>)>) {
+        self.state.drain_expired(out);
+    }
+
     /// One tenant's counters, if it is tracked.
     #[must_use]
     pub fn tenant_stats(&self, tenant: TenantKey) -> Option<TenantStats> {

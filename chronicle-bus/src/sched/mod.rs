@@ -84,7 +84,9 @@
 //! A task with a deadline is expired at and after that instant. Expired tasks are dropped when they
 //! reach their tenant's head (at its turn, or when the tenant is full and a new task arrives) and
 //! counted in `expired`; they are never returned. Expired tasks behind a live head stay queued (and
-//! counted in `queue_len`) until they reach the head. A dispatched task's deadline was in the future
+//! counted in `queue_len`) until they reach the head. With [`SchedulerConfig::keep_expired`] they
+//! are kept instead of dropped and handed back by `drain_expired`, so an owner that must answer
+//! every task (the router answers every order) can. A dispatched task's deadline was in the future
 //! at the `now` the dequeue used: [`Scheduler::try_dequeue`], `try_dequeue_batch` and
 //! `dequeue_blocking` read the clock after taking a shard lock (once per shard visited), so that
 //! reading is later than the enqueue of every task they can see there; the `*_at` variants use the
@@ -99,6 +101,14 @@
 //!   expired head tasks are dropped) and the policy is [`Backpressure::Reject`], or it is
 //!   [`Backpressure::EvictOldest`] and the tenant holds no normal task to evict;
 //! - [`GlobalFull`](RejectReason::GlobalFull): the scheduler holds `max_global` tasks.
+//!
+//! An urgent task is exempt from both limits while its tenant holds fewer than
+//! [`SchedulerConfig::urgent_reserve`] urgent tasks: a tenant's own flood of new orders can never
+//! crowd out its cancels. The scheduler then holds at most `max_global` plus the tenants' reserves.
+//!
+//! # Removal
+//! [`remove_last_where`](Scheduler::remove_last_where) takes a queued task back out (a cancel that
+//! catches its order before dispatch), counted in `removed`.
 //!
 //! Under `EvictOldest` a full tenant's oldest normal task is removed and returned in
 //! [`Enqueued::Evicted`] to make room.
@@ -126,7 +136,8 @@
 //! the busiest tenants, locking one shard at a time, briefly.
 //! - `enqueued`: tasks accepted. `dequeued`: tasks handed to a consumer. `expired`: tasks dropped
 //!   because their deadline passed. `evicted`: tasks removed by `EvictOldest` (and handed back).
-//!   Every accepted task ends in exactly one of these three, or is still queued.
+//!   `removed`: tasks taken back out by `remove_last_where`. Every accepted task ends in exactly
+//!   one of these four, or is still queued.
 //! - `rejected`: tasks refused by `enqueue`, by reason; never counted as enqueued.
 //! - `queue_len`: tasks held now.
 //! - `queue_time`: enqueue-to-dispatch time of every dispatched task (HDR histogram in ns; p50, p99,
@@ -182,6 +193,8 @@ struct Shared {
     max_tenants: usize,
     default_quantum: NonZeroU32,
     backpressure: Backpressure,
+    urgent_reserve: usize,
+    keep_expired: bool,
 }
 
 impl Shared {
@@ -197,6 +210,8 @@ impl Shared {
             max_tenants: config.max_tenants,
             default_quantum: config.default_quantum,
             backpressure: config.backpressure,
+            urgent_reserve: config.urgent_reserve,
+            keep_expired: config.keep_expired,
         }
     }
 
@@ -225,6 +240,15 @@ impl Shared {
                 Ok(_) => return Ok(()),
                 Err(now) => cur = now,
             }
+        }
+    }
+
+    /// Takes a place beyond `max_global` for an urgent task within its tenant's reserve.
+    #[inline]
+    fn reserve_urgent(&self) {
+        if self.global_len {
+            // Relaxed: see `reserve`.
+            self.len.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -629,6 +653,29 @@ impl<T> Scheduler<T> {
     pub fn tenant_stats(&self, tenant: TenantKey) -> Option<TenantStats> {
         let hash = tenant.stable_hash();
         self.shard(self.shard_index(hash)).lock().tenant_stats(hash)
+    }
+
+    /// Takes out `tenant`'s most recently queued task whose payload matches `pred` (its normal
+    /// lane searched from the back, then its urgent lane), counted as removed: how a router
+    /// withdraws an order its cancel caught before dispatch. `None` if no queued task matches.
+    pub fn remove_last_where(
+        &self,
+        tenant: TenantKey,
+        pred: impl FnMut(&T) -> bool,
+    ) -> Option<Task<T>> {
+        let hash = tenant.stable_hash();
+        let shard = self.shard(self.shard_index(hash));
+        shard
+            .lock()
+            .remove_last_where(&self.shared, &shard.counters, hash, pred)
+    }
+
+    /// With [`SchedulerConfig::keep_expired`], moves the expired tasks collected so far into
+    /// `out` (with their tenants), so each can be answered; otherwise there are none.
+    pub fn drain_expired(&self, out: &mut Vec<(TenantKey, Task<T>)>) {
+        for i in 0..self.shard_count() {
+            self.shard(i).lock().drain_expired(out);
+        }
     }
 
     /// The scheduler-wide counters, lock-free.

@@ -27,6 +27,7 @@ pub(super) struct ShardCounters {
     dequeued: AtomicU64,
     expired: AtomicU64,
     evicted: AtomicU64,
+    removed: AtomicU64,
     queued: AtomicUsize,
     rejected_global: AtomicU64,
     rejected_tenant: AtomicU64,
@@ -73,6 +74,12 @@ impl ShardCounters {
         bump(&self.evicted, 1);
     }
 
+    /// Caller holds the shard lock.
+    #[inline]
+    pub(super) fn on_removed(&self) {
+        bump(&self.removed, 1);
+    }
+
     /// Caller holds the shard lock. Relaxed: `queued` is only a hint that lets consumers skip an
     /// empty shard without locking it; the lock, not this value, protects the queues.
     #[inline]
@@ -104,6 +111,7 @@ impl ShardCounters {
         into.dequeued += self.dequeued.load(Ordering::Acquire);
         into.expired += self.expired.load(Ordering::Acquire);
         into.evicted += self.evicted.load(Ordering::Acquire);
+        into.removed += self.removed.load(Ordering::Acquire);
         into.enqueued += self.enqueued.load(Ordering::Acquire);
         into.rejected.global_full += self.rejected_global.load(Ordering::Relaxed);
         into.rejected.tenant_full += self.rejected_tenant.load(Ordering::Relaxed);
@@ -154,6 +162,8 @@ pub struct SchedulerCounters {
     /// Tasks removed to make room under [`Backpressure::EvictOldest`](super::Backpressure) and
     /// handed back to the enqueuer.
     pub evicted: u64,
+    /// Tasks taken out before dispatch by `remove_last_where` (cancelled orders).
+    pub removed: u64,
     /// Tasks refused by `enqueue`, by reason.
     pub rejected: RejectCounts,
     /// Tasks held now (accepted, not yet dequeued, expired or evicted): the sum of the shards'
@@ -212,6 +222,8 @@ pub struct TenantStats {
     pub expired: u64,
     /// Its tasks evicted to make room for newer ones.
     pub evicted: u64,
+    /// Its tasks taken out by their owner before dispatch (a cancelled order).
+    pub removed: u64,
     /// Its tasks refused because it or the scheduler was full (refusals of a closed scheduler are
     /// counted only scheduler-wide).
     pub rejected: u64,
@@ -251,5 +263,6 @@ pub(super) struct TenantCounters {
     pub(super) dequeued: u64,
     pub(super) expired: u64,
     pub(super) evicted: u64,
+    pub(super) removed: u64,
     pub(super) rejected: u64,
 }
