@@ -62,8 +62,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chronicle_core::{
-    CommitPolicy, Doorbell, MessageView, QueueReader, ReaderConfig, Ring, StartAt, WriterStatus,
-    sys,
+    CommitPolicy, Doorbell, MessageView, Position, QueueReader, ReaderConfig, Ring, StartAt,
+    WriterStatus, sys,
 };
 
 use crate::error::{BusError, Result};
@@ -153,6 +153,7 @@ pub struct Merged<'a> {
     source: SourceId,
     view: MessageView<'a>,
     late: bool,
+    at: Position,
 }
 
 impl<'a> Merged<'a> {
@@ -179,6 +180,11 @@ impl<'a> Merged<'a> {
     /// True when its key is below a key emitted before (see the module docs).
     pub fn late(&self) -> bool {
         self.late
+    }
+    /// Where this record starts in its source: committing this position (see
+    /// [`FanInReader::commit_with`]) makes a restart read the record again.
+    pub fn position(&self) -> Position {
+        self.at
     }
     /// The merge key (timestamp, source id, seq).
     pub fn key(&self) -> (u64, u64, u64) {
@@ -390,6 +396,36 @@ impl FanInReader {
         Ok(())
     }
 
+    /// Persists positions chosen per source: for each source, `hold(id)` returns the position of
+    /// the first record it must not yet commit past (a record handed on but not yet answered,
+    /// from [`Merged::position`]), or `None` to commit everything returned from it. Positions
+    /// held back stay pending and are offered again at the next commit. This is how a consumer
+    /// that finishes records out of order (a router whose orders wait in a scheduler) commits only
+    /// what it has finished, so a crash loses nothing it took.
+    pub fn commit_with(
+        &mut self,
+        mut hold: impl FnMut(SourceId) -> Option<Position>,
+    ) -> Result<()> {
+        self.consume_held()?;
+        for s in &mut self.sources {
+            if !s.uncommitted {
+                continue;
+            }
+            match hold(s.id) {
+                Some(pos) if pos.next_seq < s.reader.next_seq() => {
+                    s.reader
+                        .commit_at(pos)
+                        .map_err(|e| BusError::queue(&s.path, e))?;
+                }
+                _ => {
+                    s.reader.commit().map_err(|e| BusError::queue(&s.path, e))?;
+                    s.uncommitted = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The next record in merge order, or `None` when nothing may be emitted now. See the module
     /// docs for the rule; errors name the source queue.
     #[allow(clippy::should_implement_trait)] // lending: the record borrows the merger
@@ -457,8 +493,14 @@ impl FanInReader {
         };
         let source = s.id;
         s.last_ts = s.last_ts.max(key.0);
+        let at = s.reader.position();
         match s.reader.peek() {
-            Ok(Some(view)) => Ok(Some(Merged { source, view, late })),
+            Ok(Some(view)) => Ok(Some(Merged {
+                source,
+                view,
+                late,
+                at,
+            })),
             Ok(None) => Ok(None),
             Err(e) => Err(BusError::queue(&s.path, e)),
         }

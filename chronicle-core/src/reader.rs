@@ -522,6 +522,27 @@ impl QueueReader {
         Ok(())
     }
 
+    /// Persists `pos`, a position this reader had earlier (from [`position`](Self::position)),
+    /// instead of the current one: for consumers that answer records out of order and may only
+    /// commit up to the first record not yet answered. The reader itself stays where it is. A
+    /// position past the current one is [`Error::InvalidConfig`] (a reader cannot vouch for
+    /// records it has not read). No-op for anonymous readers.
+    pub fn commit_at(&mut self, pos: Position) -> Result<()> {
+        if pos.next_seq > self.next_seq || pos.segment > self.seg.id {
+            return Err(Error::InvalidConfig {
+                what: "commit_at: the position is past the reader's own",
+            });
+        }
+        if let Some(m) = &self.meta {
+            m.store_position(&pos);
+            self.uncommitted = pos.next_seq != self.next_seq;
+            if self.hb_countdown < HEARTBEAT_EVERY / 2 {
+                self.busy_heartbeat();
+            }
+        }
+        Ok(())
+    }
+
     #[inline]
     fn commit_position(&mut self) {
         if let Some(m) = &self.meta {
