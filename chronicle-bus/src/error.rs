@@ -100,6 +100,16 @@ pub enum BusError {
         /// Which setting and why.
         what: &'static str,
     },
+    /// A record the order path relies on cannot be read (a fates queue whose last record is not
+    /// a fate, for instance).
+    BadRecord {
+        /// The queue directory.
+        path: PathBuf,
+        /// The record's seq.
+        seq: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
 }
 
 impl BusError {
@@ -163,6 +173,9 @@ impl fmt::Display for BusError {
             }
             BusError::UnknownSource { id } => write!(f, "no fan-in source with id {id:#018x}"),
             BusError::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
+            BusError::BadRecord { path, seq, what } => {
+                write!(f, "queue {} record {seq}: {what}", path.display())
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   strategies/<id>/orders/         a strategy's order queue
 //!   strategies/<id>/READY           written (by rename) once the queue is fully initialized
 //!   strategies/<id>/LEASE           pid, start time, heartbeat, expiry; renewed by the strategy
+//!   strategies/<id>/fates/          the router's answer to each order (the router writes it)
 //!   router/out/                     router output (orders to the gateway)
 //!   router/<name>/                  other router queues (decisions, audit)
 //! ```
@@ -142,6 +143,12 @@ impl BusLayout {
         Ok(self.strategy_dir(id)?.join(ORDERS))
     }
 
+    /// `strategies/<id>/fates/`: the router's answer to every order of the strategy (the
+    /// router is its single writer and creates it; the strategy reads it).
+    pub fn strategy_fates(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.strategy_dir(id)?.join(FATES))
+    }
+
     /// `strategies/<id>/READY`.
     pub fn strategy_ready(&self, id: &str) -> Result<PathBuf> {
         Ok(self.strategy_dir(id)?.join(READY))
@@ -171,6 +178,8 @@ impl BusLayout {
 
 /// File name of the order queue inside a strategy directory.
 pub const ORDERS: &str = "orders";
+/// File name of the fates queue inside a strategy directory.
+pub const FATES: &str = "fates";
 /// File name of the READY marker.
 pub const READY: &str = "READY";
 /// File name of the LEASE marker.

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fanin;
 pub mod layout;
 pub mod markers;
+pub mod orders;
 pub mod sched;
 
 pub use discovery::{DiscoveryConfig, DiscoveryEvent, Endpoint, RemoveReason, RouterDiscovery};
