@@ -2,7 +2,8 @@
 //!
 //! - [`core`]: the persisted single-writer / many-reader queue engine.
 //! - [`bus`]: bus layout, discovery, fan-in and the order-flow scheduler.
-//! - [`topology`]: the tick and order formats of the demo trading topology.
+//! - [`topology`]: the demo trading topology: tick format, market, trader, and the feed and
+//!   strategy process loops.
 
 pub mod topology;
 

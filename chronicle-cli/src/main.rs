@@ -31,6 +31,9 @@ enum Command {
     Append(cmd::append::Args),
     /// Check a bus directory or one queue for problems, and optionally fix the safe ones.
     Doctor(cmd::doctor::Args),
+    /// Reconcile a bus's orders, fates and router/out: every order answered exactly once,
+    /// nothing sent twice or late.
+    Audit(cmd::audit::Args),
     /// Measure throughput and cross-process one-way latency on a temporary queue, or soak
     /// (`--soak`): writers, readers and a fan-in as processes for a long run.
     Bench(cmd::bench::Args),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Tail(a) => cmd::tail::run(a),
         Command::Append(a) => cmd::append::run(a),
         Command::Doctor(a) => cmd::doctor::run(a),
+        Command::Audit(a) => cmd::audit::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Feed(a) => topology::feed::run(a),

@@ -1,10 +1,13 @@
 //! `chron-cli demo`: the trading topology end to end. Starts the feed, N strategies (the last one
 //! "hot") and the router as separate OS processes (this executable re-run with the `feed`,
 //! `strategy` and `router` roles) on a bus directory, prints one status line per second, kills and
-//! restarts strategy `s1` midway (the router follows it), stops everything in order (feed →
-//! strategies → router, which drains) after `--secs` or on Ctrl-C, and prints a summary: per
-//! strategy committed / routed / rejected / expired and whether that accounting closes, and
-//! tick-to-route latency percentiles.
+//! restarts strategy `s1` midway (the router follows it), with `--kill-router N` SIGKILLs the
+//! router N times at random moments and restarts it, stops everything in order (feed →
+//! strategies → router, which drains) after `--secs` or on Ctrl-C, then audits the bus from its
+//! files (`chronicle_bus::orders::audit`, what `chron-cli audit` runs) and prints a summary: per
+//! strategy committed / routed / rejected / expired / cancelled, answered / unanswered / sent
+//! twice, and tick-to-route latency percentiles. It fails (exit 1) unless every order is
+//! answered exactly once, none is sent twice and the audit is clean.
 //!
 //! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1.
 
@@ -17,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+
+use chronicle_bus::BusLayout;
+use chronicle_bus::orders::{AuditReport, FateCode, audit};
 
 use crate::output::{self, duration_ns};
 use crate::topology::{install_stop_handler, stop_requested};
@@ -42,6 +48,12 @@ pub struct Args {
     /// Order deadline, microseconds.
     #[arg(long, default_value_t = 2_000)]
     pub deadline_us: u64,
+    /// SIGKILL the router this many times at random moments (and restart it each time).
+    #[arg(long, default_value_t = 0)]
+    pub kill_router: u32,
+    /// Strategies' back-off window (orders without a fate at once; 0: no back-off).
+    #[arg(long, default_value_t = 64)]
+    pub max_outstanding: u64,
     /// Bus directory (default: a new directory under the system temp dir, left for inspection).
     #[arg(long)]
     pub bus: Option<PathBuf>,
@@ -219,19 +231,19 @@ pub fn run(a: Args) -> Result<u8> {
 
     let (tx, rx) = mpsc::channel();
     let s = |v: &str| v.to_string();
-    let mut router = spawn(
-        "router",
-        &[
-            s("router"),
-            s("--bus"),
-            bus_s.clone(),
-            s("--weights"),
-            weights.clone(),
-            s("--rate-limit"),
-            a.rate_limit.to_string(),
-        ],
-        &tx,
-    )?;
+    let router_args = [
+        s("router"),
+        s("--bus"),
+        bus_s.clone(),
+        s("--weights"),
+        weights.clone(),
+        s("--rate-limit"),
+        a.rate_limit.to_string(),
+    ];
+    let mut router = spawn("router", &router_args, &tx)?;
+    // When to kill the router: spread over the middle 80 % of the run, jittered.
+    let mut kills = router_kill_times(a.kill_router, Duration::from_secs(a.secs));
+    let mut router_kills = 0u32;
     let mut feed = spawn(
         "feed",
         &[
@@ -258,6 +270,8 @@ pub fn run(a: Args) -> Result<u8> {
             n_normal.max(1).to_string(),
             s("--deadline-us"),
             a.deadline_us.to_string(),
+            s("--max-outstanding"),
+            a.max_outstanding.to_string(),
         ];
         if hot {
             v.push(s("--hot"));
@@ -311,6 +325,20 @@ pub fn run(a: Args) -> Result<u8> {
                 )?;
             }
         }
+        if kills
+            .first()
+            .is_some_and(|&k| now.duration_since(start) >= k)
+        {
+            kills.remove(0);
+            router_kills += 1;
+            say(&format!(
+                "demo: killing the router (SIGKILL, {router_kills} of {}) and starting it again",
+                a.kill_router
+            ));
+            let _ = router.child.kill();
+            let _ = router.child.wait();
+            router = spawn("router", &router_args, &tx)?;
+        }
         if now >= next_status {
             next_status += Duration::from_secs(1);
             say(&status_line(&st, &mut prev, now.duration_since(start)));
@@ -337,17 +365,56 @@ pub fn run(a: Args) -> Result<u8> {
     for e in st.events.drain(..) {
         say(&format!("  {e}"));
     }
-    let summary = summary(&st, &ids, &bus, clean, interrupted, start.elapsed());
+    let report = audit(&BusLayout::new(&bus)).context("cannot audit the bus")?;
+    let summary = summary(
+        &st,
+        &ids,
+        &report,
+        &bus,
+        clean,
+        interrupted,
+        start.elapsed(),
+    );
+    let summary = with_kills(summary, router_kills);
     if a.json {
         output::print_json(&summary)?;
     } else {
         print_summary(&summary, &bus);
+        for p in report.problems.iter().take(20) {
+            println!("  audit: {p}");
+        }
     }
     let closes = summary.get("accounting_closes").and_then(Value::as_bool) == Some(true);
     if !clean {
         bail!("a process of the topology did not stop within its grace period");
     }
     Ok(if closes { 0 } else { 1 })
+}
+
+fn with_kills(mut v: Value, kills: u32) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.insert("router_kills".to_string(), json!(kills));
+    }
+    v
+}
+
+/// `n` moments in the middle 80 % of `run`, each jittered within its own slot (so two kills are
+/// never on top of each other and the router gets time to recover in between).
+fn router_kill_times(n: u32, run: Duration) -> Vec<Duration> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut rng = chronicle::topology::XorShift(
+        u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+    );
+    let span = run.mul_f64(0.8);
+    let slot = span / n;
+    (0..n)
+        .map(|i| {
+            let jitter = (rng.next_u64() % 1_000) as f64 / 1_000.0;
+            run.mul_f64(0.1) + slot * i + slot.mul_f64(0.2 + 0.6 * jitter)
+        })
+        .collect()
 }
 
 fn status_line(
@@ -402,42 +469,52 @@ fn status_line(
 fn summary(
     st: &State,
     ids: &[(String, u32, bool)],
+    report: &AuditReport,
     bus: &Path,
     clean: bool,
     interrupted: bool,
     elapsed: Duration,
 ) -> Value {
-    let rows = st.router_rows();
-    let total_routed = n(&st.router, "routed");
-    let mut all_close = st.router.get("final").and_then(Value::as_bool) == Some(true)
-        && st.router.get("incomplete").and_then(Value::as_bool) != Some(true);
+    let total_routed: u64 = report
+        .strategies
+        .iter()
+        .map(|s| s.fates.get(FateCode::Routed))
+        .sum();
+    let mut all_close = report.is_clean();
     let mut per = Vec::new();
     for (id, weight, hot) in ids {
         let sv = st.strategies.get(id).cloned().unwrap_or(Value::Null);
-        let rv = rows
-            .iter()
-            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let Some(au) = report.strategies.iter().find(|s| &s.id == id) else {
+            all_close = false;
+            continue;
+        };
         let committed = n(&sv, "committed");
-        let (routed, rejected, expired, queued) = (
-            n(&rv, "routed"),
-            n(&rv, "rejected"),
-            n(&rv, "expired"),
-            n(&rv, "queued"),
-        );
+        let f = |c: FateCode| au.fates.get(c);
         let closes = sv.get("final").and_then(Value::as_bool) == Some(true)
-            && n(&rv, "merged") == committed
-            && routed + rejected + expired + queued == committed;
+            && au.orders == committed
+            && au.unanswered == 0
+            && au.answered_twice == 0
+            && au.sent_twice == 0;
         all_close &= closes;
-        per.push(
-            json!({"id": id, "weight": weight, "hot": hot, "committed": committed,
-            "merged": n(&rv, "merged"), "routed": routed, "rejected": rejected,
-            "expired": expired, "queued": queued, "attached": n(&rv, "attached"),
-            "share": if total_routed == 0 { 0.0 } else { routed as f64 / total_routed as f64 },
-            "tick_to_route_ns": {"p50": n(&rv, "t2r_p50_ns"), "p99": n(&rv, "t2r_p99_ns")},
-            "accounting_closes": closes}),
-        );
+        let q = |p: f64| {
+            if au.latency.is_empty() {
+                0
+            } else {
+                au.latency.value_at_quantile(p)
+            }
+        };
+        let seen = sv.get("fates").cloned().unwrap_or(Value::Null);
+        per.push(json!({"id": id, "weight": weight, "hot": hot, "committed": committed,
+            "answered": au.answered, "unanswered": au.unanswered,
+            "answered_twice": au.answered_twice, "sent_twice": au.sent_twice,
+            "routed": f(FateCode::Routed), "rejected": f(FateCode::Rejected),
+            "expired": f(FateCode::Expired), "evicted": f(FateCode::Evicted),
+            "cancelled": f(FateCode::Cancelled), "malformed": f(FateCode::Malformed),
+            "fates_seen_by_strategy": seen, "held_back": n(&sv, "held_back"),
+            "share": if total_routed == 0 { 0.0 } else { f(FateCode::Routed) as f64 / total_routed as f64 },
+            "expired_share": if committed == 0 { 0.0 } else { f(FateCode::Expired) as f64 / committed as f64 },
+            "tick_to_route_ns": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999)},
+            "accounting_closes": closes}));
     }
     let lat = st.router.get("latency").cloned().unwrap_or(Value::Null);
     json!({"bus": bus.to_string_lossy(), "secs": elapsed.as_secs_f64(),
@@ -446,6 +523,8 @@ fn summary(
         "tick_to_route_ns": {"count": n(&lat, "count"), "p50": n(&lat, "p50_ns"),
             "p99": n(&lat, "p99_ns"), "p999": n(&lat, "p999_ns"), "max": n(&lat, "max_ns")},
         "restarted_first_order_id": st.restarted_first_order_id,
+        "audit": {"clean": report.is_clean(), "problems": report.problems.len(),
+            "out_records": report.out_records},
         "strategies": per, "accounting_closes": all_close})
 }
 
@@ -474,6 +553,10 @@ fn print_summary(s: &Value, bus: &Path) {
             "share",
             "rejected",
             "expired",
+            "cancelled",
+            "answered",
+            "unanswered",
+            "sent twice",
             "t2r p50",
             "t2r p99",
             "accounting",
@@ -489,6 +572,7 @@ fn print_summary(s: &Value, bus: &Path) {
     {
         let id = p.get("id").and_then(Value::as_str).unwrap_or("?");
         let hot = p.get("hot").and_then(Value::as_bool) == Some(true);
+        let t2r = |k: &str| duration_ns(p.get("tick_to_route_ns").map_or(0, |l| n(l, k)));
         rows.push(vec![
             if hot {
                 format!("{id} (hot)")
@@ -504,8 +588,12 @@ fn print_summary(s: &Value, bus: &Path) {
             ),
             n(p, "rejected").to_string(),
             n(p, "expired").to_string(),
-            duration_ns(p.get("tick_to_route_ns").map_or(0, |l| n(l, "p50"))),
-            duration_ns(p.get("tick_to_route_ns").map_or(0, |l| n(l, "p99"))),
+            n(p, "cancelled").to_string(),
+            n(p, "answered").to_string(),
+            n(p, "unanswered").to_string(),
+            n(p, "sent_twice").to_string(),
+            t2r("p50"),
+            t2r("p99"),
             if p.get("accounting_closes").and_then(Value::as_bool) == Some(true) {
                 "closes".to_string()
             } else {
@@ -517,14 +605,29 @@ fn print_summary(s: &Value, bus: &Path) {
         "{}",
         output::table(
             &rows,
-            &[false, true, true, true, true, true, true, true, true, false],
+            &[
+                false, true, true, true, true, true, true, true, true, true, true, true, true,
+                false
+            ],
             "  "
         )
+    );
+    let audit = s.get("audit").cloned().unwrap_or(Value::Null);
+    println!(
+        "audit: {} ({} records in router/out, {} problems); router killed {} times",
+        if audit.get("clean").and_then(Value::as_bool) == Some(true) {
+            "clean"
+        } else {
+            "PROBLEMS"
+        },
+        n(&audit, "out_records"),
+        n(&audit, "problems"),
+        n(s, "router_kills")
     );
     let b = bus.display();
     println!(
         "\nThe bus is left in {b} (delete it when done). Look at what the run left behind:\n  \
-         chron-cli doctor {b}\n  chron-cli inspect {b}/router/out\n  \
+         chron-cli doctor {b}\n  chron-cli audit {b}\n  chron-cli inspect {b}/router/out\n  \
          chron-cli tail -n 5 {b}/router/out\n  chron-cli tail -n 5 {b}/strategies/s1/orders"
     );
 }

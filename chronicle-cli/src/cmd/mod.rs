@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod append;
+pub mod audit;
 pub mod bench;
 pub mod demo;
 pub mod doctor;

@@ -1,20 +1,14 @@
-//! `chron-cli strategy`: reads the feed with a named reader (so a restart resumes where it left
-//! off), trades its symbols and writes orders (new orders with a deadline, and now and then a
-//! cancel) to its own order queue on the bus, announced by READY and kept alive by a LEASE.
-//! `--hot` floods: an order burst on every tick it sees. Runs until SIGTERM/SIGINT, then closes
-//! cleanly (READY and LEASE removed) and reports `committed`: its order queue's next sequence
-//! number, i.e. every order this strategy id ever committed, across restarts.
-
-use std::time::{Duration, Instant};
+//! `chron-cli strategy`: the strategy loop ([`chronicle::topology::strategy::run`]) with JSON
+//! status lines. `--hot` floods: an order burst on every tick it sees. The final line reports
+//! `committed` (its order queue's next seq: every order this strategy id ever committed, across
+//! restarts) and the fates it read, by code.
 
 use anyhow::{Context, Result};
-use chronicle_bus::{BusLayout, StrategyConfig, StrategyEndpoints};
-use chronicle_core::sys::realtime_ns;
-use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
-use serde_json::json;
+use chronicle::topology::strategy::{self, StrategyArgs, StrategyStatus};
+use chronicle::topology::{FateCode, TraderConfig};
+use serde_json::{Value, json};
 
 use super::{emit, install_stop_handler, stop_requested};
-use chronicle::topology::{ORDER, Tick, Trader, TraderConfig, strategy_tag};
 
 /// Arguments of `chron-cli strategy`.
 #[derive(Debug, clap::Args)]
@@ -43,95 +37,55 @@ pub struct Args {
     /// Flood: a burst of four orders on every tick, whatever the symbol.
     #[arg(long)]
     pub hot: bool,
+    /// Back-off window: at most this many orders without a fate (halved on every refusal or
+    /// expiry, grown by one on every routed order); 0 turns back-off off.
+    #[arg(long, default_value_t = 64)]
+    pub max_outstanding: u64,
+}
+
+fn fates_json(s: &StrategyStatus) -> Value {
+    let mut m = serde_json::Map::new();
+    for c in FateCode::ALL {
+        m.insert(c.name().to_string(), json!(s.fates.get(c)));
+    }
+    Value::Object(m)
 }
 
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
-    let trading = TraderConfig {
-        every: a.every,
-        slot: a.slot,
-        slots: a.slots,
-        hot: a.hot,
-        deadline_ns: a.deadline_us.saturating_mul(1_000),
+    let args = StrategyArgs {
+        bus: a.bus.into(),
+        id: a.id.clone(),
+        feed: a.feed,
+        trading: TraderConfig {
+            every: a.every,
+            slot: a.slot,
+            slots: a.slots,
+            hot: a.hot,
+            deadline_ns: a.deadline_us.saturating_mul(1_000),
+            max_outstanding: a.max_outstanding,
+        },
     };
     let id = a.id;
-    let layout = BusLayout::create(&a.bus).context("cannot create the bus")?;
-    let mut ep = StrategyEndpoints::open(&layout, &id, StrategyConfig::default())
-        .with_context(|| format!("cannot open the endpoints of strategy {id}"))?;
-    let reader_cfg = ReaderConfig::named(format!("strategy-{id}")).start(StartAt::Latest);
-    let mut feed = open_feed(&layout, &a.feed, reader_cfg)?;
-    ep.mark_ready()?;
-    let next_seq = ep.writer().next_seq();
-    // Unique across restarts (at most one order id per record) and strategies (the tag).
-    let tag = strategy_tag(&id) << 48;
-    let first_order_id = tag | (next_seq * 16 + 1);
-    let mut trader = Trader::new(trading, first_order_id);
-    emit(
-        &json!({"role": "strategy", "id": id, "start": true, "hot": a.hot,
-        "next_seq": next_seq, "first_order_id": first_order_id, "feed_seq": feed.next_seq()}),
-    );
-
-    let start = Instant::now();
-    let (mut last_heartbeat, mut last_report) = (start, start);
-    let mut ticks = 0u64;
-    while !stop_requested() {
-        let now = Instant::now();
-        if now.duration_since(last_heartbeat) >= Duration::from_millis(1) {
-            ep.heartbeat()?;
-            feed.commit()?;
-            last_heartbeat = now;
-        }
-        if now.duration_since(last_report) >= Duration::from_secs(1) {
+    strategy::run(
+        &args,
+        stop_requested,
+        |s| {
             emit(
-                &json!({"role": "strategy", "id": id, "orders": trader.orders(), "ticks": ticks,
-                "committed": ep.writer().next_seq(), "final": false}),
+                &json!({"role": "strategy", "id": id, "start": true, "hot": a.hot,
+                "next_seq": s.next_seq, "first_order_id": s.first_order_id,
+                "feed_seq": s.feed_seq}),
             );
-            last_report = now;
-        }
-        let tick = match feed.next()? {
-            Some(m) => Tick::decode(m.payload()),
-            None => {
-                if let WaitOutcome::WriterGone(_) = feed.wait(Duration::from_millis(1))? {
-                    // The feed is down: keep the lease alive and wait for it to come back.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-        };
-        ticks += 1;
-        let Some(tick) = tick else { continue };
-        trader.on_tick(&tick, realtime_ns(), |order| {
-            ep.writer().append(ORDER, &order.encode()).map(drop)
-        })?;
-    }
-    feed.commit()?;
-    let committed = ep.writer().next_seq();
-    ep.close()?;
-    emit(
-        &json!({"role": "strategy", "id": id, "orders": trader.orders(), "ticks": ticks,
-        "committed": committed, "final": true}),
-    );
+        },
+        |s, fin| {
+            emit(
+                &json!({"role": "strategy", "id": id, "orders": s.orders, "ticks": s.ticks,
+                "committed": s.committed, "fates": fates_json(s), "held_back": s.held_back,
+                "window": s.window, "final": fin}),
+            );
+        },
+    )
+    .with_context(|| format!("strategy {id}"))?;
     Ok(0)
-}
-
-/// Opens the feed, waiting (up to 10 s) for the feed process to create it.
-fn open_feed(layout: &BusLayout, feed: &str, cfg: ReaderConfig) -> Result<QueueReader> {
-    let path = layout.feed(feed)?;
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        match QueueReader::open(&path, cfg.clone()) {
-            Ok(r) => return Ok(r),
-            Err(
-                chronicle_core::Error::NotAQueue { .. }
-                | chronicle_core::Error::NotYetInitialized { .. }
-                | chronicle_core::Error::Io { .. },
-            ) if Instant::now() < until && !stop_requested() => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot open feed {}", path.display()));
-            }
-        }
-    }
 }

@@ -1,24 +1,67 @@
-//! The demo trading topology's shared parts, used by `examples/{feed,strategy,router}.rs` and by
-//! the `chron-cli feed|strategy|router|demo` roles, so the two always behave alike:
+//! The demo trading topology, used by `examples/{feed,strategy,router}.rs` and by the
+//! `chron-cli feed|strategy|router|demo` roles, so the two always behave alike:
 //!
-//! - message formats: fixed-layout little-endian 48-byte records, decoded field by field because
-//!   queue bytes are untrusted input;
-//! - [`Market`], the feed's synthetic ticks;
-//! - [`Trader`], a strategy's decisions (which ticks it trades, its orders and cancels);
-//! - [`order_task`] and [`TokenBucket`], how the router schedules and paces orders.
+//! - the tick format (fixed-layout little-endian 48-byte records, decoded field by field because
+//!   queue bytes are untrusted input); orders use the bus's order format
+//!   ([`chronicle_bus::orders::Order`]);
+//! - [`Market`], the feed's synthetic ticks, and [`Trader`], a strategy's decisions (which ticks
+//!   it trades, its orders and cancels, and how it backs off when its orders are refused or
+//!   expire);
+//! - the process loops themselves: [`feed::run`] and [`strategy::run`] (the router's loop is the
+//!   bus's [`Router::run`](chronicle_bus::orders::Router::run)).
 
-use std::time::{Duration, Instant};
+pub mod feed;
+pub mod strategy;
 
-use chronicle_bus::sched::Task;
+use std::fmt;
+
+pub use chronicle_bus::orders::record::ORDER;
+pub use chronicle_bus::orders::{FateCode, Kind, Order};
 
 /// Type id of a market-data tick in the feed queue.
 pub const TICK: u32 = 1;
-/// Type id of an order in a strategy's order queue and in `router/out`.
-pub const ORDER: u32 = 2;
 /// Size of an encoded tick.
 pub const TICK_LEN: usize = 48;
-/// Size of an encoded order.
-pub const ORDER_LEN: usize = 48;
+
+/// Errors of the topology loops: the bus's or the queue engine's.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A bus operation failed.
+    Bus(chronicle_bus::BusError),
+    /// A queue operation failed.
+    Queue(chronicle_core::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Bus(e) => e.fmt(f),
+            Error::Queue(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Bus(e) => Some(e),
+            Error::Queue(e) => Some(e),
+        }
+    }
+}
+
+impl From<chronicle_bus::BusError> for Error {
+    fn from(e: chronicle_bus::BusError) -> Self {
+        Error::Bus(e)
+    }
+}
+
+impl From<chronicle_core::Error> for Error {
+    fn from(e: chronicle_core::Error) -> Self {
+        Error::Queue(e)
+    }
+}
 
 /// A top-of-book update. Prices are in 1e-4 units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,77 +120,6 @@ impl Tick {
             ask: u64_at(b, 24)? as i64,
             exchange_ts: u64_at(b, 32)?,
             send_ts: u64_at(b, 40)?,
-        })
-    }
-}
-
-/// New order or cancel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A new order.
-    New,
-    /// Cancels the order with the same id.
-    Cancel,
-}
-
-/// An order from a strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Order {
-    /// Unique per strategy (the CLI roles put a 16-bit strategy tag in the top bits).
-    pub order_id: u64,
-    /// `send_ts` of the tick that caused it.
-    pub tick_send_ts: u64,
-    /// CLOCK_REALTIME ns after which the order must not be sent.
-    pub deadline_ns: u64,
-    /// Limit price.
-    pub price: i64,
-    /// Instrument.
-    pub symbol: u32,
-    /// Quantity.
-    pub qty: u32,
-    /// Side.
-    pub buy: bool,
-    /// New or cancel.
-    pub kind: Kind,
-}
-
-impl Order {
-    /// The 48-byte encoding.
-    pub fn encode(&self) -> [u8; ORDER_LEN] {
-        let mut b = [0u8; ORDER_LEN];
-        put(&mut b, 0, &self.order_id.to_le_bytes());
-        put(&mut b, 8, &self.tick_send_ts.to_le_bytes());
-        put(&mut b, 16, &self.deadline_ns.to_le_bytes());
-        put(&mut b, 24, &self.price.to_le_bytes());
-        put(&mut b, 32, &self.symbol.to_le_bytes());
-        put(&mut b, 36, &self.qty.to_le_bytes());
-        put(&mut b, 40, &[u8::from(self.buy)]);
-        let kind = match self.kind {
-            Kind::New => 0u8,
-            Kind::Cancel => 1,
-        };
-        put(&mut b, 41, &[kind]);
-        b
-    }
-
-    /// Decodes an order; `None` if `b` is too short or the kind byte is unknown.
-    pub fn decode(b: &[u8]) -> Option<Order> {
-        if b.len() < ORDER_LEN {
-            return None;
-        }
-        Some(Order {
-            order_id: u64_at(b, 0)?,
-            tick_send_ts: u64_at(b, 8)?,
-            deadline_ns: u64_at(b, 16)?,
-            price: u64_at(b, 24)? as i64,
-            symbol: u32_at(b, 32)?,
-            qty: u32_at(b, 36)?,
-            buy: *b.get(40)? != 0,
-            kind: match *b.get(41)? {
-                0 => Kind::New,
-                1 => Kind::Cancel,
-                _ => return None,
-            },
         })
     }
 }
@@ -233,6 +205,10 @@ pub struct TraderConfig {
     pub hot: bool,
     /// How long after its creation an order may still be sent, in ns.
     pub deadline_ns: u64,
+    /// Back-off: at most this many orders without a fate at once, a window that halves on
+    /// every order refused, expired or evicted and grows by one on every order routed or
+    /// cancelled (additive increase, multiplicative decrease). 0: no back-off.
+    pub max_outstanding: u64,
 }
 
 /// A strategy's decisions: for each tick, the orders to write. Buys even symbols at the bid,
@@ -244,6 +220,9 @@ pub struct Trader {
     next_order_id: u64,
     orders: u64,
     last_new: Option<Order>,
+    outstanding: u64,
+    window: u64,
+    held_back: u64,
 }
 
 impl Trader {
@@ -261,7 +240,34 @@ impl Trader {
             next_order_id: first_order_id,
             orders: 0,
             last_new: None,
+            outstanding: 0,
+            window: cfg.max_outstanding,
+            held_back: 0,
         }
+    }
+
+    /// Takes the fate of one of its orders: frees its place in the window and adapts the window
+    /// (see [`TraderConfig::max_outstanding`]).
+    pub fn on_fate(&mut self, code: FateCode) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let max = self.cfg.max_outstanding;
+        match code {
+            FateCode::Routed | FateCode::Cancelled => self.window = (self.window + 1).min(max),
+            FateCode::Rejected | FateCode::Expired | FateCode::Evicted => {
+                self.window = (self.window / 2).max(1).min(max);
+            }
+            FateCode::Malformed => {}
+        }
+    }
+
+    /// Ticks it would have traded but skipped because its window was full.
+    pub fn held_back(&self) -> u64 {
+        self.held_back
+    }
+
+    /// Its current window (see [`TraderConfig::max_outstanding`]).
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// Decides on `tick` at `now_ns` (CLOCK_REALTIME) and hands each order to `emit` in order;
@@ -280,12 +286,16 @@ impl Trader {
         if !c.hot && self.matched % c.every != 0 {
             return Ok(());
         }
+        if c.max_outstanding > 0 && self.outstanding >= self.window {
+            self.held_back += 1;
+            return Ok(());
+        }
         let deadline_ns = now_ns.saturating_add(c.deadline_ns);
         for _ in 0..if c.hot { 4 } else { 1 } {
             let buy = tick.symbol % 2 == 0;
             let order = Order {
                 order_id: self.next_order_id,
-                tick_send_ts: tick.send_ts,
+                origin_ns: tick.send_ts,
                 deadline_ns,
                 price: if buy { tick.bid } else { tick.ask },
                 symbol: tick.symbol,
@@ -296,15 +306,17 @@ impl Trader {
             self.next_order_id += 1;
             emit(&order)?;
             self.orders += 1;
+            self.outstanding += 1;
             if let Some(prev) = self.last_new.filter(|_| self.orders % 4 == 0) {
                 let cancel = Order {
                     kind: Kind::Cancel,
-                    tick_send_ts: tick.send_ts,
+                    origin_ns: tick.send_ts,
                     deadline_ns,
                     ..prev
                 };
                 emit(&cancel)?;
                 self.orders += 1;
+                self.outstanding += 1;
             }
             self.last_new = Some(order);
         }
@@ -314,55 +326,6 @@ impl Trader {
     /// Orders (new and cancels) handed out so far.
     pub fn orders(&self) -> u64 {
         self.orders
-    }
-}
-
-/// The scheduler task of an order merged by the router at `now` (`now_ns` being the same moment
-/// on CLOCK_REALTIME): its deadline moved onto the monotonic clock, cancels urgent.
-pub fn order_task(order: Order, now_ns: u64, now: Instant) -> Task<Order> {
-    let left = Duration::from_nanos(order.deadline_ns.saturating_sub(now_ns));
-    let task = Task::new(order).with_deadline(now + left);
-    if order.kind == Kind::Cancel {
-        task.urgent()
-    } else {
-        task
-    }
-}
-
-/// The router's send pacing: `rate` tokens per second, holding at most 1 ms of them (and at
-/// least one), so a quiet spell never turns into a burst.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// An empty bucket filling at `rate_per_s` from `now`.
-    pub fn new(rate_per_s: f64, now: Instant) -> TokenBucket {
-        TokenBucket {
-            rate: rate_per_s.max(0.0),
-            tokens: 0.0,
-            last: now,
-        }
-    }
-
-    /// Adds the tokens earned since the last refill, up to the cap.
-    pub fn refill(&mut self, now: Instant) {
-        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min((self.rate / 1000.0).max(1.0));
-        self.last = now;
-    }
-
-    /// Whether a whole token is there to spend.
-    pub fn ready(&self) -> bool {
-        self.tokens >= 1.0
-    }
-
-    /// Spends one token (after a send; without one the bucket goes into debt, repaid first).
-    pub fn spend(&mut self) {
-        self.tokens -= 1.0;
     }
 }
 
@@ -383,18 +346,7 @@ mod tests {
             send_ts: 9,
         };
         assert_eq!(Tick::decode(&t.encode()), Some(t));
-        let o = Order {
-            order_id: 1 << 50 | 3,
-            tick_send_ts: 2,
-            deadline_ns: 3,
-            price: -4,
-            symbol: 5,
-            qty: 6,
-            buy: true,
-            kind: Kind::Cancel,
-        };
-        assert_eq!(Order::decode(&o.encode()), Some(o));
-        assert_eq!(Order::decode(&[0u8; 47]), None);
+        assert_eq!(Tick::decode(&t.encode()[..47]), None);
     }
 
     fn tick(symbol: u32, send_ts: u64) -> Tick {
@@ -427,6 +379,7 @@ mod tests {
             slots: 2,
             hot: false,
             deadline_ns: 500,
+            max_outstanding: 0,
         };
         let mut t = Trader::new(cfg, 10);
         let mut all = Vec::new();
@@ -463,6 +416,7 @@ mod tests {
             slots: 4,
             hot: true,
             deadline_ns: 0,
+            max_outstanding: 0,
         };
         let mut t = Trader::new(cfg, 1);
         let first = collect(&mut t, &tick(7, 1), 0);
@@ -493,45 +447,32 @@ mod tests {
     }
 
     #[test]
-    fn order_task_maps_the_deadline_and_makes_cancels_urgent() {
-        let now = Instant::now();
-        let mut o = Order {
-            order_id: 1,
-            tick_send_ts: 0,
-            deadline_ns: 5_000,
-            price: 1,
-            symbol: 1,
-            qty: 1,
-            buy: true,
-            kind: Kind::New,
+    fn trader_backs_off_while_its_orders_are_refused_and_recovers() {
+        let cfg = TraderConfig {
+            every: 1,
+            slot: 0,
+            slots: 1,
+            hot: true,
+            deadline_ns: 0,
+            max_outstanding: 8,
         };
-        let t = order_task(o, 2_000, now);
-        assert_eq!(t.deadline(), Some(now + Duration::from_nanos(3_000)));
-        assert!(!t.is_urgent());
-        o.kind = Kind::Cancel;
-        // Already past its deadline: due now.
-        let t = order_task(o, 9_000, now);
-        assert_eq!(t.deadline(), Some(now));
-        assert!(t.is_urgent());
-    }
-
-    #[test]
-    fn token_bucket_paces_and_caps_at_one_millisecond() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(10_000.0, t0);
-        let drain = |b: &mut TokenBucket| {
-            let mut n = 0;
-            while b.ready() {
-                b.spend();
-                n += 1;
-            }
-            n
-        };
-        assert_eq!(drain(&mut b), 0);
-        b.refill(t0 + Duration::from_micros(250));
-        assert_eq!(drain(&mut b), 2);
-        // A long quiet spell earns at most 1 ms worth (10 tokens).
-        b.refill(t0 + Duration::from_secs(5));
-        assert_eq!(drain(&mut b), 10);
+        let mut t = Trader::new(cfg, 1);
+        // Two bursts (4 orders + a cancel, then 4 more) fill the window of 8...
+        assert_eq!(collect(&mut t, &tick(0, 1), 0).len(), 5);
+        assert_eq!(collect(&mut t, &tick(0, 2), 0).len(), 5);
+        assert!(collect(&mut t, &tick(0, 3), 0).is_empty());
+        assert_eq!(t.held_back(), 1);
+        // ...refusals halve it: 10 outstanding, 3 answered -> 7 outstanding, window 1.
+        for _ in 0..3 {
+            t.on_fate(FateCode::Rejected);
+        }
+        assert_eq!(t.window(), 1);
+        assert!(collect(&mut t, &tick(0, 4), 0).is_empty());
+        // Everything answered routed: the window grows back by one per fate, up to the max.
+        for _ in 0..20 {
+            t.on_fate(FateCode::Routed);
+        }
+        assert_eq!(t.window(), 8);
+        assert!(!collect(&mut t, &tick(0, 5), 0).is_empty());
     }
 }
