@@ -1,9 +1,10 @@
 //! End to end: `chron-cli demo` runs the feed, three strategies (one hot) and the router as
 //! processes for a few seconds, with strategy s1 killed and restarted midway, under an outbound
-//! limit low enough that every strategy is backlogged. Checks that the accounting closes, that
-//! `router/out` holds no order past its deadline and no order twice, that the per-strategy
-//! counts match `router/out`, that the restarted strategy's orders keep flowing, and that the hot
-//! strategy gets no more than its weighted share.
+//! limit low enough that every strategy is backlogged. Checks that every order has exactly one
+//! fate (the demo's audit), that `router/out` holds no order past its deadline and no order
+//! twice, that the per-strategy counts match `router/out`, that the restarted strategy's orders
+//! keep flowing, and that the hot strategy gets no more than its weighted share. A second run
+//! SIGKILLs the router three times: every order must still be answered exactly once.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -58,30 +59,43 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
     assert_eq!(s["accounting_closes"], true, "{s:#}");
     assert_eq!(s["clean_stop"], true, "{s:#}");
 
-    // Accounting: every committed order is routed, rejected or expired; nothing left queued.
+    // Accounting: every committed order has exactly one fate; nothing is left unanswered.
     let mut routed_by_tag = HashMap::new();
     let mut weights = HashMap::new();
     let mut total_routed = 0;
     for p in s["strategies"].as_array().unwrap() {
         let id = p["id"].as_str().unwrap();
         let c = p["committed"].as_u64().unwrap();
-        let (r, rj, ex) = (
-            p["routed"].as_u64().unwrap(),
-            p["rejected"].as_u64().unwrap(),
-            p["expired"].as_u64().unwrap(),
-        );
+        let r = p["routed"].as_u64().unwrap();
+        let fates: u64 = [
+            "routed",
+            "rejected",
+            "expired",
+            "evicted",
+            "cancelled",
+            "malformed",
+        ]
+        .iter()
+        .map(|k| p[*k].as_u64().unwrap())
+        .sum();
         assert!(c > 0, "{id} committed nothing: {s:#}");
-        assert_eq!(p["queued"], 0, "{s:#}");
-        assert_eq!(p["merged"].as_u64().unwrap(), c, "{id}: {s:#}");
-        assert_eq!(r + rj + ex, c, "{id}: {s:#}");
+        assert_eq!(p["answered"].as_u64().unwrap(), c, "{id}: {s:#}");
+        assert_eq!(p["unanswered"], 0, "{s:#}");
+        assert_eq!(p["sent_twice"], 0, "{s:#}");
+        assert_eq!(fates, c, "{id}: {s:#}");
+        // The strategy read fates too (it backs off on them).
+        let seen: u64 = p["fates_seen_by_strategy"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert!(seen > 0 && seen <= c, "{id}: {s:#}");
         routed_by_tag.insert(tag(id), r);
         weights.insert(id.to_string(), p["weight"].as_u64().unwrap());
         total_routed += r;
     }
-    assert_eq!(
-        s["strategies"][0]["attached"], 2,
-        "s1 attached twice: {s:#}"
-    );
+    assert_eq!(s["audit"]["clean"], true, "{s:#}");
 
     // router/out: no order past its deadline, none twice, counts match.
     let mut r = QueueReader::open(
@@ -98,6 +112,12 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
         let id = u64::from_le_bytes(p[0..8].try_into().unwrap());
         let deadline = u64::from_le_bytes(p[16..24].try_into().unwrap());
         let kind = p[41];
+        assert_eq!(m.type_id(), 4, "a routed order");
+        assert_eq!(
+            u64::from_le_bytes(p[48..56].try_into().unwrap()) & 0xFFFF,
+            id >> 48,
+            "the routed record names its strategy"
+        );
         assert!(
             deadline >= m.timestamp_ns(),
             "order {id:#x} routed {} ns past its deadline",
@@ -127,4 +147,42 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
         hot_share <= hot_weight_share + 0.1,
         "hot took {hot_share:.3} of the routed orders, its weight share is {hot_weight_share:.3}: {s:#}"
     );
+}
+
+#[test]
+fn demo_with_the_router_killed_answers_every_order_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let out = common::run(
+        &[
+            "demo",
+            "--json",
+            "--secs",
+            "6",
+            "--kill-router",
+            "3",
+            "--bus",
+            bus.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    let s: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(s["router_kills"], 3, "{s:#}");
+    assert_eq!(s["audit"]["clean"], true, "{s:#}");
+    for p in s["strategies"].as_array().unwrap() {
+        assert_eq!(p["unanswered"], 0, "{s:#}");
+        assert_eq!(p["sent_twice"], 0, "{s:#}");
+        assert_eq!(p["answered"], p["committed"], "{s:#}");
+    }
+    // The audit command agrees, from the files alone.
+    let audit = common::run(&["audit", bus.to_str().unwrap(), "--json"], b"");
+    assert_eq!(audit.code, 0, "{}", audit.stdout);
+    let a: Value = serde_json::from_str(audit.stdout.trim()).unwrap();
+    assert_eq!(a["clean"], true);
+    assert_eq!(a["router_running"], false);
 }
