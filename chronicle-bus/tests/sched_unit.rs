@@ -807,3 +807,34 @@ fn keep_expired_hands_every_expired_task_back_once() {
     s.drain_expired(&mut again);
     assert!(again.is_empty(), "handed back once");
 }
+
+#[test]
+fn purge_expired_at_answers_expired_heads_without_a_dispatch() {
+    use chronicle_bus::sched::LocalScheduler;
+    let now = Instant::now();
+    let soon = now + Duration::from_millis(1);
+    let later = now + Duration::from_secs(60);
+    let mut s: LocalScheduler<u32> = LocalScheduler::new(cfg().with_keep_expired(true)).unwrap();
+    accepted(s.enqueue_at(t(1), Task::new(1).with_deadline(soon), now));
+    accepted(s.enqueue_at(t(1), Task::new(2).with_deadline(later), now));
+    accepted(s.enqueue_at(t(1), Task::new(3).with_deadline(soon), now));
+    accepted(s.enqueue_at(t(2), Task::new(4).with_deadline(soon), now));
+    assert_eq!(s.purge_expired_at(now), 0);
+    // Only heads go: task 3 waits behind the live task 2.
+    assert_eq!(s.purge_expired_at(soon), 2);
+    let mut out = Vec::new();
+    s.drain_expired(&mut out);
+    let mut got: Vec<u32> = out.into_iter().map(|(_, t)| t.into_payload()).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 4]);
+    assert_eq!(s.queue_len(), 2);
+    match s.try_dequeue_at(soon) {
+        Dequeued::Task(_, task) => assert_eq!(task.into_payload(), 2),
+        other => panic!("{other:?}"),
+    }
+    // The shared scheduler does the same.
+    let shared: Scheduler<u32> = Scheduler::new(cfg().with_shards(2)).unwrap();
+    accepted(shared.enqueue_at(t(5), Task::new(5).with_deadline(soon), now));
+    assert_eq!(shared.purge_expired_at(soon), 1);
+    assert_eq!(shared.counters().expired, 1);
+}

@@ -599,6 +599,9 @@ impl Router {
     }
 
     fn answer_expired(&mut self) -> Result<usize> {
+        if self.sched.queue_len() > 0 {
+            self.sched.purge_expired_at(Instant::now());
+        }
         self.sched.drain_expired(&mut self.expired);
         let n = self.expired.len();
         for (tenant, task) in self.expired.drain(..) {

@@ -397,6 +397,30 @@ impl<T> DrrState<T> {
         Some(task)
     }
 
+    /// Drops (or keeps, with `keep_expired`) the expired head tasks of every active tenant, as
+    /// their turns would; returns how many left. Tenants stay in the ring until their turn.
+    pub(super) fn purge_expired(
+        &mut self,
+        shared: &Shared,
+        counters: &ShardCounters,
+        now: Instant,
+    ) -> usize {
+        let before = self.queued;
+        for &idx in &self.ring {
+            if let Some(slot) = self.slots.get_mut(idx as usize) {
+                purge_expired_head(
+                    slot,
+                    &mut self.queued,
+                    shared,
+                    counters,
+                    now,
+                    &mut self.expired,
+                );
+            }
+        }
+        before - self.queued
+    }
+
     /// Moves the expired tasks kept so far (`keep_expired`) into `out`.
     pub(super) fn drain_expired(&mut self, out: &mut Vec<(TenantKey, Task<T>)>) {
         out.append(&mut self.expired);

@@ -205,6 +205,12 @@ impl<T> LocalScheduler<T> {
             .remove_last_where(&self.shared, &self.counters, tenant.stable_hash(), pred)
     }
 
+    /// Removes every active tenant's expired head tasks now instead of at their turns (a
+    /// router that waits for send tokens still answers expiries on time); returns how many.
+    pub fn purge_expired_at(&mut self, now: Instant) -> usize {
+        self.state.purge_expired(&self.shared, &self.counters, now)
+    }
+
     /// With [`SchedulerConfig::keep_expired`], moves the expired tasks collected so far into
     /// `out` (with their tenants); otherwise there are none.
     pub fn drain_expired(&mut self, out: &mut Vec<(TenantKey, Task<T>)>) {

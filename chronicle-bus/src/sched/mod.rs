@@ -670,6 +670,19 @@ impl<T> Scheduler<T> {
             .remove_last_where(&self.shared, &shard.counters, hash, pred)
     }
 
+    /// Removes every active tenant's expired head tasks now instead of at their turns;
+    /// returns how many (locks each shard in turn).
+    pub fn purge_expired_at(&self, now: Instant) -> usize {
+        (0..self.shard_count())
+            .map(|i| {
+                let shard = self.shard(i);
+                shard
+                    .lock()
+                    .purge_expired(&self.shared, &shard.counters, now)
+            })
+            .sum()
+    }
+
     /// With [`SchedulerConfig::keep_expired`], moves the expired tasks collected so far into
     /// `out` (with their tenants), so each can be answered; otherwise there are none.
     pub fn drain_expired(&self, out: &mut Vec<(TenantKey, Task<T>)>) {
