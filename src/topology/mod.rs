@@ -205,9 +205,11 @@ pub struct TraderConfig {
     pub hot: bool,
     /// How long after its creation an order may still be sent, in ns.
     pub deadline_ns: u64,
-    /// Back-off: at most this many orders without a fate at once, a window that halves on
-    /// every order refused, expired or evicted and grows by one on every order routed or
-    /// cancelled (additive increase, multiplicative decrease). 0: no back-off.
+    /// Back-off: at most this many orders without a fate at once. The window works like TCP's
+    /// congestion window: it halves when an order is refused, expires or is evicted (once per
+    /// window's worth of orders: the fates of orders sent before the cut do not cut again) and
+    /// grows by one per window's worth of orders routed or cancelled (additive increase,
+    /// multiplicative decrease). 0: no back-off.
     pub max_outstanding: u64,
 }
 
@@ -221,7 +223,9 @@ pub struct Trader {
     orders: u64,
     last_new: Option<Order>,
     outstanding: u64,
-    window: u64,
+    window: f64,
+    /// Orders with ids from here on were sent after the last cut of the window.
+    cut_from: u64,
     held_back: u64,
 }
 
@@ -241,20 +245,26 @@ impl Trader {
             orders: 0,
             last_new: None,
             outstanding: 0,
-            window: cfg.max_outstanding,
+            window: cfg.max_outstanding as f64,
+            cut_from: first_order_id,
             held_back: 0,
         }
     }
 
-    /// Takes the fate of one of its orders: frees its place in the window and adapts the window
-    /// (see [`TraderConfig::max_outstanding`]).
-    pub fn on_fate(&mut self, code: FateCode) {
+    /// Takes the fate of one of its orders (or cancels): frees its place in the window and
+    /// adapts the window (see [`TraderConfig::max_outstanding`]).
+    pub fn on_fate(&mut self, code: FateCode, order_id: u64) {
         self.outstanding = self.outstanding.saturating_sub(1);
-        let max = self.cfg.max_outstanding;
+        let max = self.cfg.max_outstanding as f64;
         match code {
-            FateCode::Routed | FateCode::Cancelled => self.window = (self.window + 1).min(max),
+            FateCode::Routed | FateCode::Cancelled => {
+                self.window = (self.window + 1.0 / self.window.max(1.0)).min(max);
+            }
             FateCode::Rejected | FateCode::Expired | FateCode::Evicted => {
-                self.window = (self.window / 2).max(1).min(max);
+                if order_id >= self.cut_from {
+                    self.window = (self.window / 2.0).max(1.0).min(max);
+                    self.cut_from = self.next_order_id;
+                }
             }
             FateCode::Malformed => {}
         }
@@ -265,9 +275,9 @@ impl Trader {
         self.held_back
     }
 
-    /// Its current window (see [`TraderConfig::max_outstanding`]).
+    /// Its current window, in orders (see [`TraderConfig::max_outstanding`]).
     pub fn window(&self) -> u64 {
-        self.window
+        self.window as u64
     }
 
     /// Decides on `tick` at `now_ns` (CLOCK_REALTIME) and hands each order to `emit` in order;
@@ -286,7 +296,7 @@ impl Trader {
         if !c.hot && self.matched % c.every != 0 {
             return Ok(());
         }
-        if c.max_outstanding > 0 && self.outstanding >= self.window {
+        if c.max_outstanding > 0 && self.outstanding as f64 >= self.window {
             self.held_back += 1;
             return Ok(());
         }
@@ -457,22 +467,35 @@ mod tests {
             max_outstanding: 8,
         };
         let mut t = Trader::new(cfg, 1);
-        // Two bursts (4 orders + a cancel, then 4 more) fill the window of 8...
-        assert_eq!(collect(&mut t, &tick(0, 1), 0).len(), 5);
+        // Two bursts (4 orders + a cancel, then 4 more and a cancel) fill the window of 8...
+        let first = collect(&mut t, &tick(0, 1), 0);
+        assert_eq!(first.len(), 5);
         assert_eq!(collect(&mut t, &tick(0, 2), 0).len(), 5);
         assert!(collect(&mut t, &tick(0, 3), 0).is_empty());
         assert_eq!(t.held_back(), 1);
-        // ...refusals halve it: 10 outstanding, 3 answered -> 7 outstanding, window 1.
-        for _ in 0..3 {
-            t.on_fate(FateCode::Rejected);
+        // ...refusals of orders of that flight cut it once, to 4 (10 outstanding - 3 = 7).
+        for o in &first[..3] {
+            t.on_fate(FateCode::Rejected, o.order_id);
         }
-        assert_eq!(t.window(), 1);
+        assert_eq!(t.window(), 4);
         assert!(collect(&mut t, &tick(0, 4), 0).is_empty());
-        // Everything answered routed: the window grows back by one per fate, up to the max.
-        for _ in 0..20 {
-            t.on_fate(FateCode::Routed);
+        // Answers free places: with 3 outstanding, the next burst goes.
+        for o in &first[3..] {
+            t.on_fate(FateCode::Routed, o.order_id);
+        }
+        for _ in 0..2 {
+            t.on_fate(FateCode::Expired, 1);
+        }
+        assert_eq!(t.window(), 4, "fates of the old flight do not cut again");
+        let burst = collect(&mut t, &tick(0, 5), 0);
+        assert!(!burst.is_empty());
+        // A refusal of an order sent after the cut cuts again.
+        t.on_fate(FateCode::Rejected, burst[0].order_id);
+        assert_eq!(t.window(), 2);
+        // Routed fates grow it by about one per window's worth, up to the max.
+        for _ in 0..200 {
+            t.on_fate(FateCode::Routed, 0);
         }
         assert_eq!(t.window(), 8);
-        assert!(!collect(&mut t, &tick(0, 5), 0).is_empty());
     }
 }

@@ -106,7 +106,7 @@ pub fn run(
         if let Some(f) = &mut fates {
             while let Some(fate) = f.next()? {
                 st.fates.add(fate.code);
-                trader.on_fate(fate.code);
+                trader.on_fate(fate.code, fate.order_id);
             }
         }
         let tick = match feed.next()? {

@@ -540,6 +540,11 @@ impl Doctor<'_> {
         } else {
             self.check_perms(sdir);
         }
+        // The router's answers to this strategy (created by the router when it attaches it).
+        let fates = sdir.join(layout::FATES);
+        if queue::is_queue(&fates) {
+            self.check_queue(&fates);
+        }
         self.check_stale_temporaries(sdir);
         let ready_link = self.refuse_link(&ready, "READY marker");
         let lease_link = self.refuse_link(&lease, "LEASE marker");
