@@ -62,10 +62,7 @@ fn env(k: &str) -> String {
 }
 
 fn iterations() -> u64 {
-    std::env::var("CHRONICLE_CRASH_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(56)
+    common::crash_iterations(56)
 }
 
 /// The order queue: small segments and a tight index so rolls and index entries are frequent;

@@ -57,10 +57,7 @@ const BATCH: u64 = 300;
 const T: Duration = Duration::from_secs(300);
 
 fn iterations() -> u64 {
-    std::env::var("CHRONICLE_CRASH_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(56)
+    common::crash_iterations(56)
 }
 
 fn small_queue() -> WriterConfig {

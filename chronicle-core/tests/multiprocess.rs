@@ -200,10 +200,7 @@ fn one_million_messages_between_processes() {
 
 #[test]
 fn writer_sigkilled_at_random_points_loses_nothing_committed() {
-    let iters: u64 = std::env::var("CHRONICLE_CRASH_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let iters = common::crash_iterations(50);
     let mut rng = Rng::from_env_or_time("CHRONICLE_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");

@@ -107,8 +107,7 @@ fn print_text(r: &AuditReport) {
         row.push(duration_ns(q(&s.latency, 0.99)));
         rows.push(row);
     }
-    let mut numeric = vec![true; 14];
-    numeric[0] = false;
+    let numeric: Vec<bool> = (0..14).map(|i| i > 0).collect();
     print!("{}", output::table(&rows, &numeric, ""));
     println!(
         "router/out: {} records{}",

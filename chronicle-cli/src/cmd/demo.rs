@@ -516,12 +516,26 @@ fn summary(
             "tick_to_route_ns": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999)},
             "accounting_closes": closes}));
     }
-    let lat = st.router.get("latency").cloned().unwrap_or(Value::Null);
+    // Over every routed order of the run (from router/out, so across router restarts).
+    let mut all = report.strategies.first().map(|a| a.latency.clone());
+    if let Some(h) = &mut all {
+        for a in report.strategies.iter().skip(1) {
+            let _same_bounds = h.add(&a.latency);
+        }
+    }
+    let (count, p50, p99, p999, max) = all.filter(|h| !h.is_empty()).map_or((0, 0, 0, 0, 0), |h| {
+        (
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        )
+    });
     json!({"bus": bus.to_string_lossy(), "secs": elapsed.as_secs_f64(),
         "interrupted": interrupted, "clean_stop": clean,
         "ticks": n(&st.feed, "ticks"), "routed": total_routed,
-        "tick_to_route_ns": {"count": n(&lat, "count"), "p50": n(&lat, "p50_ns"),
-            "p99": n(&lat, "p99_ns"), "p999": n(&lat, "p999_ns"), "max": n(&lat, "max_ns")},
+        "tick_to_route_ns": {"count": count, "p50": p50, "p99": p99, "p999": p999, "max": max},
         "restarted_first_order_id": st.restarted_first_order_id,
         "audit": {"clean": report.is_clean(), "problems": report.problems.len(),
             "out_records": report.out_records},

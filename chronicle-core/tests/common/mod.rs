@@ -26,6 +26,14 @@ pub fn payload(seq: u64) -> Vec<u8> {
     v
 }
 
+/// Iterations of a crash test: `CHRONICLE_CRASH_ITERS`, or `default` (CI's shorter count).
+pub fn crash_iterations(default: u64) -> u64 {
+    std::env::var("CHRONICLE_CRASH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Spawns this test binary running the ignored test `entry` with `role` and extra env vars.
 pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().unwrap();
