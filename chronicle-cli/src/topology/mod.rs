@@ -1,8 +1,9 @@
-//! The trading topology as `chron-cli` roles: `feed`, `strategy` and `router` are the
-//! operational twins of the programs in `examples/` (same message formats, same bus calls), built
-//! into the CLI binary so that `chron-cli demo` can start each of them as a separate OS process
-//! from this one executable. Each role prints one JSON line per second on stdout (and a final one
-//! with `"final":true`) for `demo` to aggregate, and stops cleanly on SIGTERM or SIGINT.
+//! The trading topology as `chron-cli` roles: `feed`, `strategy` and `router` run the library's
+//! loops (`chronicle::topology::{feed,strategy}::run`, `chronicle_bus::orders::Router::run`, the
+//! same ones the programs in `examples/` run), built into the CLI binary so that `chron-cli demo`
+//! can start each of them as a separate OS process from this one executable. Each role prints one
+//! JSON line per second on stdout (and a final one with `"final":true`) for `demo` to aggregate,
+//! and stops cleanly on SIGTERM or SIGINT.
 
 pub mod feed;
 pub mod router;
