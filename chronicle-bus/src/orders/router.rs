@@ -475,7 +475,8 @@ impl Router {
             } else {
                 None
             };
-            let (raw_id, raw_kind) = Order::id_and_kind_of(m.payload());
+            // Only a record that is not an order needs its raw id and kind (for `malformed`).
+            let raw = order.is_none().then(|| Order::id_and_kind_of(m.payload()));
             let Some(st) = self.strategies.get_mut(&sid) else {
                 continue;
             };
@@ -487,6 +488,7 @@ impl Router {
             st.stats.merged += 1;
             let tenant = TenantKey::new(sid.0);
             let Some(order) = order else {
+                let (raw_id, raw_kind) = raw.unwrap_or((0, super::record::KIND_UNKNOWN));
                 st.answer(Answer {
                     order_id: raw_id,
                     kind: raw_kind,
