@@ -23,7 +23,9 @@
 //!   larger of the writer's published watermark ([`QueueReader::watermark_ns`]: its last record's
 //!   timestamp or its last heartbeat) and, when a liveness probe found no live writer, the
 //!   CLOCK_REALTIME read just before that probe (a writer that starts later stamps later
-//!   records later than that). Probes run only for sources that block an emission, at most once
+//!   records later than that), and, while B's writer has announced that it is idle
+//!   ([`QueueWriter::idle`](chronicle_core::QueueWriter::idle)), the CLOCK_REALTIME read when the
+//!   merger looks ([`QueueReader::idle_watermark_ns`]): an idle writer never holds anybody. Probes run only for sources that block an emission, at most once
 //!   per `liveness_probe_interval` each. Sources with a pending record never block (their head
 //!   is larger than the one chosen). If `max_hold` is set, a blocked head is emitted anyway once
 //!   CLOCK_REALTIME passes its timestamp + `max_hold` (counted in [`FanInStats::forced`]); with
@@ -223,6 +225,8 @@ struct Source {
     /// Timestamp of the last record taken from this source: its writer stamps later records no
     /// earlier (known locally, without reading the writer's hot tail line).
     last_ts: u64,
+    /// The writer's idle announcement was up when last looked at (for `wait`).
+    seen_idle: bool,
 }
 
 impl Source {
@@ -312,6 +316,7 @@ impl FanInReader {
             probed_at: 0,
             last_ts: 0,
             seen_wm: 0,
+            seen_idle: false,
         };
         // Sorted by id: scans (and therefore probes) happen in a deterministic order.
         let at = self.sources.partition_point(|s| s.id < id);
@@ -562,6 +567,20 @@ impl FanInReader {
             if clears(wm) {
                 continue;
             }
+            // An idle writer stamps whatever it appends later after now: nothing to wait for.
+            match s.reader.idle_watermark_ns() {
+                Some(now) => {
+                    s.seen_idle = true;
+                    // Records committed before the announcement are visible now.
+                    if s.reader.has_next() {
+                        return Verdict::Retry;
+                    }
+                    if clears(now) {
+                        continue;
+                    }
+                }
+                None => s.seen_idle = false,
+            }
             if s.draining {
                 // Nothing pending and being removed: it will be dropped at the next refresh.
                 continue;
@@ -624,7 +643,9 @@ impl FanInReader {
         let ready = || {
             sources.iter().any(|s| {
                 s.head.is_none()
-                    && (s.reader.has_next() || s.reader.heartbeat_watermark_ns() > s.seen_wm)
+                    && (s.reader.has_next()
+                        || s.reader.heartbeat_watermark_ns() > s.seen_wm
+                        || (!s.seen_idle && s.reader.writer_idle()))
             })
         };
         if ready() {

@@ -377,3 +377,141 @@ fn commit_with_holds_each_source_at_its_first_unfinished_record() {
             .all(|(id, _, next)| next == if id == s1 { 3 } else { 4 })
     );
 }
+
+/// A writer that announced it is idle holds nobody, even with no `max_hold` and no heartbeat;
+/// once it appends again (withdrawing the announcement) it is waited for like any live source.
+#[test]
+fn an_idle_writer_holds_nobody() {
+    let d = tempfile::tempdir().unwrap();
+    let bell = d.path().join("doorbell");
+    let cfg = || WriterConfig {
+        doorbell: Some(bell.clone()),
+        ..wcfg()
+    };
+    let mut a = QueueWriter::open(d.path().join("a"), cfg()).unwrap();
+    let mut b = QueueWriter::open(d.path().join("b"), cfg()).unwrap();
+    let mut f = FanInReader::new(FanInConfig {
+        mode: MergeMode::Live,
+        max_hold: None,
+        doorbell: Some(bell.clone()),
+        ..FanInConfig::default()
+    })
+    .unwrap();
+    let ida = f.add_source("a", d.path().join("a")).unwrap();
+    let idb = f.add_source("b", d.path().join("b")).unwrap();
+    b.idle();
+    a.append(1, b"a0").unwrap();
+    let r = f.next().unwrap().map(|m| (m.source(), m.seq()));
+    assert_eq!(r, Some((ida, 0)), "released at once: B is idle");
+    // B appends (the announcement is withdrawn; its record is stamped after A's) and stays
+    // busy; A has nothing more to say and says so.
+    a.idle();
+    b.append(2, b"b0").unwrap();
+    let r = next_within(&mut f, Duration::from_secs(5)).expect("watchdog");
+    assert_eq!((r.0, r.1), (idb, 0));
+    a.append(1, b"a1").unwrap();
+    a.idle();
+    assert!(
+        f.next().unwrap().is_none(),
+        "B is busy and silent: A's record waits"
+    );
+    assert_eq!(
+        f.wait(Duration::from_millis(20)).unwrap(),
+        FanInWait::TimedOut
+    );
+    // B announces idle: that rings the doorbell and releases A's record.
+    b.idle();
+    assert_eq!(f.wait(Duration::from_secs(5)).unwrap(), FanInWait::Ready);
+    let r = next_within(&mut f, Duration::from_secs(5)).expect("watchdog");
+    assert_eq!((r.0, r.1), (ida, 1));
+    assert_eq!((f.stats().forced, f.stats().late), (0, 0));
+    // A writer that died idle leaves the announcement up; its successor withdraws it first.
+    drop(b);
+    let mut b = QueueWriter::open(d.path().join("b"), cfg()).unwrap();
+    b.append(2, b"b1").unwrap();
+    b.idle();
+    let r = next_within(&mut f, Duration::from_secs(5)).expect("watchdog");
+    assert_eq!((r.0, r.1), (idb, 1));
+}
+
+/// Writers that append and announce idle at random, in their own threads, against a live merge
+/// that never forces: the output is exactly the records sorted by (timestamp, source, seq), and
+/// nothing is late.
+#[test]
+fn idle_announcements_keep_the_live_merge_exact() {
+    use std::sync::{Arc, Barrier};
+    let d = tempfile::tempdir().unwrap();
+    let bell = d.path().join("doorbell");
+    const N: u64 = 3_000;
+    let names = ["w0", "w1", "w2"];
+    let mut writers: Vec<QueueWriter> = names
+        .iter()
+        .map(|n| {
+            QueueWriter::open(
+                d.path().join(n),
+                WriterConfig {
+                    doorbell: Some(bell.clone()),
+                    ..wcfg()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    for w in &mut writers {
+        w.idle();
+    }
+    let mut f = FanInReader::new(FanInConfig {
+        mode: MergeMode::Live,
+        max_hold: None,
+        doorbell: Some(bell.clone()),
+        ..FanInConfig::default()
+    })
+    .unwrap();
+    for n in names {
+        f.add_source(n, d.path().join(n)).unwrap();
+    }
+    let start = Arc::new(Barrier::new(names.len() + 1));
+    let handles: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut w)| {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+                start.wait();
+                for k in 0..N {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    w.append(1, &k.to_le_bytes()).unwrap();
+                    if x % 3 == 0 {
+                        w.idle();
+                    }
+                    if x % 64 == 0 {
+                        std::thread::sleep(Duration::from_micros(x % 200));
+                    }
+                }
+                w.idle();
+                w
+            })
+        })
+        .collect();
+    start.wait();
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(120);
+    while got.len() < (N as usize) * names.len() {
+        assert!(Instant::now() < end, "watchdog: {} merged", got.len());
+        match f.next().unwrap() {
+            Some(m) => got.push(m.key()),
+            None => {
+                f.wait(Duration::from_millis(5)).unwrap();
+            }
+        }
+    }
+    let writers: Vec<QueueWriter> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted, "merged out of key order");
+    assert_eq!((f.stats().forced, f.stats().late), (0, 0));
+    drop(writers);
+}

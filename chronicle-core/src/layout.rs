@@ -22,7 +22,9 @@
 //!  span 3 384..512  retention (maintenance thread) and the heartbeat watermark (writer,
 //!                   only in `heartbeat`, so readers of it never contend with commits)
 //!   384 oldest_segment u64   392 oldest_seq u64   400 watermark_ns u64 (no later record
-//!   will be stamped earlier)
+//!   will be stamped earlier)   408 writer_idle u64 (nonzero: the writer announced it is idle;
+//!   it clears the word before it reads the clock for its next record: 0 in files of writers
+//!   that never announce)
 //!
 //! <queue>/segments/<id:020>.seg  (segment_size bytes, preallocated)
 //!     0 magic u64 ("CHRQSEG\0", Release-stored last)   8 version u32   12 header_size u32
@@ -120,7 +122,8 @@ pub struct ControlBlock {
     pub oldest_segment: AtomicU64,
     pub oldest_seq: AtomicU64,
     pub watermark_ns: AtomicU64,
-    pub _reserved3: [u8; 104],
+    pub writer_idle: AtomicU64,
+    pub _reserved3: [u8; 96],
 }
 
 const _: () = {
@@ -143,6 +146,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, writer_state) == 172);
     assert!(offset_of!(ControlBlock, writer_epoch) == 176);
     assert!(offset_of!(ControlBlock, watermark_ns) == 400);
+    assert!(offset_of!(ControlBlock, writer_idle) == 408);
     assert!(offset_of!(ControlBlock, notify) == 256);
     assert!(offset_of!(ControlBlock, wake_mode) == 260);
     assert!(offset_of!(ControlBlock, oldest_segment) == 384);

@@ -702,6 +702,29 @@ impl QueueReader {
         self.control.cb().watermark_ns.load(Ordering::Acquire)
     }
 
+    /// If the writer announced that it is idle ([`QueueWriter::idle`]), a watermark valid now:
+    /// the current CLOCK_REALTIME, which no record the writer appends from now on can be
+    /// stamped before; and every record it committed before announcing is visible. `None` while
+    /// the writer is busy (or never announces).
+    ///
+    /// [`QueueWriter::idle`]: crate::QueueWriter::idle
+    pub fn idle_watermark_ns(&self) -> Option<u64> {
+        let now = sys::realtime_ns();
+        sys::clock_fence();
+        // SYNC POINT: clock read -> fence -> load, against the writer's store -> fence -> clock
+        // read in `QueueWriter::leave_idle_slow` (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SYNC POINT: Acquire pairs with the Release store in `QueueWriter::idle`.
+        (self.control.cb().writer_idle.load(Ordering::Acquire) != 0).then_some(now)
+    }
+
+    /// Whether the writer's idle announcement is up (a cheap check; see
+    /// [`idle_watermark_ns`](Self::idle_watermark_ns) for the watermark it implies).
+    pub fn writer_idle(&self) -> bool {
+        // Relaxed: a hint for waiting; the watermark itself is read by `idle_watermark_ns`.
+        self.control.cb().writer_idle.load(Ordering::Relaxed) != 0
+    }
+
     /// Moves the reader. For a named reader the new position is not persisted until `commit`.
     pub fn seek(&mut self, to: StartAt) -> Result<()> {
         match to {

@@ -14,6 +14,20 @@ pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
+/// Keeps a clock read and the memory accesses around it in program order: on x86-64 an `LFENCE`
+/// (RDTSC, which the vDSO clock reads, is not ordered with later loads by itself; after an
+/// `MFENCE`, `LFENCE` also orders it after earlier stores). Elsewhere a full fence.
+#[inline]
+pub fn clock_fence() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: LFENCE has no preconditions and no effect besides ordering.
+        unsafe { core::arch::x86_64::_mm_lfence() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 /// `CLOCK_REALTIME_COARSE` in nanoseconds: a few ns to read, millisecond resolution. Used for
 /// heartbeats.
 #[inline]

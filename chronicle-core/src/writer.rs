@@ -78,6 +78,8 @@ pub struct QueueWriter {
     /// The segment (and index) just rolled away from, whose retirement waits until the record
     /// that caused the roll is published (see `finish_roll`).
     retiring: Option<(Segment, Index)>,
+    /// The writer announced `idle` and has not appended since (mirrors `writer_idle`).
+    idle: bool,
     // cold state
     geom: Geometry,
     dir: QueueDir,
@@ -205,6 +207,7 @@ impl QueueWriter {
             Some(p) => Some(crate::doorbell::Doorbell::open_or_create(p, mode)?),
             None => None,
         };
+        let was_idle = control.cb().writer_idle.load(Ordering::Relaxed) != 0;
         let mut w = QueueWriter {
             seg: rec.segment,
             index: rec.index,
@@ -227,6 +230,8 @@ impl QueueWriter {
             recovery: report,
             _lock: lock,
             retiring: None,
+            // A previous writer may have died idle: then the first append withdraws it.
+            idle: was_idle,
             closed: false,
         };
         w.publish_tail();
@@ -282,6 +287,7 @@ impl QueueWriter {
     /// importing records from elsewhere. Seeking by time assumes timestamps do not decrease.
     #[inline]
     pub fn append_at(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
+        self.leave_idle();
         let len = payload.len();
         let ptr = self.reserve(len)?;
         let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
@@ -318,10 +324,52 @@ impl QueueWriter {
 
     #[inline]
     fn now_ts(&mut self) -> u64 {
+        self.leave_idle();
         // CLOCK_REALTIME itself, not a per-process extrapolation: records of different writers
         // are merged by timestamp, so a stamp taken after another writer's (in real time) must
         // not come out smaller.
         sys::realtime_ns().max(self.last_ts)
+    }
+
+    /// Announces that the writer is idle: until its next append, no record will come whose
+    /// timestamp is earlier than the moment a reader looks (the next record is stamped after
+    /// this announcement is withdrawn). A fan-in merger then waits for nothing from this queue.
+    /// Call it when the writer has nothing more to write for now (before waiting for input); it
+    /// costs one store and a doorbell ring on the first call after an append, nothing on the
+    /// next ones. Appends with an explicit timestamp (`append_at`) older than the present break
+    /// the promise like they break the heartbeat watermark's: such records are merged late.
+    pub fn idle(&mut self) {
+        if self.idle {
+            return;
+        }
+        self.idle = true;
+        // SYNC POINT: Release pairs with the Acquire load in `QueueReader::idle_watermark_ns`:
+        // a reader that sees the announcement sees every record committed before it.
+        self.control.cb().writer_idle.store(1, Ordering::Release);
+        if let Some(d) = &self.doorbell {
+            d.ring();
+        }
+    }
+
+    /// Withdraws an idle announcement before the next record's timestamp is read.
+    #[inline]
+    fn leave_idle(&mut self) {
+        if self.idle {
+            self.leave_idle_slow();
+        }
+    }
+
+    #[cold]
+    fn leave_idle_slow(&mut self) {
+        self.idle = false;
+        self.control.cb().writer_idle.store(0, Ordering::Relaxed);
+        // SYNC POINT: store -> fence -> clock read, against the reader's clock read -> fence ->
+        // load in `QueueReader::idle_watermark_ns`. If that load still saw the announcement,
+        // its fence came first in the SeqCst order, so the reader's clock read happened before
+        // this writer's: the record about to be stamped is not older than the reader's
+        // watermark. `clock_fence` keeps the clock read behind the fence.
+        fence(Ordering::SeqCst);
+        sys::clock_fence();
     }
 
     /// Makes room for a record of `len` payload bytes, rolling if needed; returns its address.
@@ -467,7 +515,7 @@ impl QueueWriter {
     /// stamped earlier than now. An idle writer calls this periodically so a fan-in merger need
     /// not wait for it. Readers see `max(last record timestamp, watermark)`.
     pub fn heartbeat(&mut self) {
-        let now = self.now_ts();
+        let now = sys::realtime_ns().max(self.last_ts);
         self.last_ts = now;
         self.control.cb().watermark_ns.store(now, Ordering::Release);
         self.publish_tail();

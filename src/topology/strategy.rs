@@ -112,6 +112,9 @@ pub fn run(
         let tick = match feed.next()? {
             Some(m) => Tick::decode(m.payload()),
             None => {
+                // Nothing to read: nothing to write either until the next tick, so the router
+                // need not wait for this strategy's watermark.
+                ep.writer().idle();
                 if let WaitOutcome::WriterGone(_) = feed.wait(Duration::from_millis(1))? {
                     // The feed is down: keep the lease alive and wait for it to come back.
                     std::thread::sleep(Duration::from_millis(1));
