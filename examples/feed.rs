@@ -32,6 +32,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         name: args.str("name").unwrap_or("md").to_string(),
         rate: args.num("rate", 100_000, USAGE).max(1),
         symbols: args.num("symbols", 16, USAGE).clamp(1, u64::from(u32::MAX)) as u32,
+        spin_before: std::time::Duration::from_micros(50),
     };
     let run_for = args.secs("secs", USAGE);
     println!(

@@ -48,6 +48,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             deadline_ns: args.num("deadline-us", 2_000, USAGE).saturating_mul(1_000),
             max_outstanding: args.num("max-outstanding", 64, USAGE),
         },
+        spin_limit: 2_000,
+        yield_limit: 50,
     };
     let run_for = args.secs("secs", USAGE);
     let start = Instant::now();

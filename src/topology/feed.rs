@@ -21,6 +21,10 @@ pub struct FeedConfig {
     pub rate: u64,
     /// Number of symbols.
     pub symbols: u32,
+    /// How long before a tick is due the feed stops sleeping and spins (it sleeps until then,
+    /// so the OS timer's slack does not delay the tick); 0 sleeps all the way, leaving the CPU to
+    /// others on a machine with fewer cores than processes.
+    pub spin_before: Duration,
 }
 
 /// Where the feed is.
@@ -81,8 +85,8 @@ pub fn run(
             last_report = now;
         }
         let left = next_send.saturating_duration_since(Instant::now());
-        if left > Duration::from_micros(60) {
-            std::thread::sleep(left - Duration::from_micros(50));
+        if left > cfg.spin_before + Duration::from_micros(10) {
+            std::thread::sleep(left - cfg.spin_before);
         } else {
             std::hint::spin_loop();
         }

@@ -24,6 +24,11 @@ pub struct StrategyArgs {
     pub feed: String,
     /// Its trading decisions.
     pub trading: TraderConfig,
+    /// Waiting for ticks: busy polls, then `sched_yield`s, then the futex (see
+    /// [`ReaderConfig::spin_limit`]).
+    pub spin_limit: u32,
+    /// See `spin_limit`.
+    pub yield_limit: u32,
 }
 
 /// Where the strategy is.
@@ -66,7 +71,11 @@ pub fn run(
     let id = args.id.as_str();
     let layout = BusLayout::create(&args.bus)?;
     let mut ep = StrategyEndpoints::open(&layout, id, StrategyConfig::default())?;
-    let reader_cfg = ReaderConfig::named(format!("strategy-{id}")).start(StartAt::Latest);
+    let reader_cfg = ReaderConfig {
+        spin_limit: args.spin_limit,
+        yield_limit: args.yield_limit,
+        ..ReaderConfig::named(format!("strategy-{id}")).start(StartAt::Latest)
+    };
     let mut feed = open_feed(&layout, &args.feed, reader_cfg, &stop)?;
     ep.mark_ready()?;
     let next_seq = ep.writer().next_seq();

@@ -60,6 +60,11 @@ pub struct RouterConfig {
     pub discovery: DiscoveryConfig,
     /// How often discovery is polled.
     pub poll_every: Duration,
+    /// Waiting for orders: busy polls of the sources, then `sched_yield`s, then a sleep on the
+    /// bus doorbell (see [`FanInConfig::spin_limit`]).
+    pub spin_limit: u32,
+    /// See `spin_limit`.
+    pub yield_limit: u32,
 }
 
 impl Default for RouterConfig {
@@ -85,6 +90,8 @@ impl Default for RouterConfig {
             fates: queue,
             discovery: DiscoveryConfig::default(),
             poll_every: Duration::from_millis(10),
+            spin_limit: FanInConfig::default().spin_limit,
+            yield_limit: FanInConfig::default().yield_limit,
         }
     }
 }
@@ -147,12 +154,55 @@ pub struct StrategyStats {
     pub pending: usize,
     /// Origin-to-route latency of its routed orders, ns.
     pub latency: Histogram<u64>,
+    /// The same latency in stages, ns: see [`Stages`].
+    pub stages: Stages,
+}
+
+/// Where the origin-to-route time of routed orders goes, one histogram (ns) per stage. The
+/// first three add up to the origin-to-route latency (whose end is the `router/out` record's
+/// stamp, taken when the order left the scheduler); `send` is the work after that stamp.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stages {
+    /// Origin (the tick's send stamp) to the order's write: the feed hop and the strategy.
+    pub to_order: Histogram<u64>,
+    /// The order's write to the merge handing it on: the hop into the router and the live
+    /// merge's wait for the other strategies' watermarks.
+    pub merge: Histogram<u64>,
+    /// Merged to taken out of the scheduler: queueing behind other orders and the rate limit.
+    pub queue: Histogram<u64>,
+    /// Taken out of the scheduler to written to `router/out` and answered.
+    pub send: Histogram<u64>,
+}
+
+impl Stages {
+    fn new() -> Result<Stages> {
+        Ok(Stages {
+            to_order: latency_histogram()?,
+            merge: latency_histogram()?,
+            queue: latency_histogram()?,
+            send: latency_histogram()?,
+        })
+    }
+
+    fn record(&mut self, q: &Queued, dequeued_ns: u64, sent_ns: u64) {
+        let d = |a: u64, b: u64| b.saturating_sub(a).max(1);
+        self.to_order
+            .saturating_record(d(q.order.origin_ns, q.written_ns));
+        self.merge.saturating_record(d(q.written_ns, q.merged_ns));
+        self.queue.saturating_record(d(q.merged_ns, dequeued_ns));
+        self.send.saturating_record(d(dequeued_ns, sent_ns));
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Queued {
     order: Order,
     seq: u64,
+    /// The order record's timestamp (when the strategy wrote it).
+    written_ns: u64,
+    /// When the merge handed it to the router (CLOCK_REALTIME).
+    merged_ns: u64,
 }
 
 #[derive(Debug)]
@@ -263,6 +313,8 @@ impl Router {
             max_hold: Some(config.max_hold),
             reader_name: Some(config.reader_name.clone()),
             doorbell: Some(layout.doorbell()),
+            spin_limit: config.spin_limit,
+            yield_limit: config.yield_limit,
             ..FanInConfig::default()
         })?;
         let mut sched_cfg = SchedulerConfig::default()
@@ -378,6 +430,7 @@ impl Router {
             attached: 0,
             pending: 0,
             latency: latency_histogram()?,
+            stages: Stages::new()?,
         };
         self.strategies.insert(sid, Strategy { journal, stats });
         Ok(())
@@ -469,7 +522,7 @@ impl Router {
         while moved < 4096 {
             let Some(m) = self.fanin.next()? else { break };
             moved += 1;
-            let (sid, seq, pos) = (m.source(), m.seq(), m.position());
+            let (sid, seq, pos, written_ns) = (m.source(), m.seq(), m.position(), m.timestamp_ns());
             let order = if m.type_id() == ORDER {
                 Order::decode(m.payload())
             } else {
@@ -499,7 +552,13 @@ impl Router {
                 })?;
                 continue;
             };
-            let q = Queued { order, seq };
+            let merged_ns = realtime_ns();
+            let q = Queued {
+                order,
+                seq,
+                written_ns,
+                merged_ns,
+            };
             if order.kind == Kind::Cancel {
                 let target = order.order_id;
                 let caught = self.sched.remove_last_where(tenant, |p| {
@@ -512,7 +571,7 @@ impl Router {
                     continue;
                 }
             }
-            let now_ns = realtime_ns();
+            let now_ns = merged_ns;
             let now = Instant::now();
             let mut task = Task::new(q);
             if order.deadline_ns != 0 {
@@ -566,6 +625,7 @@ impl Router {
                 continue;
             };
             let ts = realtime_ns();
+            let dequeued_ns = ts;
             if q.order.expired_at(ts) {
                 st.answer_order(q, FateCode::Expired)?;
                 continue;
@@ -589,8 +649,9 @@ impl Router {
                 out_seq: Some(out_seq),
             })?;
             chronicle_core::crash::point("router.after_fate");
-            let latency = realtime_ns().saturating_sub(q.order.origin_ns).max(1);
+            let latency = ts.saturating_sub(q.order.origin_ns).max(1);
             st.stats.latency.saturating_record(latency);
+            st.stats.stages.record(&q, dequeued_ns, realtime_ns());
             self.total.saturating_record(latency);
             self.window.saturating_record(latency);
             self.routed += 1;

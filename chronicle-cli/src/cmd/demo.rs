@@ -54,6 +54,20 @@ pub struct Args {
     /// Strategies' back-off window (orders without a fate at once; 0: no back-off).
     #[arg(long, default_value_t = 64)]
     pub max_outstanding: u64,
+    /// Pin each process to its own CPU (feed, strategies, router in turn, wrapping around) and
+    /// let them spin while they wait: for a machine with a core per process.
+    #[arg(long)]
+    pub pin: bool,
+    /// Busy polls a waiting strategy or router makes before yielding (default: see `--help`
+    /// of the roles, or the spin policy below).
+    #[arg(long)]
+    pub spin: Option<u32>,
+    /// `sched_yield`s a waiting strategy or router makes before sleeping.
+    #[arg(long)]
+    pub yields: Option<u32>,
+    /// Microseconds the feed spins before each tick instead of sleeping.
+    #[arg(long)]
+    pub feed_spin_us: Option<u64>,
     /// Bus directory (default: a new directory under the system temp dir, left for inspection).
     #[arg(long)]
     pub bus: Option<PathBuf>,
@@ -217,6 +231,7 @@ pub fn run(a: Args) -> Result<u8> {
         .map(|(id, w, _)| format!("{id}={w}"))
         .collect::<Vec<_>>()
         .join(",");
+    let wait = WaitPolicy::choose(&a, ids.len() + 2);
     let say = |s: &str| {
         if a.json {
             eprintln!("{s}");
@@ -231,7 +246,7 @@ pub fn run(a: Args) -> Result<u8> {
 
     let (tx, rx) = mpsc::channel();
     let s = |v: &str| v.to_string();
-    let router_args = [
+    let mut router_args = vec![
         s("router"),
         s("--bus"),
         bus_s.clone(),
@@ -240,6 +255,7 @@ pub fn run(a: Args) -> Result<u8> {
         s("--rate-limit"),
         a.rate_limit.to_string(),
     ];
+    router_args.extend(wait.args(ids.len() + 1, false));
     let mut router = spawn("router", &router_args, &tx)?;
     // When to kill the router: spread over the middle 80 % of the run, jittered.
     let mut kills = router_kill_times(a.kill_router, Duration::from_secs(a.secs));
@@ -247,12 +263,16 @@ pub fn run(a: Args) -> Result<u8> {
     let mut feed = spawn(
         "feed",
         &[
-            s("feed"),
-            s("--bus"),
-            bus_s.clone(),
-            s("--rate"),
-            a.rate.to_string(),
-        ],
+            vec![
+                s("feed"),
+                s("--bus"),
+                bus_s.clone(),
+                s("--rate"),
+                a.rate.to_string(),
+            ],
+            wait.args(0, true),
+        ]
+        .concat(),
         &tx,
     )?;
     let strategy_args = |id: &str, slot: u32, hot: bool| {
@@ -273,6 +293,7 @@ pub fn run(a: Args) -> Result<u8> {
             s("--max-outstanding"),
             a.max_outstanding.to_string(),
         ];
+        v.extend(wait.args(1 + slot as usize, false));
         if hot {
             v.push(s("--hot"));
         }
@@ -391,6 +412,61 @@ pub fn run(a: Args) -> Result<u8> {
     Ok(if closes { 0 } else { 1 })
 }
 
+/// How the demo's processes wait: spin (and pin) on a machine with a core per process, otherwise
+/// short spins and then sleep, so that idle processes leave the CPUs to busy ones.
+#[derive(Debug, Clone, Copy)]
+struct WaitPolicy {
+    pin: bool,
+    cpus: usize,
+    spin: u32,
+    yields: u32,
+    feed_spin_us: u64,
+}
+
+impl WaitPolicy {
+    fn choose(a: &Args, processes: usize) -> WaitPolicy {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        // Spinning pays only when every process has a core of its own.
+        let spinning = a.pin || cpus >= processes;
+        let (spin, yields, feed_spin_us) = if spinning {
+            (1_000_000, 0, 50)
+        } else {
+            (SHARED_SPIN, SHARED_YIELDS, 0)
+        };
+        WaitPolicy {
+            pin: a.pin,
+            cpus,
+            spin: a.spin.unwrap_or(spin),
+            yields: a.yields.unwrap_or(yields),
+            feed_spin_us: a.feed_spin_us.unwrap_or(feed_spin_us),
+        }
+    }
+
+    /// The role arguments for process number `index` (0 the feed).
+    fn args(&self, index: usize, feed: bool) -> Vec<String> {
+        let mut v = if feed {
+            vec!["--spin-us".to_string(), self.feed_spin_us.to_string()]
+        } else {
+            vec![
+                "--spin".to_string(),
+                self.spin.to_string(),
+                "--yields".to_string(),
+                self.yields.to_string(),
+            ]
+        };
+        if self.pin {
+            v.push("--cpu".to_string());
+            v.push((index % self.cpus.max(1)).to_string());
+        }
+        v
+    }
+}
+
+/// Busy polls before yielding when processes share CPUs (measured: BENCHMARKS.md "Tick to route").
+const SHARED_SPIN: u32 = 0;
+/// `sched_yield`s before sleeping when processes share CPUs.
+const SHARED_YIELDS: u32 = 0;
+
 fn with_kills(mut v: Value, kills: u32) -> Value {
     if let Some(m) = v.as_object_mut() {
         m.insert("router_kills".to_string(), json!(kills));
@@ -504,6 +580,13 @@ fn summary(
             }
         };
         let seen = sv.get("fates").cloned().unwrap_or(Value::Null);
+        // Where the time goes (the last router process's view).
+        let stages = st
+            .router_rows()
+            .into_iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|r| r.get("stages_ns").cloned())
+            .unwrap_or(Value::Null);
         per.push(json!({"id": id, "weight": weight, "hot": hot, "committed": committed,
             "answered": au.answered, "unanswered": au.unanswered,
             "answered_twice": au.answered_twice, "sent_twice": au.sent_twice,
@@ -514,6 +597,7 @@ fn summary(
             "share": if total_routed == 0 { 0.0 } else { f(FateCode::Routed) as f64 / total_routed as f64 },
             "expired_share": if committed == 0 { 0.0 } else { f(FateCode::Expired) as f64 / committed as f64 },
             "tick_to_route_ns": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999)},
+            "stages_ns": stages,
             "accounting_closes": closes}));
     }
     // Over every routed order of the run (from router/out, so across router restarts).

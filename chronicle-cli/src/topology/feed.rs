@@ -21,16 +21,24 @@ pub struct Args {
     /// Number of symbols.
     #[arg(long, default_value_t = 16)]
     pub symbols: u32,
+    /// Spin this many microseconds before each tick is due instead of sleeping (0: sleep).
+    #[arg(long, default_value_t = 50)]
+    pub spin_us: u64,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
 }
 
 /// Runs the feed until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
+    super::pin(a.cpu)?;
     let cfg = FeedConfig {
         bus: a.bus.into(),
         name: a.name,
         rate: a.rate,
         symbols: a.symbols,
+        spin_before: std::time::Duration::from_micros(a.spin_us),
     };
     feed::run(&cfg, stop_requested, |s: &FeedStatus, fin| {
         emit(&json!({"role": "feed", "ticks": s.ticks, "seq": s.next_seq, "final": fin}));

@@ -43,3 +43,13 @@ pub fn emit(v: &serde_json::Value) {
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
 }
+
+/// Pins the calling process's thread to `cpu` when asked (`--cpu`).
+pub fn pin(cpu: Option<usize>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(c) = cpu {
+        chronicle_core::sys::set_thread_affinity(&[c])
+            .with_context(|| format!("cannot pin to CPU {c}"))?;
+    }
+    Ok(())
+}

@@ -41,6 +41,15 @@ pub struct Args {
     /// one being rejected.
     #[arg(long)]
     pub evict_oldest: bool,
+    /// Waiting for orders: busy polls before yielding.
+    #[arg(long, default_value_t = 2_000)]
+    pub spin: u32,
+    /// Waiting for orders: `sched_yield`s before sleeping on the bus doorbell.
+    #[arg(long, default_value_t = 50)]
+    pub yields: u32,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
 }
 
 /// Parses `ID=W,ID=W`.
@@ -63,7 +72,10 @@ pub fn parse_weights(s: &str) -> Result<Vec<(String, NonZeroU32)>> {
 /// Runs the router until stopped and drained.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
+    super::pin(a.cpu)?;
     let mut cfg = RouterConfig::default();
+    cfg.spin_limit = a.spin;
+    cfg.yield_limit = a.yields;
     cfg.weights = parse_weights(&a.weights)?;
     cfg.rate_limit = a.rate_limit;
     cfg.max_hold = Duration::from_micros(a.hold_us);
@@ -132,7 +144,12 @@ fn report(r: &Router, fin: bool, incomplete: bool) -> Value {
                 "cancelled": s.fates.get(FateCode::Cancelled),
                 "malformed": s.fates.get(FateCode::Malformed), "queued": s.pending,
                 "attached": s.attached, "t2r_p50_ns": q(&s.latency, 0.5),
-                "t2r_p99_ns": q(&s.latency, 0.99)})
+                "t2r_p99_ns": q(&s.latency, 0.99),
+                "stages_ns": {
+                    "to_order": {"p50": q(&s.stages.to_order, 0.5), "p99": q(&s.stages.to_order, 0.99)},
+                    "merge": {"p50": q(&s.stages.merge, 0.5), "p99": q(&s.stages.merge, 0.99)},
+                    "queue": {"p50": q(&s.stages.queue, 0.5), "p99": q(&s.stages.queue, 0.99)},
+                    "send": {"p50": q(&s.stages.send, 0.5), "p99": q(&s.stages.send, 0.99)}}})
         })
         .collect();
     let (total, window) = (r.latency(), r.window());
