@@ -640,12 +640,16 @@ impl FanInReader {
             );
         }
         let sources = &self.sources;
+        // A new watermark or idle announcement matters only while a record is held back for
+        // it; otherwise only new records do (else an idle merger would spin on every heartbeat).
+        let live = any_blocked && self.config.mode == MergeMode::Live;
         let ready = || {
             sources.iter().any(|s| {
                 s.head.is_none()
                     && (s.reader.has_next()
-                        || s.reader.heartbeat_watermark_ns() > s.seen_wm
-                        || (!s.seen_idle && s.reader.writer_idle()))
+                        || (live
+                            && (s.reader.heartbeat_watermark_ns() > s.seen_wm
+                                || (!s.seen_idle && s.reader.writer_idle()))))
             })
         };
         if ready() {

@@ -838,3 +838,61 @@ fn purge_expired_at_answers_expired_heads_without_a_dispatch() {
     assert_eq!(shared.purge_expired_at(soon), 1);
     assert_eq!(shared.counters().expired, 1);
 }
+
+#[test]
+fn new_tenants_first_serves_a_sparse_tenant_ahead_of_a_backlog_without_unfairness() {
+    use chronicle_bus::sched::LocalScheduler;
+    let now = Instant::now();
+    let mut s: LocalScheduler<u32> =
+        LocalScheduler::new(cfg().with_new_tenants_first(true)).unwrap();
+    // A backlogged tenant...
+    for i in 0..100 {
+        accepted(s.enqueue_at(t(1), Task::new(i), now));
+    }
+    for _ in 0..10 {
+        assert!(matches!(s.try_dequeue_at(now), Dequeued::Task(k, _) if k == t(1)));
+    }
+    // ...and a sparse one: its task goes out next, not after the backlog's turn.
+    accepted(s.enqueue_at(t(2), Task::new(1_000), now));
+    assert!(s.new_tenant_waiting());
+    match s.try_dequeue_at(now) {
+        Dequeued::Task(k, task) => assert_eq!((k, task.into_payload()), (t(2), 1_000)),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.new_tenant_waiting());
+    // Right away again: it has not had a whole round in the ring yet, so it is not new and
+    // waits its turn behind the backlog's current one (no farming of the priority).
+    accepted(s.enqueue_at(t(2), Task::new(1_001), now));
+    assert!(!s.new_tenant_waiting());
+    let next: Vec<TenantKey> = (0..2)
+        .map(|_| s.try_dequeue_at(now).into_task().unwrap().0)
+        .collect();
+    assert_eq!(next, vec![t(1), t(2)]);
+    // Both backlogged: plain DRR shares (equal quanta: alternate).
+    for i in 0..10 {
+        accepted(s.enqueue_at(t(2), Task::new(2_000 + i), now));
+    }
+    let order: Vec<u64> = (0..10)
+        .map(|_| s.try_dequeue_at(now).into_task().unwrap().0.id())
+        .collect();
+    let ones = order.iter().filter(|&&k| k == 1).count();
+    assert_eq!(ones, 5, "{order:?}");
+}
+
+#[test]
+fn new_tenants_first_off_keeps_a_new_tenant_behind_the_round() {
+    use chronicle_bus::sched::LocalScheduler;
+    let now = Instant::now();
+    let mut s: LocalScheduler<u32> = LocalScheduler::new(cfg().with_quantum(t(1), nz(4))).unwrap();
+    for i in 0..100 {
+        accepted(s.enqueue_at(t(1), Task::new(i), now));
+    }
+    assert!(matches!(s.try_dequeue_at(now), Dequeued::Task(k, _) if k == t(1)));
+    accepted(s.enqueue_at(t(2), Task::new(1_000), now));
+    assert!(!s.new_tenant_waiting());
+    // Tenant 1 finishes its turn (quantum 4) first.
+    let order: Vec<TenantKey> = (0..4)
+        .map(|_| s.try_dequeue_at(now).into_task().unwrap().0)
+        .collect();
+    assert_eq!(order, vec![t(1), t(1), t(1), t(2)]);
+}

@@ -65,6 +65,11 @@ pub struct RouterConfig {
     pub spin_limit: u32,
     /// See `spin_limit`.
     pub yield_limit: u32,
+    /// Send tokens kept back for strategies that just became active: a backlogged strategy
+    /// spends tokens only above this reserve, so a strategy that asks for less than its share
+    /// finds a token waiting (the scheduler serves newly active strategies first for one
+    /// quantum). 0 turns it off. The outbound rate is unchanged.
+    pub sparse_reserve: u32,
 }
 
 impl Default for RouterConfig {
@@ -92,6 +97,7 @@ impl Default for RouterConfig {
             poll_every: Duration::from_millis(10),
             spin_limit: FanInConfig::default().spin_limit,
             yield_limit: FanInConfig::default().yield_limit,
+            sparse_reserve: 1,
         }
     }
 }
@@ -231,30 +237,40 @@ impl Strategy {
 }
 
 /// The router's send pacing: `rate` tokens per second, holding at most 1 ms of them (and at
-/// least one), so a quiet spell never turns into a burst. Rate 0 is unlimited.
+/// least one) plus `reserve`, so a quiet spell never turns into a burst. Tokens above `reserve`
+/// go to anyone; the reserve only to a newly active strategy. Rate 0 is unlimited.
 #[derive(Debug)]
 struct TokenBucket {
     rate: f64,
     tokens: f64,
+    reserve: f64,
     last: Instant,
 }
 
 impl TokenBucket {
-    fn new(rate_per_s: u64, now: Instant) -> TokenBucket {
+    fn new(rate_per_s: u64, reserve: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             rate: rate_per_s as f64,
             tokens: 0.0,
+            reserve: f64::from(reserve),
             last: now,
         }
     }
 
     fn refill(&mut self, now: Instant) {
         let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min((self.rate / 1000.0).max(1.0));
+        let cap = (self.rate / 1000.0).max(1.0) + self.reserve;
+        self.tokens = (self.tokens + earned).min(cap);
         self.last = now;
     }
 
+    /// A token for anyone (above the reserve)?
     fn ready(&self) -> bool {
+        self.rate == 0.0 || self.tokens >= 1.0 + self.reserve
+    }
+
+    /// A token for a newly active strategy (the reserve included)?
+    fn ready_for_new(&self) -> bool {
         self.rate == 0.0 || self.tokens >= 1.0
     }
 
@@ -264,12 +280,12 @@ impl TokenBucket {
         }
     }
 
-    /// Time until the next whole token.
+    /// Time until the next token for anyone.
     fn until_ready(&self) -> Duration {
         if self.ready() {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+        Duration::from_secs_f64(((1.0 + self.reserve - self.tokens) / self.rate).max(0.0))
     }
 }
 
@@ -322,6 +338,7 @@ impl Router {
             .with_max_global(config.max_global.max(1))
             .with_urgent_reserve(config.cancel_reserve)
             .with_backpressure(config.backpressure)
+            .with_new_tenants_first(true)
             .with_keep_expired(true);
         for (id, w) in &config.weights {
             sched_cfg = sched_cfg.with_quantum(TenantKey::new(SourceId::of(id).0), *w);
@@ -334,7 +351,7 @@ impl Router {
             .map_err(|e| BusError::queue(&out_path, e))?;
         let now = Instant::now();
         let mut router = Router {
-            bucket: TokenBucket::new(config.rate_limit, now),
+            bucket: TokenBucket::new(config.rate_limit, config.sparse_reserve, now),
             layout,
             config,
             discovery,
@@ -615,7 +632,9 @@ impl Router {
         let now = Instant::now();
         self.bucket.refill(now);
         let mut sent = 0;
-        while self.bucket.ready() {
+        while self.bucket.ready()
+            || (self.bucket.ready_for_new() && self.sched.new_tenant_waiting())
+        {
             let Dequeued::Task(tenant, task) = self.sched.try_dequeue_at(now) else {
                 break;
             };
@@ -812,7 +831,7 @@ mod tests {
     #[test]
     fn token_bucket_paces_and_caps_at_one_millisecond() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(10_000, t0);
+        let mut b = TokenBucket::new(10_000, 0, t0);
         let drain = |b: &mut TokenBucket| {
             let mut n = 0;
             while b.ready() && n < 1_000 {
@@ -829,8 +848,15 @@ mod tests {
         b.refill(t0 + Duration::from_secs(5));
         assert_eq!(drain(&mut b), 10);
         // Rate 0 is unlimited.
-        let mut u = TokenBucket::new(0, t0);
+        let mut u = TokenBucket::new(0, 1, t0);
         assert_eq!(drain(&mut u), 1_000);
         assert_eq!(u.until_ready(), Duration::ZERO);
+        // A reserve of one: anyone may spend down to one token, a new strategy the last one.
+        let mut r = TokenBucket::new(10_000, 1, t0);
+        r.refill(t0 + Duration::from_secs(1));
+        assert_eq!(drain(&mut r), 10, "1 ms worth for anyone, the reserve kept");
+        assert!(r.ready_for_new());
+        r.spend();
+        assert!(!r.ready_for_new());
     }
 }

@@ -67,6 +67,12 @@ pub struct SchedulerConfig {
     /// scheduler's occupancy (so new orders can never crowd out cancels). Default 0 (urgent tasks
     /// obey the same limits as normal ones).
     pub urgent_reserve: usize,
+    /// Serve a tenant that becomes active (its queue was empty) before the tenants already in the
+    /// ring, for one quantum: the "sparse flow" rule of fq_codel. A tenant that asks for less
+    /// than its share then waits for almost nothing, whatever the backlog of the others; one
+    /// that stays backlogged is served in the ring as usual. A tenant regains the priority only
+    /// after a whole round in the ring, so priority cannot be farmed. Default false.
+    pub new_tenants_first: bool,
     /// Hand expired tasks back instead of dropping them: they collect inside the scheduler until
     /// [`LocalScheduler::drain_expired`](super::LocalScheduler::drain_expired) (or the shared
     /// scheduler's) takes them, so the owner can answer each one. Default false.
@@ -87,6 +93,7 @@ impl Default for SchedulerConfig {
             queue_time_max: Duration::from_secs(60),
             queue_time_sigfig: 2,
             urgent_reserve: 0,
+            new_tenants_first: false,
             keep_expired: false,
         }
     }
@@ -162,6 +169,13 @@ impl SchedulerConfig {
     #[must_use]
     pub fn with_urgent_reserve(mut self, reserve: usize) -> Self {
         self.urgent_reserve = reserve;
+        self
+    }
+
+    /// Sets [`new_tenants_first`](Self::new_tenants_first).
+    #[must_use]
+    pub fn with_new_tenants_first(mut self, on: bool) -> Self {
+        self.new_tenants_first = on;
         self
     }
 

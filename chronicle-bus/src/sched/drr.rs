@@ -59,6 +59,14 @@ struct TenantSlot<T> {
     counters: TenantCounters,
 }
 
+/// What one serving step of a tenant came to.
+enum Turn<T> {
+    /// A task to dispatch.
+    Dispatch(TenantKey, Task<T>),
+    /// The tenant's turn is over (it left, or went to the back).
+    Over,
+}
+
 impl<T> TenantSlot<T> {
     fn new(key: TenantKey, quantum: NonZeroU32) -> Self {
         Self {
@@ -159,6 +167,9 @@ pub(super) struct DrrState<T> {
     /// Active tenants (holding at least one task, or emptied by a purge outside `serve` and not yet
     /// reached), as indices into `slots`, in service order. Only the front leaves.
     ring: VecDeque<u32>,
+    /// Tenants that became active and are served before the ring for one quantum
+    /// (`new_tenants_first`); they are also `in_ring`.
+    fresh: VecDeque<u32>,
     /// Turns left in the shard's current round (the tenants that were in the ring when the round
     /// began and have not had their turn yet). Always `<= ring.len()`.
     turns_left: usize,
@@ -176,6 +187,7 @@ impl<T> DrrState<T> {
             slots: Vec::new(),
             index: TenantIndex::default(),
             ring: VecDeque::new(),
+            fresh: VecDeque::new(),
             turns_left: 0,
             queued: 0,
             hist,
@@ -276,7 +288,11 @@ impl<T> DrrState<T> {
             slot.in_ring = true;
             slot.deficit = u64::from(slot.quantum.get());
             // `idx` came from a `u32` in `slot_index`.
-            self.ring.push_back(idx as u32);
+            if shared.new_tenants_first {
+                self.fresh.push_back(idx as u32);
+            } else {
+                self.ring.push_back(idx as u32);
+            }
         }
         Ok(match evicted {
             Some(victim) => Enqueued::Evicted(victim),
@@ -298,10 +314,103 @@ impl<T> DrrState<T> {
         now: Instant,
         counters: &ShardCounters,
     ) -> Option<(TenantKey, Task<T>)> {
+        let mut task = None;
+        while task.is_none() {
+            let Some(&idx) = self.fresh.front() else {
+                break;
+            };
+            match self.serve_fresh(idx, shared, now, counters) {
+                Turn::Dispatch(key, t) => task = Some((key, t)),
+                Turn::Over => {}
+            }
+        }
+        if task.is_none() {
+            task = self.serve_ring(shared, now, counters);
+        }
+        if task.is_some() {
+            counters.on_dequeued();
+            self.queued = self.queued.saturating_sub(1);
+            shared.release(1);
+            counters.set_queued(self.queued);
+        }
+        task
+    }
+
+    /// One step of the front tenant of `fresh`: like a ring turn, but a tenant that runs out of
+    /// work or of deficit goes to the back of the ring (it leaves at its ring turn if empty then,
+    /// so it becomes fresh again only after a whole round).
+    fn serve_fresh(
+        &mut self,
+        idx: u32,
+        shared: &Shared,
+        now: Instant,
+        counters: &ShardCounters,
+    ) -> Turn<T> {
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            // Unreachable: `fresh` only holds positions of `slots`. Drop the entry.
+            let _stale = self.fresh.pop_front();
+            return Turn::Over;
+        };
+        purge_expired_head(
+            slot,
+            &mut self.queued,
+            shared,
+            counters,
+            now,
+            &mut self.expired,
+        );
+        match slot.head().map(|t| u64::from(t.cost())) {
+            None => {
+                slot.deficit = 0;
+                slot.in_ring = false;
+                let _left = self.fresh.pop_front();
+                Turn::Over
+            }
+            Some(cost) if cost <= slot.deficit => {
+                let Some(task) = slot.pop_head() else {
+                    return Turn::Over;
+                };
+                slot.deficit -= cost;
+                slot.counters.dequeued += 1;
+                let key = slot.key;
+                if slot.len() == 0 {
+                    let _moved = self.fresh.pop_front();
+                    self.ring.push_back(idx);
+                }
+                self.record_queue_time(&task, now);
+                Turn::Dispatch(key, task)
+            }
+            Some(_) => {
+                slot.deficit = slot.deficit.saturating_add(u64::from(slot.quantum.get()));
+                let _moved = self.fresh.pop_front();
+                self.ring.push_back(idx);
+                Turn::Over
+            }
+        }
+    }
+
+    fn record_queue_time(&mut self, task: &Task<T>, now: Instant) {
+        if let Some(ts) = task.enqueue_ts() {
+            let waited = now.saturating_duration_since(ts);
+            let ns = waited
+                .as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(waited.subsec_nanos()));
+            self.hist.saturating_record(ns);
+        }
+    }
+
+    /// The ring part of [`serve`](Self::serve): turns until a dispatch or the round's end.
+    fn serve_ring(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        counters: &ShardCounters,
+    ) -> Option<(TenantKey, Task<T>)> {
         if self.turns_left == 0 {
             self.turns_left = self.ring.len();
         }
-        let task = loop {
+        loop {
             if self.turns_left == 0 {
                 break None;
             }
@@ -344,14 +453,7 @@ impl<T> DrrState<T> {
                         self.turns_left -= 1;
                     }
                     let key = slot.key;
-                    if let Some(ts) = task.enqueue_ts() {
-                        let waited = now.saturating_duration_since(ts);
-                        let ns = waited
-                            .as_secs()
-                            .saturating_mul(1_000_000_000)
-                            .saturating_add(u64::from(waited.subsec_nanos()));
-                        self.hist.saturating_record(ns);
-                    }
+                    self.record_queue_time(&task, now);
                     break Some((key, task));
                 }
                 Some(_) => {
@@ -360,14 +462,15 @@ impl<T> DrrState<T> {
                     self.turns_left -= 1;
                 }
             }
-        };
-        if task.is_some() {
-            counters.on_dequeued();
-            self.queued = self.queued.saturating_sub(1);
-            shared.release(1);
-            counters.set_queued(self.queued);
         }
-        task
+    }
+
+    /// Whether a tenant waits in the fresh list with a task (`new_tenants_first`): the next
+    /// dispatch serves it.
+    pub(super) fn has_fresh_work(&self) -> bool {
+        self.fresh
+            .iter()
+            .any(|&i| self.slots.get(i as usize).is_some_and(|s| s.len() > 0))
     }
 
     /// Takes out the last task of tenant `hash` (normal lane from the back, then the urgent
@@ -406,7 +509,7 @@ impl<T> DrrState<T> {
         now: Instant,
     ) -> usize {
         let before = self.queued;
-        for &idx in &self.ring {
+        for &idx in self.ring.iter().chain(self.fresh.iter()) {
             if let Some(slot) = self.slots.get_mut(idx as usize) {
                 purge_expired_head(
                     slot,

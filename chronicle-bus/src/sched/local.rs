@@ -205,6 +205,14 @@ impl<T> LocalScheduler<T> {
             .remove_last_where(&self.shared, &self.counters, tenant.stable_hash(), pred)
     }
 
+    /// Whether the next dispatch would serve a tenant that just became active
+    /// ([`SchedulerConfig::new_tenants_first`]): a caller pacing dispatches can spend a reserved
+    /// token on it, so it waits for nothing.
+    #[must_use]
+    pub fn new_tenant_waiting(&self) -> bool {
+        self.state.has_fresh_work()
+    }
+
     /// Removes every active tenant's expired head tasks now instead of at their turns (a
     /// router that waits for send tokens still answers expiries on time); returns how many.
     pub fn purge_expired_at(&mut self, now: Instant) -> usize {

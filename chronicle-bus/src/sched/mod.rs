@@ -194,6 +194,7 @@ struct Shared {
     default_quantum: NonZeroU32,
     backpressure: Backpressure,
     urgent_reserve: usize,
+    new_tenants_first: bool,
     keep_expired: bool,
 }
 
@@ -211,6 +212,7 @@ impl Shared {
             default_quantum: config.default_quantum,
             backpressure: config.backpressure,
             urgent_reserve: config.urgent_reserve,
+            new_tenants_first: config.new_tenants_first,
             keep_expired: config.keep_expired,
         }
     }
