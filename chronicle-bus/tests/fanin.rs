@@ -515,3 +515,32 @@ fn idle_announcements_keep_the_live_merge_exact() {
     assert_eq!((f.stats().forced, f.stats().late), (0, 0));
     drop(writers);
 }
+
+/// With nothing held back, a merger waits for records only: heartbeats and idle announcements
+/// of its sources do not wake it (they would make an idle router spin).
+#[test]
+fn wait_ignores_watermarks_while_nothing_is_held() {
+    let d = tempfile::tempdir().unwrap();
+    let bell = d.path().join("doorbell");
+    let cfg = || WriterConfig {
+        doorbell: Some(bell.clone()),
+        ..wcfg()
+    };
+    let mut a = QueueWriter::open(d.path().join("a"), cfg()).unwrap();
+    let mut f = FanInReader::new(FanInConfig {
+        mode: MergeMode::Live,
+        doorbell: Some(bell.clone()),
+        ..FanInConfig::default()
+    })
+    .unwrap();
+    f.add_source("a", d.path().join("a")).unwrap();
+    a.heartbeat();
+    a.idle();
+    assert!(f.next().unwrap().is_none());
+    assert_eq!(
+        f.wait(Duration::from_millis(20)).unwrap(),
+        FanInWait::TimedOut
+    );
+    a.append(1, b"x").unwrap();
+    assert_eq!(f.wait(Duration::from_secs(5)).unwrap(), FanInWait::Ready);
+}
