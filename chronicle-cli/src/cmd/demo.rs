@@ -463,9 +463,9 @@ impl WaitPolicy {
 }
 
 /// Busy polls before yielding when processes share CPUs (measured: BENCHMARKS.md "Tick to route").
-const SHARED_SPIN: u32 = 0;
+const SHARED_SPIN: u32 = 200;
 /// `sched_yield`s before sleeping when processes share CPUs.
-const SHARED_YIELDS: u32 = 0;
+const SHARED_YIELDS: u32 = 2;
 
 fn with_kills(mut v: Value, kills: u32) -> Value {
     if let Some(m) = v.as_object_mut() {
