@@ -91,8 +91,17 @@ impl Default for RouterConfig {
             cancel_reserve: 256,
             backpressure: Backpressure::Reject,
             reader_name: "router".to_string(),
-            out: queue.clone(),
-            fates: queue,
+            out: queue,
+            // A fates queue is created inside the router loop when a strategy is first
+            // attached: small segments keep that (and each roll) short.
+            fates: WriterConfig {
+                segment_size: 1 << 20,
+                retention: RetentionPolicy {
+                    max_bytes: Some(64 << 20),
+                    ..RetentionPolicy::default()
+                },
+                ..WriterConfig::default()
+            },
             discovery: DiscoveryConfig::default(),
             poll_every: Duration::from_millis(10),
             spin_limit: FanInConfig::default().spin_limit,
@@ -179,6 +188,10 @@ pub struct Stages {
     pub queue: Histogram<u64>,
     /// Taken out of the scheduler to written to `router/out` and answered.
     pub send: Histogram<u64>,
+    /// Orders that expired: their write to the merge handing them on.
+    pub expired_merge: Histogram<u64>,
+    /// Orders that expired: merged to found expired.
+    pub expired_queue: Histogram<u64>,
 }
 
 impl Stages {
@@ -188,7 +201,16 @@ impl Stages {
             merge: latency_histogram()?,
             queue: latency_histogram()?,
             send: latency_histogram()?,
+            expired_merge: latency_histogram()?,
+            expired_queue: latency_histogram()?,
         })
+    }
+
+    fn record_expired(&mut self, q: &Queued, now_ns: u64) {
+        let d = |a: u64, b: u64| b.saturating_sub(a).max(1);
+        self.expired_merge
+            .saturating_record(d(q.written_ns, q.merged_ns));
+        self.expired_queue.saturating_record(d(q.merged_ns, now_ns));
     }
 
     fn record(&mut self, q: &Queued, dequeued_ns: u64, sent_ns: u64) {
@@ -649,6 +671,7 @@ impl Router {
             let ts = realtime_ns();
             let dequeued_ns = ts;
             if q.order.expired_at(ts) {
+                st.stats.stages.record_expired(&q, ts);
                 st.answer_order(q, FateCode::Expired)?;
                 continue;
             }
@@ -691,7 +714,9 @@ impl Router {
         let n = self.expired.len();
         for (tenant, task) in self.expired.drain(..) {
             if let Some(st) = self.strategies.get_mut(&SourceId(tenant.id())) {
-                st.answer_order(task.into_payload(), FateCode::Expired)?;
+                let q = task.into_payload();
+                st.stats.stages.record_expired(&q, realtime_ns());
+                st.answer_order(q, FateCode::Expired)?;
             }
         }
         Ok(n)

@@ -149,7 +149,11 @@ fn report(r: &Router, fin: bool, incomplete: bool) -> Value {
                     "to_order": {"p50": q(&s.stages.to_order, 0.5), "p99": q(&s.stages.to_order, 0.99)},
                     "merge": {"p50": q(&s.stages.merge, 0.5), "p99": q(&s.stages.merge, 0.99)},
                     "queue": {"p50": q(&s.stages.queue, 0.5), "p99": q(&s.stages.queue, 0.99)},
-                    "send": {"p50": q(&s.stages.send, 0.5), "p99": q(&s.stages.send, 0.99)}}})
+                    "send": {"p50": q(&s.stages.send, 0.5), "p99": q(&s.stages.send, 0.99)},
+                    "expired_merge": {"p50": q(&s.stages.expired_merge, 0.5),
+                        "p99": q(&s.stages.expired_merge, 0.99)},
+                    "expired_queue": {"p50": q(&s.stages.expired_queue, 0.5),
+                        "p99": q(&s.stages.expired_queue, 0.99)}}})
         })
         .collect();
     let (total, window) = (r.latency(), r.window());
