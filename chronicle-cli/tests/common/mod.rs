@@ -119,13 +119,19 @@ pub fn make_queue(dir: &Path, n: u64) {
 /// lasts until the last descriptor of its open file is closed. Tests that expect a closed writer
 /// wait for that moment to pass instead of racing it.
 pub fn wait_unlocked(dir: &Path) {
-    let lock = std::fs::File::open(dir.join("writer.lock")).unwrap();
+    wait_file_unlocked(&dir.join("writer.lock"));
+}
+
+/// Waits (bounded) until no open file holds the OFD lock of `path` (a writer lock or a named
+/// reader's meta): see [`wait_unlocked`] for why a closed holder's lock can outlive it.
+pub fn wait_file_unlocked(path: &Path) {
+    let lock = std::fs::File::open(path).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while chronicle_core::sys::is_locked(&lock).unwrap() {
         assert!(
             std::time::Instant::now() < deadline,
-            "writer lock of {} still held 30 s after close",
-            dir.display()
+            "lock of {} still held 30 s after close",
+            path.display()
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
@@ -163,4 +169,6 @@ pub fn make_reader(q: &Path, name: &str, n: u64) {
         r.next().unwrap().unwrap();
     }
     r.commit().unwrap();
+    drop(r);
+    wait_file_unlocked(&q.join("readers").join(format!("{name}.meta")));
 }
