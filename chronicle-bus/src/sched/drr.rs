@@ -59,6 +59,16 @@ struct TenantSlot<T> {
     counters: TenantCounters,
 }
 
+/// What one step of a tenant's turn did (see `DrrState::step`).
+enum Step<T> {
+    /// It was empty (after dropping expired heads) and left.
+    Left,
+    /// It took this task; `true` if that emptied it.
+    Took(TenantKey, Task<T>, bool),
+    /// Its head did not fit: it was granted a quantum.
+    Granted,
+}
+
 /// What one serving step of a tenant came to.
 enum Turn<T> {
     /// A task to dispatch.
@@ -336,6 +346,51 @@ impl<T> DrrState<T> {
         task
     }
 
+    /// One step of tenant `idx`'s turn, the part the fresh list and the ring share: drop its
+    /// expired heads; if it is then empty it leaves (deficit reset, out of the ring); if its head
+    /// fits its deficit the head is taken and charged; otherwise it is granted a quantum.
+    /// `None` if `idx` names no tenant (the caller drops the entry).
+    fn step(
+        &mut self,
+        idx: u32,
+        shared: &Shared,
+        now: Instant,
+        counters: &ShardCounters,
+    ) -> Option<Step<T>> {
+        let slot = self.slots.get_mut(idx as usize)?;
+        purge_expired_head(
+            slot,
+            &mut self.queued,
+            shared,
+            counters,
+            now,
+            &mut self.expired,
+        );
+        Some(match slot.head().map(|t| u64::from(t.cost())) {
+            None => {
+                slot.deficit = 0;
+                slot.in_ring = false;
+                Step::Left
+            }
+            Some(cost) if cost <= slot.deficit => match slot.pop_head() {
+                Some(task) => {
+                    slot.deficit -= cost;
+                    slot.counters.dequeued += 1;
+                    let key = slot.key;
+                    let emptied = slot.len() == 0;
+                    self.record_queue_time(&task, now);
+                    Step::Took(key, task, emptied)
+                }
+                // Unreachable: `head()` was `Some`.
+                None => Step::Left,
+            },
+            Some(_) => {
+                slot.deficit = slot.deficit.saturating_add(u64::from(slot.quantum.get()));
+                Step::Granted
+            }
+        })
+    }
+
     /// One step of the front tenant of `fresh`: like a ring turn, but a tenant that runs out of
     /// work or of deficit goes to the back of the ring (it leaves at its ring turn if empty then,
     /// so it becomes fresh again only after a whole round).
@@ -346,42 +401,19 @@ impl<T> DrrState<T> {
         now: Instant,
         counters: &ShardCounters,
     ) -> Turn<T> {
-        let Some(slot) = self.slots.get_mut(idx as usize) else {
-            // Unreachable: `fresh` only holds positions of `slots`. Drop the entry.
-            let _stale = self.fresh.pop_front();
-            return Turn::Over;
-        };
-        purge_expired_head(
-            slot,
-            &mut self.queued,
-            shared,
-            counters,
-            now,
-            &mut self.expired,
-        );
-        match slot.head().map(|t| u64::from(t.cost())) {
-            None => {
-                slot.deficit = 0;
-                slot.in_ring = false;
+        match self.step(idx, shared, now, counters) {
+            None | Some(Step::Left) => {
                 let _left = self.fresh.pop_front();
                 Turn::Over
             }
-            Some(cost) if cost <= slot.deficit => {
-                let Some(task) = slot.pop_head() else {
-                    return Turn::Over;
-                };
-                slot.deficit -= cost;
-                slot.counters.dequeued += 1;
-                let key = slot.key;
-                if slot.len() == 0 {
+            Some(Step::Took(key, task, emptied)) => {
+                if emptied {
                     let _moved = self.fresh.pop_front();
                     self.ring.push_back(idx);
                 }
-                self.record_queue_time(&task, now);
                 Turn::Dispatch(key, task)
             }
-            Some(_) => {
-                slot.deficit = slot.deficit.saturating_add(u64::from(slot.quantum.get()));
+            Some(Step::Granted) => {
                 let _moved = self.fresh.pop_front();
                 self.ring.push_back(idx);
                 Turn::Over
@@ -400,7 +432,9 @@ impl<T> DrrState<T> {
         }
     }
 
-    /// The ring part of [`serve`](Self::serve): turns until a dispatch or the round's end.
+    /// The ring part of [`serve`](Self::serve): turns until a dispatch or the round's end. A
+    /// tenant that takes a task keeps the front (its turn continues at the next call) unless
+    /// that emptied it, when it leaves; leaving or being granted a quantum ends a turn.
     fn serve_ring(
         &mut self,
         shared: &Shared,
@@ -418,46 +452,23 @@ impl<T> DrrState<T> {
                 self.turns_left = 0;
                 break None;
             };
-            let Some(slot) = self.slots.get_mut(idx as usize) else {
-                // Unreachable: the ring only holds positions of `slots`. Drop the entry.
-                let _stale = self.ring.pop_front();
-                self.turns_left -= 1;
-                continue;
-            };
-            purge_expired_head(
-                slot,
-                &mut self.queued,
-                shared,
-                counters,
-                now,
-                &mut self.expired,
-            );
-            match slot.head().map(|t| u64::from(t.cost())) {
-                None => {
-                    slot.deficit = 0;
-                    slot.in_ring = false;
+            match self.step(idx, shared, now, counters) {
+                None | Some(Step::Left) => {
                     let _left = self.ring.pop_front();
                     self.turns_left -= 1;
                 }
-                Some(cost) if cost <= slot.deficit => {
-                    let Some(task) = slot.pop_head() else {
-                        // Unreachable: `head()` was `Some`.
-                        break None;
-                    };
-                    slot.deficit -= cost;
-                    slot.counters.dequeued += 1;
-                    if slot.len() == 0 {
-                        slot.deficit = 0;
-                        slot.in_ring = false;
+                Some(Step::Took(key, task, emptied)) => {
+                    if emptied {
+                        if let Some(slot) = self.slots.get_mut(idx as usize) {
+                            slot.deficit = 0;
+                            slot.in_ring = false;
+                        }
                         let _left = self.ring.pop_front();
                         self.turns_left -= 1;
                     }
-                    let key = slot.key;
-                    self.record_queue_time(&task, now);
                     break Some((key, task));
                 }
-                Some(_) => {
-                    slot.deficit = slot.deficit.saturating_add(u64::from(slot.quantum.get()));
+                Some(Step::Granted) => {
                     self.ring.rotate_left(1);
                     self.turns_left -= 1;
                 }
