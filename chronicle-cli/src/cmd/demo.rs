@@ -58,14 +58,16 @@ pub struct Args {
     /// let them spin while they wait: for a machine with a core per process.
     #[arg(long)]
     pub pin: bool,
-    /// Busy polls a waiting strategy or router makes before yielding (default: see `--help`
-    /// of the roles, or the spin policy below).
+    /// Busy polls a waiting strategy or router makes before yielding (default: 200 when the
+    /// processes share CPUs, 1000000 with a core each or with --pin).
     #[arg(long)]
     pub spin: Option<u32>,
-    /// `sched_yield`s a waiting strategy or router makes before sleeping.
+    /// `sched_yield`s a waiting strategy or router makes before sleeping (default: 2 when the
+    /// processes share CPUs, 0 otherwise).
     #[arg(long)]
     pub yields: Option<u32>,
-    /// Microseconds the feed spins before each tick instead of sleeping.
+    /// Microseconds the feed spins before each tick instead of sleeping (default: 0 when the
+    /// processes share CPUs, 50 otherwise).
     #[arg(long)]
     pub feed_spin_us: Option<u64>,
     /// Bus directory (default: a new directory under the system temp dir, left for inspection).
