@@ -44,6 +44,20 @@ pub fn emit(v: &serde_json::Value) {
     let _ = out.flush();
 }
 
+/// Waiting and placement flags shared by the strategy and router roles.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Waiting for input: busy polls before yielding.
+    #[arg(long, default_value_t = 2_000)]
+    pub spin: u32,
+    /// Waiting for input: `sched_yield`s before sleeping on the futex or the bus doorbell.
+    #[arg(long, default_value_t = 50)]
+    pub yields: u32,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
 /// Pins the calling process's thread to `cpu` when asked (`--cpu`).
 pub fn pin(cpu: Option<usize>) -> anyhow::Result<()> {
     use anyhow::Context as _;

@@ -41,15 +41,9 @@ pub struct Args {
     /// one being rejected.
     #[arg(long)]
     pub evict_oldest: bool,
-    /// Waiting for orders: busy polls before yielding.
-    #[arg(long, default_value_t = 2_000)]
-    pub spin: u32,
-    /// Waiting for orders: `sched_yield`s before sleeping on the bus doorbell.
-    #[arg(long, default_value_t = 50)]
-    pub yields: u32,
-    /// Pin to this CPU.
-    #[arg(long)]
-    pub cpu: Option<usize>,
+    /// How it waits, and where it runs.
+    #[command(flatten)]
+    pub wait: super::WaitArgs,
 }
 
 /// Parses `ID=W,ID=W`.
@@ -72,10 +66,10 @@ pub fn parse_weights(s: &str) -> Result<Vec<(String, NonZeroU32)>> {
 /// Runs the router until stopped and drained.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
-    super::pin(a.cpu)?;
+    super::pin(a.wait.cpu)?;
     let mut cfg = RouterConfig::default();
-    cfg.spin_limit = a.spin;
-    cfg.yield_limit = a.yields;
+    cfg.spin_limit = a.wait.spin;
+    cfg.yield_limit = a.wait.yields;
     cfg.weights = parse_weights(&a.weights)?;
     cfg.rate_limit = a.rate_limit;
     cfg.max_hold = Duration::from_micros(a.hold_us);

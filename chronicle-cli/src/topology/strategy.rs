@@ -41,15 +41,9 @@ pub struct Args {
     /// expiry, grown by one on every routed order); 0 turns back-off off.
     #[arg(long, default_value_t = 64)]
     pub max_outstanding: u64,
-    /// Waiting for ticks: busy polls before yielding.
-    #[arg(long, default_value_t = 2_000)]
-    pub spin: u32,
-    /// Waiting for ticks: `sched_yield`s before sleeping on the futex.
-    #[arg(long, default_value_t = 50)]
-    pub yields: u32,
-    /// Pin to this CPU.
-    #[arg(long)]
-    pub cpu: Option<usize>,
+    /// How it waits, and where it runs.
+    #[command(flatten)]
+    pub wait: super::WaitArgs,
 }
 
 fn fates_json(s: &StrategyStatus) -> Value {
@@ -63,7 +57,7 @@ fn fates_json(s: &StrategyStatus) -> Value {
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler();
-    super::pin(a.cpu)?;
+    super::pin(a.wait.cpu)?;
     let args = StrategyArgs {
         bus: a.bus.into(),
         id: a.id.clone(),
@@ -76,8 +70,8 @@ pub fn run(a: Args) -> Result<u8> {
             deadline_ns: a.deadline_us.saturating_mul(1_000),
             max_outstanding: a.max_outstanding,
         },
-        spin_limit: a.spin,
-        yield_limit: a.yields,
+        spin_limit: a.wait.spin,
+        yield_limit: a.wait.yields,
     };
     let id = a.id;
     strategy::run(
