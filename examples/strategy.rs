@@ -7,10 +7,11 @@
 //! ```text
 //! cargo run --release --example strategy -- --bus /dev/shm/bus --id s1 [--feed md]
 //!     [--every 8] [--slot 0 --slots 4] [--deadline-us 2000] [--hot] [--max-outstanding 64]
-//!     [--secs 0]
+//!     [--max-tick-age-us 1000] [--secs 0]
 //! ```
 //! A strategy trades symbol `s` when `s % slots == slot`, on every `every`-th such tick;
-//! `--hot` makes it order on every tick it sees and burst four orders each time.
+//! `--hot` makes it order on every tick it sees and burst four orders each time. It trades only
+//! while a router has its order queue open, and not on ticks older than `--max-tick-age-us`.
 //!
 //! The loop is `chronicle::topology::strategy::run`, the same one `chron-cli strategy` (and so
 //! `chron-cli demo`) runs; this program adds arguments and human-readable status lines.
@@ -24,7 +25,8 @@ use chronicle::topology::{FateCode, TraderConfig};
 use common::Args;
 
 const USAGE: &str = "strategy --bus DIR --id ID [--feed md] [--every N] [--slot K --slots N] \
-                     [--deadline-us US] [--hot] [--max-outstanding N] [--secs S]";
+                     [--deadline-us US] [--hot] [--max-outstanding N] [--max-tick-age-us US] \
+                     [--secs S]";
 
 fn main() {
     if let Err(e) = run() {
@@ -47,6 +49,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             hot: args.flag("hot"),
             deadline_ns: args.num("deadline-us", 2_000, USAGE).saturating_mul(1_000),
             max_outstanding: args.num("max-outstanding", 64, USAGE),
+            max_tick_age_ns: args
+                .num("max-tick-age-us", 1_000, USAGE)
+                .saturating_mul(1_000),
         },
         spin_limit: 2_000,
         yield_limit: 50,

@@ -11,6 +11,9 @@
 //! 3. While running it calls [`heartbeat`](StrategyEndpoints::heartbeat) from its loop: that
 //!    publishes the queue watermark (so a fan-in merger does not wait on an idle strategy) and
 //!    renews the lease when a third of its time-to-live has passed.
+//!    [`router_attached`](StrategyEndpoints::router_attached) says whether a router has the
+//!    order queue open (like a publication's "connected"): orders written while none has wait
+//!    for the next router and may expire on the way.
 //! 4. [`close`](StrategyEndpoints::close) removes READY (the router drains and detaches), closes
 //!    the writer, and removes the LEASE. A strategy that dies leaves READY and a LEASE whose
 //!    holder is gone: discovery reports it stale.
@@ -18,7 +21,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, sys};
+use chronicle_core::{
+    QueueDir, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, list_readers, sys,
+};
 
 use crate::error::{BusError, Result};
 use crate::layout::{BusLayout, create_dir_all, validate_name};
@@ -117,6 +122,19 @@ impl StrategyEndpoints {
     /// The order queue's directory.
     pub fn orders_path(&self) -> &Path {
         self.writer.path()
+    }
+
+    /// Whether a router has this strategy's order queue open right now: the named reader
+    /// `reader` of the queue (the router's, [`ROUTER_READER`](crate::orders::ROUTER_READER) by
+    /// default) is held by a live process. Reads the reader metas (a directory listing and a
+    /// lock probe each, microseconds): call it from a periodic check, not per record.
+    pub fn router_attached(&self, reader: &str) -> Result<bool> {
+        let path = self.writer.path();
+        let readers = list_readers(&QueueDir::new(path)).map_err(|e| BusError::queue(path, e))?;
+        Ok(readers
+            .into_iter()
+            .flatten()
+            .any(|r| r.in_use && r.name == reader))
     }
 
     /// The lease as last written.

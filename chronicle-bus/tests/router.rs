@@ -91,8 +91,9 @@ fn fates_until(
 ) -> Vec<Fate> {
     let end = Instant::now() + T;
     loop {
-        if layout.strategy_fates(id).unwrap().exists() {
-            *seen = all_fates(layout, id);
+        // The router creates the fates queue on a helper thread: it can exist half made.
+        if let Ok(r) = FateReader::open(layout, id, None) {
+            *seen = read_all(r);
         }
         if seen.len() >= n {
             return seen.clone();
@@ -110,7 +111,10 @@ fn fates_until(
 
 /// Reads all fates of `id` from the start.
 fn all_fates(layout: &BusLayout, id: &str) -> Vec<Fate> {
-    let mut r = FateReader::open(layout, id, None).unwrap();
+    read_all(FateReader::open(layout, id, None).unwrap())
+}
+
+fn read_all(mut r: FateReader) -> Vec<Fate> {
     let mut v = Vec::new();
     while let Some(f) = r.next().unwrap() {
         v.push(f);

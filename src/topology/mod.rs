@@ -211,6 +211,10 @@ pub struct TraderConfig {
     /// grows by one per window's worth of orders routed or cancelled (additive increase,
     /// multiplicative decrease). 0: no back-off.
     pub max_outstanding: u64,
+    /// Stale market data: a tick older than this when it is read (its send stamp to now) is
+    /// not traded on, in ns (after a restart or a stall the strategy reads a backlog of old
+    /// ticks: orders on them would react to prices long gone). 0: no limit.
+    pub max_tick_age_ns: u64,
 }
 
 /// A strategy's decisions: for each tick, the orders to write. Buys even symbols at the bid,
@@ -227,6 +231,9 @@ pub struct Trader {
     /// Orders with ids from here on were sent after the last cut of the window.
     cut_from: u64,
     held_back: u64,
+    stale: u64,
+    connected: bool,
+    not_connected: u64,
 }
 
 impl Trader {
@@ -248,6 +255,9 @@ impl Trader {
             window: cfg.max_outstanding as f64,
             cut_from: first_order_id,
             held_back: 0,
+            stale: 0,
+            connected: true,
+            not_connected: 0,
         }
     }
 
@@ -275,6 +285,29 @@ impl Trader {
         self.held_back
     }
 
+    /// Ticks it would have traded but skipped because they were stale (see
+    /// [`TraderConfig::max_tick_age_ns`]).
+    pub fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    /// Whether a router takes its orders now (see `StrategyEndpoints::router_attached`): while
+    /// not, it trades on nothing (an order would only wait for a router, and expire). A new
+    /// trader is connected.
+    pub fn set_connected(&mut self, connected: bool) {
+        self.connected = connected;
+    }
+
+    /// See [`set_connected`](Self::set_connected).
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Ticks it would have traded but skipped because no router was attached.
+    pub fn not_connected(&self) -> u64 {
+        self.not_connected
+    }
+
     /// Its current window, in orders (see [`TraderConfig::max_outstanding`]).
     pub fn window(&self) -> u64 {
         self.window as u64
@@ -294,6 +327,14 @@ impl Trader {
         }
         self.matched += 1;
         if !c.hot && self.matched % c.every != 0 {
+            return Ok(());
+        }
+        if c.max_tick_age_ns > 0 && now_ns.saturating_sub(tick.send_ts) > c.max_tick_age_ns {
+            self.stale += 1;
+            return Ok(());
+        }
+        if !self.connected {
+            self.not_connected += 1;
             return Ok(());
         }
         if c.max_outstanding > 0 && self.outstanding as f64 >= self.window {
@@ -390,6 +431,7 @@ mod tests {
             hot: false,
             deadline_ns: 500,
             max_outstanding: 0,
+            max_tick_age_ns: 0,
         };
         let mut t = Trader::new(cfg, 10);
         let mut all = Vec::new();
@@ -427,6 +469,7 @@ mod tests {
             hot: true,
             deadline_ns: 0,
             max_outstanding: 0,
+            max_tick_age_ns: 0,
         };
         let mut t = Trader::new(cfg, 1);
         let first = collect(&mut t, &tick(7, 1), 0);
@@ -465,6 +508,7 @@ mod tests {
             hot: true,
             deadline_ns: 0,
             max_outstanding: 8,
+            max_tick_age_ns: 0,
         };
         let mut t = Trader::new(cfg, 1);
         // Two bursts (4 orders + a cancel, then 4 more and a cancel) fill the window of 8...
@@ -497,5 +541,29 @@ mod tests {
             t.on_fate(FateCode::Routed, 0);
         }
         assert_eq!(t.window(), 8);
+    }
+
+    #[test]
+    fn trader_skips_stale_ticks_and_trades_nothing_while_not_connected() {
+        let cfg = TraderConfig {
+            every: 1,
+            slot: 0,
+            slots: 1,
+            hot: false,
+            deadline_ns: 100,
+            max_outstanding: 0,
+            max_tick_age_ns: 1_000,
+        };
+        let mut t = Trader::new(cfg, 1);
+        // Sent at 5_000: fresh at 6_000 (1 µs old), stale at 6_001.
+        assert_eq!(collect(&mut t, &tick(0, 5_000), 6_000).len(), 1);
+        assert!(collect(&mut t, &tick(0, 5_000), 6_001).is_empty());
+        assert_eq!(t.stale(), 1);
+        t.set_connected(false);
+        assert!(collect(&mut t, &tick(0, 7_000), 7_000).is_empty());
+        assert_eq!((t.not_connected(), t.stale()), (1, 1));
+        t.set_connected(true);
+        assert_eq!(collect(&mut t, &tick(0, 8_000), 8_000).len(), 1);
+        assert_eq!(t.orders(), 2);
     }
 }

@@ -1,12 +1,13 @@
 //! A strategy's process loop: reads the feed with a named reader (a restart resumes where it
 //! left off), trades its symbols with a [`Trader`], writes orders to its own order queue
 //! (announced by READY, kept alive by a LEASE), and reads the router's answers from its fates
-//! queue: it counts them and backs off while its orders are refused or expire.
+//! queue: it counts them and backs off while its orders are refused or expire. It trades only
+//! while a router has its order queue open, and never on stale ticks.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chronicle_bus::orders::{FateCounts, FateReader};
+use chronicle_bus::orders::{FateCounts, FateReader, ROUTER_READER};
 use chronicle_bus::{BusLayout, StrategyConfig, StrategyEndpoints};
 use chronicle_core::sys::realtime_ns;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
@@ -44,6 +45,10 @@ pub struct StrategyStatus {
     pub fates: FateCounts,
     /// Ticks skipped because its back-off window was full.
     pub held_back: u64,
+    /// Ticks skipped because they were stale (see [`TraderConfig::max_tick_age_ns`]).
+    pub stale: u64,
+    /// Ticks skipped because no router had its order queue open.
+    pub not_connected: u64,
     /// Its back-off window now.
     pub window: u64,
 }
@@ -92,8 +97,15 @@ pub fn run(
     let mut st = StrategyStatus::default();
     let start = Instant::now();
     let (mut last_heartbeat, mut last_report) = (start, start);
+    let mut last_router_check: Option<Instant> = None;
     while !stop() {
         let now = Instant::now();
+        // Whether a router takes its orders: every millisecond until one does, then every 10.
+        let check_every = Duration::from_millis(if trader.connected() { 10 } else { 1 });
+        if last_router_check.is_none_or(|t| now.duration_since(t) >= check_every) {
+            trader.set_connected(ep.router_attached(ROUTER_READER)?);
+            last_router_check = Some(now);
+        }
         if now.duration_since(last_heartbeat) >= Duration::from_millis(1) {
             ep.heartbeat()?;
             feed.commit()?;
@@ -107,8 +119,7 @@ pub fn run(
         }
         if now.duration_since(last_report) >= Duration::from_secs(1) {
             st.committed = ep.writer().next_seq();
-            st.held_back = trader.held_back();
-            st.window = trader.window();
+            status_into(&trader, &mut st);
             report(&st, false);
             last_report = now;
         }
@@ -146,11 +157,17 @@ pub fn run(
         f.commit()?;
     }
     st.committed = ep.writer().next_seq();
-    st.held_back = trader.held_back();
-    st.window = trader.window();
+    status_into(&trader, &mut st);
     ep.close()?;
     report(&st, true);
     Ok(st)
+}
+
+fn status_into(trader: &Trader, st: &mut StrategyStatus) {
+    st.held_back = trader.held_back();
+    st.stale = trader.stale();
+    st.not_connected = trader.not_connected();
+    st.window = trader.window();
 }
 
 /// Opens the feed, waiting (up to 10 s) for the feed process to create it.

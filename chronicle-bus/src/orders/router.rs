@@ -30,6 +30,10 @@ use crate::sched::{
     TenantKey,
 };
 
+/// The name of the router's readers on the strategies' order queues (its positions there), by
+/// default: see [`RouterConfig::reader_name`] and `StrategyEndpoints::router_attached`.
+pub const ROUTER_READER: &str = "router";
+
 /// Settings of [`Router`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -90,7 +94,7 @@ impl Default for RouterConfig {
             max_global: 65_536,
             cancel_reserve: 256,
             backpressure: Backpressure::Reject,
-            reader_name: "router".to_string(),
+            reader_name: ROUTER_READER.to_string(),
             out: queue,
             // A fates queue is created inside the router loop when a strategy is first
             // attached: small segments keep that (and each roll) short.
@@ -103,7 +107,10 @@ impl Default for RouterConfig {
                 ..WriterConfig::default()
             },
             discovery: DiscoveryConfig::default(),
-            poll_every: Duration::from_millis(10),
+            // A poll is a non-blocking inotify read when nothing changed (rescans keep their
+            // own interval): polling often lets a strategy that comes back after a restart be
+            // attached again within a millisecond or two, before its orders' deadlines.
+            poll_every: Duration::from_millis(1),
             spin_limit: FanInConfig::default().spin_limit,
             yield_limit: FanInConfig::default().yield_limit,
             sparse_reserve: 1,
@@ -323,6 +330,8 @@ pub struct Router {
     out: QueueWriter,
     strategies: HashMap<SourceId, Strategy>,
     waiting: HashMap<String, Endpoint>,
+    /// Fates queues being opened off the loop, by strategy id.
+    opening: HashMap<String, std::thread::JoinHandle<Result<Journal>>>,
     events: Vec<RouterEvent>,
     bucket: TokenBucket,
     last_poll: Option<Instant>,
@@ -384,6 +393,7 @@ impl Router {
             out,
             strategies: HashMap::new(),
             waiting: HashMap::new(),
+            opening: HashMap::new(),
             events: Vec::new(),
             last_poll: None,
             expired: Vec::new(),
@@ -462,6 +472,10 @@ impl Router {
             return Ok(());
         }
         let journal = Journal::open(&self.layout, id, self.config.fates.clone())?;
+        self.insert_strategy(sid, id, journal)
+    }
+
+    fn insert_strategy(&mut self, sid: SourceId, id: &str, journal: Journal) -> Result<()> {
         let stats = StrategyStats {
             id: id.to_string(),
             weight: self.weight_of(id).get(),
@@ -477,6 +491,50 @@ impl Router {
         Ok(())
     }
 
+    /// Where a discovered strategy's journal is: opened already, being opened on a helper
+    /// thread (creating a fates queue takes milliseconds: the loop keeps routing for the
+    /// strategies it has meanwhile), or failed to open.
+    fn journal_state(&mut self, ep: &Endpoint) -> std::result::Result<bool, String> {
+        if self.strategies.contains_key(&ep.source_id) {
+            return Ok(true);
+        }
+        let Some(handle) = self.opening.remove(&ep.id) else {
+            let (layout, id, cfg) = (
+                self.layout.clone(),
+                ep.id.clone(),
+                self.config.fates.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("open-fates-{}", ep.id))
+                .spawn(move || Journal::open(&layout, &id, cfg));
+            match spawned {
+                Ok(h) => {
+                    self.opening.insert(ep.id.clone(), h);
+                    return Ok(false);
+                }
+                // No thread to be had: open it here.
+                Err(_) => {
+                    return self
+                        .ensure_strategy(ep.source_id, &ep.id)
+                        .map(|()| true)
+                        .map_err(|e| e.to_string());
+                }
+            }
+        };
+        if !handle.is_finished() {
+            self.opening.insert(ep.id.clone(), handle);
+            return Ok(false);
+        }
+        match handle.join() {
+            Ok(Ok(journal)) => self
+                .insert_strategy(ep.source_id, &ep.id, journal)
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the thread opening its fates queue panicked".to_string()),
+        }
+    }
+
     /// One pass: discovery (when due), merge, send, answer what expired, commit. Returns
     /// whether anything was merged or sent.
     pub fn step(&mut self) -> Result<bool> {
@@ -487,6 +545,12 @@ impl Router {
         {
             self.follow_discovery()?;
             self.last_poll = Some(now);
+        }
+        // Not only at polls: a strategy that restarts is attached again as soon as its
+        // previous incarnation has drained, and one whose fates queue is being opened as soon
+        // as it is open.
+        if !self.waiting.is_empty() {
+            self.attach_waiting();
         }
         let merged = self.merge()?;
         let sent = self.send()?;
@@ -515,16 +579,28 @@ impl Router {
                 }
             }
         }
+        for st in self.strategies.values_mut() {
+            st.journal.heartbeat();
+        }
+        Ok(())
+    }
+
+    /// Attaches what discovery found, each once its journal is open.
+    fn attach_waiting(&mut self) {
         let mut done = Vec::new();
         let waiting: Vec<Endpoint> = self.waiting.values().cloned().collect();
         for ep in waiting {
-            if let Err(e) = self.ensure_strategy(ep.source_id, &ep.id) {
-                self.events.push(RouterEvent::AttachFailed {
-                    id: ep.id.clone(),
-                    error: e.to_string(),
-                });
-                done.push(ep.id);
-                continue;
+            match self.journal_state(&ep) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    self.events.push(RouterEvent::AttachFailed {
+                        id: ep.id.clone(),
+                        error,
+                    });
+                    done.push(ep.id);
+                    continue;
+                }
             }
             match self.fanin.add_source(&ep.id, &ep.orders) {
                 Ok(sid) => {
@@ -537,7 +613,7 @@ impl Router {
                     }
                     done.push(ep.id);
                 }
-                // The previous incarnation is still draining: try again at the next poll.
+                // The previous incarnation is still draining: try again at the next step.
                 Err(BusError::DuplicateSource { .. }) => {}
                 Err(e) => {
                     self.events.push(RouterEvent::AttachFailed {
@@ -551,10 +627,6 @@ impl Router {
         for id in done {
             self.waiting.remove(&id);
         }
-        for st in self.strategies.values_mut() {
-            st.journal.heartbeat();
-        }
-        Ok(())
     }
 
     /// Hands every releasable order to the scheduler (answering at once what cannot queue).

@@ -596,6 +596,7 @@ fn summary(
             "expired": f(FateCode::Expired), "evicted": f(FateCode::Evicted),
             "cancelled": f(FateCode::Cancelled), "malformed": f(FateCode::Malformed),
             "fates_seen_by_strategy": seen, "held_back": n(&sv, "held_back"),
+            "stale": n(&sv, "stale"), "not_connected": n(&sv, "not_connected"),
             "share": if total_routed == 0 { 0.0 } else { f(FateCode::Routed) as f64 / total_routed as f64 },
             "expired_share": if committed == 0 { 0.0 } else { f(FateCode::Expired) as f64 / committed as f64 },
             "tick_to_route_ns": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999)},

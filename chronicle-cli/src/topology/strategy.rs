@@ -1,7 +1,9 @@
 //! `chron-cli strategy`: the strategy loop ([`chronicle::topology::strategy::run`]) with JSON
 //! status lines. `--hot` floods: an order burst on every tick it sees. The final line reports
 //! `committed` (its order queue's next seq: every order this strategy id ever committed, across
-//! restarts) and the fates it read, by code.
+//! restarts) and the fates it read, by code, and the ticks it did not trade on: `held_back` (its
+//! back-off window was full), `stale` (older than `--max-tick-age-us`), `not_connected` (no
+//! router had its order queue open).
 
 use anyhow::{Context, Result};
 use chronicle::topology::strategy::{self, StrategyArgs, StrategyStatus};
@@ -41,6 +43,10 @@ pub struct Args {
     /// expiry, grown by one on every routed order); 0 turns back-off off.
     #[arg(long, default_value_t = 64)]
     pub max_outstanding: u64,
+    /// Stale market data: ticks older than this when read are not traded on, microseconds
+    /// (0: no limit).
+    #[arg(long, default_value_t = 1_000)]
+    pub max_tick_age_us: u64,
     /// How it waits, and where it runs.
     #[command(flatten)]
     pub wait: super::WaitArgs,
@@ -69,6 +75,7 @@ pub fn run(a: Args) -> Result<u8> {
             hot: a.hot,
             deadline_ns: a.deadline_us.saturating_mul(1_000),
             max_outstanding: a.max_outstanding,
+            max_tick_age_ns: a.max_tick_age_us.saturating_mul(1_000),
         },
         spin_limit: a.wait.spin,
         yield_limit: a.wait.yields,
@@ -88,7 +95,7 @@ pub fn run(a: Args) -> Result<u8> {
             emit(
                 &json!({"role": "strategy", "id": id, "orders": s.orders, "ticks": s.ticks,
                 "committed": s.committed, "fates": fates_json(s), "held_back": s.held_back,
-                "window": s.window, "final": fin}),
+                "stale": s.stale, "not_connected": s.not_connected, "window": s.window, "final": fin}),
             );
         },
     )
