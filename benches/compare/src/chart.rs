@@ -61,7 +61,53 @@ pub fn percentile_series(h: &Histogram<u64>) -> Vec<(f64, u64)> {
     out
 }
 
-fn x_of(q: f64, x_max: f64) -> f64 {
+/// A panel with a log-scale percentile x axis and a log-scale latency y axis that fits every
+/// curve (each a [`percentile_series`]); returns it and the x of the last point.
+pub fn log_log_panel<'a, 'b>(
+    panel: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    curves: &[&[(f64, u64)]],
+) -> Result<(LogPanel<'a, 'b>, f64)> {
+    let x_max = curves
+        .iter()
+        .filter_map(|s| s.iter().rev().nth(1).map(|&(q, _)| x_of(q, f64::MAX)))
+        .fold(10.0f64, f64::max);
+    let values = || curves.iter().flat_map(|s| s.iter().map(|&(_, v)| v));
+    let lo = values().min().unwrap_or(1).max(1) as f64;
+    let hi = values().max().unwrap_or(1).max(2) as f64;
+    let y_lo = 10f64.powf(lo.log10().floor());
+    let y_hi = 10f64.powf(hi.log10().ceil());
+    let mut chart = ChartBuilder::on(panel)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1f64..x_max).log_scale(), (y_lo..y_hi).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| percent_label(*x))
+        .y_label_formatter(&|y| latency_label(*y))
+        .draw()
+        .map_err(err)?;
+    Ok((chart, x_max))
+}
+
+/// What [`log_log_panel`] draws on.
+pub type LogPanel<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<
+        plotters::coord::combinators::LogCoord<f64>,
+        plotters::coord::combinators::LogCoord<f64>,
+    >,
+>;
+
+/// The x coordinate of quantile `q` (`1 / (1 - q)`, the last point at `x_max`).
+pub fn x_of(q: f64, x_max: f64) -> f64 {
     if q >= 1.0 {
         x_max
     } else {
@@ -99,7 +145,7 @@ fn color_of(transport: &str) -> RGBColor {
     }
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
@@ -140,47 +186,18 @@ pub fn draw(path: &std::path::Path, o: &Options, all: &[Measurement]) -> Result<
             if series.is_empty() {
                 continue;
             }
-            let x_max = series
-                .iter()
-                .filter_map(|(_, s)| s.iter().rev().nth(1).map(|&(q, _)| x_of(q, f64::MAX)))
-                .fold(10.0f64, f64::max);
-            let lo = series
-                .iter()
-                .flat_map(|(_, s)| s.iter().map(|&(_, v)| v))
-                .min()
-                .unwrap_or(1)
-                .max(1) as f64;
-            let hi = series
-                .iter()
-                .flat_map(|(_, s)| s.iter().map(|&(_, v)| v))
-                .max()
-                .unwrap_or(1)
-                .max(2) as f64;
-            let y_lo = 10f64.powf(lo.log10().floor());
-            let y_hi = 10f64.powf(hi.log10().ceil());
+            let curves: Vec<&[(f64, u64)]> = series.iter().map(|(_, s)| s.as_slice()).collect();
             let reading = if o.touch_payload {
                 "all of it"
             } else {
                 "its 16 B header"
             };
-            let mut chart = ChartBuilder::on(panel)
-                .caption(
-                    format!("{payload} B payload, {wait_name} reading {reading}"),
-                    ("sans-serif", 18),
-                )
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(70)
-                .build_cartesian_2d((1f64..x_max).log_scale(), (y_lo..y_hi).log_scale())
-                .map_err(err)?;
-            chart
-                .configure_mesh()
-                .x_desc("percentile")
-                .y_desc("one-way latency")
-                .x_label_formatter(&|x| percent_label(*x))
-                .y_label_formatter(&|y| latency_label(*y))
-                .draw()
-                .map_err(err)?;
+            let (mut chart, x_max) = log_log_panel(
+                panel,
+                &format!("{payload} B payload, {wait_name} reading {reading}"),
+                "one-way latency",
+                &curves,
+            )?;
             for (i, points) in &series {
                 let Some(c) = CASES.get(*i) else { continue };
                 let color = color_of(c.transport);

@@ -12,6 +12,9 @@
 //! `percentiles.csv` (the plotted series) into `--out`. `--help` lists the options;
 //! `--quick` is a short end-to-end check of every transport.
 //!
+//! `chronicle-compare tick-to-route --build A=CHRON_CLI --build B=CHRON_CLI` runs the demo
+//! topology with two or more builds side by side instead (see [`t2r`]).
+//!
 //! By default every reader reads only the 16-byte stamp and sequence number of each
 //! message, except that chronicle's reader verifies its CRC over the whole record, so at
 //! 1 KiB chronicle is the only transport whose reader touches every cache line of the
@@ -28,6 +31,7 @@ mod iox;
 mod machine;
 mod options;
 mod report;
+mod t2r;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -153,6 +157,9 @@ fn main() -> ExitCode {
     if let Some(code) = harness::run_child_if_requested_with(&reg) {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if std::env::args().nth(1).as_deref() == Some("tick-to-route") {
+        return tick_to_route();
+    }
     let opts = match Options::parse(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -169,6 +176,28 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("chronicle-compare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chronicle-compare tick-to-route ...` (see [`t2r`]).
+fn tick_to_route() -> ExitCode {
+    let opts = match t2r::Options::parse(std::env::args().skip(2)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{}", t2r::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chronicle-compare tick-to-route: {e:#}\n\n{}", t2r::HELP);
+            return ExitCode::from(2);
+        }
+    };
+    match t2r::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chronicle-compare tick-to-route: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ pub const HELP: &str = "\
 chronicle-compare: cross-process latency and throughput of chronicle and the alternatives
 
 usage: chronicle-compare [options]
+       chronicle-compare tick-to-route --help   (the demo topology, builds side by side)
 
   --out DIR          output directory (default target/compare)
   --rounds N         rounds; every case runs once per round (default 3)
