@@ -62,7 +62,7 @@ pub struct Args {
     /// processes share CPUs, 1000000 with a core each or with --pin).
     #[arg(long)]
     pub spin: Option<u32>,
-    /// `sched_yield`s a waiting strategy or router makes before sleeping (default: 2 when the
+    /// `sched_yield`s a waiting strategy or router makes before sleeping (default: 10 when the
     /// processes share CPUs, 0 otherwise).
     #[arg(long)]
     pub yields: Option<u32>,
@@ -467,7 +467,7 @@ impl WaitPolicy {
 /// Busy polls before yielding when processes share CPUs (measured: BENCHMARKS.md "Tick to route").
 const SHARED_SPIN: u32 = 200;
 /// `sched_yield`s before sleeping when processes share CPUs.
-const SHARED_YIELDS: u32 = 2;
+const SHARED_YIELDS: u32 = 10;
 
 fn with_kills(mut v: Value, kills: u32) -> Value {
     if let Some(m) = v.as_object_mut() {
