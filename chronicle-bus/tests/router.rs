@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chronicle_bus::orders::record::{ORDER, ROUTED};
 use chronicle_bus::orders::{
-    Fate, FateCode, FateReader, Kind, Order, Problem, RejectCode, Routed, Router, RouterConfig,
-    audit,
+    Fate, FateCode, FateReader, Kind, Order, Problem, ROUTER_READER, RejectCode, Routed, Router,
+    RouterConfig, audit,
 };
 use chronicle_bus::sched::Backpressure;
 use chronicle_bus::{BusLayout, SourceId, StrategyConfig, StrategyEndpoints};
@@ -164,6 +164,33 @@ fn routed_orders_are_in_router_out_and_their_fates_say_where() {
     assert_eq!(stats[0].fates.get(FateCode::Routed), 3);
     router.close().unwrap();
     assert!(audit(&layout).unwrap().is_clean());
+}
+
+#[test]
+fn a_strategy_sees_when_a_router_holds_its_queue() {
+    let (_d, layout) = bus();
+    let mut ep = strategy(&layout, "s1");
+    assert!(!ep.router_attached(ROUTER_READER).unwrap());
+    // Discovery is polled once, at the first step: the fates queue is opened on a helper thread
+    // and the strategy is attached by a later step, with no second poll.
+    let mut c = cfg(0, 16);
+    c.poll_every = Duration::from_secs(3600);
+    let mut router = Router::open(&layout, c).unwrap();
+    let end = Instant::now() + T;
+    while !ep.router_attached(ROUTER_READER).unwrap() {
+        assert!(Instant::now() < end, "never attached");
+        if !router.step().unwrap() {
+            router.wait(Duration::from_micros(200)).unwrap();
+        }
+    }
+    assert_eq!(router.strategies()[0].attached, 1);
+    send(&mut ep, &order(1, Kind::New, far()));
+    let fates = fates_until(&mut router, &layout, "s1", &mut Vec::new(), 1);
+    assert_eq!(fates[0].code, FateCode::Routed);
+    // Another reader name is not the router.
+    assert!(!ep.router_attached("someone-else").unwrap());
+    router.close().unwrap();
+    assert!(!ep.router_attached(ROUTER_READER).unwrap());
 }
 
 #[test]
