@@ -176,8 +176,8 @@ impl QueueReader {
             None => (None, None),
         };
         let lock_probe = sys::open_ro_nofollow(&dir.lock()).ok();
-        // Placeholder segment: the oldest (replaced by the seek below).
-        let (seg, _) = open_earliest(&dir, &control, &geom)?;
+        // Placeholder segment (replaced by the seek below).
+        let seg = open_placeholder(&dir, &control, &geom)?;
         let mut r = QueueReader {
             offset: SEGMENT_HEADER_SIZE,
             next_seq: seg.base_seq(),
@@ -858,8 +858,11 @@ impl QueueReader {
             }
         }
         let ids = self.dir.list_segments()?;
-        // Newest segment whose base seq is <= target.
+        // Newest segment whose base seq is <= target. A segment that does not open (damaged)
+        // is passed over: if the target lies in it, the walk from its predecessor runs into
+        // it and reports it; if the target lies after it, the damage is no concern of ours.
         let mut chosen = None;
+        let mut damaged = None;
         for &id in ids.iter().rev().filter(|&&id| id <= tail.segment) {
             match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) if s.base_seq() <= target => {
@@ -868,10 +871,13 @@ impl QueueReader {
                 }
                 Ok(_) => continue,
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+                Err(e) => damaged = Some(e),
             }
         }
         let Some(seg) = chosen else {
+            if let Some(e) = damaged {
+                return Err(e);
+            }
             let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
             return self.lost(target, oldest);
         };
@@ -879,11 +885,9 @@ impl QueueReader {
         let start = Index::open(&self.dir, seg.id, &self.geom, false)
             .ok()
             .and_then(|idx| idx.floor(target, |e| e.seq))
-            .filter(|e| {
-                e.offset >= SEGMENT_HEADER_SIZE
-                    && e.offset % 8 == 0
-                    && e.offset < self.geom.data_end()
-            });
+            // An index that reached the disk ahead of its segment's pages (power loss) names
+            // records that are not there: use an entry only where its record is.
+            .filter(|e| holds_record(&seg, &self.geom, e.offset, e.seq));
         match start {
             Some(e) => self.set_pos(seg, e.offset, e.seq),
             None => self.set_pos(seg, SEGMENT_HEADER_SIZE, base),
@@ -927,7 +931,8 @@ impl QueueReader {
             let seg = match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) => s,
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+                // Damaged: passed over like in `seek_seq` (a walk that reaches it reports it).
+                Err(_) => continue,
             };
             let idx = Index::open(&self.dir, id, &self.geom, false).ok();
             let first_ts = idx.as_ref().and_then(|i| i.get(0)).map(|e| e.timestamp_ns);
@@ -952,11 +957,9 @@ impl QueueReader {
         };
         let start = idx
             .and_then(|i| i.floor(t.saturating_sub(1), |e| e.timestamp_ns))
-            .filter(|e| {
-                e.offset >= SEGMENT_HEADER_SIZE
-                    && e.offset % 8 == 0
-                    && e.offset < self.geom.data_end()
-            });
+            // An index that reached the disk ahead of its segment's pages (power loss) names
+            // records that are not there: use an entry only where its record is.
+            .filter(|e| holds_record(&seg, &self.geom, e.offset, e.seq));
         let base = seg.base_seq();
         match start {
             Some(e) => self.set_pos(seg, e.offset, e.seq),
@@ -965,7 +968,12 @@ impl QueueReader {
         self.skip_while(|_, ts| ts < t)
     }
 
-    /// Restores a persisted position, verifying it against the data.
+    /// Restores a persisted position, verifying it against the data: the record the position
+    /// names must be at its offset, or the position must lead to it over PADs and ABORTED
+    /// regions only (a reader that stopped at a segment's end or at a record a dead writer
+    /// tore). Otherwise the sequence number decides: `SeqNotWritten` when the queue does not
+    /// reach it (its tail was lost, e.g. in a power cut), `PositionMismatch` when it is
+    /// elsewhere (the lost sequence numbers were assigned again). Never lands mid-record.
     fn restore(&mut self, p: Position) -> Result<()> {
         let seg = match Segment::open_ro(&self.dir, p.segment, &self.geom) {
             Ok(s) => s,
@@ -978,26 +986,72 @@ impl QueueReader {
         let plausible = p.offset >= SEGMENT_HEADER_SIZE
             && p.offset % 8 == 0
             && p.offset <= self.geom.data_end();
-        if plausible {
-            let ok = match seg.commit_at(p.offset).map(|w| w.load(Ordering::Acquire)) {
-                Some(0) => true,
-                Some(c) => match decode_commit(c) {
-                    Some((RecordKind::Data, _)) => seg
-                        .bytes(p.offset, RECORD_HEADER_SIZE)
-                        .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == p.next_seq),
-                    Some(_) => true,
-                    None => false,
-                },
-                None => false,
-            };
-            if ok {
-                self.set_pos(seg, p.offset, p.next_seq);
-                self.last_ts = p.timestamp_ns;
-                return Ok(());
-            }
+        if !plausible {
+            // A damaged meta: the sequence number is all that is left of the position.
+            return self.seek_seq(p.next_seq);
         }
-        // The stored offset does not match the data: fall back to the sequence number.
-        self.seek_seq(p.next_seq)
+        if !holds_record(&seg, &self.geom, p.offset, p.next_seq) {
+            // Where the sequence number really is (or `SeqNotWritten` beyond the true tail)...
+            self.seek_seq(p.next_seq)?;
+            let found = (self.seg.id, self.offset);
+            // ...and whether the saved offset leads there without passing a DATA record.
+            let (offset, path) = (p.offset, seg.path.clone());
+            self.set_pos(seg, offset, p.next_seq);
+            let leads =
+                self.skip_while(|_, _| false).is_ok() && (self.seg.id, self.offset) == found;
+            if !leads {
+                return Err(Error::PositionMismatch {
+                    path,
+                    offset,
+                    wanted_seq: p.next_seq,
+                    found_segment: found.0,
+                    found_offset: found.1,
+                });
+            }
+            self.next_seq = p.next_seq;
+            self.last_ts = p.timestamp_ns;
+            return Ok(());
+        }
+        self.set_pos(seg, p.offset, p.next_seq);
+        self.last_ts = p.timestamp_ns;
+        Ok(())
+    }
+}
+
+/// True when a committed DATA record carrying `seq` starts at `offset` of `seg` (header only:
+/// the CRC is checked when the record is read).
+fn holds_record(seg: &Segment, geom: &Geometry, offset: u64, seq: u64) -> bool {
+    if offset < SEGMENT_HEADER_SIZE || offset % 8 != 0 || offset >= geom.data_end() {
+        return false;
+    }
+    // SYNC POINT: Acquire pairs with the writer's Release store of the commit word.
+    let Some(c) = seg.commit_at(offset).map(|w| w.load(Ordering::Acquire)) else {
+        return false;
+    };
+    matches!(decode_commit(c), Some((RecordKind::Data, _)))
+        && seg
+            .bytes(offset, RECORD_HEADER_SIZE)
+            .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == seq)
+}
+
+/// Opens a segment to hold until the reader seeks: the newest published one that opens, so
+/// that damage confined to old segments stops only the readers that run into it.
+fn open_placeholder(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<Segment> {
+    let tail = control.tail();
+    let ids = dir.list_segments()?;
+    let newest_published = tail.segment.max(ids.first().copied().unwrap_or(0));
+    let mut damaged = None;
+    for &id in ids.iter().rev().filter(|&&id| id <= newest_published) {
+        match Segment::open_ro(dir, id, geom) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => damaged = Some(e),
+        }
+    }
+    match damaged {
+        Some(e) => Err(e),
+        // None present (or all removed while listing): the oldest, with its retries.
+        None => open_earliest(dir, control, geom).map(|(s, _)| s),
     }
 }
 
