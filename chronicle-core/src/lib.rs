@@ -28,6 +28,8 @@ pub mod eventfd;
 pub(crate) mod index;
 pub mod layout;
 pub(crate) mod map;
+#[doc(hidden)]
+pub mod powercut;
 pub mod reader;
 pub mod reader_meta;
 pub mod recovery;

@@ -205,12 +205,16 @@ impl QueueReader {
             liveness_interval: config.liveness_interval.max(Duration::from_millis(1)),
             on_lost: config.on_lost,
         };
+        let created = persisted.is_none();
         match persisted {
             Some(p) => r.restore(p)?,
             None => r.seek(config.start)?,
         }
         if r.meta.is_some() {
             r.commit()?;
+            if let Some(m) = r.meta.as_ref().filter(|_| created) {
+                m.sync()?;
+            }
         }
         Ok(r)
     }
@@ -979,7 +983,20 @@ impl QueueReader {
             Ok(s) => s,
             Err(e) if e.is_not_found() => {
                 let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
-                return self.lost(p.next_seq, oldest);
+                if p.next_seq < oldest {
+                    return self.lost(p.next_seq, oldest);
+                }
+                // Not retention: recovery removed the segment because history now ends before
+                // it (a power cut). `SeqNotWritten` while the seq is beyond the tail; once it
+                // was assigned again, in another file, the position does not match.
+                self.seek_seq(p.next_seq)?;
+                return Err(Error::PositionMismatch {
+                    path: self.dir.segment(p.segment),
+                    offset: p.offset,
+                    wanted_seq: p.next_seq,
+                    found_segment: self.seg.id,
+                    found_offset: self.offset,
+                });
             }
             Err(e) => return Err(e),
         };

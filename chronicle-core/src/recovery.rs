@@ -21,8 +21,9 @@ use crate::control::{Geometry, QueueDir};
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
-    KIND_ABORTED, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET, RECORD_HEADER_SIZE, RecordKind,
-    SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_len,
+    KIND_ABORTED, REC_CRC_OFFSET, REC_CRC_START, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET,
+    RECORD_HEADER_SIZE, RecordKind, SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_crc,
+    record_len,
 };
 use crate::segment::Segment;
 
@@ -198,6 +199,12 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
                 seq,
                 timestamp_ns,
             } => {
+                if !crc_ok(&seg, o, len) {
+                    // Pages of this record never reached the disk (a power cut: its commit
+                    // word did, a later page of it did not). History ends before it; recovery
+                    // fences it and whatever follows (`torn_extent`).
+                    break o;
+                }
                 if scanned > 0 && seq != next_seq {
                     return Err(Error::corrupted(
                         &seg.path,
@@ -251,6 +258,41 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
     })
 }
 
+/// True when the DATA record at `offset` (header already checked by `step`) passes its CRC.
+fn crc_ok(seg: &Segment, offset: u64, len: u32) -> bool {
+    seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len))
+        .is_some_and(|rec| {
+            let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
+            record_crc(covered) == le_u32(rec, REC_CRC_OFFSET)
+        })
+}
+
+/// Walks to the tail from the published tail segment, or from an earlier one when the
+/// segment before it does not end with a PAD: after a power cut the tail segment's pages (and
+/// `queue.meta`) can reach the disk while the end of its predecessor does not, and then history
+/// ends in the predecessor (the later segment is removed like a prepared one). Costs one walk of
+/// the segment before the tail. A predecessor that does not open (damaged, or removed by
+/// retention meanwhile) is left to the readers that reach it.
+fn walk_checked(
+    dir: &QueueDir,
+    geom: &Geometry,
+    ids: &[u64],
+    start: u64,
+    writable: bool,
+) -> Result<Walk> {
+    let mut s = start;
+    loop {
+        let Some(prev) = s.checked_sub(1).filter(|p| ids.contains(p)) else {
+            return walk_to_tail(dir, geom, s, writable);
+        };
+        match walk_to_tail(dir, geom, prev, writable) {
+            Ok(w) if w.seg.id >= s => return Ok(w),
+            Ok(_) => s = prev,
+            Err(_) => return walk_to_tail(dir, geom, s, writable),
+        }
+    }
+}
+
 /// The segment a walk starts from: the published tail segment when it exists, else the oldest
 /// (prepared-ahead segments are never reached through a PAD, so the walk stops at the true tail).
 fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
@@ -260,10 +302,13 @@ fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Bytes from `tail` to the last non-zero byte in the window one maximal record long after it
-/// (what a writer that died mid-record can have written), or `None` when the window is clean.
+/// Bytes from `tail` to the last non-zero byte after it in the segment, or `None` when the
+/// rest of the segment is clean. A writer that died mid-record can have written one maximal
+/// record's worth; after a power cut, any later page of the segment can hold records that
+/// reached the disk while an earlier page did not, so the whole rest is looked at (a scan of
+/// the segment's unused part at writer open).
 fn torn_extent(seg: &Segment, geom: &Geometry, tail: u64) -> Result<Option<u64>> {
-    let window_end = (tail + record_len(u64::from(geom.max_payload))).min(geom.data_end());
+    let window_end = geom.data_end();
     let window = seg
         .bytes(tail, window_end.saturating_sub(tail))
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
@@ -307,7 +352,7 @@ pub(crate) fn recover(
         last_ts,
         scanned,
         entries,
-    } = walk_to_tail(dir, geom, start, true)?;
+    } = walk_checked(dir, geom, &ids, start, true)?;
     // Torn-record repair.
     let action = fence_torn_tail(&seg, geom, tail_offset)?;
     let tail_offset = match action {
@@ -354,12 +399,16 @@ pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Resu
     let total = total.min(geom.data_end() - tail);
     let body = total.saturating_sub(RECORD_HEADER_SIZE);
     let ptr = seg
-        .write_ptr(tail, RECORD_HEADER_SIZE)
+        .write_ptr(tail, total)
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail segment is not writable"))?;
-    // SAFETY: `ptr..ptr+32` is inside the writable mapping (checked by write_ptr). Bytes after
-    // the commit word are not read by anyone until the commit word below is published, and the
+    // The whole fenced region is zeroed, not only the header: after a power cut it can hold
+    // intact records of a lost history (pages that reached the disk after a hole), and a saved
+    // reader position pointing at one of them must not find it there (`QueueReader::restore`).
+    // SAFETY: `ptr..ptr+total` is inside the writable mapping (checked by write_ptr). Bytes
+    // after the commit word belong to no record of the recovered history: readers read them
+    // only after Acquire-loading a non-zero commit word at a position of that history, and the
     // commit word itself is written only through the atomic below.
-    unsafe { std::ptr::write_bytes(ptr.add(4), 0, RECORD_HEADER_SIZE as usize - 4) };
+    unsafe { std::ptr::write_bytes(ptr.add(4), 0, total as usize - 4) };
     let word = seg
         .commit_at(tail)
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
@@ -403,7 +452,7 @@ pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) ->
         });
     };
     let start = walk_start(&ids, hint_segment).unwrap_or(newest);
-    let walk = walk_to_tail(dir, geom, start, false)?;
+    let walk = walk_checked(dir, geom, &ids, start, false)?;
     let torn = torn_extent(&walk.seg, geom, walk.tail_offset)?.map(|len| (walk.tail_offset, len));
     let (seg, tail_offset, next_seq, walked) =
         (walk.seg, walk.tail_offset, walk.next_seq, walk.scanned);

@@ -582,15 +582,21 @@ impl QueueWriter {
         // PAD the rest of the current segment (its length field is unused: 0).
         let offset = self.offset;
         crash::point("roll.before_pad");
-        if self.durability != Durability::PageCache {
-            let _ = self.sync();
-        }
         let word = self.seg.commit_at(offset).ok_or_else(|| {
             Error::corrupted(&self.seg.path, offset, "no room for the PAD record")
         })?;
         // SYNC POINT: Release publishes the next segment (its header, base_seq and file) to
         // readers, who Acquire-load this PAD and then open segment `next_id`.
         word.store(commit_word(KIND_PAD, 0), Ordering::Release);
+        if self.durability != Durability::PageCache {
+            // The PAD is made durable with the records before it and before any record of the
+            // next segment is: otherwise a power cut could keep msynced records of the next
+            // segment behind a full segment that does not lead to it (recovery would then end
+            // history in the full one).
+            self.offset = offset + 8;
+            let _ = self.sync();
+            self.offset = offset;
+        }
         crash::point("roll.after_pad");
         let old = std::mem::replace(&mut self.seg, next);
         let old_index = std::mem::replace(&mut self.index, next_index);
