@@ -2,10 +2,11 @@
 //!
 //! A power cut keeps, of every page, some version written since the last time the page was
 //! made durable (msync of a mapping, fsync of a file). To model that, a test must know what was
-//! made durable and when: with the cargo feature `power-model`, every successful msync
-//! (`Map::flush_range`) and fsync (`sys::fsync_path`) the library issues appends the bytes it
-//! made durable to a process-wide log, which the test drains with [`take_under`]. Without the
-//! feature [`record`] is an empty inline function. The feature exists for tests only.
+//! made durable and when: with the cargo feature `power-model`, once a test called [`enable`],
+//! every successful msync (`Map::flush_range`) and fsync (`sys::fsync_path`) the library issues
+//! appends the bytes it made durable to a process-wide log, which the test drains with
+//! [`take_under`]. Without the feature [`record`] is an empty inline function; with it but not
+//! enabled (other tests of a build with all features), one relaxed load. Tests only.
 
 use std::path::{Path, PathBuf};
 
@@ -23,9 +24,28 @@ pub struct Synced {
 #[cfg(feature = "power-model")]
 static LOG: std::sync::Mutex<Vec<Synced>> = std::sync::Mutex::new(Vec::new());
 
+#[cfg(feature = "power-model")]
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts logging (for the rest of the process). Without `power-model`, nothing is ever logged.
+pub fn enable() {
+    // Relaxed: the flag orders nothing; the log itself is behind a mutex.
+    #[cfg(feature = "power-model")]
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called (callers skip gathering bytes otherwise).
+#[cfg(feature = "power-model")]
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Records that `bytes` at `offset` of `path` are durable now.
 #[cfg(feature = "power-model")]
 pub(crate) fn record(path: &Path, offset: u64, bytes: &[u8]) {
+    if !enabled() {
+        return;
+    }
     if let Ok(mut log) = LOG.lock() {
         log.push(Synced {
             path: path.to_path_buf(),

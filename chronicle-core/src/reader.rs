@@ -91,6 +91,8 @@ pub struct QueueReader {
     peeked: Option<Head>,
     hb_countdown: u32,
     idle_polls: u32,
+    /// Idle polls until the next `check_hole` (0: at the next one).
+    hole_check: u32,
     /// `(segment id, offset)`: pages of that segment below the offset have been touched by
     /// `fault_ahead`.
     faulted: (u64, u64),
@@ -152,6 +154,9 @@ const FAULT_AHEAD: u64 = 256 << 10;
 /// How much of a retired segment's mapping one idle poll releases (16 page-table entries).
 const RELEASE_STEP: u64 = 64 << 10;
 
+/// Idle polls between checks for a hole before the tail (`check_hole`).
+const HOLE_CHECK_EVERY: u32 = 1024;
+
 /// Idle polls between attempts to open the next segment ahead of time while it does not exist.
 const PREOPEN_RETRY: u32 = 4096;
 
@@ -189,6 +194,7 @@ impl QueueReader {
             peeked: None,
             hb_countdown: HEARTBEAT_EVERY,
             idle_polls: 0,
+            hole_check: 0,
             faulted: (u64::MAX, 0),
             next_seg: None,
             preopen_backoff: 0,
@@ -309,6 +315,10 @@ impl QueueReader {
                 self.seg.prefetch(self.offset + READ_PREFETCH_AHEAD, false);
                 self.fault_ahead();
                 self.idle_heartbeat();
+                if self.hole_check == 0 {
+                    self.check_hole()?;
+                }
+                self.hole_check -= 1;
                 return Ok(None);
             }
             match decode_commit(c) {
@@ -373,6 +383,32 @@ impl QueueReader {
                 }
             }
         }
+    }
+
+    /// An empty slot is the tail only in the segment the writer writes: if the published tail
+    /// names a later segment, the pages here were lost (a power cut with `PageCache`, DESIGN.md
+    /// section 8) and waiting would wait forever. Run at the first idle poll and then every
+    /// `HOLE_CHECK_EVERY` (it reads the tail's line, which the writer stores on every commit).
+    #[cold]
+    #[inline(never)]
+    fn check_hole(&mut self) -> Result<()> {
+        self.hole_check = HOLE_CHECK_EVERY;
+        // The writer Release-stores the PAD before it publishes a later tail segment (`roll`),
+        // and `tail()` Acquire-reads the tail: a later segment seen here means a PAD would be
+        // visible at the end of this one. Re-check the slot after reading the tail.
+        let tail = self.control.tail();
+        let empty = self
+            .seg
+            .commit_at(self.offset)
+            .is_some_and(|w| w.load(Ordering::Acquire) == 0);
+        if tail.segment > self.seg.id && empty {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "no record here, but the queue continues in a later segment (pages lost)",
+            ));
+        }
+        Ok(())
     }
 
     /// Skips the record at the current position (after a `Corrupted` error). If its length is
@@ -898,6 +934,8 @@ impl QueueReader {
         }
         self.skip_while(|seq, _| seq < target)?;
         if self.next_seq < target {
+            // Stopped at an empty slot: the tail, unless the queue goes on in a later segment.
+            self.check_hole()?;
             return Err(Error::SeqNotWritten {
                 wanted_seq: target,
                 next_seq: self.next_seq,

@@ -308,7 +308,8 @@ fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
 /// reached the disk while an earlier page did not, so the whole rest is looked at (a scan of
 /// the segment's unused part at writer open).
 fn torn_extent(seg: &Segment, geom: &Geometry, tail: u64) -> Result<Option<u64>> {
-    let window_end = geom.data_end();
+    // To the file's end: the PAD reserve after `data_end` can hold a lost history's PAD.
+    let window_end = geom.segment_size;
     let window = seg
         .bytes(tail, window_end.saturating_sub(tail))
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
@@ -393,25 +394,41 @@ pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Resu
     let Some(extent) = torn_extent(seg, geom, tail)? else {
         return Ok(RecoveryAction::NoAction);
     };
-    // Cover [tail, tail + last_nz] rounded up to a whole record (at least a header).
-    let covered = extent.max(RECORD_HEADER_SIZE);
-    let total = record_len(covered - RECORD_HEADER_SIZE);
-    let total = total.min(geom.data_end() - tail);
-    let body = total.saturating_sub(RECORD_HEADER_SIZE);
+    // Zero [tail + 4, tail + extent): after a power cut the bytes after the tail can hold
+    // intact records (and a PAD) of a lost history, from pages that reached the disk after a
+    // hole; a saved reader position pointing at one of them must not find it there
+    // (`QueueReader::restore`), and no reader may take one for the next record.
+    let zero_end = tail + extent;
     let ptr = seg
-        .write_ptr(tail, total)
+        .write_ptr(
+            tail,
+            extent.max(RECORD_HEADER_SIZE).min(geom.segment_size - tail),
+        )
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail segment is not writable"))?;
-    // The whole fenced region is zeroed, not only the header: after a power cut it can hold
-    // intact records of a lost history (pages that reached the disk after a hole), and a saved
-    // reader position pointing at one of them must not find it there (`QueueReader::restore`).
-    // SAFETY: `ptr..ptr+total` is inside the writable mapping (checked by write_ptr). Bytes
-    // after the commit word belong to no record of the recovered history: readers read them
-    // only after Acquire-loading a non-zero commit word at a position of that history, and the
-    // commit word itself is written only through the atomic below.
-    unsafe { std::ptr::write_bytes(ptr.add(4), 0, total as usize - 4) };
+    // SAFETY: `ptr..ptr+extent` is inside the writable mapping (checked by write_ptr, `extent`
+    // was measured in it). These bytes belong to no record of the recovered history: readers
+    // read bytes after a commit word only after Acquire-loading it non-zero at a position of
+    // that history, and the commit word at `tail` is written only through the atomic below.
+    unsafe { std::ptr::write_bytes(ptr.add(4), 0, (zero_end - tail).saturating_sub(4) as usize) };
+    // Then cover the region with an ABORTED record rounded up to a whole record (at least a
+    // header), where one fits before the PAD reserve; a region inside the reserve is clean now.
+    let covered = extent.max(RECORD_HEADER_SIZE);
+    let total = record_len(covered - RECORD_HEADER_SIZE).min(geom.data_end().saturating_sub(tail));
     let word = seg
         .commit_at(tail)
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
+    if total < RECORD_HEADER_SIZE {
+        // Relaxed: no reader of the recovered history reads this word before the writer
+        // publishes a record here (with Release).
+        word.store(0, Ordering::Relaxed);
+        return Ok(RecoveryAction::NoAction);
+    }
+    let body = total - RECORD_HEADER_SIZE;
+    if let Some(hdr) = seg.write_ptr(tail, RECORD_HEADER_SIZE) {
+        // SAFETY: in the writable mapping (checked); the header's bytes after the commit word,
+        // not read before the commit word below is published (as above).
+        unsafe { std::ptr::write_bytes(hdr.add(4), 0, RECORD_HEADER_SIZE as usize - 4) };
+    }
     // SYNC POINT: Release publishes the zeroed header; pairs with readers' Acquire load.
     word.store(commit_word(KIND_ABORTED, body as u32), Ordering::Release);
     Ok(RecoveryAction::Unblocked {

@@ -449,6 +449,7 @@ fn power_cuts() {
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .unwrap_or_else(|| chronicle_core::sys::realtime_ns());
     println!("power cuts: {cuts}, CHRONICLE_POWERCUT_SEED={base:#x}");
+    powercut::enable();
     let mut refused = 0;
     for i in 0..cuts {
         if !one_cut(base.wrapping_add(i)) {
