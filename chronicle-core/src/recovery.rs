@@ -199,9 +199,9 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
                 seq,
                 timestamp_ns,
             } => {
-                if !crc_ok(&seg, o, len) {
-                    // Pages of this record never reached the disk (a power cut: its commit
-                    // word did, a later page of it did not). History ends before it; recovery
+                if lost_page(&seg, o, len) {
+                    // A page of this record never reached the disk (a power cut: its commit
+                    // word did, another page of it did not). History ends before it; recovery
                     // fences it and whatever follows (`torn_extent`).
                     break o;
                 }
@@ -258,13 +258,33 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
     })
 }
 
-/// True when the DATA record at `offset` (header already checked by `step`) passes its CRC.
-fn crc_ok(seg: &Segment, offset: u64, len: u32) -> bool {
-    seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len))
-        .is_some_and(|rec| {
-            let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
-            record_crc(covered) == le_u32(rec, REC_CRC_OFFSET)
-        })
+/// True when the DATA record at `offset` (header already checked by `step`) fails its CRC
+/// and one of the 4 KiB pages it spans holds only zeroes within it: what a power cut leaves
+/// when that page's older version (from before the record was written: zeroes there) is what
+/// reached the disk. A record that fails its CRC otherwise (a flipped bit) is damage, not a
+/// lost page: recovery keeps it, readers report it (`Corrupted`), `skip_record` passes it.
+fn lost_page(seg: &Segment, offset: u64, len: u32) -> bool {
+    const PAGE: u64 = 4096;
+    let Some(rec) = seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len)) else {
+        return false;
+    };
+    let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
+    if record_crc(covered) == le_u32(rec, REC_CRC_OFFSET) {
+        return false;
+    }
+    let end = offset + rec.len() as u64;
+    let mut from = offset;
+    while from < end {
+        let to = ((from / PAGE + 1) * PAGE).min(end);
+        let chunk = rec
+            .get((from - offset) as usize..(to - offset) as usize)
+            .unwrap_or(&[]);
+        if !chunk.is_empty() && chunk.iter().all(|&b| b == 0) {
+            return true;
+        }
+        from = to;
+    }
+    false
 }
 
 /// Walks to the tail from the published tail segment, or from an earlier one when the
