@@ -501,3 +501,85 @@ pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) ->
         torn,
     })
 }
+
+/// Damage before the tail segment found by [`find_damage`]: a segment that does not open, or
+/// whose records stop before the PAD that would lead to the next segment.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Damage {
+    /// The damaged segment.
+    pub segment: u64,
+    /// What is wrong, naming the file and offset (`Corrupted`, `NotYetInitialized`, ...).
+    pub error: Error,
+    /// The first sequence number that cannot be read, when known (the walk reached the damage
+    /// through intact records).
+    pub first_seq: Option<u64>,
+    /// The first sequence number readable again after the damage: the base of the next
+    /// segment that opens. Readers starting there or later are not affected. `None` when no
+    /// later segment opens.
+    pub resume_seq: Option<u64>,
+    /// The segment holding `resume_seq`.
+    pub resume_segment: Option<u64>,
+}
+
+/// Walks the queue's segments below `tail_segment` the way readers and recovery do (records,
+/// PADs, CRCs of records with a lost page) and lists where history is damaged, without writing
+/// anything. Each damaged segment is reported once; the walk resumes at the next segment that
+/// opens. Damage in the tail segment itself is recovery's (see [`check_tail`]).
+pub fn find_damage(dir: &QueueDir, geom: &Geometry, tail_segment: u64) -> Result<Vec<Damage>> {
+    let ids: Vec<u64> = dir
+        .list_segments()?
+        .into_iter()
+        .filter(|&id| id <= tail_segment)
+        .collect();
+    let resume_after = |bad: u64| {
+        ids.iter().filter(|&&id| id > bad).find_map(|&id| {
+            Segment::open_ro(dir, id, geom)
+                .ok()
+                .map(|s| (id, s.base_seq()))
+        })
+    };
+    let mut out = Vec::new();
+    let mut next = ids.first().copied();
+    while let Some(s) = next.filter(|&s| s < tail_segment) {
+        let (bad, error, first_seq) = match walk_to_tail(dir, geom, s, false) {
+            Ok(w) if w.seg.id >= tail_segment => break,
+            Ok(w) => (
+                w.seg.id,
+                Error::corrupted(
+                    &w.seg.path,
+                    w.tail_offset,
+                    "records end here, but the queue continues in a later segment",
+                ),
+                Some(w.next_seq),
+            ),
+            Err(e) => {
+                let bad = match &e {
+                    Error::Corrupted { path, .. }
+                    | Error::NotYetInitialized { path }
+                    | Error::VersionMismatch { path, .. }
+                    | Error::Io { path, .. } => ids
+                        .iter()
+                        .copied()
+                        .find(|&id| dir.segment(id) == *path)
+                        .unwrap_or(s),
+                    _ => s,
+                };
+                (bad, e, None)
+            }
+        };
+        if bad >= tail_segment {
+            break;
+        }
+        let resume = resume_after(bad);
+        out.push(Damage {
+            segment: bad,
+            error,
+            first_seq,
+            resume_seq: resume.map(|r| r.1),
+            resume_segment: resume.map(|r| r.0),
+        });
+        next = resume.map(|r| r.0);
+    }
+    Ok(out)
+}
