@@ -51,10 +51,9 @@ fn queue_with(n: u64, segment_size: u64) -> (tempfile::TempDir, PathBuf, Vec<(u6
     w.close().unwrap();
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     let mut at = Vec::new();
-    loop {
-        // The position before `next` is the record's own once a PAD has been followed: read
-        // the record first, then take its start from the position after minus its length.
-        let Some(m) = r.next().unwrap() else { break };
+    // The position before `next` is the record's own only once a PAD has been followed: read
+    // the record first, then take its start from the position after minus its length.
+    while let Some(m) = r.next().unwrap() {
         let len = m.payload().len() as u64;
         let after = r.position();
         let total = (32 + len + 7) & !7;

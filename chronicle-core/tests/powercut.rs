@@ -212,9 +212,8 @@ fn cut(h: &History, rng: &mut Rng, out: &Path) {
                 let (off, end) = (*off as usize, *off as usize + bytes.len());
                 if f == rel && off < hi && end > lo {
                     let mut page = floor.1.clone().unwrap_or_else(|| vec![0; hi - lo]);
-                    for i in lo.max(off)..hi.min(end) {
-                        page[i - lo] = bytes[i - off];
-                    }
+                    let (a, b) = (lo.max(off), hi.min(end));
+                    page[a - lo..b - lo].copy_from_slice(&bytes[a - off..b - off]);
                     floor = (*k, Some(page));
                 }
             }
@@ -447,7 +446,7 @@ fn power_cuts() {
     let base: u64 = std::env::var("CHRONICLE_POWERCUT_SEED")
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| chronicle_core::sys::realtime_ns());
+        .unwrap_or_else(chronicle_core::sys::realtime_ns);
     println!("power cuts: {cuts}, CHRONICLE_POWERCUT_SEED={base:#x}");
     powercut::enable();
     let mut refused = 0;
