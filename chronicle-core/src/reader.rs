@@ -1028,6 +1028,15 @@ impl QueueReader {
                 // it (a power cut). `SeqNotWritten` while the seq is beyond the tail; once it
                 // was assigned again, in another file, the position does not match.
                 self.seek_seq(p.next_seq)?;
+                if self.offset == SEGMENT_HEADER_SIZE
+                    && self.seg.id > p.segment
+                    && self.seg.base_seq() == p.next_seq
+                {
+                    // The position was at the segment's end (its PAD), and retention removed
+                    // the segment just now (it advances `oldest_seq` to exactly this seq).
+                    self.last_ts = p.timestamp_ns;
+                    return Ok(());
+                }
                 return Err(Error::PositionMismatch {
                     path: self.dir.segment(p.segment),
                     offset: p.offset,
