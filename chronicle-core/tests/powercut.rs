@@ -10,6 +10,9 @@
 //!
 //! - recovery (opening the writer) succeeds, and every record the durability mode promises is
 //!   there byte for byte; every record there is one that was written, in order, whole;
+//! - a named reader opened before recovery resumes at a position it committed and returns only
+//!   written records, whole, or is told (`SeqNotWritten`, `Corrupted` at a record with a lost
+//!   page, which recovery then fences);
 //! - each named reader resumes exactly at a position it committed, or gets `SeqNotWritten`
 //!   (its position is past the recovered tail) — and once the writer has assigned the lost
 //!   sequence numbers again (to records of other sizes), `PositionMismatch`; never a record
@@ -365,6 +368,46 @@ fn check_reader(
     }
 }
 
+fn check_before_recovery(q: &Path, name: &str, h: &History, ctx: &str) {
+    let commits = &h.commits[name];
+    let ctx = format!("{ctx}: {name} before recovery");
+    match QueueReader::open(q, ReaderConfig::named(name)) {
+        Ok(mut r) => {
+            let at = r.next_seq();
+            assert!(
+                commits.contains(&at),
+                "{ctx}: resumed at {at}, committed {commits:?}"
+            );
+            let mut seq = at;
+            loop {
+                match r.next() {
+                    Ok(Some(m)) => {
+                        assert_eq!(m.seq(), seq, "{ctx}");
+                        check_record(seq, m.payload(), u64::MAX, &[], h, &ctx);
+                        seq += 1;
+                    }
+                    Ok(None) => break,
+                    Err(Error::Corrupted { path, .. }) => {
+                        assert!(path.to_string_lossy().ends_with(".seg"), "{ctx}");
+                        break;
+                    }
+                    Err(e) => {
+                        allowed_damage(&e, h, &format!("{ctx}: reading {seq}"));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Error::SeqNotWritten { wanted_seq, .. }) => {
+            assert!(
+                commits.contains(&wanted_seq),
+                "{ctx}: {wanted_seq} {commits:?}"
+            );
+        }
+        Err(e) => allowed_damage(&e, h, &ctx),
+    }
+}
+
 /// One cut; false when recovery refused (typed) and nothing more could be checked.
 fn one_cut(seed: u64) -> bool {
     let mut rng = Rng(seed);
@@ -378,6 +421,17 @@ fn one_cut(seed: u64) -> bool {
     let h = run_before_cut(&q, mode, &mut rng);
     let img = dir.path().join("image");
     cut(&h, &mut rng, &img);
+
+    // A reader may come back before the writer: it resumes at a position it committed and reads
+    // only records that were written, whole; or it is told (`SeqNotWritten` past the end it can
+    // see, `Corrupted` at a record whose page was lost, which recovery will fence).
+    if let Some(name) = READERS
+        .iter()
+        .copied()
+        .find(|n| h.commits.contains_key(n) && rng.chance(30))
+    {
+        check_before_recovery(&img, name, &h, &ctx);
+    }
 
     // Recovery. With `PageCache` nothing was ever made durable, a segment's header included:
     // recovery may then refuse with a typed error naming the file, never guess.
