@@ -393,22 +393,7 @@ impl QueueReader {
     #[inline(never)]
     fn check_hole(&mut self) -> Result<()> {
         self.hole_check = HOLE_CHECK_EVERY;
-        // The writer Release-stores the PAD before it publishes a later tail segment (`roll`),
-        // and `tail()` Acquire-reads the tail: a later segment seen here means a PAD would be
-        // visible at the end of this one. Re-check the slot after reading the tail.
-        let tail = self.control.tail();
-        let empty = self
-            .seg
-            .commit_at(self.offset)
-            .is_some_and(|w| w.load(Ordering::Acquire) == 0);
-        if tail.segment > self.seg.id && empty {
-            return Err(Error::corrupted(
-                &self.seg.path,
-                self.offset,
-                "no record here, but the queue continues in a later segment (pages lost)",
-            ));
-        }
-        Ok(())
+        no_hole_at(&self.control, &self.seg, self.offset)
     }
 
     /// Skips the record at the current position (after a `Corrupted` error). If its length is
@@ -1064,6 +1049,19 @@ impl QueueReader {
             let leads =
                 self.skip_while(|_, _| false).is_ok() && (self.seg.id, self.offset) == found;
             if !leads {
+                // Lost pages rather than re-assigned seqs (before recovery): the records of the
+                // position's segment stop at an empty slot no later than the position, with no
+                // PAD, while the queue goes on in a later segment.
+                if let Ok(seg) = Segment::open_ro(&self.dir, p.segment, &self.geom) {
+                    let base = seg.base_seq();
+                    self.set_pos(seg, SEGMENT_HEADER_SIZE, base);
+                    if self.skip_while(|_, _| true).is_ok()
+                        && self.seg.id == p.segment
+                        && self.offset <= offset
+                    {
+                        no_hole_at(&self.control, &self.seg, self.offset)?;
+                    }
+                }
                 return Err(Error::PositionMismatch {
                     path,
                     offset,
@@ -1080,6 +1078,26 @@ impl QueueReader {
         self.last_ts = p.timestamp_ns;
         Ok(())
     }
+}
+
+/// `Corrupted` when the slot at `offset` of `seg` is empty although the published tail names a
+/// later segment: pages were lost there (see `QueueReader::check_hole`).
+fn no_hole_at(control: &Control, seg: &Segment, offset: u64) -> Result<()> {
+    // The writer Release-stores the PAD before it publishes a later tail segment (`roll`), and
+    // `tail()` Acquire-reads the tail: a later segment seen here means a PAD would be visible at
+    // the end of this one. So the tail is read first, the slot after.
+    let tail = control.tail();
+    let empty = seg
+        .commit_at(offset)
+        .is_some_and(|w| w.load(Ordering::Acquire) == 0);
+    if tail.segment > seg.id && empty {
+        return Err(Error::corrupted(
+            &seg.path,
+            offset,
+            "no record here, but the queue continues in a later segment (pages lost)",
+        ));
+    }
+    Ok(())
 }
 
 /// True when a committed DATA record carrying `seq` starts at `offset` of `seg` (header only:
