@@ -685,3 +685,88 @@ fn corruption_matrix_gives_typed_errors_naming_file_and_offset_and_doctor_finds_
         }
     }
 }
+
+#[test]
+fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
+    use chronicle_core::{Error, QueueReader, ReaderConfig, StartAt, WriterConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            segment_size: 64 << 10,
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..3000u64 {
+        w.append(1, &[i as u8; 60]).unwrap();
+    }
+    w.close().unwrap();
+    wait_unlocked(&q);
+    let base = |id: u64| {
+        let f = std::fs::File::open(q.join(format!("segments/{id:020}.seg"))).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 40).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let (base1, base2) = (base(1), base(2));
+    // A page in the middle of segment 1 lost (zeroes), as after a power cut without msync.
+    let seg1 = q.join("segments/00000000000000000001.seg");
+    let f = std::fs::OpenOptions::new().write(true).open(&seg1).unwrap();
+    f.write_all_at(&[0u8; 4096], 16 << 10).unwrap();
+    let o = run(&["doctor", p(&q)], b"");
+    assert_eq!(o.code, 1, "{o:?}");
+    let f = findings(&o);
+    let line = f
+        .iter()
+        .find(|l| l.contains("damaged-history") || l.contains(&format!("{}: segment 1:", p(&seg1))))
+        .unwrap_or_else(|| panic!("{f:?}"));
+    assert!(
+        line.contains(&format!(
+            "up to seq {} cannot be read; readers starting at seq {base2} (segment 2) or later are not affected",
+            base2 - 1
+        )),
+        "{line}"
+    );
+    assert!(line.contains(" from seq "), "{line}");
+    assert!(
+        line.contains("chron-cli doctor --fix --quarantine"),
+        "{line}"
+    );
+    let from: u64 = line
+        .split(" from seq ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(from > base1 && from < base2, "{from} {base1} {base2}");
+    // A plain --fix leaves it; --quarantine moves segments 0 and 1 aside.
+    let o = run(&["doctor", p(&q), "--fix"], b"");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(q.join("segments/00000000000000000000.seg").exists());
+    let o = run(&["doctor", p(&q), "--fix", "--quarantine"], b"");
+    assert!(
+        o.stdout.contains(&format!(
+            "moved segments [0, 1] to {}/quarantine/; the queue now starts at seq {base2} (segment 2)",
+            p(&q)
+        )),
+        "{o:?}"
+    );
+    assert!(q.join("quarantine/00000000000000000001.seg").exists());
+    assert!(q.join("quarantine/00000000000000000000.idx").exists());
+    let o = run(&["doctor", p(&q)], b"");
+    assert_eq!(o.code, 0, "{o:?}");
+    let mut r = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Earliest)).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), base2);
+    match QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(5))) {
+        Err(Error::PositionLost {
+            wanted_seq: 5,
+            oldest_seq,
+        }) => {
+            assert_eq!(oldest_seq, Some(base2));
+        }
+        other => panic!("{other:?}"),
+    }
+}

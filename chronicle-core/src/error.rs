@@ -95,6 +95,23 @@ pub enum Error {
         /// The next sequence number the writer will assign.
         next_seq: u64,
     },
+    /// A persisted reader position no longer matches the queue's data: the record it names is
+    /// not where the position says. This happens after a power loss took the queue's tail and
+    /// the recovering writer assigned the lost sequence numbers again (to records of other
+    /// sizes): the reader has seen records that no longer exist, so it is not moved silently.
+    /// Decide what the reader missed, then reset it (e.g. remove its meta and reopen at a seq).
+    PositionMismatch {
+        /// The segment file the position points into.
+        path: PathBuf,
+        /// The position's offset in it.
+        offset: u64,
+        /// The sequence number the position expects next.
+        wanted_seq: u64,
+        /// Segment holding `wanted_seq` in the queue as it is now.
+        found_segment: u64,
+        /// Offset of `wanted_seq` (or of the tail, if it is the next to be written) there.
+        found_offset: u64,
+    },
     /// A configuration value is out of range.
     InvalidConfig {
         /// Which setting and why.
@@ -217,6 +234,20 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "record {wanted_seq} has not been written yet (next is {next_seq})"
+            ),
+            Error::PositionMismatch {
+                path,
+                offset,
+                wanted_seq,
+                found_segment,
+                found_offset,
+            } => write!(
+                f,
+                "the saved position (record {wanted_seq} at offset {offset} of {}) does not match \
+                 the queue: record {wanted_seq} is at offset {found_offset} of segment \
+                 {found_segment} (the queue's tail was lost and its sequence numbers assigned \
+                 again, e.g. after a power loss); reset the reader",
+                path.display()
             ),
             Error::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
             Error::InvalidName { name } => write!(

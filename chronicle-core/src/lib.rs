@@ -28,6 +28,8 @@ pub mod eventfd;
 pub(crate) mod index;
 pub mod layout;
 pub(crate) mod map;
+#[doc(hidden)]
+pub mod powercut;
 pub mod reader;
 pub mod reader_meta;
 pub mod recovery;
@@ -48,8 +50,8 @@ pub use eventfd::EventFdBridge;
 pub use index::check_index;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
-pub use recovery::{RecoveryAction, RecoveryReport, TailCheck, check_tail};
-pub use retention::RetentionReport;
+pub use recovery::{Damage, RecoveryAction, RecoveryReport, TailCheck, check_tail, find_damage};
+pub use retention::{QuarantineReport, RetentionReport, quarantine};
 pub use writer::{Claim, QueueWriter};
 #[cfg(feature = "harness")]
 pub mod harness;

@@ -151,6 +151,7 @@ impl Map {
             let off = offset.min(end);
             m.flush_range(off as usize, (end - off) as usize)
                 .map_err(|e| Error::io(path, "msync", e))?;
+            crate::powercut::record(path, off, m.get(off as usize..end as usize).unwrap_or(&[]));
         }
         Ok(())
     }

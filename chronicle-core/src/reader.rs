@@ -91,6 +91,8 @@ pub struct QueueReader {
     peeked: Option<Head>,
     hb_countdown: u32,
     idle_polls: u32,
+    /// Idle polls until the next `check_hole` (0: at the next one).
+    hole_check: u32,
     /// `(segment id, offset)`: pages of that segment below the offset have been touched by
     /// `fault_ahead`.
     faulted: (u64, u64),
@@ -152,6 +154,9 @@ const FAULT_AHEAD: u64 = 256 << 10;
 /// How much of a retired segment's mapping one idle poll releases (16 page-table entries).
 const RELEASE_STEP: u64 = 64 << 10;
 
+/// Idle polls between checks for a hole before the tail (`check_hole`).
+const HOLE_CHECK_EVERY: u32 = 1024;
+
 /// Idle polls between attempts to open the next segment ahead of time while it does not exist.
 const PREOPEN_RETRY: u32 = 4096;
 
@@ -176,8 +181,8 @@ impl QueueReader {
             None => (None, None),
         };
         let lock_probe = sys::open_ro_nofollow(&dir.lock()).ok();
-        // Placeholder segment: the oldest (replaced by the seek below).
-        let (seg, _) = open_earliest(&dir, &control, &geom)?;
+        // Placeholder segment (replaced by the seek below).
+        let seg = open_placeholder(&dir, &control, &geom)?;
         let mut r = QueueReader {
             offset: SEGMENT_HEADER_SIZE,
             next_seq: seg.base_seq(),
@@ -189,6 +194,7 @@ impl QueueReader {
             peeked: None,
             hb_countdown: HEARTBEAT_EVERY,
             idle_polls: 0,
+            hole_check: 0,
             faulted: (u64::MAX, 0),
             next_seg: None,
             preopen_backoff: 0,
@@ -205,12 +211,16 @@ impl QueueReader {
             liveness_interval: config.liveness_interval.max(Duration::from_millis(1)),
             on_lost: config.on_lost,
         };
+        let created = persisted.is_none();
         match persisted {
             Some(p) => r.restore(p)?,
             None => r.seek(config.start)?,
         }
         if r.meta.is_some() {
             r.commit()?;
+            if let Some(m) = r.meta.as_ref().filter(|_| created) {
+                m.sync()?;
+            }
         }
         Ok(r)
     }
@@ -305,6 +315,10 @@ impl QueueReader {
                 self.seg.prefetch(self.offset + READ_PREFETCH_AHEAD, false);
                 self.fault_ahead();
                 self.idle_heartbeat();
+                if self.hole_check == 0 {
+                    self.check_hole()?;
+                }
+                self.hole_check -= 1;
                 return Ok(None);
             }
             match decode_commit(c) {
@@ -369,6 +383,17 @@ impl QueueReader {
                 }
             }
         }
+    }
+
+    /// An empty slot is the tail only in the segment the writer writes: if the published tail
+    /// names a later segment, the pages here were lost (a power cut with `PageCache`, DESIGN.md
+    /// section 8) and waiting would wait forever. Run at the first idle poll and then every
+    /// `HOLE_CHECK_EVERY` (it reads the tail's line, which the writer stores on every commit).
+    #[cold]
+    #[inline(never)]
+    fn check_hole(&mut self) -> Result<()> {
+        self.hole_check = HOLE_CHECK_EVERY;
+        no_hole_at(&self.control, &self.seg, self.offset)
     }
 
     /// Skips the record at the current position (after a `Corrupted` error). If its length is
@@ -858,8 +883,11 @@ impl QueueReader {
             }
         }
         let ids = self.dir.list_segments()?;
-        // Newest segment whose base seq is <= target.
+        // Newest segment whose base seq is <= target. A segment that does not open (damaged)
+        // is passed over: if the target lies in it, the walk from its predecessor runs into
+        // it and reports it; if the target lies after it, the damage is no concern of ours.
         let mut chosen = None;
+        let mut damaged = None;
         for &id in ids.iter().rev().filter(|&&id| id <= tail.segment) {
             match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) if s.base_seq() <= target => {
@@ -868,10 +896,13 @@ impl QueueReader {
                 }
                 Ok(_) => continue,
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+                Err(e) => damaged = Some(e),
             }
         }
         let Some(seg) = chosen else {
+            if let Some(e) = damaged {
+                return Err(e);
+            }
             let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
             return self.lost(target, oldest);
         };
@@ -879,17 +910,17 @@ impl QueueReader {
         let start = Index::open(&self.dir, seg.id, &self.geom, false)
             .ok()
             .and_then(|idx| idx.floor(target, |e| e.seq))
-            .filter(|e| {
-                e.offset >= SEGMENT_HEADER_SIZE
-                    && e.offset % 8 == 0
-                    && e.offset < self.geom.data_end()
-            });
+            // An index that reached the disk ahead of its segment's pages (power loss) names
+            // records that are not there: use an entry only where its record is.
+            .filter(|e| holds_record(&seg, &self.geom, e.offset, e.seq));
         match start {
             Some(e) => self.set_pos(seg, e.offset, e.seq),
             None => self.set_pos(seg, SEGMENT_HEADER_SIZE, base),
         }
         self.skip_while(|seq, _| seq < target)?;
         if self.next_seq < target {
+            // Stopped at an empty slot: the tail, unless the queue goes on in a later segment.
+            self.check_hole()?;
             return Err(Error::SeqNotWritten {
                 wanted_seq: target,
                 next_seq: self.next_seq,
@@ -927,7 +958,8 @@ impl QueueReader {
             let seg = match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) => s,
                 Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+                // Damaged: passed over like in `seek_seq` (a walk that reaches it reports it).
+                Err(_) => continue,
             };
             let idx = Index::open(&self.dir, id, &self.geom, false).ok();
             let first_ts = idx.as_ref().and_then(|i| i.get(0)).map(|e| e.timestamp_ns);
@@ -952,11 +984,9 @@ impl QueueReader {
         };
         let start = idx
             .and_then(|i| i.floor(t.saturating_sub(1), |e| e.timestamp_ns))
-            .filter(|e| {
-                e.offset >= SEGMENT_HEADER_SIZE
-                    && e.offset % 8 == 0
-                    && e.offset < self.geom.data_end()
-            });
+            // An index that reached the disk ahead of its segment's pages (power loss) names
+            // records that are not there: use an entry only where its record is.
+            .filter(|e| holds_record(&seg, &self.geom, e.offset, e.seq));
         let base = seg.base_seq();
         match start {
             Some(e) => self.set_pos(seg, e.offset, e.seq),
@@ -965,39 +995,145 @@ impl QueueReader {
         self.skip_while(|_, ts| ts < t)
     }
 
-    /// Restores a persisted position, verifying it against the data.
+    /// Restores a persisted position, verifying it against the data: the record the position
+    /// names must be at its offset, or the position must lead to it over PADs and ABORTED
+    /// regions only (a reader that stopped at a segment's end or at a record a dead writer
+    /// tore). Otherwise the sequence number decides: `SeqNotWritten` when the queue does not
+    /// reach it (its tail was lost, e.g. in a power cut), `PositionMismatch` when it is
+    /// elsewhere (the lost sequence numbers were assigned again). Never lands mid-record.
     fn restore(&mut self, p: Position) -> Result<()> {
         let seg = match Segment::open_ro(&self.dir, p.segment, &self.geom) {
             Ok(s) => s,
             Err(e) if e.is_not_found() => {
                 let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
-                return self.lost(p.next_seq, oldest);
+                if p.next_seq < oldest {
+                    return self.lost(p.next_seq, oldest);
+                }
+                // Not retention: recovery removed the segment because history now ends before
+                // it (a power cut). `SeqNotWritten` while the seq is beyond the tail; once it
+                // was assigned again, in another file, the position does not match.
+                self.seek_seq(p.next_seq)?;
+                if self.offset == SEGMENT_HEADER_SIZE
+                    && self.seg.id > p.segment
+                    && self.seg.base_seq() == p.next_seq
+                {
+                    // The position was at the segment's end (its PAD), and retention removed
+                    // the segment just now (it advances `oldest_seq` to exactly this seq).
+                    self.last_ts = p.timestamp_ns;
+                    return Ok(());
+                }
+                return Err(Error::PositionMismatch {
+                    path: self.dir.segment(p.segment),
+                    offset: p.offset,
+                    wanted_seq: p.next_seq,
+                    found_segment: self.seg.id,
+                    found_offset: self.offset,
+                });
             }
             Err(e) => return Err(e),
         };
         let plausible = p.offset >= SEGMENT_HEADER_SIZE
             && p.offset % 8 == 0
             && p.offset <= self.geom.data_end();
-        if plausible {
-            let ok = match seg.commit_at(p.offset).map(|w| w.load(Ordering::Acquire)) {
-                Some(0) => true,
-                Some(c) => match decode_commit(c) {
-                    Some((RecordKind::Data, _)) => seg
-                        .bytes(p.offset, RECORD_HEADER_SIZE)
-                        .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == p.next_seq),
-                    Some(_) => true,
-                    None => false,
-                },
-                None => false,
-            };
-            if ok {
-                self.set_pos(seg, p.offset, p.next_seq);
-                self.last_ts = p.timestamp_ns;
-                return Ok(());
-            }
+        if !plausible {
+            // A damaged meta: the sequence number is all that is left of the position.
+            return self.seek_seq(p.next_seq);
         }
-        // The stored offset does not match the data: fall back to the sequence number.
-        self.seek_seq(p.next_seq)
+        if !holds_record(&seg, &self.geom, p.offset, p.next_seq) {
+            // Where the sequence number really is (or `SeqNotWritten` beyond the true tail)...
+            self.seek_seq(p.next_seq)?;
+            let found = (self.seg.id, self.offset);
+            // ...and whether the saved offset leads there without passing a DATA record.
+            let (offset, path) = (p.offset, seg.path.clone());
+            self.set_pos(seg, offset, p.next_seq);
+            let leads =
+                self.skip_while(|_, _| false).is_ok() && (self.seg.id, self.offset) == found;
+            if !leads {
+                // Lost pages rather than re-assigned seqs (before recovery): the records of the
+                // position's segment stop at an empty slot no later than the position, with no
+                // PAD, while the queue goes on in a later segment.
+                if let Ok(seg) = Segment::open_ro(&self.dir, p.segment, &self.geom) {
+                    let base = seg.base_seq();
+                    self.set_pos(seg, SEGMENT_HEADER_SIZE, base);
+                    if self.skip_while(|_, _| true).is_ok()
+                        && self.seg.id == p.segment
+                        && self.offset <= offset
+                    {
+                        no_hole_at(&self.control, &self.seg, self.offset)?;
+                    }
+                }
+                return Err(Error::PositionMismatch {
+                    path,
+                    offset,
+                    wanted_seq: p.next_seq,
+                    found_segment: found.0,
+                    found_offset: found.1,
+                });
+            }
+            self.next_seq = p.next_seq;
+            self.last_ts = p.timestamp_ns;
+            return Ok(());
+        }
+        self.set_pos(seg, p.offset, p.next_seq);
+        self.last_ts = p.timestamp_ns;
+        Ok(())
+    }
+}
+
+/// `Corrupted` when the slot at `offset` of `seg` is empty although the published tail names a
+/// later segment: pages were lost there (see `QueueReader::check_hole`).
+fn no_hole_at(control: &Control, seg: &Segment, offset: u64) -> Result<()> {
+    // The writer Release-stores the PAD before it publishes a later tail segment (`roll`), and
+    // `tail()` Acquire-reads the tail: a later segment seen here means a PAD would be visible at
+    // the end of this one. So the tail is read first, the slot after.
+    let tail = control.tail();
+    let empty = seg
+        .commit_at(offset)
+        .is_some_and(|w| w.load(Ordering::Acquire) == 0);
+    if tail.segment > seg.id && empty {
+        return Err(Error::corrupted(
+            &seg.path,
+            offset,
+            "no record here, but the queue continues in a later segment (pages lost)",
+        ));
+    }
+    Ok(())
+}
+
+/// True when a committed DATA record carrying `seq` starts at `offset` of `seg` (header only:
+/// the CRC is checked when the record is read).
+fn holds_record(seg: &Segment, geom: &Geometry, offset: u64, seq: u64) -> bool {
+    if offset < SEGMENT_HEADER_SIZE || offset % 8 != 0 || offset >= geom.data_end() {
+        return false;
+    }
+    // SYNC POINT: Acquire pairs with the writer's Release store of the commit word.
+    let Some(c) = seg.commit_at(offset).map(|w| w.load(Ordering::Acquire)) else {
+        return false;
+    };
+    matches!(decode_commit(c), Some((RecordKind::Data, _)))
+        && seg
+            .bytes(offset, RECORD_HEADER_SIZE)
+            .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == seq)
+}
+
+/// Opens a segment to hold until the reader seeks: the newest published one that opens, so
+/// that damage confined to old segments stops only the readers that run into it.
+fn open_placeholder(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<Segment> {
+    let tail = control.tail();
+    let ids = dir.list_segments()?;
+    let newest_published = tail.segment.max(ids.first().copied().unwrap_or(0));
+    let mut damaged = None;
+    for &id in ids.iter().rev().filter(|&&id| id <= newest_published) {
+        match Segment::open_ro(dir, id, geom) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => damaged = Some(e),
+        }
+    }
+    match damaged {
+        Some(e) => Err(e),
+        // None present (or all removed while listing): the oldest, with its retries.
+        None => open_earliest(dir, control, geom).map(|(s, _)| s),
     }
 }
 

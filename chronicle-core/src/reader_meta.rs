@@ -36,6 +36,7 @@ pub(crate) struct ReaderMeta {
     _map: Map,
     block: NonNull<ReaderMetaBlock>,
     _file: File,
+    path: PathBuf,
 }
 
 // SAFETY: `block` points into `_map`, owned and never remapped; the block is all atomics.
@@ -127,10 +128,18 @@ impl ReaderMeta {
             ReaderMeta {
                 _map: map,
                 block,
+                path: path.clone(),
                 _file: file,
             },
             position,
         ))
+    }
+
+    /// Makes the meta durable (msync): done once, when a reader is created, so that a power
+    /// cut leaves it at least its first position rather than a fresh meta that would start
+    /// over at `ReaderConfig::start` (later commits are not synced: DESIGN.md section 8).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self._map.flush_range(0, READER_META_SIZE, &self.path)
     }
 
     /// Persists `p` (a few stores; no system call).

@@ -21,8 +21,9 @@ use crate::control::{Geometry, QueueDir};
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
-    KIND_ABORTED, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET, RECORD_HEADER_SIZE, RecordKind,
-    SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_len,
+    KIND_ABORTED, REC_CRC_OFFSET, REC_CRC_START, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET,
+    RECORD_HEADER_SIZE, RecordKind, SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_crc,
+    record_len,
 };
 use crate::segment::Segment;
 
@@ -198,6 +199,12 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
                 seq,
                 timestamp_ns,
             } => {
+                if lost_page(&seg, o, len) {
+                    // A page of this record never reached the disk (a power cut: its commit
+                    // word did, another page of it did not). History ends before it; recovery
+                    // fences it and whatever follows (`torn_extent`).
+                    break o;
+                }
                 if scanned > 0 && seq != next_seq {
                     return Err(Error::corrupted(
                         &seg.path,
@@ -251,6 +258,61 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
     })
 }
 
+/// True when the DATA record at `offset` (header already checked by `step`) fails its CRC
+/// and one of the 4 KiB pages it spans holds only zeroes within it: what a power cut leaves
+/// when that page's older version (from before the record was written: zeroes there) is what
+/// reached the disk. A record that fails its CRC otherwise (a flipped bit) is damage, not a
+/// lost page: recovery keeps it, readers report it (`Corrupted`), `skip_record` passes it.
+fn lost_page(seg: &Segment, offset: u64, len: u32) -> bool {
+    const PAGE: u64 = 4096;
+    let Some(rec) = seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len)) else {
+        return false;
+    };
+    let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
+    if record_crc(covered) == le_u32(rec, REC_CRC_OFFSET) {
+        return false;
+    }
+    let end = offset + rec.len() as u64;
+    let mut from = offset;
+    while from < end {
+        let to = ((from / PAGE + 1) * PAGE).min(end);
+        let chunk = rec
+            .get((from - offset) as usize..(to - offset) as usize)
+            .unwrap_or(&[]);
+        if !chunk.is_empty() && chunk.iter().all(|&b| b == 0) {
+            return true;
+        }
+        from = to;
+    }
+    false
+}
+
+/// Walks to the tail from the published tail segment, or from an earlier one when the
+/// segment before it does not end with a PAD: after a power cut the tail segment's pages (and
+/// `queue.meta`) can reach the disk while the end of its predecessor does not, and then history
+/// ends in the predecessor (the later segment is removed like a prepared one). Costs one walk of
+/// the segment before the tail. A predecessor that does not open (damaged, or removed by
+/// retention meanwhile) is left to the readers that reach it.
+fn walk_checked(
+    dir: &QueueDir,
+    geom: &Geometry,
+    ids: &[u64],
+    start: u64,
+    writable: bool,
+) -> Result<Walk> {
+    let mut s = start;
+    loop {
+        let Some(prev) = s.checked_sub(1).filter(|p| ids.contains(p)) else {
+            return walk_to_tail(dir, geom, s, writable);
+        };
+        match walk_to_tail(dir, geom, prev, writable) {
+            Ok(w) if w.seg.id >= s => return Ok(w),
+            Ok(_) => s = prev,
+            Err(_) => return walk_to_tail(dir, geom, s, writable),
+        }
+    }
+}
+
 /// The segment a walk starts from: the published tail segment when it exists, else the oldest
 /// (prepared-ahead segments are never reached through a PAD, so the walk stops at the true tail).
 fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
@@ -260,10 +322,14 @@ fn walk_start(ids: &[u64], hint_segment: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Bytes from `tail` to the last non-zero byte in the window one maximal record long after it
-/// (what a writer that died mid-record can have written), or `None` when the window is clean.
+/// Bytes from `tail` to the last non-zero byte after it in the segment, or `None` when the
+/// rest of the segment is clean. A writer that died mid-record can have written one maximal
+/// record's worth; after a power cut, any later page of the segment can hold records that
+/// reached the disk while an earlier page did not, so the whole rest is looked at (a scan of
+/// the segment's unused part at writer open).
 fn torn_extent(seg: &Segment, geom: &Geometry, tail: u64) -> Result<Option<u64>> {
-    let window_end = (tail + record_len(u64::from(geom.max_payload))).min(geom.data_end());
+    // To the file's end: the PAD reserve after `data_end` can hold a lost history's PAD.
+    let window_end = geom.segment_size;
     let window = seg
         .bytes(tail, window_end.saturating_sub(tail))
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
@@ -307,7 +373,7 @@ pub(crate) fn recover(
         last_ts,
         scanned,
         entries,
-    } = walk_to_tail(dir, geom, start, true)?;
+    } = walk_checked(dir, geom, &ids, start, true)?;
     // Torn-record repair.
     let action = fence_torn_tail(&seg, geom, tail_offset)?;
     let tail_offset = match action {
@@ -348,21 +414,41 @@ pub(crate) fn fence_torn_tail(seg: &Segment, geom: &Geometry, tail: u64) -> Resu
     let Some(extent) = torn_extent(seg, geom, tail)? else {
         return Ok(RecoveryAction::NoAction);
     };
-    // Cover [tail, tail + last_nz] rounded up to a whole record (at least a header).
-    let covered = extent.max(RECORD_HEADER_SIZE);
-    let total = record_len(covered - RECORD_HEADER_SIZE);
-    let total = total.min(geom.data_end() - tail);
-    let body = total.saturating_sub(RECORD_HEADER_SIZE);
+    // Zero [tail + 4, tail + extent): after a power cut the bytes after the tail can hold
+    // intact records (and a PAD) of a lost history, from pages that reached the disk after a
+    // hole; a saved reader position pointing at one of them must not find it there
+    // (`QueueReader::restore`), and no reader may take one for the next record.
+    let zero_end = tail + extent;
     let ptr = seg
-        .write_ptr(tail, RECORD_HEADER_SIZE)
+        .write_ptr(
+            tail,
+            extent.max(RECORD_HEADER_SIZE).min(geom.segment_size - tail),
+        )
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail segment is not writable"))?;
-    // SAFETY: `ptr..ptr+32` is inside the writable mapping (checked by write_ptr). Bytes after
-    // the commit word are not read by anyone until the commit word below is published, and the
-    // commit word itself is written only through the atomic below.
-    unsafe { std::ptr::write_bytes(ptr.add(4), 0, RECORD_HEADER_SIZE as usize - 4) };
+    // SAFETY: `ptr..ptr+extent` is inside the writable mapping (checked by write_ptr, `extent`
+    // was measured in it). These bytes belong to no record of the recovered history: readers
+    // read bytes after a commit word only after Acquire-loading it non-zero at a position of
+    // that history, and the commit word at `tail` is written only through the atomic below.
+    unsafe { std::ptr::write_bytes(ptr.add(4), 0, (zero_end - tail).saturating_sub(4) as usize) };
+    // Then cover the region with an ABORTED record rounded up to a whole record (at least a
+    // header), where one fits before the PAD reserve; a region inside the reserve is clean now.
+    let covered = extent.max(RECORD_HEADER_SIZE);
+    let total = record_len(covered - RECORD_HEADER_SIZE).min(geom.data_end().saturating_sub(tail));
     let word = seg
         .commit_at(tail)
         .ok_or_else(|| Error::corrupted(&seg.path, tail, "tail outside the segment"))?;
+    if total < RECORD_HEADER_SIZE {
+        // Relaxed: no reader of the recovered history reads this word before the writer
+        // publishes a record here (with Release).
+        word.store(0, Ordering::Relaxed);
+        return Ok(RecoveryAction::NoAction);
+    }
+    let body = total - RECORD_HEADER_SIZE;
+    if let Some(hdr) = seg.write_ptr(tail, RECORD_HEADER_SIZE) {
+        // SAFETY: in the writable mapping (checked); the header's bytes after the commit word,
+        // not read before the commit word below is published (as above).
+        unsafe { std::ptr::write_bytes(hdr.add(4), 0, RECORD_HEADER_SIZE as usize - 4) };
+    }
     // SYNC POINT: Release publishes the zeroed header; pairs with readers' Acquire load.
     word.store(commit_word(KIND_ABORTED, body as u32), Ordering::Release);
     Ok(RecoveryAction::Unblocked {
@@ -403,7 +489,7 @@ pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) ->
         });
     };
     let start = walk_start(&ids, hint_segment).unwrap_or(newest);
-    let walk = walk_to_tail(dir, geom, start, false)?;
+    let walk = walk_checked(dir, geom, &ids, start, false)?;
     let torn = torn_extent(&walk.seg, geom, walk.tail_offset)?.map(|len| (walk.tail_offset, len));
     let (seg, tail_offset, next_seq, walked) =
         (walk.seg, walk.tail_offset, walk.next_seq, walk.scanned);
@@ -414,4 +500,86 @@ pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) ->
         records_walked: walked,
         torn,
     })
+}
+
+/// Damage before the tail segment found by [`find_damage`]: a segment that does not open, or
+/// whose records stop before the PAD that would lead to the next segment.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Damage {
+    /// The damaged segment.
+    pub segment: u64,
+    /// What is wrong, naming the file and offset (`Corrupted`, `NotYetInitialized`, ...).
+    pub error: Error,
+    /// The first sequence number that cannot be read, when known (the walk reached the damage
+    /// through intact records).
+    pub first_seq: Option<u64>,
+    /// The first sequence number readable again after the damage: the base of the next
+    /// segment that opens. Readers starting there or later are not affected. `None` when no
+    /// later segment opens.
+    pub resume_seq: Option<u64>,
+    /// The segment holding `resume_seq`.
+    pub resume_segment: Option<u64>,
+}
+
+/// Walks the queue's segments below `tail_segment` the way readers and recovery do (records,
+/// PADs, CRCs of records with a lost page) and lists where history is damaged, without writing
+/// anything. Each damaged segment is reported once; the walk resumes at the next segment that
+/// opens. Damage in the tail segment itself is recovery's (see [`check_tail`]).
+pub fn find_damage(dir: &QueueDir, geom: &Geometry, tail_segment: u64) -> Result<Vec<Damage>> {
+    let ids: Vec<u64> = dir
+        .list_segments()?
+        .into_iter()
+        .filter(|&id| id <= tail_segment)
+        .collect();
+    let resume_after = |bad: u64| {
+        ids.iter().filter(|&&id| id > bad).find_map(|&id| {
+            Segment::open_ro(dir, id, geom)
+                .ok()
+                .map(|s| (id, s.base_seq()))
+        })
+    };
+    let mut out = Vec::new();
+    let mut next = ids.first().copied();
+    while let Some(s) = next.filter(|&s| s < tail_segment) {
+        let (bad, error, first_seq) = match walk_to_tail(dir, geom, s, false) {
+            Ok(w) if w.seg.id >= tail_segment => break,
+            Ok(w) => (
+                w.seg.id,
+                Error::corrupted(
+                    &w.seg.path,
+                    w.tail_offset,
+                    "records end here, but the queue continues in a later segment",
+                ),
+                Some(w.next_seq),
+            ),
+            Err(e) => {
+                let bad = match &e {
+                    Error::Corrupted { path, .. }
+                    | Error::NotYetInitialized { path }
+                    | Error::VersionMismatch { path, .. }
+                    | Error::Io { path, .. } => ids
+                        .iter()
+                        .copied()
+                        .find(|&id| dir.segment(id) == *path)
+                        .unwrap_or(s),
+                    _ => s,
+                };
+                (bad, e, None)
+            }
+        };
+        if bad >= tail_segment {
+            break;
+        }
+        let resume = resume_after(bad);
+        out.push(Damage {
+            segment: bad,
+            error,
+            first_seq,
+            resume_seq: resume.map(|r| r.1),
+            resume_segment: resume.map(|r| r.0),
+        });
+        next = resume.map(|r| r.0);
+    }
+    Ok(out)
 }

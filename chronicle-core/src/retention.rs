@@ -170,3 +170,64 @@ fn remove_if_present(path: &std::path::Path) -> Result<()> {
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// What [`quarantine`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuarantineReport {
+    /// Segments moved (with their index files) to `<queue>/quarantine/`.
+    pub moved: Vec<u64>,
+    /// The queue's oldest segment and seq now.
+    pub oldest_segment: u64,
+    /// See `oldest_segment`.
+    pub oldest_seq: u64,
+}
+
+/// Moves segments up to and including `through` (and their index files) aside to
+/// `<queue>/quarantine/`, after moving the queue's oldest segment and seq past them, the way
+/// retention does before it deletes: readers then start after them, and a reader whose position
+/// lies in them gets `PositionLost`. Nothing is deleted: the files can be restored or examined
+/// from there (`queue.meta`'s oldest seq is not lowered again by anything). For damage found by [`find_damage`](crate::find_damage) in old segments. The
+/// tail segment cannot be moved, and the segment after `through` must open (its base seq
+/// becomes the oldest seq).
+pub fn quarantine(dir: &QueueDir, through: u64) -> Result<QuarantineReport> {
+    let control = Control::open(dir, true)?;
+    let geom = control.geometry;
+    let tail = control.tail();
+    if through >= tail.segment {
+        return Err(Error::InvalidConfig {
+            what: "quarantine: the tail segment (and those after it) cannot be moved aside",
+        });
+    }
+    let next = through + 1;
+    let base = Segment::open_ro(dir, next, &geom)?.base_seq();
+    let aside = dir.root.join("quarantine");
+    match fs::create_dir(&aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(&aside, "create", e)),
+    }
+    let cb = control.cb();
+    // AcqRel as in `run`: readers Acquire-load these before trusting a missing file is retention.
+    cb.oldest_segment.fetch_max(next, Ordering::AcqRel);
+    cb.oldest_seq.fetch_max(base, Ordering::AcqRel);
+    let mut moved = Vec::new();
+    for id in dir.list_segments()?.into_iter().filter(|&id| id <= through) {
+        for from in [dir.segment(id), dir.index_file(id)] {
+            let Some(name) = from.file_name() else {
+                continue;
+            };
+            match fs::rename(&from, aside.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&from, "move aside", e)),
+            }
+        }
+        moved.push(id);
+    }
+    Ok(QuarantineReport {
+        moved,
+        oldest_segment: cb.oldest_segment.load(Ordering::Acquire),
+        oldest_seq: cb.oldest_seq.load(Ordering::Acquire),
+    })
+}

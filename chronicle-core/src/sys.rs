@@ -214,7 +214,14 @@ pub fn thread_affinity() -> io::Result<Vec<usize>> {
 /// fsyncs the file or directory at `path` (opened read-only, without following a link): makes
 /// its allocation, or a directory's entries, durable.
 pub fn fsync_path(path: &std::path::Path) -> io::Result<()> {
-    open_ro_nofollow(path)?.sync_all()
+    let file = open_ro_nofollow(path)?;
+    file.sync_all()?;
+    #[cfg(feature = "power-model")]
+    if crate::powercut::enabled() && file.metadata()?.is_file() {
+        let bytes = std::fs::read(path)?;
+        crate::powercut::record(path, 0, &bytes);
+    }
+    Ok(())
 }
 
 /// Fallback for file systems without fallocate: write the zeroes out.

@@ -557,10 +557,14 @@ impl QueueWriter {
 
     /// Forces every record appended so far to stable storage (msync).
     pub fn sync(&mut self) -> Result<()> {
-        let from = self.synced_offset.min(self.offset);
-        let start = from & !4095;
-        self.seg.flush_range(start, self.offset - start)?;
-        self.synced_offset = self.offset;
+        self.sync_to(self.offset)
+    }
+
+    /// msyncs the current segment from the last synced offset up to `end`.
+    fn sync_to(&mut self, end: u64) -> Result<()> {
+        let start = self.synced_offset.min(end) & !4095;
+        self.seg.flush_range(start, end - start)?;
+        self.synced_offset = end;
         self.unsynced_records = 0;
         Ok(())
     }
@@ -579,18 +583,28 @@ impl QueueWriter {
         if let Ok(h) = next.header() {
             h.base_seq.store(self.next_seq, Ordering::Relaxed);
         }
+        if self.durability != Durability::PageCache {
+            // The next segment's base_seq reaches the disk before the PAD that leads to it
+            // (below): a power cut between the two must not leave a PAD into a segment whose
+            // header still says 0.
+            let _ = next.flush_range(0, SEGMENT_HEADER_SIZE);
+        }
         // PAD the rest of the current segment (its length field is unused: 0).
         let offset = self.offset;
         crash::point("roll.before_pad");
-        if self.durability != Durability::PageCache {
-            let _ = self.sync();
-        }
         let word = self.seg.commit_at(offset).ok_or_else(|| {
             Error::corrupted(&self.seg.path, offset, "no room for the PAD record")
         })?;
         // SYNC POINT: Release publishes the next segment (its header, base_seq and file) to
         // readers, who Acquire-load this PAD and then open segment `next_id`.
         word.store(commit_word(KIND_PAD, 0), Ordering::Release);
+        if self.durability != Durability::PageCache {
+            // The PAD is made durable with the records before it and before any record of the
+            // next segment is: otherwise a power cut could keep msynced records of the next
+            // segment behind a full segment that does not lead to it (recovery would then end
+            // history in the full one).
+            let _ = self.sync_to(offset + 8);
+        }
         crash::point("roll.after_pad");
         let old = std::mem::replace(&mut self.seg, next);
         let old_index = std::mem::replace(&mut self.index, next_index);

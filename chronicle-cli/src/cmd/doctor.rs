@@ -12,7 +12,8 @@ use chronicle_bus::{BusLayout, layout};
 use chronicle_core::layout::WRITER_OPEN;
 use chronicle_core::{
     Error, Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RecoveryAction,
-    RetentionPolicy, WriterConfig, check_tail, list_readers, remove_reader, retention, sys,
+    RetentionPolicy, WriterConfig, check_tail, find_damage, list_readers, quarantine,
+    remove_reader, retention, sys,
 };
 use serde::Serialize;
 
@@ -36,6 +37,10 @@ pub struct Args {
     /// With --fix, also delete orphan reader metas (their consumers' positions are lost).
     #[arg(long, requires = "fix")]
     remove_orphans: bool,
+    /// With --fix, also move damaged old segments (and every older one) aside to
+    /// `<queue>/quarantine/` and move the queue's oldest seq past them; nothing is deleted.
+    #[arg(long, requires = "fix")]
+    quarantine: bool,
     /// A reader whose process is gone and whose heartbeat is older than this is an orphan
     /// (also the retention reader TTL used for the retention report).
     #[arg(long, value_name = "DURATION", value_parser = output::parse_duration, default_value = "1h")]
@@ -69,6 +74,8 @@ enum Action {
     RemoveMarker(PathBuf),
     /// Delete an orphan reader meta (only with --remove-orphans).
     RemoveReader(PathBuf, String),
+    /// Move segments up to and including this one aside (only with --quarantine).
+    Quarantine(PathBuf, u64),
 }
 
 #[derive(Debug, Serialize)]
@@ -246,6 +253,7 @@ impl Doctor<'_> {
                 );
             }
         }
+        self.check_history(&dir, &geom, meta.tail.segment);
         // Writer: a crashed one leaves queue.meta saying "open" with a free lock.
         let live = queue::liveness(&dir);
         if !live.lock_held && meta.writer_state == WRITER_OPEN {
@@ -299,6 +307,57 @@ impl Doctor<'_> {
         self.check_readers(&dir, &meta, &ids);
         self.check_retention(&dir, &meta);
         self.check_space(q, geom.segment_size);
+    }
+
+    /// Damage in segments before the tail (a lost page, a truncated or damaged file): what
+    /// seqs it takes and where readers are unaffected again.
+    fn check_history(&mut self, dir: &QueueDir, geom: &chronicle_core::Geometry, tail: u64) {
+        let found = match find_damage(dir, geom, tail) {
+            Ok(f) => f,
+            Err(e) => {
+                self.add(
+                    Severity::Error,
+                    "unreadable",
+                    &dir.segments(),
+                    format!("cannot walk the segments: {e}"),
+                    "check the directory's permissions",
+                    None,
+                );
+                return;
+            }
+        };
+        for d in found {
+            let from = d
+                .first_seq
+                .map_or(String::new(), |s| format!(" from seq {s}"));
+            let (range, fix, action) = match (d.resume_seq, d.resume_segment) {
+                (Some(r), Some(rs)) => (
+                    format!(
+                        "records{from} up to seq {} cannot be read; readers starting at seq {r} (segment {rs}) or later are not affected",
+                        r.saturating_sub(1)
+                    ),
+                    format!(
+                        "restore the segment from a backup, or move it and every older segment aside and start the queue at seq {r}: chron-cli doctor --fix --quarantine (moves segments up to {} to {}/quarantine/, deletes nothing)",
+                        d.segment,
+                        dir.root.display()
+                    ),
+                    Some(Action::Quarantine(dir.root.clone(), d.segment)),
+                ),
+                _ => (
+                    format!("records{from} on cannot be read"),
+                    "no automatic fix: restore the segment from a backup".to_string(),
+                    None,
+                ),
+            };
+            self.add(
+                Severity::Error,
+                "damaged-history",
+                &dir.segment(d.segment),
+                format!("segment {}: {}; {range}", d.segment, d.error),
+                &fix,
+                action,
+            );
+        }
     }
 
     fn verify(&mut self, q: &Path, meta: &queue::Meta) {
@@ -758,6 +817,9 @@ impl Doctor<'_> {
             if matches!(action, Action::RemoveReader(..)) && !self.args.remove_orphans {
                 continue;
             }
+            if matches!(action, Action::Quarantine(..)) && !self.args.quarantine {
+                continue;
+            }
             let outcome = match done.iter().find(|(a, _)| *a == action) {
                 Some((_, o)) => o.clone(),
                 None => {
@@ -803,6 +865,17 @@ fn apply(action: &Action) -> std::result::Result<String, String> {
         }
         Action::RemoveMarker(p) => std::fs::remove_file(p)
             .map(|()| format!("removed {}", p.display()))
+            .map_err(|e| e.to_string()),
+        Action::Quarantine(q, through) => quarantine(&QueueDir::new(q), *through)
+            .map(|r| {
+                format!(
+                    "moved segments {:?} to {}/quarantine/; the queue now starts at seq {} (segment {})",
+                    r.moved,
+                    q.display(),
+                    r.oldest_seq,
+                    r.oldest_segment
+                )
+            })
             .map_err(|e| e.to_string()),
         Action::RemoveReader(q, name) => remove_reader(&QueueDir::new(q), name)
             .map(|()| format!("removed reader '{name}'"))
