@@ -13,8 +13,11 @@ use std::time::Duration;
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Seconds per nanosecond, for the `_seconds` metrics.
-pub const NS: f64 = 1e-9;
+/// Nanoseconds in seconds, for the `_seconds` metrics (a division, so that round numbers of
+/// nanoseconds print as round numbers of seconds).
+pub fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
 
 /// The kind of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

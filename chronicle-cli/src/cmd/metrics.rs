@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use chronicle_core::{QueueDir, sys};
 
-use crate::metrics::{Exposition, Kind, NS};
+use crate::metrics::{Exposition, Kind, seconds};
 use crate::queue::{self, Target};
 
 #[derive(Debug, clap::Args)]
@@ -98,7 +98,7 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
         Kind::Gauge,
         "Timestamp of the last record appended, seconds since the epoch (0: none).",
     )
-    .sample(&l, tail.last_timestamp_ns as f64 * NS);
+    .sample(&l, seconds(tail.last_timestamp_ns));
     e.family(
         "chronicle_queue_segments",
         Kind::Gauge,
@@ -165,14 +165,14 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
                 Kind::Gauge,
                 "Time between the last record the named reader consumed and the last one appended (0 when caught up).",
             )
-            .sample(&rl, lag.ns as f64 * NS);
+            .sample(&rl, seconds(lag.ns));
         }
         e.family(
             "chronicle_reader_heartbeat_age_seconds",
             Kind::Gauge,
             "Time since the named reader's last heartbeat.",
         )
-        .sample(&rl, r.heartbeat_age_ns as f64 * NS);
+        .sample(&rl, seconds(r.heartbeat_age_ns));
         let st = e.family(
             "chronicle_reader_state",
             Kind::Gauge,

@@ -4,7 +4,9 @@
 //! merging and routing until every strategy has left the bus, everything they committed is
 //! merged and every queued order is answered (or 10 s have passed), then closes.
 
+use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -15,6 +17,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{emit, install_stop_handler, stop_requested};
+use crate::metrics::{Exposition, Kind, hdr_buckets, seconds};
 
 /// Arguments of `chron-cli router`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +44,10 @@ pub struct Args {
     /// one being rejected.
     #[arg(long)]
     pub evict_oldest: bool,
+    /// Serve the router's own numbers (fates per strategy, queued orders, tick-to-route
+    /// histograms) to Prometheus at `GET /metrics` on this address; refreshed once a second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// How it waits, and where it runs.
     #[command(flatten)]
     pub wait: super::WaitArgs,
@@ -78,8 +85,18 @@ pub fn run(a: Args) -> Result<u8> {
     if a.evict_oldest {
         cfg.backpressure = Backpressure::EvictOldest;
     }
+    // Bound before the router opens, so a taken address fails the start, not a scrape.
+    let listener = match &a.metrics_listen {
+        Some(addr) => Some((
+            TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr:?}"))?,
+            addr.clone(),
+        )),
+        None => None,
+    };
     let layout = BusLayout::new(&a.bus);
     let mut router = Router::open(&layout, cfg).context("cannot start the router")?;
+    let snapshot = listener.map(|(l, addr)| serve_snapshot(l, &addr, exposition(&router)));
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
     let mut last_report = Instant::now();
     let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
@@ -89,6 +106,9 @@ pub fn run(a: Args) -> Result<u8> {
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
             emit(&report(r, false, false));
+            if let Some(snap) = &snapshot {
+                publish(snap, exposition(r));
+            }
             r.reset_window();
             last_report = now;
         }
@@ -96,6 +116,114 @@ pub fn run(a: Args) -> Result<u8> {
     emit(&report(&router, true, !drained));
     router.close()?;
     Ok(0)
+}
+
+/// The latest exposition, published by the router loop and read by the metrics thread.
+type Snapshot = Arc<Mutex<String>>;
+
+/// Serves `first` and then whatever is [`publish`]ed, from a helper thread: a scrape copies
+/// the text under the lock and never touches the router.
+fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Snapshot {
+    let snap: Snapshot = Arc::new(Mutex::new(first));
+    let theirs = Arc::clone(&snap);
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        let read = || {
+            theirs
+                .lock()
+                .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+        };
+        if let Err(e) = crate::metrics::serve(&listener, read) {
+            emit(&json!({"role": "router", "event": "error", "id": "",
+                "error": format!("the metrics listener on {addr} failed: {e}")}));
+        }
+    });
+    snap
+}
+
+/// Replaces the served exposition; the lock is held for a pointer swap (the text is built
+/// before, and the old one is freed after).
+fn publish(snap: &Snapshot, mut text: String) {
+    match snap.lock() {
+        Ok(mut s) => std::mem::swap(&mut *s, &mut text),
+        Err(p) => std::mem::swap(&mut *p.into_inner(), &mut text),
+    }
+}
+
+/// Upper bounds of the tick-to-route histogram buckets, ns: 5 us to 1 s.
+const T2R_BOUNDS_NS: [u64; 15] = [
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// The router's own numbers, per strategy, in the Prometheus text format. Counters restart at
+/// 0 with the process (the fates queues are the lasting record).
+fn exposition(r: &Router) -> String {
+    let mut e = Exposition::new();
+    let strategies = r.strategies();
+    e.family(
+        "chronicle_router_strategies",
+        Kind::Gauge,
+        "Strategies this router process has seen (attached now or before; their counters are kept).",
+    )
+    .sample(&[], strategies.len() as u64);
+    for s in strategies {
+        let l = [("strategy", s.id.as_str())];
+        let f = e.family(
+            "chronicle_router_fates_total",
+            Kind::Counter,
+            "Fates the router wrote to the strategy's fates queue, by fate (routed, rejected, expired, evicted, cancelled, malformed).",
+        );
+        for code in FateCode::ALL {
+            f.sample(&[l[0], ("fate", code.name())], s.fates.get(code));
+        }
+        e.family(
+            "chronicle_router_merged_total",
+            Kind::Counter,
+            "Orders and cancels the router took from the strategy's queue (each gets one fate).",
+        )
+        .sample(&l, s.merged);
+        e.family(
+            "chronicle_router_queued_orders",
+            Kind::Gauge,
+            "Orders taken from the strategy and not yet answered (queued in the scheduler).",
+        )
+        .sample(&l, s.pending as u64);
+        e.family(
+            "chronicle_router_strategy_weight",
+            Kind::Gauge,
+            "The strategy's DRR weight (quantum).",
+        )
+        .sample(&l, u64::from(s.weight));
+        e.family(
+            "chronicle_router_attached_total",
+            Kind::Counter,
+            "Times the router attached the strategy's order queue.",
+        )
+        .sample(&l, s.attached);
+        let (buckets, sum_ns, count) = hdr_buckets(&s.latency, &T2R_BOUNDS_NS);
+        let buckets: Vec<(f64, u64)> = buckets.into_iter().map(|(b, n)| (seconds(b), n)).collect();
+        e.family(
+            "chronicle_router_tick_to_route_seconds",
+            Kind::Histogram,
+            "Origin (tick) to route latency of the strategy's routed orders (from the router's hdrhistogram at 1 % precision; the sum is approximate).",
+        )
+        .histogram(&l, &buckets, sum_ns / 1e9, count);
+    }
+    e.render()
 }
 
 fn event_json(ev: &RouterEvent) -> Value {
