@@ -13,10 +13,11 @@ use std::time::Duration;
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Nanoseconds in seconds, for the `_seconds` metrics (a division, so that round numbers of
-/// nanoseconds print as round numbers of seconds).
+/// Nanoseconds in seconds, for the `_seconds` metrics: whole seconds and the fraction are
+/// converted apart, so that a timestamp keeps its milliseconds (a `u64` of nanoseconds since
+/// the epoch is beyond `f64`'s exact integers) and round values print round.
 pub fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
+    (ns / 1_000_000_000) as f64 + (ns % 1_000_000_000) as f64 / 1e9
 }
 
 /// The kind of a metric family, as written on its `# TYPE` line.
@@ -356,6 +357,19 @@ mod tests {
             s.push(' ');
         }
         assert_eq!(s, "NaN +Inf -Inf 0.0000001 ");
+    }
+
+    #[test]
+    fn seconds_print_round() {
+        let s = |ns| {
+            let mut o = String::new();
+            write_value(&mut o, Value::Float(seconds(ns)));
+            o
+        };
+        assert_eq!(s(1_700_000_000_009_000_000), "1700000000.009");
+        assert_eq!(s(5_000), "0.000005");
+        assert_eq!(s(6_000_000), "0.006");
+        assert_eq!(s(0), "0");
     }
 
     #[test]
