@@ -511,6 +511,22 @@ fn router_serves_its_own_numbers() {
     // Each order taken is answered once or still queued.
     assert_eq!(merged, fates + queued, "{m}");
     assert_eq!(num("chronicle_router_strategies"), 1);
+    // Each stage of a routed order is measured once.
+    for stage in ["to_order", "merge", "queue", "send"] {
+        assert_eq!(
+            num(&format!(
+                "chronicle_router_stage_seconds_count{{strategy=\"s1\",stage=\"{stage}\"}}"
+            )),
+            num(routed),
+            "{stage}"
+        );
+    }
+    // Every dispatch out of the scheduler has its queue time.
+    assert_eq!(
+        num("chronicle_router_scheduler_queue_time_seconds_count"),
+        num("chronicle_router_scheduler_dispatched_total")
+    );
+    assert!(num("chronicle_router_merged_records_total") >= merged);
     if let Some(promtool) = promtool {
         promtool_check(&promtool, &m);
     }

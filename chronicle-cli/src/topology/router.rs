@@ -150,7 +150,7 @@ fn publish(snap: &Snapshot, mut text: String) {
     }
 }
 
-/// Upper bounds of the tick-to-route histogram buckets, ns: 5 us to 1 s.
+/// Upper bounds of the latency histograms' buckets, ns: 5 us to 1 s.
 const T2R_BOUNDS_NS: [u64; 15] = [
     5_000,
     10_000,
@@ -169,10 +169,88 @@ const T2R_BOUNDS_NS: [u64; 15] = [
     1_000_000_000,
 ];
 
+/// A latency histogram (ns) at the fixed [`T2R_BOUNDS_NS`], in seconds: buckets, sum, count.
+fn seconds_buckets(h: &Histogram<u64>) -> (Vec<(f64, u64)>, f64, u64) {
+    let (buckets, sum_ns, count) = hdr_buckets(h, &T2R_BOUNDS_NS);
+    let buckets = buckets.into_iter().map(|(b, n)| (seconds(b), n)).collect();
+    (buckets, sum_ns / 1e9, count)
+}
+
 /// The router's own numbers, per strategy, in the Prometheus text format. Counters restart at
 /// 0 with the process (the fates queues are the lasting record).
 fn exposition(r: &Router) -> String {
     let mut e = Exposition::new();
+    let fanin = r.fanin_stats();
+    e.family(
+        "chronicle_router_merged_records_total",
+        Kind::Counter,
+        "Records the live merge handed on, over every strategy.",
+    )
+    .sample(&[], fanin.emitted);
+    e.family(
+        "chronicle_router_merge_forced_total",
+        Kind::Counter,
+        "Records the live merge sent because the hold limit passed, not because every strategy's watermark allowed it.",
+    )
+    .sample(&[], fanin.forced);
+    e.family(
+        "chronicle_router_merge_late_total",
+        Kind::Counter,
+        "Records the live merge handed on with a key below one handed on before.",
+    )
+    .sample(&[], fanin.late);
+    let c = r.scheduler_counters();
+    for (name, help, v) in [
+        (
+            "chronicle_router_scheduler_enqueued_total",
+            "Orders the scheduler accepted.",
+            c.enqueued,
+        ),
+        (
+            "chronicle_router_scheduler_dispatched_total",
+            "Orders the scheduler handed on to be sent.",
+            c.dequeued,
+        ),
+        (
+            "chronicle_router_scheduler_expired_total",
+            "Orders dropped in the scheduler because their deadline passed.",
+            c.expired,
+        ),
+        (
+            "chronicle_router_scheduler_evicted_total",
+            "Orders evicted from the scheduler to make room (evict-oldest back-pressure).",
+            c.evicted,
+        ),
+        (
+            "chronicle_router_scheduler_removed_total",
+            "Orders taken out of the scheduler by a cancel before dispatch.",
+            c.removed,
+        ),
+    ] {
+        e.family(name, Kind::Counter, help).sample(&[], v);
+    }
+    e.family(
+        "chronicle_router_scheduler_rejected_total",
+        Kind::Counter,
+        "Orders the scheduler refused, by reason (global_full, tenant_full, too_many_tenants, closed).",
+    )
+    .sample(&[("reason", "global_full")], c.rejected.global_full)
+    .sample(&[("reason", "tenant_full")], c.rejected.tenant_full)
+    .sample(&[("reason", "too_many_tenants")], c.rejected.too_many_tenants)
+    .sample(&[("reason", "closed")], c.rejected.closed);
+    e.family(
+        "chronicle_router_scheduler_queue_length",
+        Kind::Gauge,
+        "Orders held in the scheduler now.",
+    )
+    .sample(&[], c.queue_len as u64);
+    let (buckets, sum, count) = seconds_buckets(r.queue_time());
+    e.family(
+        "chronicle_router_scheduler_queue_time_seconds",
+        Kind::Histogram,
+        "Time orders spent in the scheduler, enqueue to dispatch (hdrhistogram at its precision; the sum is approximate).",
+    )
+    .histogram(&[], &buckets, sum, count);
     let strategies = r.strategies();
     e.family(
         "chronicle_router_strategies",
@@ -214,14 +292,27 @@ fn exposition(r: &Router) -> String {
             "Times the router attached the strategy's order queue.",
         )
         .sample(&l, s.attached);
-        let (buckets, sum_ns, count) = hdr_buckets(&s.latency, &T2R_BOUNDS_NS);
-        let buckets: Vec<(f64, u64)> = buckets.into_iter().map(|(b, n)| (seconds(b), n)).collect();
+        let (buckets, sum, count) = seconds_buckets(&s.latency);
         e.family(
             "chronicle_router_tick_to_route_seconds",
             Kind::Histogram,
             "Origin (tick) to route latency of the strategy's routed orders (from the router's hdrhistogram at 1 % precision; the sum is approximate).",
         )
-        .histogram(&l, &buckets, sum_ns / 1e9, count);
+        .histogram(&l, &buckets, sum, count);
+        let stages = e.family(
+            "chronicle_router_stage_seconds",
+            Kind::Histogram,
+            "Where the strategy's routed orders spent their time, by stage: to_order (tick to order written), merge (written to merged), queue (merged to dispatched), send (dispatched to written to router/out and answered).",
+        );
+        for (stage, h) in [
+            ("to_order", &s.stages.to_order),
+            ("merge", &s.stages.merge),
+            ("queue", &s.stages.queue),
+            ("send", &s.stages.send),
+        ] {
+            let (buckets, sum, count) = seconds_buckets(h);
+            stages.histogram(&[l[0], ("stage", stage)], &buckets, sum, count);
+        }
     }
     e.render()
 }
