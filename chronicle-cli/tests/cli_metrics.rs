@@ -492,21 +492,15 @@ fn router_serves_its_own_numbers() {
     assert_eq!(buckets.len(), 16, "{m}");
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{m}");
     let merged = num("chronicle_router_merged_total{strategy=\"s1\"}");
-    let fates: u64 = [
-        "routed",
-        "rejected",
-        "expired",
-        "evicted",
-        "cancelled",
-        "malformed",
-    ]
-    .iter()
-    .map(|f| {
-        num(&format!(
-            "chronicle_router_fates_total{{strategy=\"s1\",fate=\"{f}\"}}"
-        ))
-    })
-    .sum();
+    let fates: u64 = chronicle_bus::orders::FateCode::ALL
+        .iter()
+        .map(|f| {
+            num(&format!(
+                "chronicle_router_fates_total{{strategy=\"s1\",fate=\"{}\"}}",
+                f.name()
+            ))
+        })
+        .sum();
     let queued = num("chronicle_router_queued_orders{strategy=\"s1\"}");
     // Each order taken is answered once or still queued.
     assert_eq!(merged, fates + queued, "{m}");
