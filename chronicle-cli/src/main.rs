@@ -4,7 +4,6 @@
 //! `chron-cli:`), 2 usage error (from clap).
 
 mod cmd;
-mod metrics;
 mod output;
 mod queue;
 mod soak;

@@ -3,14 +3,13 @@
 //! [`queue::gather`], without mapping or locking anything, so it can watch any running bus; a
 //! bus is expanded to its queues at each scrape, so queues created later appear by themselves.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chronicle_core::{QueueDir, sys};
 
-use crate::metrics::{Exposition, Kind, seconds};
 use crate::queue::{self, Target};
+use chronicle_metrics::{Exposition, Kind, seconds};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,13 +35,13 @@ pub fn run(args: Args) -> Result<u8> {
         return Ok(0);
     }
     let addr = args.listen.as_deref().unwrap_or_default();
-    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr:?}"))?;
+    let listener = chronicle_metrics::bind(addr)?;
     let local = listener
         .local_addr()
         .map_or(addr.to_string(), |a| a.to_string());
     eprintln!("chron-cli: serving metrics on http://{local}/metrics");
-    crate::metrics::serve(&listener, || scrape(&targets))
-        .with_context(|| format!("the metrics listener on {local} failed"))?;
+    chronicle_metrics::serve(&listener, || scrape(&targets))
+        .with_context(|| format!("serving metrics on {local}"))?;
     Ok(0)
 }
 

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{emit, install_stop_handler, stop_requested};
-use crate::metrics::{Exposition, Kind, hdr_buckets, seconds};
+use chronicle_metrics::{Exposition, Kind, hdr_buckets, seconds};
 
 /// Arguments of `chron-cli router`.
 #[derive(Debug, clap::Args)]
@@ -87,11 +87,7 @@ pub fn run(a: Args) -> Result<u8> {
     }
     // Bound before the router opens, so a taken address fails the start, not a scrape.
     let listener = match &a.metrics_listen {
-        Some(addr) => Some((
-            TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen for metrics on {addr:?}"))?,
-            addr.clone(),
-        )),
+        Some(addr) => Some((chronicle_metrics::bind(addr)?, addr.clone())),
         None => None,
     };
     let layout = BusLayout::new(&a.bus);
@@ -133,7 +129,7 @@ fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Snapshot 
                 .lock()
                 .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
         };
-        if let Err(e) = crate::metrics::serve(&listener, read) {
+        if let Err(e) = chronicle_metrics::serve(&listener, read) {
             emit(&json!({"role": "router", "event": "error", "id": "",
                 "error": format!("the metrics listener on {addr} failed: {e}")}));
         }

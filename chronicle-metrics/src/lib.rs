@@ -1,14 +1,57 @@
 //! Prometheus text exposition (format 0.0.4) and the tiny HTTP/1.1 server that answers
-//! `GET /metrics`, shared by `chron-cli metrics` and `chron-cli router --metrics-listen`.
+//! `GET /metrics`, shared by `chron-cli metrics`, `chron-cli router --metrics-listen` and
+//! `chron-bridge --metrics-listen`.
 //!
 //! An [`Exposition`] collects samples family by family in any order (a caller walks queue by
 //! queue) and renders each family once, with its `# HELP` and `# TYPE` lines, as the format
-//! requires. Label values and help texts are escaped here and nowhere else.
+//! requires. Label values and help texts are escaped here and nowhere else. Names are the
+//! caller's: they follow Prometheus conventions (units in the name, `_total` on counters).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
+
+/// What can go wrong serving metrics.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listening address could not be bound (taken, not local, not an address).
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The listening socket failed (not one client: those are dropped and forgotten).
+    Accept { source: std::io::Error },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Bind { addr, source } => {
+                write!(f, "cannot listen for metrics on {addr:?}: {source}")
+            }
+            Error::Accept { source } => write!(f, "the metrics listener failed: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Bind { source, .. } | Error::Accept { source } => Some(source),
+        }
+    }
+}
+
+/// Binds the metrics listener on `addr` (`HOST:PORT`; port 0 picks a free one).
+pub fn bind(addr: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -122,6 +165,8 @@ pub struct Family {
     name: String,
     kind: Kind,
     help: String,
+    /// When it was first named: families render in that order.
+    order: usize,
     lines: String,
 }
 
@@ -172,7 +217,7 @@ impl Family {
 /// A scrape's worth of metric families, rendered in the order they were first named.
 #[derive(Debug, Default)]
 pub struct Exposition {
-    families: Vec<Family>,
+    families: BTreeMap<String, Family>,
 }
 
 impl Exposition {
@@ -182,27 +227,24 @@ impl Exposition {
 
     /// The family `name`, created with `kind` and `help` the first time it is named.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Family {
-        let i = match self.families.iter().position(|f| f.name == name) {
-            Some(i) => i,
-            None => {
-                self.families.push(Family {
-                    name: name.to_string(),
-                    kind,
-                    help: help.to_string(),
-                    lines: String::new(),
-                });
-                self.families.len() - 1
-            }
-        };
-        // The index is in range: found above, or the family just pushed.
-        #[allow(clippy::indexing_slicing)]
-        &mut self.families[i]
+        let order = self.families.len();
+        self.families
+            .entry(name.to_string())
+            .or_insert_with(|| Family {
+                name: name.to_string(),
+                kind,
+                help: help.to_string(),
+                order,
+                lines: String::new(),
+            })
     }
 
     /// The text exposition.
     pub fn render(&self) -> String {
+        let mut families: Vec<&Family> = self.families.values().collect();
+        families.sort_by_key(|f| f.order);
         let mut out = String::new();
-        for f in &self.families {
+        for f in families {
             let _ = write!(out, "# HELP {} ", f.name);
             escape_help(&mut out, &f.help);
             let _ = writeln!(out, "\n# TYPE {} {}", f.name, f.kind.name());
@@ -220,13 +262,13 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves `GET /metrics` on `listener` forever, one connection at a time (`Connection: close`),
 /// calling `render` for each scrape. A misbehaving client costs at most [`IO_TIMEOUT`] and is
 /// otherwise ignored; only a failing `accept` ends the loop.
-pub fn serve(listener: &TcpListener, render: impl Fn() -> String) -> std::io::Result<()> {
+pub fn serve(listener: &TcpListener, render: impl Fn() -> String) -> Result<(), Error> {
     loop {
         let (stream, _) = match listener.accept() {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
-            Err(e) => return Err(e),
+            Err(source) => return Err(Error::Accept { source }),
         };
         let _ = answer(stream, &render);
     }
@@ -386,7 +428,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_and_refuses_the_rest() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || serve(&l, || "m 1\n".to_string()));
         let get = |req: &str| {
@@ -402,5 +444,23 @@ mod tests {
         assert!(ok.ends_with("\r\n\r\nm 1\n"), "{ok}");
         assert!(get("GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+        // A client whose head grows past the limit is answered 400 and forgotten; serving goes
+        // on. (Exactly one byte over, so the server has read everything when it answers.)
+        let start = "GET /metrics HTTP/1.1\r\nX: ";
+        let big = format!("{start}{}", "a".repeat(MAX_REQUEST + 1 - start.len()));
+        assert!(get(&big).starts_with("HTTP/1.1 400"));
+        assert!(get("GET /metrics HTTP/1.1\r\n\r\n").ends_with("m 1\n"));
+    }
+
+    #[test]
+    fn a_taken_address_is_a_bind_error() {
+        let l = bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let e = bind(&addr).unwrap_err();
+        assert!(matches!(e, Error::Bind { .. }), "{e:?}");
+        assert!(
+            e.to_string().starts_with("cannot listen for metrics on"),
+            "{e}"
+        );
     }
 }
