@@ -116,6 +116,28 @@ fn both_bridges_serve_their_counters() {
     );
     assert_eq!(get(&mi, "chronicle_bridge_errors_total", "in", &qb), 0);
     assert!(mo.contains("# TYPE chronicle_bridge_done_records_total counter\n"));
+    // Prometheus's own parser and linter, where installed (CI installs it for chronicle-cli).
+    if let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+    {
+        for m in [&mo, &mi] {
+            let mut c = std::process::Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+            let o = c.wait_with_output().unwrap();
+            assert!(
+                o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+                "promtool: {o:?}\n{m}"
+            );
+        }
+    }
     let st_out = out.terminate();
     let st_in = inb.terminate();
     assert!(
