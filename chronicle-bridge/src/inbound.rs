@@ -104,14 +104,7 @@ pub async fn run(
         });
     }
     let counters = Arc::new(Counters::default());
-    if let Some(addr) = &cfg.metrics_listen {
-        stats::serve_metrics(
-            addr,
-            "in",
-            cfg.queue.display().to_string(),
-            counters.clone(),
-        )?;
-    }
+    stats::serve_metrics(cfg.metrics_listen.as_deref(), "in", &cfg.queue, &counters)?;
     let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
     let js = connect::jetstream(client.clone(), &nats);
     let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;

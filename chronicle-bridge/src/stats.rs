@@ -233,14 +233,17 @@ pub fn exposition(direction: &str, queue: &str, c: &Counters) -> String {
     e.render()
 }
 
-/// Binds `addr` and serves [`exposition`] of `counters` from a helper thread: a scrape reads
-/// the atomics, it never waits for the bridge's tasks.
+/// With an address, binds it and serves [`exposition`] of `counters` from a helper thread: a
+/// scrape reads the atomics, it never waits for the bridge's tasks. Without one, does nothing.
 pub fn serve_metrics(
-    addr: &str,
+    addr: Option<&str>,
     direction: &'static str,
-    queue: String,
-    counters: Arc<Counters>,
+    queue: &std::path::Path,
+    counters: &Arc<Counters>,
 ) -> crate::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    let queue = queue.display().to_string();
+    let counters = Arc::clone(counters);
     let listener =
         chronicle_metrics::bind(addr).map_err(|source| crate::BridgeError::Metrics { source })?;
     std::thread::Builder::new()
