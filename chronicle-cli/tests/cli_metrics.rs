@@ -524,7 +524,86 @@ fn router_serves_its_own_numbers() {
     if let Some(promtool) = promtool {
         promtool_check(&promtool, &m);
     }
+    // Every metric the Grafana dashboard queries is served by this running topology (the
+    // router's endpoint or `metrics` on its bus).
+    let bus_scrape = run(&["metrics", "--once", p(&bus)], b"");
+    assert_eq!(bus_scrape.code, 0, "{bus_scrape:?}");
+    let served = format!("{m}{}", bus_scrape.stdout);
+    for name in dashboard_metrics() {
+        assert!(
+            served.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which nothing serves:\n{served}"
+        );
+    }
     strategy.stop();
     feed.stop();
     router.stop();
+}
+
+/// The Grafana dashboard of the demo topology.
+fn dashboard() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana-demo.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The PromQL expressions of the dashboard's panels.
+fn dashboard_exprs() -> Vec<String> {
+    let d = dashboard();
+    let exprs: Vec<String> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    exprs
+}
+
+/// The metric families the dashboard queries (histogram series names reduced to the family).
+fn dashboard_metrics() -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for e in dashboard_exprs() {
+        let mut rest = e.as_str();
+        while let Some(at) = rest.find("chronicle_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            if !names.iter().any(|n| n == family) {
+                names.push(family.to_string());
+            }
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+#[test]
+fn dashboard_expressions_are_valid_promql() {
+    let Some(promtool) = prometheus_tool("promtool") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // Recording rules are the way promtool parses PromQL offline.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in dashboard_exprs().iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:expr{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    let file = tmp.path().join("rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let o = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}\n{rules}");
 }
