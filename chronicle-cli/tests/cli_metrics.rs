@@ -257,8 +257,9 @@ fn once_reports_a_known_bus_exactly() {
             .count(),
         1
     );
-    // A queue named on its own is labelled by its path, with an empty bus.
-    let o = run(&["metrics", "--once", p(&md)], b"");
+    // A queue named on its own is labelled by its path, with an empty bus; named twice, it
+    // is served once.
+    let o = run(&["metrics", "--once", p(&md), p(&md)], b"");
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(
         value(
@@ -270,6 +271,14 @@ fn once_reports_a_known_bus_exactly() {
         )
         .as_deref(),
         Some("10")
+    );
+    assert_eq!(
+        o.stdout
+            .matches("chronicle_queue_appended_records_total{")
+            .count(),
+        1,
+        "{}",
+        o.stdout
     );
 }
 

@@ -26,9 +26,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let mut targets = Vec::new();
+    let mut targets: Vec<(PathBuf, Target)> = Vec::new();
     for p in &args.paths {
-        targets.push((p.clone(), queue::classify(p)?));
+        // The same path twice would serve every series twice, which Prometheus refuses.
+        if !targets.iter().any(|(t, _)| t == p) {
+            targets.push((p.clone(), queue::classify(p)?));
+        }
     }
     if args.once {
         print!("{}", scrape(&targets));

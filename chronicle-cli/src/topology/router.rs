@@ -92,7 +92,10 @@ pub fn run(a: Args) -> Result<u8> {
     };
     let layout = BusLayout::new(&a.bus);
     let mut router = Router::open(&layout, cfg).context("cannot start the router")?;
-    let snapshot = listener.map(|(l, addr)| serve_snapshot(l, &addr, exposition(&router)));
+    let snapshot = match listener {
+        Some((l, addr)) => Some(serve_snapshot(l, &addr, exposition(&router))?),
+        None => None,
+    };
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
     let mut last_report = Instant::now();
     let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
@@ -119,22 +122,25 @@ type Snapshot = Arc<Mutex<String>>;
 
 /// Serves `first` and then whatever is [`publish`]ed, from a helper thread: a scrape copies
 /// the text under the lock and never touches the router.
-fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Snapshot {
+fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Snapshot> {
     let snap: Snapshot = Arc::new(Mutex::new(first));
     let theirs = Arc::clone(&snap);
     let addr = addr.to_string();
-    std::thread::spawn(move || {
-        let read = || {
-            theirs
-                .lock()
-                .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
-        };
-        if let Err(e) = chronicle_metrics::serve(&listener, read) {
-            emit(&json!({"role": "router", "event": "error", "id": "",
-                "error": format!("the metrics listener on {addr} failed: {e}")}));
-        }
-    });
-    snap
+    std::thread::Builder::new()
+        .name("router-metrics".to_string())
+        .spawn(move || {
+            let read = || {
+                theirs
+                    .lock()
+                    .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+            };
+            if let Err(e) = chronicle_metrics::serve(&listener, read) {
+                emit(&json!({"role": "router", "event": "error", "id": "",
+                    "error": format!("{e} (on {addr})")}));
+            }
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(snap)
 }
 
 /// Replaces the served exposition; the lock is held for a pointer swap (the text is built
