@@ -122,6 +122,7 @@ fn start_bridges(
             .ok()
             .map(|_| Duration::from_secs(1)),
         stats_json: false,
+        metrics_listen: None,
         exit_at_end: false,
     };
     let inc = InConfig {
@@ -140,6 +141,7 @@ fn start_bridges(
             .ok()
             .map(|_| Duration::from_secs(1)),
         stats_json: false,
+        metrics_listen: None,
     };
     let nats = NatsConfig::from_env(url);
     let mut handles = Vec::new();

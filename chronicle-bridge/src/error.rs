@@ -188,6 +188,11 @@ pub enum BridgeError {
         /// Which setting and why.
         what: String,
     },
+    /// The metrics endpoint could not be started (its address taken or invalid).
+    Metrics {
+        /// What the metrics server reported.
+        source: chronicle_metrics::Error,
+    },
 }
 
 impl fmt::Display for BridgeError {
@@ -301,6 +306,7 @@ impl fmt::Display for BridgeError {
                 )
             }
             BridgeError::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
+            BridgeError::Metrics { source } => write!(f, "{source}"),
         }
     }
 }
@@ -312,6 +318,7 @@ impl std::error::Error for BridgeError {
                 Some(source)
             }
             BridgeError::Queue { source, .. } => Some(source),
+            BridgeError::Metrics { source } => Some(source),
             _ => None,
         }
     }

@@ -30,7 +30,7 @@ use crate::connect::{self, NatsConfig, StreamSpec};
 use crate::error::{BridgeError, Result};
 use crate::headers::{self, RecordMeta};
 use crate::state::{ImportState, runs_of};
-use crate::stats::{Counters, Reporter};
+use crate::stats::{self, Counters, Reporter};
 
 /// Settings of an in-bridge.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct InConfig {
     pub stats_interval: Option<Duration>,
     /// Stats as JSON lines.
     pub stats_json: bool,
+    /// Serve the counters to Prometheus at `GET /metrics` on this address (None: no endpoint).
+    pub metrics_listen: Option<String>,
 }
 
 impl InConfig {
@@ -102,6 +104,7 @@ pub async fn run(
         });
     }
     let counters = Arc::new(Counters::default());
+    stats::serve_metrics(cfg.metrics_listen.as_deref(), "in", &cfg.queue, &counters)?;
     let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
     let js = connect::jetstream(client.clone(), &nats);
     let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;

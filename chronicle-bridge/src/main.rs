@@ -68,6 +68,10 @@ struct Common {
     /// Print stats as JSON objects, one per line.
     #[arg(long)]
     stats_json: bool,
+    /// Serve the bridge's counters to Prometheus at `GET /metrics` on this address
+    /// (e.g. 127.0.0.1:9466).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Longest delay between reconnect attempts, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     reconnect_max_ms: u64,
@@ -311,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 create: stream_spec(&a.stream_args, Some(&a.subject))?,
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,
+                metrics_listen: a.common.metrics_listen.clone(),
                 exit_at_end: a.exit_at_end,
             };
             outbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
@@ -337,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 gap_timeout: (a.gap_timeout > 0).then(|| Duration::from_secs(a.gap_timeout)),
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,
+                metrics_listen: a.common.metrics_listen.clone(),
             };
             inbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
         }

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use crate::connect::{self, NatsConfig, StreamSpec};
 use crate::error::{BridgeError, Result};
 use crate::headers;
-use crate::stats::{Counters, Reporter};
+use crate::stats::{self, Counters, Reporter};
 
 /// Settings of an out-bridge.
 #[derive(Debug, Clone)]
@@ -56,6 +56,8 @@ pub struct OutConfig {
     pub stats_interval: Option<Duration>,
     /// Stats as JSON lines.
     pub stats_json: bool,
+    /// Serve the counters to Prometheus at `GET /metrics` on this address (None: no endpoint).
+    pub metrics_listen: Option<String>,
     /// Exit once the queue's writer is gone (closed or dead) and every record is acknowledged.
     pub exit_at_end: bool,
 }
@@ -91,6 +93,7 @@ pub async fn run(
         });
     }
     let counters = Arc::new(Counters::default());
+    stats::serve_metrics(cfg.metrics_listen.as_deref(), "out", &cfg.queue, &counters)?;
     let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
     let js = connect::jetstream(client.clone(), &nats);
     connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
@@ -196,7 +199,12 @@ pub async fn run(
                     break;
                 }
             },
-            _ = heartbeat.tick() => cursor.heartbeat(),
+            _ = heartbeat.tick() => {
+                cursor.heartbeat();
+                // Kept current for the metrics endpoint (a scrape reads the atomics).
+                let tail = cursor.tail().next_seq;
+                counters.lag.store(tail.saturating_sub(cursor.next_seq()), Ordering::Relaxed);
+            }
             _ = ticker.tick(), if cfg.stats_interval.is_some() => {
                 let tail = cursor.tail().next_seq;
                 counters.lag.store(tail.saturating_sub(cursor.next_seq()), Ordering::Relaxed);

@@ -1,7 +1,11 @@
-//! Counters of a running bridge and the periodic stats line on stderr.
+//! Counters of a running bridge, the periodic stats line on stderr, and the same counters for
+//! Prometheus (`--metrics-listen`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use chronicle_metrics::{Exposition, Kind};
 
 use serde::Serialize;
 
@@ -147,5 +151,139 @@ impl Reporter {
                 String::new()
             }
         )
+    }
+}
+
+/// The counters in the Prometheus text format, labelled `direction` ("out" or "in") and
+/// `queue` (the local queue's path).
+pub fn exposition(direction: &str, queue: &str, c: &Counters) -> String {
+    let l = [("direction", direction), ("queue", queue)];
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut e = Exposition::new();
+    for (name, kind, help, v) in [
+        (
+            "chronicle_bridge_sent_messages_total",
+            Kind::Counter,
+            "Messages handed to NATS (out, re-sends included) or received from the consumer (in).",
+            &c.sent,
+        ),
+        (
+            "chronicle_bridge_done_records_total",
+            Kind::Counter,
+            "Records done: acknowledged by JetStream (out) or appended to the local queue (in).",
+            &c.done,
+        ),
+        (
+            "chronicle_bridge_duplicates_total",
+            Kind::Counter,
+            "Publishes JetStream reported as duplicates (out), or redelivered messages already imported and skipped (in).",
+            &c.duplicates,
+        ),
+        (
+            "chronicle_bridge_resent_total",
+            Kind::Counter,
+            "Messages published again after a failed or missing acknowledgement (out).",
+            &c.resent,
+        ),
+        (
+            "chronicle_bridge_errors_total",
+            Kind::Counter,
+            "Errors: failed publishes or acknowledgements, malformed messages, consumer errors.",
+            &c.errors,
+        ),
+        (
+            "chronicle_bridge_lost_records_total",
+            Kind::Counter,
+            "Source records declared lost by the in-bridge's gap timeout (0 unless it is set).",
+            &c.gaps,
+        ),
+        (
+            "chronicle_bridge_connections_total",
+            Kind::Counter,
+            "Connections to NATS established, the first one included (reconnects are this minus one).",
+            &c.reconnects,
+        ),
+        (
+            "chronicle_bridge_disconnections_total",
+            Kind::Counter,
+            "Connections to NATS lost.",
+            &c.disconnects,
+        ),
+        (
+            "chronicle_bridge_lag_records",
+            Kind::Gauge,
+            "Records behind: the local queue's tail minus the acknowledged position (out, updated every second), or messages pending in the consumer (in).",
+            &c.lag,
+        ),
+        (
+            "chronicle_bridge_in_flight_messages",
+            Kind::Gauge,
+            "Publishes awaiting acknowledgement (out), or messages held back waiting for an earlier source record (in).",
+            &c.in_flight,
+        ),
+        (
+            "chronicle_bridge_position_records",
+            Kind::Gauge,
+            "The next source sequence number: after the last acknowledged record (out), after the last imported record of the most recent source (in).",
+            &c.position,
+        ),
+    ] {
+        e.family(name, kind, help).sample(&l, get(v));
+    }
+    e.render()
+}
+
+/// With an address, binds it and serves [`exposition`] of `counters` from a helper thread: a
+/// scrape reads the atomics, it never waits for the bridge's tasks. Without one, does nothing.
+pub fn serve_metrics(
+    addr: Option<&str>,
+    direction: &'static str,
+    queue: &std::path::Path,
+    counters: &Arc<Counters>,
+) -> crate::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    let queue = queue.display().to_string();
+    let counters = Arc::clone(counters);
+    let listener =
+        chronicle_metrics::bind(addr).map_err(|source| crate::BridgeError::Metrics { source })?;
+    std::thread::Builder::new()
+        .name("bridge-metrics".to_string())
+        .spawn(move || {
+            if let Err(e) =
+                chronicle_metrics::serve(&listener, || exposition(direction, &queue, &counters))
+            {
+                eprintln!("chron-bridge {direction}: {e}");
+            }
+        })
+        .map_err(|e| crate::BridgeError::InvalidConfig {
+            what: format!("cannot start the metrics thread: {e}"),
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_labels_every_counter() {
+        let c = Counters::default();
+        c.done.store(7, Ordering::Relaxed);
+        c.lag.store(3, Ordering::Relaxed);
+        let text = exposition("out", "/q/a\"b", &c);
+        assert!(
+            text.contains(
+                "chronicle_bridge_done_records_total{direction=\"out\",queue=\"/q/a\\\"b\"} 7\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE chronicle_bridge_lag_records gauge\n"));
+        assert!(
+            text.contains(
+                "chronicle_bridge_lag_records{direction=\"out\",queue=\"/q/a\\\"b\"} 3\n"
+            )
+        );
+        assert_eq!(text.matches("# TYPE ").count(), 11);
     }
 }

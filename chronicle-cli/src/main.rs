@@ -29,6 +29,9 @@ enum Command {
     Tail(cmd::tail::Args),
     /// Append records read from stdin, one per line.
     Append(cmd::append::Args),
+    /// Serve queues' and buses' numbers to Prometheus (`--listen ADDR`), or print them once
+    /// (`--once`).
+    Metrics(cmd::metrics::Args),
     /// Check a bus directory or one queue for problems, and optionally fix the safe ones.
     Doctor(cmd::doctor::Args),
     /// Reconcile a bus's orders, fates and router/out: every order answered exactly once,
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Tail(a) => cmd::tail::run(a),
         Command::Append(a) => cmd::append::run(a),
+        Command::Metrics(a) => cmd::metrics::run(a),
         Command::Doctor(a) => cmd::doctor::run(a),
         Command::Audit(a) => cmd::audit::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -1,15 +1,15 @@
 //! Read-only facts about a queue, read from its files without mapping or locking anything, so
-//! `inspect` and `doctor` work on damaged queues and never disturb a running writer.
+//! `inspect`, `doctor` and `metrics` work on damaged queues and never disturb a running writer.
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chronicle_core::layout::{
     CONTROL_FILE_SIZE, CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
     WRITER_CLOSED, WRITER_NEVER, WRITER_OPEN,
 };
-use chronicle_core::{Error, Geometry, QueueDir, Tail, sys};
+use chronicle_core::{Error, Geometry, QueueDir, ReaderInfo, Tail, list_readers, sys};
 
 /// The fields of `queue.meta` (see `chronicle_core::layout`).
 #[derive(Debug, Clone, Copy)]
@@ -199,4 +199,188 @@ pub fn lag_bytes(seg_size: u64, from: (u64, u64), to: (u64, u64)) -> u64 {
 /// True when `path` is a queue directory (has `queue.meta`).
 pub fn is_queue(path: &Path) -> bool {
     path.join(chronicle_core::layout::CONTROL_FILE).exists()
+}
+
+/// Bytes the writer has moved through the log since the queue was created: framing, padding
+/// and segment headers included, segments counted whole (the same measure as reader lag).
+pub fn appended_bytes(meta: &Meta) -> u64 {
+    lag_bytes(
+        meta.geometry.segment_size,
+        (0, SEGMENT_HEADER_SIZE),
+        (meta.tail.segment, meta.tail.offset),
+    )
+}
+
+/// A named reader's state in words: `active` (its meta is locked by a process), `idle` (its
+/// last process still runs) or `gone`.
+pub fn reader_state(info: &ReaderInfo) -> &'static str {
+    if info.in_use {
+        "active"
+    } else if sys::process_alive(info.pid, Some(info.start_time)) {
+        "idle"
+    } else {
+        "gone"
+    }
+}
+
+/// How far a named reader is behind the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// The reader's next sequence number.
+    pub next_seq: u64,
+    pub records: u64,
+    /// See [`lag_bytes`].
+    pub bytes: u64,
+    /// Between the last record it consumed and the last one appended (0 when caught up).
+    pub ns: u64,
+}
+
+/// One named reader, as read from its meta file.
+#[derive(Debug, Clone)]
+pub struct ReaderFacts {
+    pub info: ReaderInfo,
+    /// `None` until the reader has committed a position.
+    pub lag: Option<Lag>,
+    pub heartbeat_age_ns: u64,
+    /// See [`reader_state`].
+    pub state: &'static str,
+}
+
+/// What `inspect` and `metrics` report about a queue, gathered in one pass over its files
+/// (nothing mapped, nothing locked).
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub meta: Meta,
+    /// Segment ids on disk, ascending.
+    pub segments: Vec<u64>,
+    /// Their total size on disk.
+    pub segment_bytes: u64,
+    pub liveness: Liveness,
+    /// See [`writer_status`].
+    pub writer: &'static str,
+    pub readers: Vec<ReaderFacts>,
+    /// Reader meta files that could not be read, one sentence each.
+    pub reader_errors: Vec<String>,
+}
+
+/// Gathers the [`Facts`] of the queue in `dir`, ages taken as of `now` (ns since the epoch).
+pub fn gather(dir: &QueueDir, now: u64) -> Result<Facts, Error> {
+    let meta = read_meta(dir)?;
+    let segments = dir.list_segments()?;
+    let segment_bytes = segments
+        .iter()
+        .filter_map(|id| std::fs::symlink_metadata(dir.segment(*id)).ok())
+        .map(|m| m.len())
+        .sum();
+    let liveness = liveness(dir);
+    let tail = meta.tail;
+    let mut readers = Vec::new();
+    let mut reader_errors = Vec::new();
+    for r in list_readers(dir)? {
+        match r {
+            Ok(info) => readers.push(ReaderFacts {
+                lag: info.position.map(|p| {
+                    let records = tail.next_seq.saturating_sub(p.next_seq);
+                    Lag {
+                        next_seq: p.next_seq,
+                        records,
+                        bytes: lag_bytes(
+                            meta.geometry.segment_size,
+                            (p.segment, p.offset),
+                            (tail.segment, tail.offset),
+                        ),
+                        ns: if records == 0 {
+                            0
+                        } else {
+                            tail.last_timestamp_ns.saturating_sub(p.timestamp_ns)
+                        },
+                    }
+                }),
+                heartbeat_age_ns: now.saturating_sub(info.heartbeat_ns),
+                state: reader_state(&info),
+                info,
+            }),
+            Err(e) => reader_errors.push(e.to_string()),
+        }
+    }
+    Ok(Facts {
+        writer: writer_status(&meta, &liveness),
+        meta,
+        segments,
+        segment_bytes,
+        liveness,
+        readers,
+        reader_errors,
+    })
+}
+
+/// What a path given on the command line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Queue,
+    Bus,
+}
+
+/// Tells a queue from a bus, or says in one sentence why `path` is neither.
+pub fn classify(path: &Path) -> anyhow::Result<Target> {
+    if is_queue(path) {
+        Ok(Target::Queue)
+    } else if path.is_dir()
+        && ["feeds", "strategies", "router"]
+            .iter()
+            .any(|d| path.join(d).is_dir())
+    {
+        Ok(Target::Bus)
+    } else if !path.exists() {
+        anyhow::bail!("{}: no such file or directory", path.display());
+    } else {
+        anyhow::bail!(
+            "{} is neither a chronicle queue (no queue.meta) nor a bus (no feeds/, strategies/ or router/)",
+            path.display()
+        );
+    }
+}
+
+/// Every queue of a bus, in a stable order: feeds, then each strategy's orders and fates, then
+/// the router's queues (`router/out`). Symbolic links are not followed.
+pub fn bus_queues(root: &Path) -> Vec<PathBuf> {
+    let bus = chronicle_bus::BusLayout::new(root);
+    let mut v: Vec<PathBuf> = subdirs(&bus.feeds_dir());
+    for s in subdirs(&bus.strategies_dir()) {
+        v.push(s.join(chronicle_bus::layout::ORDERS));
+        v.push(s.join(chronicle_bus::layout::FATES));
+    }
+    v.extend(subdirs(&bus.router_dir()));
+    v.retain(|q| is_queue(q));
+    v
+}
+
+/// Sub-directories of `dir` (not links, not hidden), sorted; empty if it cannot be read.
+pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Bytes available to unprivileged users on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed statvfs is valid plain data; `c` is a NUL-terminated path living across
+    // the call, and `st` is a live local the kernel fills in.
+    let (r, st) = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        let r = libc::statvfs(c.as_ptr(), &mut st);
+        (r, st)
+    };
+    let (avail, frsize): (u64, u64) = (st.f_bavail, st.f_frsize);
+    (r == 0).then(|| avail.saturating_mul(frsize))
 }

@@ -23,11 +23,11 @@ use super::journal::{Answer, Journal, Merge};
 use super::record::{FateCode, Kind, ORDER, Order, ROUTED, RejectCode, Routed};
 use crate::discovery::{DiscoveryConfig, DiscoveryEvent, Endpoint, RemoveReason, RouterDiscovery};
 use crate::error::{BusError, Result};
-use crate::fanin::{FanInConfig, FanInReader, MergeMode};
+use crate::fanin::{FanInConfig, FanInReader, FanInStats, MergeMode};
 use crate::layout::{BusLayout, SourceId};
 use crate::sched::{
-    Backpressure, Dequeued, Enqueued, LocalScheduler, RejectReason, SchedulerConfig, Task,
-    TenantKey,
+    Backpressure, Dequeued, Enqueued, LocalScheduler, RejectReason, SchedulerConfig,
+    SchedulerCounters, Task, TenantKey,
 };
 
 /// The name of the router's readers on the strategies' order queues (its positions there), by
@@ -897,6 +897,22 @@ impl Router {
     /// Restarts the latency window.
     pub fn reset_window(&mut self) {
         self.window.reset();
+    }
+
+    /// The live merge's counters (records emitted, forced out by `max_hold`, late).
+    pub fn fanin_stats(&self) -> FanInStats {
+        self.fanin.stats()
+    }
+
+    /// The scheduler's counters (enqueued, dispatched, expired, evicted, removed, rejected by
+    /// reason, queue length), over every strategy.
+    pub fn scheduler_counters(&self) -> SchedulerCounters {
+        self.sched.counters()
+    }
+
+    /// Time orders spent in the scheduler, enqueue to dispatch (ns), over every strategy.
+    pub fn queue_time(&self) -> &Histogram<u64> {
+        self.sched.queue_time_histogram()
     }
 
     /// The next seq of `router/out`.

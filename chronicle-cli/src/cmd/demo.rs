@@ -76,6 +76,10 @@ pub struct Args {
     /// Print only the summary, as one JSON object (status lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// The router serves its Prometheus metrics on this address (see `router --metrics-listen`;
+    /// `chron-cli metrics BUS --listen` serves the queues').
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A child process, killed and reaped if still running when dropped.
@@ -258,6 +262,9 @@ pub fn run(a: Args) -> Result<u8> {
         a.rate_limit.to_string(),
     ];
     router_args.extend(wait.args(ids.len() + 1, false));
+    if let Some(addr) = &a.metrics_listen {
+        router_args.extend([s("--metrics-listen"), addr.clone()]);
+    }
     let mut router = spawn("router", &router_args, &tx)?;
     // When to kill the router: spread over the middle 80 % of the run, jittered.
     let mut kills = router_kill_times(a.kill_router, Duration::from_secs(a.secs));

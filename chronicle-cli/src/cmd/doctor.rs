@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use chronicle_bus::markers::{Lease, LeaseState, Ready};
 use chronicle_bus::{BusLayout, layout};
 use chronicle_core::layout::WRITER_OPEN;
@@ -565,7 +565,9 @@ impl Doctor<'_> {
     }
 
     fn check_space(&mut self, q: &Path, segment_size: u64) {
-        let Some(free) = free_bytes(q) else { return };
+        let Some(free) = queue::free_bytes(q) else {
+            return;
+        };
         // A writer needs the next segment, and prepares one more ahead in the background.
         let (severity, need) = if free < segment_size {
             (Severity::Error, segment_size)
@@ -783,7 +785,7 @@ impl Doctor<'_> {
         ] {
             self.check_perms(&d);
         }
-        for q in subdirs(&bus.feeds_dir()) {
+        for q in queue::subdirs(&bus.feeds_dir()) {
             if queue::is_queue(&q) {
                 self.check_queue(&q);
             }
@@ -797,10 +799,10 @@ impl Doctor<'_> {
                 self.refuse_link(&link, what);
             }
         }
-        for s in subdirs(&bus.strategies_dir()) {
+        for s in queue::subdirs(&bus.strategies_dir()) {
             self.check_strategy(&s);
         }
-        for q in subdirs(&bus.router_dir()) {
+        for q in queue::subdirs(&bus.router_dir()) {
             if queue::is_queue(&q) {
                 self.check_queue(&q);
             }
@@ -883,20 +885,6 @@ fn apply(action: &Action) -> std::result::Result<String, String> {
     }
 }
 
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
-}
-
 /// Entries of `dir` that are symbolic links (not followed), sorted.
 fn sublinks(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -911,37 +899,11 @@ fn sublinks(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: zeroed statvfs is valid plain data; `c` is a NUL-terminated path living across
-    // the call, and `st` is a live local the kernel fills in.
-    let (r, st) = unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        let r = libc::statvfs(c.as_ptr(), &mut st);
-        (r, st)
-    };
-    let (avail, frsize): (u64, u64) = (st.f_bavail, st.f_frsize);
-    (r == 0).then(|| avail.saturating_mul(frsize))
-}
-
 pub fn run(args: Args) -> Result<u8> {
     let path = &args.path;
-    let kind = if queue::is_queue(path) {
-        "queue"
-    } else if path.is_dir()
-        && ["feeds", "strategies", "router"]
-            .iter()
-            .any(|d| path.join(d).is_dir())
-    {
-        "bus"
-    } else if !path.exists() {
-        bail!("{}: no such file or directory", path.display());
-    } else {
-        bail!(
-            "{} is neither a chronicle queue (no queue.meta) nor a bus (no feeds/, strategies/ or router/)",
-            path.display()
-        );
+    let kind = match queue::classify(path)? {
+        queue::Target::Queue => "queue",
+        queue::Target::Bus => "bus",
     };
     let mut d = Doctor {
         args: &args,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, list_readers, sys};
+use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, sys};
 use serde::Serialize;
 
 use crate::output::{self, Style};
@@ -117,69 +117,36 @@ fn append_rate(q: &PathBuf, meta: &Meta, now: u64) -> Option<f64> {
     Some(n as f64 * 1e9 / RATE_WINDOW_NS as f64)
 }
 
-fn reader_state(info: &chronicle_core::ReaderInfo) -> &'static str {
-    if info.in_use {
-        "active"
-    } else if sys::process_alive(info.pid, Some(info.start_time)) {
-        "idle"
-    } else {
-        "gone"
-    }
-}
-
 pub fn run(args: Args) -> Result<u8> {
     let dir = QueueDir::new(&args.queue);
-    let meta = queue::read_meta(&dir)?;
     let now = args.now.unwrap_or_else(sys::realtime_ns);
-    let geom = meta.geometry;
-    let ids = dir.list_segments()?;
-    let mut seg_bytes = 0u64;
-    for id in &ids {
-        if let Ok(m) = std::fs::symlink_metadata(dir.segment(*id)) {
-            seg_bytes += m.len();
-        }
-    }
+    let f = queue::gather(&dir, now)?;
+    let (meta, geom, tail, ids, live) = (
+        f.meta,
+        f.meta.geometry,
+        f.meta.tail,
+        &f.segments,
+        f.liveness,
+    );
     let oldest = ids.first().copied();
-    let live = queue::liveness(&dir);
-    let status = queue::writer_status(&meta, &live);
-    let tail = meta.tail;
-    let mut readers = Vec::new();
-    let mut reader_errors = Vec::new();
-    for r in list_readers(&dir)? {
-        match r {
-            Ok(info) => {
-                let pos = info.position;
-                let lag_records = pos.map(|p| tail.next_seq.saturating_sub(p.next_seq));
-                readers.push(ReaderJ {
-                    next_seq: pos.map(|p| p.next_seq),
-                    segment: pos.map(|p| p.segment),
-                    offset: pos.map(|p| p.offset),
-                    lag_records,
-                    lag_bytes: pos.map(|p| {
-                        queue::lag_bytes(
-                            geom.segment_size,
-                            (p.segment, p.offset),
-                            (tail.segment, tail.offset),
-                        )
-                    }),
-                    lag_ns: pos.map(|p| {
-                        if lag_records == Some(0) {
-                            0
-                        } else {
-                            tail.last_timestamp_ns.saturating_sub(p.timestamp_ns)
-                        }
-                    }),
-                    heartbeat_ns: info.heartbeat_ns,
-                    heartbeat_age_ns: now.saturating_sub(info.heartbeat_ns),
-                    pid: info.pid,
-                    in_use: info.in_use,
-                    state: reader_state(&info),
-                    name: info.name,
-                });
-            }
-            Err(e) => reader_errors.push(e.to_string()),
-        }
-    }
+    let readers = f
+        .readers
+        .into_iter()
+        .map(|r| ReaderJ {
+            next_seq: r.lag.map(|l| l.next_seq),
+            segment: r.info.position.map(|p| p.segment),
+            offset: r.info.position.map(|p| p.offset),
+            lag_records: r.lag.map(|l| l.records),
+            lag_bytes: r.lag.map(|l| l.bytes),
+            lag_ns: r.lag.map(|l| l.ns),
+            heartbeat_ns: r.info.heartbeat_ns,
+            heartbeat_age_ns: r.heartbeat_age_ns,
+            pid: r.info.pid,
+            in_use: r.info.in_use,
+            state: r.state,
+            name: r.info.name,
+        })
+        .collect();
     let report = Report {
         queue: args.queue.display().to_string(),
         format_version: meta.version,
@@ -193,13 +160,13 @@ pub fn run(args: Args) -> Result<u8> {
         },
         segments: SegmentsJ {
             count: ids.len() as u64,
-            bytes: seg_bytes,
+            bytes: f.segment_bytes,
             oldest,
             newest: ids.last().copied(),
             oldest_seq: oldest.and_then(|id| queue::segment_base_seq(&dir, id)),
         },
         writer: WriterJ {
-            status,
+            status: f.writer,
             lock_held: live.lock_held,
             pid: live
                 .lock_pid
@@ -215,7 +182,7 @@ pub fn run(args: Args) -> Result<u8> {
         append_rate_msgs_per_s: append_rate(&args.queue, &meta, now),
         append_rate_window_s: RATE_WINDOW_NS / 1_000_000_000,
         readers,
-        reader_errors,
+        reader_errors: f.reader_errors,
     };
     if args.json {
         output::print_json(&report)?;

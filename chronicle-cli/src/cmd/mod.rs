@@ -6,5 +6,6 @@ pub mod bench;
 pub mod demo;
 pub mod doctor;
 pub mod inspect;
+pub mod metrics;
 pub mod soak;
 pub mod tail;

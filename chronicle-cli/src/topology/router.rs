@@ -4,7 +4,9 @@
 //! merging and routing until every strategy has left the bus, everything they committed is
 //! merged and every queued order is answered (or 10 s have passed), then closes.
 
+use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -15,6 +17,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{emit, install_stop_handler, stop_requested};
+use chronicle_metrics::{Exposition, Kind, hdr_buckets, seconds};
 
 /// Arguments of `chron-cli router`.
 #[derive(Debug, clap::Args)]
@@ -41,6 +44,10 @@ pub struct Args {
     /// one being rejected.
     #[arg(long)]
     pub evict_oldest: bool,
+    /// Serve the router's own numbers (fates per strategy, queued orders, tick-to-route
+    /// histograms) to Prometheus at `GET /metrics` on this address; refreshed once a second.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// How it waits, and where it runs.
     #[command(flatten)]
     pub wait: super::WaitArgs,
@@ -78,8 +85,17 @@ pub fn run(a: Args) -> Result<u8> {
     if a.evict_oldest {
         cfg.backpressure = Backpressure::EvictOldest;
     }
+    // Bound before the router opens, so a taken address fails the start, not a scrape.
+    let listener = match &a.metrics_listen {
+        Some(addr) => Some((chronicle_metrics::bind(addr)?, addr.clone())),
+        None => None,
+    };
     let layout = BusLayout::new(&a.bus);
     let mut router = Router::open(&layout, cfg).context("cannot start the router")?;
+    let snapshot = match listener {
+        Some((l, addr)) => Some(serve_snapshot(l, &addr, exposition(&router))?),
+        None => None,
+    };
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
     let mut last_report = Instant::now();
     let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
@@ -89,6 +105,9 @@ pub fn run(a: Args) -> Result<u8> {
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
             emit(&report(r, false, false));
+            if let Some(snap) = &snapshot {
+                publish(snap, exposition(r));
+            }
             r.reset_window();
             last_report = now;
         }
@@ -96,6 +115,208 @@ pub fn run(a: Args) -> Result<u8> {
     emit(&report(&router, true, !drained));
     router.close()?;
     Ok(0)
+}
+
+/// The latest exposition, published by the router loop and read by the metrics thread.
+type Snapshot = Arc<Mutex<String>>;
+
+/// Serves `first` and then whatever is [`publish`]ed, from a helper thread: a scrape copies
+/// the text under the lock and never touches the router.
+fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Snapshot> {
+    let snap: Snapshot = Arc::new(Mutex::new(first));
+    let theirs = Arc::clone(&snap);
+    let addr = addr.to_string();
+    std::thread::Builder::new()
+        .name("router-metrics".to_string())
+        .spawn(move || {
+            let read = || {
+                theirs
+                    .lock()
+                    .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+            };
+            if let Err(e) = chronicle_metrics::serve(&listener, read) {
+                emit(&json!({"role": "router", "event": "error", "id": "",
+                    "error": format!("{e} (on {addr})")}));
+            }
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(snap)
+}
+
+/// Replaces the served exposition; the lock is held for a pointer swap (the text is built
+/// before, and the old one is freed after).
+fn publish(snap: &Snapshot, mut text: String) {
+    match snap.lock() {
+        Ok(mut s) => std::mem::swap(&mut *s, &mut text),
+        Err(p) => std::mem::swap(&mut *p.into_inner(), &mut text),
+    }
+}
+
+/// Upper bounds of the latency histograms' buckets, ns: 5 us to 1 s.
+const T2R_BOUNDS_NS: [u64; 15] = [
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram (ns) at the fixed [`T2R_BOUNDS_NS`], in seconds: buckets, sum, count.
+fn seconds_buckets(h: &Histogram<u64>) -> (Vec<(f64, u64)>, f64, u64) {
+    let (buckets, sum_ns, count) = hdr_buckets(h, &T2R_BOUNDS_NS);
+    let buckets = buckets.into_iter().map(|(b, n)| (seconds(b), n)).collect();
+    (buckets, sum_ns / 1e9, count)
+}
+
+/// The router's own numbers, per strategy, in the Prometheus text format. Counters restart at
+/// 0 with the process (the fates queues are the lasting record).
+fn exposition(r: &Router) -> String {
+    let mut e = Exposition::new();
+    let fanin = r.fanin_stats();
+    e.family(
+        "chronicle_router_merged_records_total",
+        Kind::Counter,
+        "Records the live merge handed on, over every strategy.",
+    )
+    .sample(&[], fanin.emitted);
+    e.family(
+        "chronicle_router_merge_forced_total",
+        Kind::Counter,
+        "Records the live merge sent because the hold limit passed, not because every strategy's watermark allowed it.",
+    )
+    .sample(&[], fanin.forced);
+    e.family(
+        "chronicle_router_merge_late_total",
+        Kind::Counter,
+        "Records the live merge handed on with a key below one handed on before.",
+    )
+    .sample(&[], fanin.late);
+    let c = r.scheduler_counters();
+    for (name, help, v) in [
+        (
+            "chronicle_router_scheduler_enqueued_total",
+            "Orders the scheduler accepted.",
+            c.enqueued,
+        ),
+        (
+            "chronicle_router_scheduler_dispatched_total",
+            "Orders the scheduler handed on to be sent.",
+            c.dequeued,
+        ),
+        (
+            "chronicle_router_scheduler_expired_total",
+            "Orders dropped in the scheduler because their deadline passed.",
+            c.expired,
+        ),
+        (
+            "chronicle_router_scheduler_evicted_total",
+            "Orders evicted from the scheduler to make room (evict-oldest back-pressure).",
+            c.evicted,
+        ),
+        (
+            "chronicle_router_scheduler_removed_total",
+            "Orders taken out of the scheduler by a cancel before dispatch.",
+            c.removed,
+        ),
+    ] {
+        e.family(name, Kind::Counter, help).sample(&[], v);
+    }
+    e.family(
+        "chronicle_router_scheduler_rejected_total",
+        Kind::Counter,
+        "Orders the scheduler refused, by reason (global_full, tenant_full, too_many_tenants, closed).",
+    )
+    .sample(&[("reason", "global_full")], c.rejected.global_full)
+    .sample(&[("reason", "tenant_full")], c.rejected.tenant_full)
+    .sample(&[("reason", "too_many_tenants")], c.rejected.too_many_tenants)
+    .sample(&[("reason", "closed")], c.rejected.closed);
+    e.family(
+        "chronicle_router_scheduler_queue_length",
+        Kind::Gauge,
+        "Orders held in the scheduler now.",
+    )
+    .sample(&[], c.queue_len as u64);
+    let (buckets, sum, count) = seconds_buckets(r.queue_time());
+    e.family(
+        "chronicle_router_scheduler_queue_time_seconds",
+        Kind::Histogram,
+        "Time orders spent in the scheduler, enqueue to dispatch (hdrhistogram at its precision; the sum is approximate).",
+    )
+    .histogram(&[], &buckets, sum, count);
+    let strategies = r.strategies();
+    e.family(
+        "chronicle_router_strategies",
+        Kind::Gauge,
+        "Strategies this router process has seen (attached now or before; their counters are kept).",
+    )
+    .sample(&[], strategies.len() as u64);
+    for s in strategies {
+        let l = [("strategy", s.id.as_str())];
+        let f = e.family(
+            "chronicle_router_fates_total",
+            Kind::Counter,
+            "Fates the router wrote to the strategy's fates queue, by fate (routed, rejected, expired, evicted, cancelled, malformed).",
+        );
+        for code in FateCode::ALL {
+            f.sample(&[l[0], ("fate", code.name())], s.fates.get(code));
+        }
+        e.family(
+            "chronicle_router_merged_total",
+            Kind::Counter,
+            "Orders and cancels the router took from the strategy's queue (each gets one fate).",
+        )
+        .sample(&l, s.merged);
+        e.family(
+            "chronicle_router_queued_orders",
+            Kind::Gauge,
+            "Orders taken from the strategy and not yet answered (queued in the scheduler).",
+        )
+        .sample(&l, s.pending as u64);
+        e.family(
+            "chronicle_router_strategy_weight",
+            Kind::Gauge,
+            "The strategy's DRR weight (quantum).",
+        )
+        .sample(&l, u64::from(s.weight));
+        e.family(
+            "chronicle_router_attached_total",
+            Kind::Counter,
+            "Times the router attached the strategy's order queue.",
+        )
+        .sample(&l, s.attached);
+        let (buckets, sum, count) = seconds_buckets(&s.latency);
+        e.family(
+            "chronicle_router_tick_to_route_seconds",
+            Kind::Histogram,
+            "Origin (tick) to route latency of the strategy's routed orders (from the router's hdrhistogram at 1 % precision; the sum is approximate).",
+        )
+        .histogram(&l, &buckets, sum, count);
+        let stages = e.family(
+            "chronicle_router_stage_seconds",
+            Kind::Histogram,
+            "Where the strategy's routed orders spent their time, by stage: to_order (tick to order written), merge (written to merged), queue (merged to dispatched), send (dispatched to written to router/out and answered).",
+        );
+        for (stage, h) in [
+            ("to_order", &s.stages.to_order),
+            ("merge", &s.stages.merge),
+            ("queue", &s.stages.queue),
+            ("send", &s.stages.send),
+        ] {
+            let (buckets, sum, count) = seconds_buckets(h);
+            stages.histogram(&[l[0], ("stage", stage)], &buckets, sum, count);
+        }
+    }
+    e.render()
 }
 
 fn event_json(ev: &RouterEvent) -> Value {
