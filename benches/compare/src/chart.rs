@@ -96,6 +96,17 @@ pub fn log_log_panel<'a, 'b>(
     Ok((chart, x_max))
 }
 
+/// The series labels, top left on a translucent box.
+pub fn legend<'a, 'b: 'a>(chart: &mut LogPanel<'a, 'b>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 /// What [`log_log_panel`] draws on.
 pub type LogPanel<'a, 'b> = ChartContext<
     'a,
@@ -219,13 +230,7 @@ pub fn draw(path: &std::path::Path, o: &Options, all: &[Measurement]) -> Result<
                     .label(c.label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err)?;
+            legend(&mut chart)?;
         }
     }
     root.present().map_err(err)?;

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::chart::{err, log_log_panel, percentile_series, x_of};
+use crate::chart::{err, legend, log_log_panel, percentile_series, x_of};
 use crate::machine::Machine;
 
 /// `tick-to-route --help` text.
@@ -390,13 +390,7 @@ fn draw(path: &Path, o: &Options, series: &[Series]) -> Result<()> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)?;
     Ok(())
