@@ -63,6 +63,24 @@ fn queue_with(n: u64, segment_size: u64) -> (tempfile::TempDir, PathBuf, Vec<(u6
     (dir, q, at)
 }
 
+/// Opening named reader `name` fails with `HistoryRewritten` for its position `wanted`, saved
+/// under epoch 0, the queue's history rewritten from `from` (epoch 1).
+fn expect_rewritten(q: &Path, name: &str, wanted: u64, from: u64) {
+    match QueueReader::open(q, ReaderConfig::named(name)) {
+        Err(Error::HistoryRewritten {
+            path,
+            wanted_seq,
+            rewritten_from,
+            saved_epoch: 0,
+            queue_epoch: 1,
+        }) => {
+            assert_eq!((wanted_seq, rewritten_from), (wanted, from), "{name}");
+            assert!(path.ends_with(format!("readers/{name}.meta")), "{path:?}");
+        }
+        other => panic!("{name}: expected HistoryRewritten at {wanted}, got {other:?}"),
+    }
+}
+
 fn zero(path: &Path, from: u64, to: u64) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&vec![0u8; (to - from) as usize], from)
@@ -70,9 +88,12 @@ fn zero(path: &Path, from: u64, to: u64) {
 }
 
 /// Issue 20, first behaviour: the pages holding records 990-999 never reached the disk; a named
-/// reader had committed at seq 1000.
+/// reader had committed at seq 1000. Before the writer recovers it is told `SeqNotWritten`;
+/// recovery sees positions past the recovered tail and records a rewrite of the history from
+/// 990, after which every reader past 990 is told `HistoryRewritten`, before and after the
+/// writer assigned those seqs again.
 #[test]
-fn named_reader_past_a_lost_tail_gets_seq_not_written_then_position_mismatch() {
+fn named_reader_past_a_lost_tail_gets_seq_not_written_then_history_rewritten() {
     let (_d, q, at) = queue_with(1000, 1 << 20);
     {
         let mut r = QueueReader::open(&q, ReaderConfig::named("late")).unwrap();
@@ -100,21 +121,21 @@ fn named_reader_past_a_lost_tail_gets_seq_not_written_then_position_mismatch() {
     };
     zero(&seg_path(&q, seg), from, end);
 
-    // Before the writer recovers, and after it did, the reader past the tail is told.
-    for recovered in [false, true] {
-        if recovered {
-            let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
-            assert_eq!(w.next_seq(), 990);
-            w.close().unwrap();
-        }
-        match QueueReader::open(&q, ReaderConfig::named("late")) {
-            Err(Error::SeqNotWritten {
-                wanted_seq: 1000,
-                next_seq: 990,
-            }) => {}
-            other => panic!("expected SeqNotWritten {{ 1000, 990 }}, got {other:?}"),
-        }
+    // Before the writer recovers, the reader past the tail is told the seq is not there.
+    match QueueReader::open(&q, ReaderConfig::named("late")) {
+        Err(Error::SeqNotWritten {
+            wanted_seq: 1000,
+            next_seq: 990,
+        }) => {}
+        other => panic!("expected SeqNotWritten {{ 1000, 990 }}, got {other:?}"),
     }
+    // Recovery ends history at 990, below what readers saw: it records the rewrite.
+    let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!(w.next_seq(), 990);
+    let h = w.history();
+    assert_eq!((h.epoch, h.rewritten_from, h.rewritten_floor), (1, 990, 990));
+    w.close().unwrap();
+    expect_rewritten(&q, "late", 1000, 990);
     // The reader before the lost region resumes exactly.
     {
         let mut early = QueueReader::open(&q, ReaderConfig::named("early")).unwrap();
@@ -131,22 +152,10 @@ fn named_reader_past_a_lost_tail_gets_seq_not_written_then_position_mismatch() {
         assert_eq!(w.append(2, &payload(seq, 1)).unwrap(), seq);
     }
     w.close().unwrap();
-    // Both readers that saw the old 990.. are refused, naming where their record now is.
-    for (name, wanted, old_offset) in [("late", 1000u64, end), ("mid", 995, at[995].1)] {
-        match QueueReader::open(&q, ReaderConfig::named(name)) {
-            Err(Error::PositionMismatch {
-                wanted_seq,
-                found_segment,
-                found_offset,
-                ..
-            }) => {
-                assert_eq!(wanted_seq, wanted);
-                assert_eq!(found_segment, seg);
-                assert!(found_offset > old_offset, "{found_offset} {old_offset}");
-            }
-            other => panic!("{name}: expected PositionMismatch, got {other:?}"),
-        }
-    }
+    // Both readers that saw the old 990.. are refused.
+    expect_rewritten(&q, "late", 1000, 990);
+    expect_rewritten(&q, "mid", 995, 990);
+    let _ = (seg, end);
     // A new reader reads the re-assigned records whole.
     let mut r = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(985))).unwrap();
     for seq in 985..1030 {
@@ -155,6 +164,136 @@ fn named_reader_past_a_lost_tail_gets_seq_not_written_then_position_mismatch() {
         assert_eq!((m.seq(), m.payload()), (seq, &payload(seq, generation)[..]));
     }
     assert!(r.next().unwrap().is_none());
+}
+
+/// The case a check by place cannot see: records 50-99 are lost, the writer assigns 50..100
+/// again to records of exactly the old sizes, so seq 60 lands at exactly the offset a named
+/// reader saved for it. The reader saw the old 50-59, which no longer exist: it must be refused,
+/// by the history epochs, not resumed on the new records as if they were the old ones.
+#[test]
+fn reassigned_seq_at_exactly_its_old_offset_is_refused() {
+    let (_d, q, at) = queue_with(100, 1 << 20);
+    let commit_at = |name: &str, n: u64| {
+        let mut r = QueueReader::open(&q, ReaderConfig::named(name)).unwrap();
+        for _ in 0..n {
+            r.next().unwrap().unwrap();
+        }
+        r.commit().unwrap();
+        assert_eq!(r.next_seq(), n);
+    };
+    commit_at("past", 60);
+    commit_at("at", 50); // exactly at the rewrite point: saw nothing that is lost
+    commit_at("before", 40);
+    let (seg, from) = at[50];
+    zero(&seg_path(&q, seg), from, at[99].1 + 4096);
+
+    let mut w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!(w.next_seq(), 50);
+    assert_eq!(w.history().epoch, 1);
+    // Same sizes, other content: seq 60 is at the offset "past" saved.
+    for seq in 50..100 {
+        let mut p = payload(seq, 0);
+        p.iter_mut().for_each(|b| *b ^= 0xa5);
+        assert_eq!(w.append(2, &p).unwrap(), seq);
+    }
+    w.close().unwrap();
+    {
+        let r = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(60))).unwrap();
+        assert_eq!(r.position().offset, at[60].1, "the test needs the same offset");
+    }
+    expect_rewritten(&q, "past", 60, 50);
+    // The others saw only what survived: they resume, and read the old then the new records.
+    for (name, start) in [("at", 50u64), ("before", 40)] {
+        let mut r = QueueReader::open(&q, ReaderConfig::named(name)).unwrap();
+        for seq in start..100 {
+            let m = r.next().unwrap().unwrap();
+            let mut want = payload(seq, 0);
+            if seq >= 50 {
+                want.iter_mut().for_each(|b| *b ^= 0xa5);
+            }
+            assert_eq!((m.seq(), m.payload()), (seq, &want[..]), "{name}");
+        }
+        r.commit().unwrap();
+        drop(r);
+        // Positions committed under the new epoch resume (no false alarm).
+        let r = QueueReader::open(&q, ReaderConfig::named(name)).unwrap();
+        assert_eq!(r.next_seq(), 100);
+    }
+    // Resetting the refused reader (remove its meta) lets it start over.
+    chronicle_core::remove_reader(&chronicle_core::QueueDir::new(&q), "past").unwrap();
+    let r = QueueReader::open(&q, ReaderConfig::named("past").start(StartAt::Seq(60))).unwrap();
+    assert_eq!(r.next_seq(), 60);
+}
+
+/// A named reader that was open when the writer recovered, placed before the rewrite point,
+/// read only records that survived and then the new ones: its positions are valid under the
+/// new history epoch, and it resumes after a reopen (no false alarm).
+#[test]
+fn reader_open_across_the_recovery_keeps_resuming() {
+    let (_d, q, at) = queue_with(100, 1 << 20);
+    let mut x = QueueReader::open(&q, ReaderConfig::named("x")).unwrap();
+    for _ in 0..40 {
+        x.next().unwrap().unwrap();
+    }
+    x.commit().unwrap();
+    commit_past(&q, "gone", 70);
+    let (seg, from) = at[50];
+    zero(&seg_path(&q, seg), from, at[99].1 + 4096);
+    for seq in 40..50 {
+        assert_eq!(x.next().unwrap().unwrap().seq(), seq);
+    }
+    assert!(x.next().unwrap().is_none());
+    x.commit().unwrap();
+    let mut w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!((w.next_seq(), w.history().epoch), (50, 1));
+    for seq in 50..80 {
+        assert_eq!(w.append(2, &payload(seq, 1)).unwrap(), seq);
+    }
+    w.close().unwrap();
+    for seq in 50..80 {
+        let m = x.next().unwrap().unwrap();
+        assert_eq!((m.seq(), m.payload()), (seq, &payload(seq, 1)[..]));
+    }
+    x.commit().unwrap();
+    drop(x);
+    let x = QueueReader::open(&q, ReaderConfig::named("x")).unwrap();
+    assert_eq!(x.next_seq(), 80);
+    expect_rewritten(&q, "gone", 70, 50);
+}
+
+/// Commits named reader `name` at seq `n` and closes it.
+fn commit_past(q: &Path, name: &str, n: u64) {
+    let mut r = QueueReader::open(q, ReaderConfig::named(name)).unwrap();
+    for _ in 0..n {
+        r.next().unwrap().unwrap();
+    }
+    r.commit().unwrap();
+}
+
+/// Only the published tail in `queue.meta` remembers the lost records (no named reader had
+/// gone past the recovered tail): the rewrite is still recorded; a writer reopened after a clean
+/// close records none (nor after a process crash: `tests/multiprocess.rs`).
+#[test]
+fn rewrite_is_recorded_from_the_published_tail_and_only_after_a_loss() {
+    let (_d, q, at) = queue_with(100, 1 << 20);
+    // A clean reopen: nothing lost, no rewrite.
+    let mut w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!((w.next_seq(), w.history().epoch), (100, 0));
+    w.append(1, &payload(100, 0)).unwrap();
+    w.close().unwrap();
+    // Records 90-100 lost; no named reader; queue.meta still says 101.
+    let at: Vec<(u64, u64)> = at;
+    let (seg, from) = at[90];
+    zero(&seg_path(&q, seg), from, at[99].1 + 4096);
+    let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!(w.next_seq(), 90);
+    let h = w.history();
+    assert_eq!((h.epoch, h.rewritten_from), (1, 90));
+    w.close().unwrap();
+    // Reopening again records nothing more.
+    let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!(w.history().epoch, 1);
+    w.close().unwrap();
 }
 
 /// A reader at the tail, at the end of a segment (its position is the PAD) or behind a record
