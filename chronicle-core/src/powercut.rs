@@ -212,11 +212,6 @@ mod model {
             let _ = super::take_under(&self.root);
         }
 
-        /// The files of the last snapshot (relative paths and contents).
-        pub fn last(&self) -> &BTreeMap<PathBuf, Vec<u8>> {
-            self.snaps.last().unwrap_or(&self.snaps[0])
-        }
-
         /// Whether the name of `rel` (relative) was made durable by a fsync of its directory
         /// at or before snapshot `k`, and not dropped by a later one before it.
         fn name_durable(&self, rel: &Path, k: usize) -> bool {
@@ -226,8 +221,7 @@ mod model {
             let name = name.to_string_lossy();
             self.dir_syncs
                 .iter()
-                .filter(|(at, d, _)| *at <= k && d == parent)
-                .last()
+                .rfind(|(at, d, _)| *at <= k && d == parent)
                 .is_some_and(|(_, _, names)| names.contains(name.as_ref()))
         }
 
@@ -294,13 +288,25 @@ mod model {
                 0 => None,
                 1 => Some(Vec::new()),
                 2 => latest.map(|b| vec![0; b.len()]),
-                _ => versions[rng.below(versions.len() as u64) as usize].clone(),
+                _ => versions
+                    .get(rng.below(versions.len() as u64) as usize)
+                    .cloned()
+                    .flatten(),
             }
         }
 
         /// The pages of `rel` as a cut leaves them; `last_seen`: its latest snapshot.
-        fn pages(&self, rel: &Path, last_seen: usize, keep: u64, born: bool, rng: &mut Rng) -> Vec<u8> {
-            let cur = &self.snaps[last_seen][rel];
+        fn pages(
+            &self,
+            rel: &Path,
+            last_seen: usize,
+            keep: u64,
+            born: bool,
+            rng: &mut Rng,
+        ) -> Vec<u8> {
+            let Some(cur) = self.snaps.get(last_seen).and_then(|s| s.get(rel)) else {
+                return Vec::new();
+            };
             let mut image = cur.clone();
             for p in 0..cur.len().div_ceil(PAGE) {
                 if rng.chance(keep) {
@@ -308,9 +314,20 @@ mod model {
                 }
                 let (lo, hi) = (p * PAGE, ((p + 1) * PAGE).min(cur.len()));
                 // The durable version of this page and the snapshot it precedes.
-                let first = self.snaps.iter().position(|s| s.contains_key(rel)).unwrap_or(0);
+                let first = self
+                    .snaps
+                    .iter()
+                    .position(|s| s.contains_key(rel))
+                    .unwrap_or(0);
                 let mut floor: (usize, Option<Vec<u8>>) = if born {
-                    (first, self.snaps[first].get(rel).and_then(|b| b.get(lo..hi)).map(<[u8]>::to_vec))
+                    (
+                        first,
+                        self.snaps
+                            .get(first)
+                            .and_then(|s| s.get(rel))
+                            .and_then(|b| b.get(lo..hi))
+                            .map(<[u8]>::to_vec),
+                    )
                 } else {
                     (first, None)
                 };
@@ -319,7 +336,7 @@ mod model {
                     if f == rel && *k <= last_seen + 1 && off < hi && end > lo {
                         let mut page = floor.1.clone().unwrap_or_else(|| vec![0; hi - lo]);
                         let (a, b) = (lo.max(off), hi.min(end));
-                        page[a - lo..b - lo].copy_from_slice(&bytes[a - off..b - off]);
+                        copy(&mut page, a - lo, bytes.get(a - off..b - off));
                         floor = (*k, Some(page));
                     }
                 }
@@ -331,10 +348,19 @@ mod model {
                         cands.push(b.to_vec());
                     }
                 }
-                let pick = &cands[rng.below(cands.len() as u64) as usize];
-                image[lo..hi].copy_from_slice(pick);
+                let pick = cands.get(rng.below(cands.len() as u64) as usize);
+                copy(&mut image, lo, pick.map(Vec::as_slice));
             }
             image
+        }
+    }
+
+    /// Copies `src` into `dst` at `at` (nothing if it does not fit).
+    fn copy(dst: &mut [u8], at: usize, src: Option<&[u8]>) {
+        if let Some(src) = src {
+            if let Some(d) = dst.get_mut(at..at + src.len()) {
+                d.copy_from_slice(src);
+            }
         }
     }
 

@@ -641,8 +641,7 @@ impl QueueReader {
     fn adopt_history(&mut self) {
         let h = self.control.history();
         self.hist_seen = h.epoch;
-        if h
-            .rewritten_since(self.hist_epoch)
+        if h.rewritten_since(self.hist_epoch)
             .is_some_and(|from| self.hist_start <= from)
         {
             self.hist_epoch = h.epoch;

@@ -133,7 +133,10 @@ fn named_reader_past_a_lost_tail_gets_seq_not_written_then_history_rewritten() {
     let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
     assert_eq!(w.next_seq(), 990);
     let h = w.history();
-    assert_eq!((h.epoch, h.rewritten_from, h.rewritten_floor), (1, 990, 990));
+    assert_eq!(
+        (h.epoch, h.rewritten_from, h.rewritten_floor),
+        (1, 990, 990)
+    );
     w.close().unwrap();
     expect_rewritten(&q, "late", 1000, 990);
     // The reader before the lost region resumes exactly.
@@ -199,7 +202,11 @@ fn reassigned_seq_at_exactly_its_old_offset_is_refused() {
     w.close().unwrap();
     {
         let r = QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(60))).unwrap();
-        assert_eq!(r.position().offset, at[60].1, "the test needs the same offset");
+        assert_eq!(
+            r.position().offset,
+            at[60].1,
+            "the test needs the same offset"
+        );
     }
     expect_rewritten(&q, "past", 60, 50);
     // The others saw only what survived: they resume, and read the old then the new records.
