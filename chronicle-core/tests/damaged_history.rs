@@ -14,7 +14,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use chronicle_core::layout::segment_file_name;
-use chronicle_core::{Error, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
+use chronicle_core::{
+    Error, Position, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
+};
 
 fn seg_path(q: &Path, id: u64) -> PathBuf {
     q.join("segments").join(segment_file_name(id))
@@ -385,4 +387,90 @@ fn damage_in_the_oldest_segment_stops_only_the_readers_that_run_into_it() {
     );
     names_seg0(QueueReader::open(&q, ReaderConfig::default().start(StartAt::Seq(5))).unwrap_err());
     names_seg0(QueueReader::open(&q, ReaderConfig::named("in0")).unwrap_err());
+}
+
+/// Retention's unlinks are not fsynced: after a power cut a removed segment can be back (with
+/// its content). It is not reachable (no PAD leads from it to the rest of the queue, whose
+/// next older segment is gone): readers from `Earliest` start after the gap, a position in it
+/// is `PositionLost` as before the cut, the writer keeps the oldest seq, and retention
+/// removes it again.
+#[test]
+fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
+    use chronicle_core::RetentionPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let seg = 64u64 << 10;
+    let cfg = || WriterConfig {
+        segment_size: seg,
+        index_stride: 1024,
+        retention: RetentionPolicy {
+            max_bytes: Some(2 * seg),
+            ..RetentionPolicy::default()
+        },
+        ..WriterConfig::default()
+    };
+    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    // A named reader in segment 1, which retention then removes once the reader is gone.
+    let mut saved = Position::default();
+    for seq in 0..3000u64 {
+        w.append(1, &payload(seq, 0)).unwrap();
+        if seq == 700 {
+            let mut r = QueueReader::open(&q, ReaderConfig::named("old")).unwrap();
+            while r.next().unwrap().is_some() {}
+            r.commit().unwrap();
+            saved = r.position();
+            assert_eq!(saved.segment, 1, "{saved:?}");
+        }
+    }
+    let copy1 = std::fs::read(seg_path(&q, 1)).unwrap();
+    // The reader stops holding retention back (its heartbeat ages out: a zero TTL).
+    w.close().unwrap();
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            retention: RetentionPolicy {
+                max_bytes: Some(2 * seg),
+                reader_ttl: std::time::Duration::ZERO,
+                ..RetentionPolicy::default()
+            },
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let rep = w.run_retention().unwrap();
+    assert!(rep.deleted.contains(&1), "{rep:?}");
+    let earliest = |q: &Path| {
+        QueueReader::open(q, ReaderConfig::default().start(StartAt::Earliest))
+            .unwrap()
+            .next_seq()
+    };
+    let oldest = earliest(&q);
+    w.close().unwrap();
+    // The cut brings segment 1 back.
+    std::fs::write(seg_path(&q, 1), &copy1).unwrap();
+    assert_eq!(earliest(&q), oldest, "Earliest must start after the gap");
+    match QueueReader::open(&q, ReaderConfig::named("old")) {
+        Err(Error::PositionLost { wanted_seq, .. }) => assert_eq!(wanted_seq, saved.next_seq),
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            retention: RetentionPolicy {
+                max_bytes: Some(2 * seg),
+                reader_ttl: std::time::Duration::ZERO,
+                ..RetentionPolicy::default()
+            },
+            ..cfg()
+        },
+    )
+    .unwrap();
+    assert_eq!(earliest(&q), oldest);
+    let rep = w.run_retention().unwrap();
+    assert!(
+        rep.deleted.contains(&1),
+        "retention removes it again: {rep:?}"
+    );
+    assert!(!seg_path(&q, 1).exists());
+    w.close().unwrap();
 }
