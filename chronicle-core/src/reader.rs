@@ -622,6 +622,18 @@ impl QueueReader {
         }
     }
 
+    /// The queue's history record (DESIGN.md section 8): for consumers that keep their own
+    /// state keyed by this queue's seqs (a journal, an import table) and must not take a
+    /// re-assigned seq for the one they saw.
+    pub fn history(&self) -> crate::control::History {
+        self.control.history()
+    }
+
+    /// The history epoch this reader's positions are valid under.
+    pub fn history_epoch(&self) -> u64 {
+        self.hist_epoch
+    }
+
     /// The reader was just placed (open, `seek`) at a position checked against the queue as
     /// it is under history epoch `epoch`.
     fn placed(&mut self, epoch: u64) {
@@ -943,6 +955,10 @@ impl QueueReader {
 
     fn seek_seq(&mut self, target: u64) -> Result<()> {
         let tail = self.control.tail();
+        // Segments past the published tail's are prepared ahead (their base seq not set yet)
+        // and passed over, unless the walk to the real end went through them: the published
+        // tail can trail far behind after a power cut (a stale `queue.meta` page).
+        let mut newest = tail.segment;
         if target > tail.next_seq {
             // The published tail may trail by a record; check the real end before refusing.
             self.seek_to(StartAt::Latest)?;
@@ -952,6 +968,7 @@ impl QueueReader {
                     next_seq: self.next_seq,
                 });
             }
+            newest = newest.max(self.seg.id);
         }
         let ids = self.dir.list_reachable_segments()?;
         // Newest segment whose base seq is <= target. A segment that does not open (damaged)
@@ -959,7 +976,7 @@ impl QueueReader {
         // it and reports it; if the target lies after it, the damage is no concern of ours.
         let mut chosen = None;
         let mut damaged = None;
-        for &id in ids.iter().rev().filter(|&&id| id <= tail.segment) {
+        for &id in ids.iter().rev().filter(|&&id| id <= newest) {
             match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) if s.base_seq() <= target => {
                     chosen = Some(s);

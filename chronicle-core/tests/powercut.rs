@@ -345,7 +345,8 @@ fn check_before_recovery(q: &Path, name: &str, h: &History, ctx: &str) {
         Err(Error::PositionLost { wanted_seq, .. }) if h.retention && !h.page_cache => {
             assert!(
                 commits.contains(&wanted_seq) && wanted_seq < h.oldest_kept,
-                "{ctx}"
+                "{ctx}: lost {wanted_seq}, kept from {}, committed {commits:?}",
+                h.oldest_kept
             );
         }
         Err(e) => allowed_damage(&e, h, &ctx),
