@@ -474,3 +474,60 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
     assert!(!seg_path(&q, 1).exists());
     w.close().unwrap();
 }
+
+/// After a cut `queue.meta` can be an old version (only its creation was made durable): its
+/// published tail names segment 0 and seq 0 while retention has removed segment 0 since. A
+/// named reader saved in a later segment, opened before the writer recovers, resumes (it was
+/// `PositionLost`: the seek passed over every segment past the stale tail's).
+#[test]
+fn saved_position_resumes_under_a_stale_published_tail() {
+    use chronicle_core::RetentionPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let seg = 64u64 << 10;
+    let mut w = QueueWriter::open(
+        &q,
+        WriterConfig {
+            segment_size: seg,
+            index_stride: 1024,
+            retention: RetentionPolicy {
+                max_bytes: Some(2 * seg),
+                ..RetentionPolicy::default()
+            },
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    for seq in 0..3000u64 {
+        w.append(1, &payload(seq, 0)).unwrap();
+    }
+    // The reader stops after the last record of segment 3: its position is segment 3's PAD
+    // (restore then looks the seq up: no record at the saved offset).
+    let base4 = {
+        let f = std::fs::File::open(seg_path(&q, 4)).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 40).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut r =
+        QueueReader::open(&q, ReaderConfig::named("r").start(StartAt::Seq(base4 - 1))).unwrap();
+    r.next().unwrap().unwrap();
+    r.commit().unwrap();
+    let saved = r.position();
+    assert_eq!((saved.segment, saved.next_seq), (3, base4));
+    drop(r);
+    w.run_retention().unwrap();
+    w.close().unwrap();
+    assert!(!seg_path(&q, 0).exists());
+    // The published tail as the writer's open left it: segment 0, offset 128, seq 0 (an even
+    // seqlock word: a consistent, old publication).
+    let meta = OpenOptions::new()
+        .write(true)
+        .open(q.join("queue.meta"))
+        .unwrap();
+    for (at, v) in [(136u64, 0u64), (144, 128), (152, 0)] {
+        meta.write_all_at(&v.to_le_bytes(), at).unwrap();
+    }
+    let r = QueueReader::open(&q, ReaderConfig::named("r")).unwrap();
+    assert_eq!(r.next_seq(), base4);
+}
