@@ -149,12 +149,12 @@ fn run_before_cut(q: &Path, mode: Mode, retention: bool, rng: &mut Rng) -> Histo
     h.oldest_kept = QueueReader::open(q, ReaderConfig::default().start(StartAt::Earliest))
         .unwrap()
         .next_seq();
-    // The power goes: nothing is closed, nothing more is synced.
-    std::mem::forget(w);
-    for (_, r) in readers {
-        std::mem::forget(r);
-    }
+    // The power goes: the image is composed from the snapshots taken so far, and nothing the
+    // library makes durable from here on counts. Closing the originals now (instead of leaking
+    // them, which ran a long run out of file descriptors) changes nothing in the image.
     h.rec.finish();
+    drop(readers);
+    drop(w);
     h
 }
 
