@@ -302,14 +302,14 @@ pub async fn connect(
                 match event {
                     async_nats::Event::Connected => {
                         counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("chron-bridge: connected to NATS");
+                        tracing::info!("connected to NATS");
                     }
                     async_nats::Event::Disconnected => {
                         counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("chron-bridge: disconnected from NATS; reconnecting");
+                        tracing::warn!("disconnected from NATS; reconnecting");
                     }
                     other if auth_event(&other) => {
-                        eprintln!("chron-bridge: NATS event: {other}");
+                        tracing::warn!(event = %other, "NATS event: {other}");
                         let Some(c) = creds else { return };
                         match c.expires {
                             Some(exp) if c.expired_at(creds::unix_now()) => {
@@ -319,14 +319,14 @@ pub async fn connect(
                                     expired_at: creds::format_time(exp),
                                 }));
                             }
-                            _ => eprintln!(
-                                "chron-bridge: the server refused the user in --creds {} (account {}); still retrying",
-                                c.path.display(),
-                                c.account
+                            _ => tracing::error!(
+                                creds = %c.path.display(),
+                                account = %c.account,
+                                "the server refused the user in --creds; still retrying"
                             ),
                         }
                     }
-                    other => eprintln!("chron-bridge: NATS event: {other}"),
+                    other => tracing::info!(event = %other, "NATS event: {other}"),
                 }
             }
         });

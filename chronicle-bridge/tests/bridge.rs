@@ -486,7 +486,7 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
     let log = inb.log_text();
     assert!(log.contains("not a bridged record"), "{log}");
     assert!(
-        log.contains("records 6..7 did not arrive") && log.contains("LOST=1"),
+        log.contains("records 6..7 did not arrive") && log.contains("lost=1"),
         "{log}"
     );
     assert!(log.contains("dup=1"), "the re-send was not counted:\n{log}");

@@ -112,10 +112,7 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        eprintln!(
-            "demo: the {} did not stop within {grace:?}; killed",
-            self.label
-        );
+        tracing::warn!(process = %self.label, ?grace, "did not stop within its grace period: killed");
         let _ = self.child.kill();
         let _ = self.child.wait();
         false
@@ -135,8 +132,17 @@ impl Drop for Proc {
 fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, Value)>) -> Result<Proc> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
-    let mut child = Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(
+        chronicle_metrics::logs::LOG_FORMAT_ENV,
+        crate::log_format().name(),
+    );
+    // The demo prints the router's events itself: its processes log only what goes wrong,
+    // unless CHRONICLE_LOG says otherwise.
+    if std::env::var_os(chronicle_metrics::logs::LOG_ENV).is_none() {
+        cmd.env(chronicle_metrics::logs::LOG_ENV, "warn");
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -219,7 +225,7 @@ fn n(v: &Value, k: &str) -> u64 {
 
 /// Runs the demo.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
     let bus = match &a.bus {
         Some(b) => b.clone(),
         None => std::env::temp_dir().join(format!("chronicle-demo-{}", std::process::id())),

@@ -15,6 +15,7 @@ use chronicle_bus::orders::{FateCode, Router, RouterConfig, RouterEvent};
 use chronicle_bus::sched::Backpressure;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tracing::{debug, error, info, warn};
 
 use super::{emit, install_stop_handler, stop_requested};
 use chronicle_metrics::{Exposition, Kind, hdr_buckets, seconds};
@@ -72,7 +73,7 @@ pub fn parse_weights(s: &str) -> Result<Vec<(String, NonZeroU32)>> {
 
 /// Runs the router until stopped and drained.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
     super::pin(a.wait.cpu)?;
     let mut cfg = RouterConfig::default();
     cfg.spin_limit = a.wait.spin;
@@ -97,13 +98,21 @@ pub fn run(a: Args) -> Result<u8> {
         None => None,
     };
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
+    info!(bus = %a.bus, out_seq = router.out_next_seq(), "router started");
     let mut last_report = Instant::now();
+    let mut stopping = false;
     let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
         for ev in r.take_events() {
+            log_event(&ev);
             emit(&event_json(&ev));
+        }
+        if !stopping && stop_requested() {
+            stopping = true;
+            info!(queued = r.queued(), "stop requested: draining");
         }
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
+            debug!(routed = r.routed(), queued = r.queued(), strategies = r.strategies().len(), "status");
             emit(&report(r, false, false));
             if let Some(snap) = &snapshot {
                 publish(snap, exposition(r));
@@ -113,6 +122,15 @@ pub fn run(a: Args) -> Result<u8> {
         }
     })?;
     emit(&report(&router, true, !drained));
+    if drained {
+        info!(routed = router.routed(), "router stopped, drained");
+    } else {
+        warn!(
+            routed = router.routed(),
+            queued = router.queued(),
+            "router stopped before the drain completed: the next router takes the rest"
+        );
+    }
     router.close()?;
     Ok(0)
 }
@@ -124,6 +142,10 @@ type Snapshot = Arc<Mutex<String>>;
 /// the text under the lock and never touches the router.
 fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Snapshot> {
     let snap: Snapshot = Arc::new(Mutex::new(first));
+    match listener.local_addr() {
+        Ok(local) => info!(addr = %local, "serving metrics at http://{local}/metrics"),
+        Err(_) => info!(addr = %addr, "serving metrics"),
+    }
     let theirs = Arc::clone(&snap);
     let addr = addr.to_string();
     std::thread::Builder::new()
@@ -135,6 +157,7 @@ fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Sn
                     .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
             };
             if let Err(e) = chronicle_metrics::serve(&listener, read) {
+                error!(addr = %addr, error = %e, "the metrics server stopped");
                 emit(&json!({"role": "router", "event": "error", "id": "",
                     "error": format!("{e} (on {addr})")}));
             }
@@ -317,6 +340,32 @@ fn exposition(r: &Router) -> String {
         }
     }
     e.render()
+}
+
+/// The log event of a router event (the same event is also a JSON line on stdout for `demo`).
+fn log_event(ev: &RouterEvent) {
+    match ev {
+        RouterEvent::Attached { id, weight } => {
+            info!(strategy = %id, weight, "strategy attached");
+        }
+        RouterEvent::Detached { id, reason } => {
+            info!(strategy = %id, reason = ?reason, "strategy detached");
+        }
+        RouterEvent::AttachFailed { id, error } => {
+            error!(strategy = %id, error = %error, "strategy not attached (tried again at the next discovery event)");
+        }
+        RouterEvent::Recovered {
+            id,
+            order_seq,
+            out_seq,
+        } => warn!(
+            strategy = %id,
+            order_seq,
+            out_seq,
+            "answered routed the order the previous router sent but did not answer"
+        ),
+        other => info!(event = ?other, "router event"),
+    }
 }
 
 fn event_json(ev: &RouterEvent) -> Value {
