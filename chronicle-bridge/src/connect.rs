@@ -322,7 +322,9 @@ pub async fn connect(
                             _ => tracing::error!(
                                 creds = %c.path.display(),
                                 account = %c.account,
-                                "the server refused the user in --creds; still retrying"
+                                "the server refused the user in --creds {} (account {}); still retrying",
+                                c.path.display(),
+                                c.account
                             ),
                         }
                     }

@@ -133,17 +133,35 @@ impl Reporter {
         let rate = s.rate.round() as u64;
         if s.direction == "out" {
             tracing::info!(
-                direction = s.direction, acked = s.done, rate, lag = s.lag,
-                in_flight = s.in_flight, position = s.position, sent = s.sent,
-                dup = s.duplicates, resent = s.resent, errors = s.errors,
-                disconnects = s.disconnects, lost = s.gaps, "stats"
+                direction = s.direction,
+                acked = s.done,
+                rate,
+                lag = s.lag,
+                in_flight = s.in_flight,
+                position = s.position,
+                sent = s.sent,
+                dup = s.duplicates,
+                resent = s.resent,
+                errors = s.errors,
+                disconnects = s.disconnects,
+                lost = s.gaps,
+                "stats"
             );
         } else {
             tracing::info!(
-                direction = s.direction, imported = s.done, rate, lag = s.lag,
-                held = s.in_flight, position = s.position, sent = s.sent,
-                dup = s.duplicates, resent = s.resent, errors = s.errors,
-                disconnects = s.disconnects, lost = s.gaps, "stats"
+                direction = s.direction,
+                imported = s.done,
+                rate,
+                lag = s.lag,
+                held = s.in_flight,
+                position = s.position,
+                sent = s.sent,
+                dup = s.duplicates,
+                resent = s.resent,
+                errors = s.errors,
+                disconnects = s.disconnects,
+                lost = s.gaps,
+                "stats"
             );
         }
     }

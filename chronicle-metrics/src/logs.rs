@@ -7,7 +7,7 @@
 //! Which events are written is chosen by the environment variable [`LOG_ENV`]
 //! (`CHRONICLE_LOG`), in `RUST_LOG` syntax: a level (`error`, `warn`, `info`, `debug`,
 //! `trace`, `off`), or `target=level` pairs separated by commas (`warn,chronicle_bridge=debug`).
-//! Unset or empty, it is `info`.
+//! Unset or empty, it is [`DEFAULT_FILTER`] (`info`, and `warn` for the NATS client library).
 //!
 //! The binaries log lifecycle only (start, stop, attach, detach, reconnects, reloads, errors, a
 //! periodic status): never one event per record.
@@ -24,8 +24,9 @@ pub const LOG_ENV: &str = "CHRONICLE_LOG";
 /// The environment variable the binaries read `--log-format` from when the flag is absent.
 pub const LOG_FORMAT_ENV: &str = "CHRONICLE_LOG_FORMAT";
 
-/// The filter when [`LOG_ENV`] is unset or empty.
-pub const DEFAULT_FILTER: &str = "info";
+/// The filter when [`LOG_ENV`] is unset or empty: `info`, but warnings only from the NATS
+/// client library (its own connection events repeat the bridge's).
+pub const DEFAULT_FILTER: &str = "info,async_nats=warn";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,12 +101,10 @@ impl std::error::Error for Error {}
 pub fn filter(value: Option<&str>) -> Result<EnvFilter, Error> {
     let v = value.map(str::trim).filter(|v| !v.is_empty());
     let text = v.unwrap_or(DEFAULT_FILTER);
-    EnvFilter::builder()
-        .parse(text)
-        .map_err(|e| Error::Filter {
-            value: text.to_string(),
-            reason: e.to_string(),
-        })
+    EnvFilter::builder().parse(text).map_err(|e| Error::Filter {
+        value: text.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Installs the process's log subscriber: `format` on stderr, filtered by [`LOG_ENV`].
@@ -146,8 +145,11 @@ mod tests {
 
     #[test]
     fn filter_defaults_to_info_and_names_a_bad_value() {
-        assert_eq!(filter(None).unwrap().to_string(), "info");
-        assert_eq!(filter(Some("  ")).unwrap().to_string(), "info");
+        assert_eq!(filter(None).unwrap().to_string(), "async_nats=warn,info");
+        assert_eq!(
+            filter(Some("  ")).unwrap().to_string(),
+            "async_nats=warn,info"
+        );
         assert_eq!(
             filter(Some("warn,chronicle_bridge=debug"))
                 .unwrap()

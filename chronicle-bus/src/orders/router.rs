@@ -310,6 +310,15 @@ impl TokenBucket {
         }
     }
 
+    /// Changes the rate from `now` on: tokens earned so far at the old rate are kept, up to
+    /// the new rate's cap.
+    fn set_rate(&mut self, rate_per_s: u64, now: Instant) {
+        self.refill(now);
+        self.rate = rate_per_s as f64;
+        let cap = (self.rate / 1000.0).max(1.0) + self.reserve;
+        self.tokens = self.tokens.min(cap);
+    }
+
     /// Time until the next token for anyone.
     fn until_ready(&self) -> Duration {
         if self.ready() {
@@ -915,6 +924,57 @@ impl Router {
         self.sched.queue_time_histogram()
     }
 
+    /// Replaces the strategies' DRR weights (strategies not listed weigh 1), for a config
+    /// reload without a restart. A strategy's new weight applies from its next grant (its next
+    /// entry into the round or top-up); queued orders stay where they are.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidConfig`] if a newly listed strategy cannot be tracked (more than the
+    /// scheduler's tenant limit); the weights are then as far as they got.
+    pub fn set_weights(&mut self, weights: Vec<(String, NonZeroU32)>) -> Result<()> {
+        let mut ids: Vec<String> = self
+            .config
+            .weights
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.config.weights = weights;
+        ids.extend(self.config.weights.iter().map(|(id, _)| id.clone()));
+        ids.extend(self.strategies.values().map(|s| s.stats.id.clone()));
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let w = self.weight_of(&id);
+            let sid = SourceId::of(&id);
+            if let Some(st) = self.strategies.get_mut(&sid) {
+                st.stats.weight = w.get();
+            }
+            self.sched
+                .set_quantum(TenantKey::new(sid.0), w)
+                .map_err(|_| BusError::InvalidConfig {
+                    what: "router weights: more strategies than the scheduler tracks",
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The DRR weights in force (strategies not listed weigh 1).
+    pub fn weights(&self) -> &[(String, NonZeroU32)] {
+        &self.config.weights
+    }
+
+    /// Changes the outbound rate limit (orders and cancels per second, 0: unlimited) from now
+    /// on, for a config reload without a restart.
+    pub fn set_rate_limit(&mut self, rate_per_s: u64) {
+        self.config.rate_limit = rate_per_s;
+        self.bucket.set_rate(rate_per_s, Instant::now());
+    }
+
+    /// The outbound rate limit in force (orders per second, 0: unlimited).
+    pub fn rate_limit(&self) -> u64 {
+        self.config.rate_limit
+    }
+
     /// The next seq of `router/out`.
     pub fn out_next_seq(&self) -> u64 {
         self.out.next_seq()
@@ -966,5 +1026,13 @@ mod tests {
         assert!(r.ready_for_new());
         r.spend();
         assert!(!r.ready_for_new());
+        // A lower rate caps what was earned at its own 1 ms; a higher one earns faster.
+        let mut c = TokenBucket::new(100_000, 0, t0);
+        c.refill(t0 + Duration::from_secs(1));
+        c.set_rate(10_000, t0 + Duration::from_secs(1));
+        assert_eq!(drain(&mut c), 10);
+        c.set_rate(1_000_000, t0 + Duration::from_secs(1));
+        c.refill(t0 + Duration::from_secs(1) + Duration::from_micros(100));
+        assert_eq!(drain(&mut c), 100);
     }
 }

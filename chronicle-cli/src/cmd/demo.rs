@@ -9,10 +9,14 @@
 //! twice, and tick-to-route latency percentiles. It fails (exit 1) unless every order is
 //! answered exactly once, none is sent twice and the audit is clean.
 //!
-//! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1.
+//! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1. The demo writes the router's
+//! settings (weights, rate limit, metrics address) to `<bus>/router.toml` and starts the router
+//! with `--config` on it: edit it and send the router SIGHUP to change weights or the rate
+//! limit while the demo runs.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,6 +29,7 @@ use chronicle_bus::BusLayout;
 use chronicle_bus::orders::{AuditReport, FateCode, audit};
 
 use crate::output::{self, duration_ns};
+use crate::topology::config::RouterFile;
 use crate::topology::{install_stop_handler, stop_requested};
 
 /// Arguments of `chron-cli demo`.
@@ -256,21 +261,33 @@ pub fn run(a: Args) -> Result<u8> {
         a.rate, a.strategies, a.rate_limit, a.secs
     ));
 
+    let config_path = bus.join("router.toml");
+    let router_file = RouterFile {
+        rate_limit: Some(a.rate_limit),
+        metrics_listen: a.metrics_listen.clone(),
+        weights: ids
+            .iter()
+            .map(|(id, w, _)| (id.clone(), NonZeroU32::new(*w).unwrap_or(NonZeroU32::MIN)))
+            .collect(),
+        ..RouterFile::default()
+    };
+    std::fs::write(&config_path, router_file.render())
+        .with_context(|| format!("cannot write the router config {}", config_path.display()))?;
+    say(&format!(
+        "demo: router config {} (edit it and send the router SIGHUP to change weights or the rate limit)",
+        config_path.display()
+    ));
+
     let (tx, rx) = mpsc::channel();
     let s = |v: &str| v.to_string();
     let mut router_args = vec![
         s("router"),
         s("--bus"),
         bus_s.clone(),
-        s("--weights"),
-        weights.clone(),
-        s("--rate-limit"),
-        a.rate_limit.to_string(),
+        s("--config"),
+        config_path.to_string_lossy().into_owned(),
     ];
     router_args.extend(wait.args(ids.len() + 1, false));
-    if let Some(addr) = &a.metrics_listen {
-        router_args.extend([s("--metrics-listen"), addr.clone()]);
-    }
     let mut router = spawn("router", &router_args, &tx)?;
     // When to kill the router: spread over the middle 80 % of the run, jittered.
     let mut kills = router_kill_times(a.kill_router, Duration::from_secs(a.secs));

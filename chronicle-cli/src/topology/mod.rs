@@ -5,6 +5,7 @@
 //! JSON line per second on stdout (and a final one with `"final":true`) for `demo` to aggregate,
 //! and stops cleanly on SIGTERM or SIGINT.
 
+pub mod config;
 pub mod feed;
 pub mod router;
 pub mod strategy;

@@ -3,9 +3,16 @@
 //! (`attached`, `detached`, `recovered`, `error`). On SIGTERM/SIGINT it drains: it keeps
 //! merging and routing until every strategy has left the bus, everything they committed is
 //! merged and every queued order is answered (or 10 s have passed), then closes.
+//!
+//! With `--config FILE` its settings come from a TOML file ([`super::config`]); the tuning
+//! flags then conflict with it. On SIGHUP (or when the file's modification time or size
+//! changes, looked at once a second) it reads the file again and applies the new weights and
+//! rate limit without a restart; a file that does not validate is refused and the running
+//! config kept. Either way the reload is logged.
 
 use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +24,9 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tracing::{debug, error, info, warn};
 
+use super::config::{self, RouterFile};
 use super::{emit, install_stop_handler, stop_requested};
+use crate::signals::{install_reload_handler, take_reload_request};
 use chronicle_metrics::{Exposition, Kind, hdr_buckets, seconds};
 
 /// Arguments of `chron-cli router`.
@@ -26,28 +35,33 @@ pub struct Args {
     /// Bus directory (created if missing).
     #[arg(long)]
     pub bus: String,
+    /// Topology config (TOML): weights, rate limit, hold and drain deadlines, scheduler limits,
+    /// metrics address. Weights and rate limit are reloaded on SIGHUP or when the file changes.
+    /// The tuning flags below conflict with it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Strategy weights (DRR quanta), e.g. `s1=1,s2=2`; unlisted strategies weigh 1.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "config")]
     pub weights: String,
     /// Outbound rate limit, orders per second (0: unlimited).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, conflicts_with = "config")]
     pub rate_limit: u64,
     /// Live merge: send an order held back by a silent strategy after this long, microseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, conflicts_with = "config")]
     pub hold_us: u64,
     /// Orders a strategy may have queued in the router before new ones are rejected.
-    #[arg(long, default_value_t = 1_024)]
+    #[arg(long, default_value_t = 1_024, conflicts_with = "config")]
     pub max_per_tenant: usize,
     /// Cancels a strategy may have queued beyond that (cancels are never crowded out by orders).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, conflicts_with = "config")]
     pub cancel_reserve: usize,
     /// A full strategy's oldest queued order is evicted (answered `evicted`) instead of the new
     /// one being rejected.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub evict_oldest: bool,
     /// Serve the router's own numbers (fates per strategy, queued orders, tick-to-route
     /// histograms) to Prometheus at `GET /metrics` on this address; refreshed once a second.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     pub metrics_listen: Option<String>,
     /// How it waits, and where it runs.
     #[command(flatten)]
@@ -71,23 +85,97 @@ pub fn parse_weights(s: &str) -> Result<Vec<(String, NonZeroU32)>> {
     Ok(weights)
 }
 
+/// Where the settings came from: the flags, or a config file (kept for reloads).
+struct Source {
+    path: PathBuf,
+    /// The file's settings in force (weights and rate limit as last applied).
+    running: RouterFile,
+    /// The file's modification time and size when last read.
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reads the config again and applies its weights and rate limit; a file that does not
+/// validate (or weights the scheduler cannot take) is refused and the running config kept.
+/// Either way the outcome is logged.
+fn reload(src: &mut Source, r: &mut Router, why: &str) {
+    src.stamp = stamp(&src.path);
+    let file = src.path.display().to_string();
+    let new = match config::load(&src.path) {
+        Ok(f) => f,
+        Err(e) => {
+            error!(config = %file, trigger = why, error = %e, "config reload refused; the running config is kept");
+            return;
+        }
+    };
+    if let Err(e) = r.set_weights(new.weights.clone()) {
+        let _ = r.set_weights(src.running.weights.clone());
+        error!(config = %file, trigger = why, error = %e, "config reload refused; the running config is kept");
+        return;
+    }
+    let rate = new.rate_limit.unwrap_or(RouterConfig::default().rate_limit);
+    r.set_rate_limit(rate);
+    for key in src.running.restart_only_changes(&new) {
+        warn!(config = %file, key, "changed in the config: takes effect at the next start");
+    }
+    src.running.weights = new.weights;
+    src.running.rate_limit = new.rate_limit;
+    info!(
+        config = %file,
+        trigger = why,
+        rate_limit = rate,
+        weights = %weights_text(r.weights()),
+        "config reloaded"
+    );
+}
+
+/// `id=w,id=w`, for the log.
+fn weights_text(w: &[(String, NonZeroU32)]) -> String {
+    w.iter()
+        .map(|(id, w)| format!("{id}={w}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Runs the router until stopped and drained.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler()?;
+    // Always: a SIGHUP must not kill a router started without --config (it is logged).
+    install_reload_handler()?;
     super::pin(a.wait.cpu)?;
     let mut cfg = RouterConfig::default();
     cfg.spin_limit = a.wait.spin;
     cfg.yield_limit = a.wait.yields;
-    cfg.weights = parse_weights(&a.weights)?;
-    cfg.rate_limit = a.rate_limit;
-    cfg.max_hold = Duration::from_micros(a.hold_us);
-    cfg.max_per_tenant = a.max_per_tenant.max(1);
-    cfg.cancel_reserve = a.cancel_reserve;
-    if a.evict_oldest {
-        cfg.backpressure = Backpressure::EvictOldest;
+    let mut drain_limit = config::DEFAULT_DRAIN;
+    let mut metrics_listen = a.metrics_listen.clone();
+    let mut source = None;
+    if let Some(path) = &a.config {
+        let stamp = stamp(path);
+        let file = config::load(path)?;
+        file.apply(&mut cfg);
+        drain_limit = file.drain_limit();
+        metrics_listen.clone_from(&file.metrics_listen);
+        source = Some(Source {
+            path: path.clone(),
+            running: file,
+            stamp,
+        });
+    } else {
+        cfg.weights = parse_weights(&a.weights)?;
+        cfg.rate_limit = a.rate_limit;
+        cfg.max_hold = Duration::from_micros(a.hold_us);
+        cfg.max_per_tenant = a.max_per_tenant.max(1);
+        cfg.cancel_reserve = a.cancel_reserve;
+        if a.evict_oldest {
+            cfg.backpressure = Backpressure::EvictOldest;
+        }
     }
     // Bound before the router opens, so a taken address fails the start, not a scrape.
-    let listener = match &a.metrics_listen {
+    let listener = match &metrics_listen {
         Some(addr) => Some((chronicle_metrics::bind(addr)?, addr.clone())),
         None => None,
     };
@@ -98,10 +186,23 @@ pub fn run(a: Args) -> Result<u8> {
         None => None,
     };
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
-    info!(bus = %a.bus, out_seq = router.out_next_seq(), "router started");
+    info!(
+        bus = %a.bus,
+        out_seq = router.out_next_seq(),
+        config = %a.config.as_ref().map_or("(flags)".to_string(), |p| p.display().to_string()),
+        rate_limit = router.rate_limit(),
+        weights = %weights_text(router.weights()),
+        "router started"
+    );
     let mut last_report = Instant::now();
     let mut stopping = false;
-    let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
+    let drained = router.run(stop_requested, drain_limit, |r| {
+        if take_reload_request() {
+            match &mut source {
+                Some(src) => reload(src, r, "SIGHUP"),
+                None => warn!("SIGHUP ignored: the router was started without --config"),
+            }
+        }
         for ev in r.take_events() {
             log_event(&ev);
             emit(&event_json(&ev));
@@ -112,7 +213,17 @@ pub fn run(a: Args) -> Result<u8> {
         }
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
-            debug!(routed = r.routed(), queued = r.queued(), strategies = r.strategies().len(), "status");
+            if let Some(src) = &mut source {
+                if stamp(&src.path) != src.stamp {
+                    reload(src, r, "file changed");
+                }
+            }
+            debug!(
+                routed = r.routed(),
+                queued = r.queued(),
+                strategies = r.strategies().len(),
+                "status"
+            );
             emit(&report(r, false, false));
             if let Some(snap) = &snapshot {
                 publish(snap, exposition(r));
@@ -276,6 +387,12 @@ fn exposition(r: &Router) -> String {
         "Time orders spent in the scheduler, enqueue to dispatch (hdrhistogram at its precision; the sum is approximate).",
     )
     .histogram(&[], &buckets, sum, count);
+    e.family(
+        "chronicle_router_rate_limit_orders_per_second",
+        Kind::Gauge,
+        "The outbound rate limit in force, orders per second (0: unlimited); a config reload changes it.",
+    )
+    .sample(&[], r.rate_limit());
     let strategies = r.strategies();
     e.family(
         "chronicle_router_strategies",
@@ -308,7 +425,7 @@ fn exposition(r: &Router) -> String {
         e.family(
             "chronicle_router_strategy_weight",
             Kind::Gauge,
-            "The strategy's DRR weight (quantum).",
+            "The strategy's DRR weight (quantum) in force; a config reload changes it.",
         )
         .sample(&l, u64::from(s.weight));
         e.family(
