@@ -149,6 +149,12 @@ fn main() -> ExitCode {
 /// already quotes (the engine's messages include their OS error), and never a backtrace.
 fn one_line(e: &anyhow::Error) -> String {
     let mut msg = String::new();
+    let corrupted = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<chronicle_core::Error>(),
+            Some(chronicle_core::Error::Corrupted { .. })
+        )
+    });
     for cause in e.chain() {
         let text = cause.to_string();
         if msg.contains(&text) {
@@ -158,6 +164,11 @@ fn one_line(e: &anyhow::Error) -> String {
             msg.push_str(": ");
         }
         msg.push_str(&text);
+    }
+    if corrupted && !msg.contains("chron-cli doctor") {
+        msg.push_str(
+            " (run `chron-cli doctor` on the queue: it says what can be recovered and how)",
+        );
     }
     msg
 }

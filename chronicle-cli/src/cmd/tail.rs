@@ -148,6 +148,7 @@ pub fn run(args: Args) -> Result<u8> {
         StartPoint::Seq(n) => StartAt::Seq(n),
         StartPoint::Time(t) => StartAt::Timestamp(t),
     };
+    crate::queue::check_queue(&args.queue)?;
     let mut r = QueueReader::open(&args.queue, ReaderConfig::default().start(start))?;
     position(&mut r, args.from, args.lines)?;
     // With --from end, -n chose the start; it does not also limit the output.

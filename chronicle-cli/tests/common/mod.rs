@@ -272,3 +272,28 @@ pub fn value(exposition: &str, series: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(str::to_string)
 }
+
+/// The uid and gid of user `nobody`.
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn as_nobody(exe: &Path, args: &[&str]) -> Out {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(exe)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
