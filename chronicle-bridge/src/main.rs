@@ -373,7 +373,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let fail = |msg: String| {
-        if format == LogFormat::Json {
+        // As an event with JSON logs, unless the filter would drop it: never silent.
+        if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
             tracing::error!(error = %msg, "chron-bridge failed");
         } else {
             eprintln!("chron-bridge: error: {msg}");
@@ -389,6 +390,6 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("{e:#}")),
+        Err(e) => fail(logs::one_line(e.chain().map(ToString::to_string))),
     }
 }

@@ -135,7 +135,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if format == LogFormat::Json {
+            // As an event with JSON logs, unless the filter would drop it: never silent.
+            if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
                 tracing::error!(error = %one_line(&e), "chron-cli failed");
             } else {
                 eprintln!("chron-cli: {}", one_line(&e));
@@ -148,23 +149,13 @@ fn main() -> ExitCode {
 /// The error and its causes on one line, without repeating a cause that the message before it
 /// already quotes (the engine's messages include their OS error), and never a backtrace.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
     let corrupted = e.chain().any(|c| {
         matches!(
             c.downcast_ref::<chronicle_core::Error>(),
             Some(chronicle_core::Error::Corrupted { .. })
         )
     });
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
+    let mut msg = logs::one_line(e.chain().map(ToString::to_string));
     if corrupted && !msg.contains("chron-cli doctor") {
         msg.push_str(
             " (run `chron-cli doctor` on the queue: it says what can be recovered and how)",

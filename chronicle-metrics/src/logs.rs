@@ -129,10 +129,38 @@ pub fn init(format: LogFormat) -> Result<(), Error> {
     set.map_err(|_| Error::AlreadySet)
 }
 
+/// An error and its causes (`messages`, outermost first) as one line, skipping a cause that
+/// the text before it already quotes (errors that include their source's message), so the
+/// binaries' final error is one sentence without repeats.
+pub fn one_line(messages: impl IntoIterator<Item = String>) -> String {
+    let mut msg = String::new();
+    for text in messages {
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_skips_quoted_causes() {
+        let m = |v: &[&str]| one_line(v.iter().map(|s| s.to_string()));
+        assert_eq!(m(&["open q: gone (hint)", "gone"]), "open q: gone (hint)");
+        assert_eq!(
+            m(&["cannot start", "bind: taken"]),
+            "cannot start: bind: taken"
+        );
+        assert_eq!(m(&[]), "");
+    }
 
     #[test]
     fn formats_parse_and_print() {

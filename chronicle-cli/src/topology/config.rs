@@ -139,7 +139,13 @@ impl RouterFile {
             self.drain_timeout_ms.map(|v| v.to_string()),
             "on SIGTERM: longest drain before closing, milliseconds",
         );
-        s.push_str("\n[scheduler]\n");
+        if self.max_per_tenant.is_some()
+            || self.max_global.is_some()
+            || self.cancel_reserve.is_some()
+            || self.backpressure.is_some()
+        {
+            s.push_str("\n[scheduler]\n");
+        }
         key(
             &mut s,
             "max_per_tenant",
