@@ -449,6 +449,47 @@ fn router_serves_its_own_numbers() {
         num("chronicle_router_scheduler_dispatched_total")
     );
     assert!(num("chronicle_router_merged_records_total") >= merged);
+    // One strategy: its scheduler counters are the scheduler's, its refusals its rejected fates.
+    for (tenant, all) in [
+        ("queue_length", "queue_length"),
+        ("enqueued_total", "enqueued_total"),
+        ("dispatched_total", "dispatched_total"),
+        ("expired_total", "expired_total"),
+        ("evicted_total", "evicted_total"),
+        ("removed_total", "removed_total"),
+    ] {
+        assert_eq!(
+            num(&format!(
+                "chronicle_router_scheduler_tenant_{tenant}{{strategy=\"s1\"}}"
+            )),
+            num(&format!("chronicle_router_scheduler_{all}")),
+            "{tenant}: {m}"
+        );
+    }
+    let reasons = ["tenant_full", "global_full", "too_many_tenants", "closed"];
+    let tenant_rejected: u64 = reasons
+        .iter()
+        .map(|r| {
+            num(&format!(
+                "chronicle_router_scheduler_tenant_rejected_total{{strategy=\"s1\",reason=\"{r}\"}}"
+            ))
+        })
+        .sum();
+    let all_rejected: u64 = reasons
+        .iter()
+        .map(|r| {
+            num(&format!(
+                "chronicle_router_scheduler_rejected_total{{reason=\"{r}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(tenant_rejected, all_rejected, "{m}");
+    assert_eq!(
+        tenant_rejected,
+        num("chronicle_router_fates_total{strategy=\"s1\",fate=\"rejected\"}"),
+        "{m}"
+    );
+    assert!(num("chronicle_router_merge_held_records") <= 1, "{m}");
     if let Some(promtool) = promtool {
         promtool_check(&promtool, &m);
     }

@@ -27,7 +27,7 @@ use crate::fanin::{FanInConfig, FanInReader, FanInStats, MergeMode};
 use crate::layout::{BusLayout, SourceId};
 use crate::sched::{
     Backpressure, Dequeued, Enqueued, LocalScheduler, RejectReason, SchedulerConfig,
-    SchedulerCounters, Task, TenantKey,
+    SchedulerCounters, Task, TenantKey, TenantStats,
 };
 
 /// The name of the router's readers on the strategies' order queues (its positions there), by
@@ -170,6 +170,8 @@ pub struct StrategyStats {
     pub skipped: u64,
     /// Fates written, by code.
     pub fates: FateCounts,
+    /// Its orders the scheduler refused, by reason (each also a `rejected` fate).
+    pub rejections: Rejections,
     /// Times its queue was attached.
     pub attached: u64,
     /// Taken and not yet answered (queued in the scheduler).
@@ -178,6 +180,32 @@ pub struct StrategyStats {
     pub latency: Histogram<u64>,
     /// The same latency in stages, ns: see [`Stages`].
     pub stages: Stages,
+}
+
+/// Orders the scheduler refused for one strategy, by its reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejections {
+    /// The strategy had `max_per_tenant` orders queued.
+    pub tenant_full: u64,
+    /// The router had `max_global` orders queued.
+    pub global_full: u64,
+    /// The scheduler tracked as many strategies as it can.
+    pub too_many_tenants: u64,
+    /// The scheduler was closed.
+    pub closed: u64,
+}
+
+impl Rejections {
+    fn add(&mut self, reason: RejectReason) {
+        let c = match reason {
+            RejectReason::TenantFull => &mut self.tenant_full,
+            RejectReason::GlobalFull => &mut self.global_full,
+            RejectReason::TooManyTenants => &mut self.too_many_tenants,
+            RejectReason::Closed => &mut self.closed,
+        };
+        *c += 1;
+    }
 }
 
 /// Where the origin-to-route time of routed orders goes, one histogram (ns) per stage. The
@@ -491,6 +519,7 @@ impl Router {
             merged: 0,
             skipped: 0,
             fates: FateCounts::default(),
+            rejections: Rejections::default(),
             attached: 0,
             pending: 0,
             latency: latency_histogram()?,
@@ -712,6 +741,7 @@ impl Router {
                     st.answer_order(victim.into_payload(), FateCode::Evicted)?;
                 }
                 Err(rejected) => {
+                    st.stats.rejections.add(rejected.reason());
                     let reason = match rejected.reason() {
                         RejectReason::TenantFull => RejectCode::StrategyFull,
                         RejectReason::GlobalFull => RejectCode::RouterFull,
@@ -917,6 +947,17 @@ impl Router {
     /// reason, queue length), over every strategy.
     pub fn scheduler_counters(&self) -> SchedulerCounters {
         self.sched.counters()
+    }
+
+    /// The scheduler's counters of one strategy (queued now, enqueued, dispatched, expired,
+    /// evicted, removed, rejected), if the scheduler tracks it.
+    pub fn tenant_stats(&self, id: &str) -> Option<TenantStats> {
+        self.sched.tenant_stats(TenantKey::new(SourceId::of(id).0))
+    }
+
+    /// Records the live merge has read and not yet handed on (see [`FanInReader::held`]).
+    pub fn merge_held(&self) -> usize {
+        self.fanin.held()
     }
 
     /// Time orders spent in the scheduler, enqueue to dispatch (ns), over every strategy.

@@ -335,6 +335,12 @@ fn exposition(r: &Router) -> String {
         "Records the live merge handed on with a key below one handed on before.",
     )
     .sample(&[], fanin.late);
+    e.family(
+        "chronicle_router_merge_held_records",
+        Kind::Gauge,
+        "Records the live merge has read and not yet handed on (held back while another strategy's watermark may still go below them).",
+    )
+    .sample(&[], r.merge_held() as u64);
     let c = r.scheduler_counters();
     for (name, help, v) in [
         (
@@ -428,6 +434,57 @@ fn exposition(r: &Router) -> String {
             "The strategy's DRR weight (quantum) in force; a config reload changes it.",
         )
         .sample(&l, u64::from(s.weight));
+        let t = r.tenant_stats(&s.id);
+        for (name, kind, help, v) in [
+            (
+                "chronicle_router_scheduler_tenant_queue_length",
+                Kind::Gauge,
+                "The strategy's orders held in the scheduler now.",
+                t.map(|t| t.queued as u64),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_enqueued_total",
+                Kind::Counter,
+                "The strategy's orders the scheduler accepted.",
+                t.map(|t| t.enqueued),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_dispatched_total",
+                Kind::Counter,
+                "The strategy's orders the scheduler handed on to be sent.",
+                t.map(|t| t.dequeued),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_expired_total",
+                Kind::Counter,
+                "The strategy's orders dropped in the scheduler because their deadline passed.",
+                t.map(|t| t.expired),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_evicted_total",
+                Kind::Counter,
+                "The strategy's orders evicted from the scheduler to make room (evict-oldest back-pressure).",
+                t.map(|t| t.evicted),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_removed_total",
+                Kind::Counter,
+                "The strategy's orders taken out of the scheduler by a cancel before dispatch.",
+                t.map(|t| t.removed),
+            ),
+        ] {
+            e.family(name, kind, help).sample(&l, v.unwrap_or(0));
+        }
+        let rj = s.rejections;
+        e.family(
+            "chronicle_router_scheduler_tenant_rejected_total",
+            Kind::Counter,
+            "The strategy's orders the scheduler refused, by reason (tenant_full, global_full, too_many_tenants, closed); each is also a rejected fate.",
+        )
+        .sample(&[l[0], ("reason", "tenant_full")], rj.tenant_full)
+        .sample(&[l[0], ("reason", "global_full")], rj.global_full)
+        .sample(&[l[0], ("reason", "too_many_tenants")], rj.too_many_tenants)
+        .sample(&[l[0], ("reason", "closed")], rj.closed);
         e.family(
             "chronicle_router_attached_total",
             Kind::Counter,
