@@ -155,7 +155,21 @@ fn one_line(e: &anyhow::Error) -> String {
             Some(chronicle_core::Error::Corrupted { .. })
         )
     });
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || matches!(
+                c.downcast_ref::<chronicle_core::Error>(),
+                Some(chronicle_core::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied
+            )
+    });
     let mut msg = logs::one_line(e.chain().map(ToString::to_string));
+    if denied && !msg.contains("run as") {
+        msg.push_str(
+            " (run as a user who may access it, e.g. its owner or a member of its group, or choose another directory)",
+        );
+    }
     if corrupted && !msg.contains("chron-cli doctor") {
         msg.push_str(
             " (run `chron-cli doctor` on the queue: it says what can be recovered and how)",

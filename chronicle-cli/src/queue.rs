@@ -326,8 +326,8 @@ pub fn permission_denied(path: &Path) -> anyhow::Error {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     anyhow::anyhow!(
-        "{}: permission denied (uid {uid} may not read it or a directory above it); run as the \
-         queue's owner or a member of its group, or have read access granted (chmod -R g+rX)",
+        "{}: permission denied (uid {uid} may not read it or a directory above it); run as its \
+         owner or a member of its group, or have read access granted (chmod -R g+rX)",
         path.display()
     )
 }
@@ -369,6 +369,25 @@ pub fn classify(path: &Path) -> anyhow::Result<Target> {
             path.display()
         );
     }
+}
+
+/// Checks a `--bus` directory of a topology role before it is created or opened: missing is
+/// fine (it is created), otherwise it must be a readable directory that is not a queue.
+pub fn check_bus_dir(path: &Path) -> anyhow::Result<()> {
+    if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(());
+    }
+    check_dir(
+        path,
+        "a bus directory (--bus takes a directory; it is created if missing)",
+    )?;
+    if is_queue(path) {
+        anyhow::bail!(
+            "{} is a queue, not a bus: --bus takes a bus root (a directory holding feeds/, strategies/ and router/, created if missing)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Checks that `path` is one queue (for `inspect`, `tail`, `append`): a bus is refused naming

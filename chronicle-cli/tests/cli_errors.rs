@@ -106,6 +106,50 @@ fn foreign_and_missing_inputs_say_what_to_pass() {
 }
 
 #[test]
+fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let queue = tmp.path().join("q");
+    make_queue(&queue, 1);
+    let before: Vec<_> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for role in [
+        &["router"][..],
+        &["feed"],
+        &["strategy", "--id", "x"],
+        &["demo", "--secs", "2"],
+    ] {
+        let o = run(&[role, &["--bus", p(&file)]].concat(), b"");
+        assert_one_sentence(
+            &o,
+            1,
+            &format!(
+                "{} is a file, not a bus directory (--bus takes a directory; it is created if missing)",
+                p(&file)
+            ),
+        );
+        let o = run(&[role, &["--bus", p(&queue)]].concat(), b"");
+        assert_one_sentence(
+            &o,
+            1,
+            &format!(
+                "{} is a queue, not a bus: --bus takes a bus root",
+                p(&queue)
+            ),
+        );
+    }
+    // Nothing was created inside the queue.
+    let after: Vec<_> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
 fn a_truncated_segment_says_why_and_points_at_doctor() {
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("q");
@@ -204,13 +248,17 @@ fn unreadable_queues_say_permission_denied_with_the_path() {
             );
             assert!(
                 o.stderr
-                    .contains("run as the queue's owner or a member of its group"),
+                    .contains("run as its owner or a member of its group"),
                 "{o:?}"
             );
         }
     }
     let o = as_nobody(&exe, &["audit", p(&closed_bus)]);
     assert_one_sentence(&o, 1, &format!("{}: permission denied", p(&closed_bus)));
+    // A router whose bus would be created where this user may not write.
+    let o = as_nobody(&exe, &["router", "--bus", p(&private.join("bus"))]);
+    assert_one_sentence(&o, 1, "permission denied");
+    assert!(o.stderr.contains("run as "), "{o:?}");
 
     // A bus this user may read with one queue it may not: doctor reports that queue instead
     // of skipping it, metrics reports it down.

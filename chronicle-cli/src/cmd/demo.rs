@@ -235,6 +235,7 @@ pub fn run(a: Args) -> Result<u8> {
         Some(b) => b.clone(),
         None => std::env::temp_dir().join(format!("chronicle-demo-{}", std::process::id())),
     };
+    crate::queue::check_bus_dir(&bus)?;
     std::fs::create_dir_all(&bus)
         .with_context(|| format!("cannot create bus directory {}", bus.display()))?;
     let bus_s = bus.to_string_lossy().to_string();

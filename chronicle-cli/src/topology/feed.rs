@@ -32,6 +32,7 @@ pub struct Args {
 /// Runs the feed until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.cpu)?;
     let cfg = FeedConfig {
         bus: a.bus.into(),

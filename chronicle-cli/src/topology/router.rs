@@ -146,6 +146,7 @@ pub fn run(a: Args) -> Result<u8> {
     install_stop_handler()?;
     // Always: a SIGHUP must not kill a router started without --config (it is logged).
     install_reload_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.wait.cpu)?;
     let mut cfg = RouterConfig::default();
     cfg.spin_limit = a.wait.spin;

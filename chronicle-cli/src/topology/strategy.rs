@@ -63,6 +63,7 @@ fn fates_json(s: &StrategyStatus) -> Value {
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.wait.cpu)?;
     let args = StrategyArgs {
         bus: a.bus.into(),
