@@ -53,7 +53,8 @@ pub fn install_reload_handler() -> Result<()> {
     install(libc::SIGHUP, on_reload)
 }
 
-/// Whether SIGHUP arrived since the last call (a burst of them is one request).
+/// Whether SIGHUP arrived since the last call (a burst of them is one request). Called after
+/// every router step: a plain load first, the read-modify-write only when it is set.
 pub fn take_reload_request() -> bool {
-    RELOAD.swap(false, Ordering::Relaxed)
+    RELOAD.load(Ordering::Relaxed) && RELOAD.swap(false, Ordering::Relaxed)
 }

@@ -436,3 +436,42 @@ fn a_bad_config_fails_the_start_naming_the_key() {
         "{o:?}"
     );
 }
+
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("router.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let (out, err) = (tmp.path().join("r.out"), tmp.path().join("r.err"));
+    let mut r = Proc::spawn_split(
+        bin().args([
+            "router",
+            "--bus",
+            p(&tmp.path().join("bus")),
+            "--config",
+            p(&cfg),
+            "--log-format",
+            "json",
+        ]),
+        &out,
+        &err,
+    );
+    let log = || format!("{}\n---\n{}", read(&out), read(&err));
+    let port = metrics_port(&err, &log);
+    let rate = "chronicle_router_rate_limit_orders_per_second";
+    until_value(port, rate, "1000", &log);
+    // Only the file changes (its size too, so a coarse modification time cannot hide it).
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("rate_limit = 1000", "rate_limit = 12345"),
+    )
+    .unwrap();
+    until_value(port, rate, "12345", &log);
+    let ev = poll("reload event", &log, || {
+        event(&err, "config reloaded", |_| true)
+    });
+    assert_eq!(ev["fields"]["trigger"], "file changed", "{ev}");
+    assert_eq!(ev["fields"]["rate_limit"], 12345, "{ev}");
+    r.stop();
+    assert!(r.0.wait().unwrap().success(), "{}", log());
+}
