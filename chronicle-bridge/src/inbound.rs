@@ -105,12 +105,13 @@ pub async fn run(
     }
     let counters = Arc::new(Counters::default());
     stats::serve_metrics(cfg.metrics_listen.as_deref(), "in", &cfg.queue, &counters)?;
-    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
-    let js = connect::jetstream(client.clone(), &nats);
-    let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
-
+    // Local mistakes first (URLs, TLS files, credentials, then the queue), the network last.
+    let dialer = connect::prepare(&nats, counters.clone())?;
     let writer = QueueWriter::open(&cfg.queue, cfg.writer.clone())
         .map_err(|e| BridgeError::queue(&cfg.queue, "open writer on", e))?;
+    let (client, mut fatal) = dialer.dial().await?;
+    let js = connect::jetstream(client.clone(), &nats);
+    let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
     let (state, rec) = ImportState::load(&cfg.state, writer.next_seq())?;
     if rec.applied + rec.dropped + rec.foreign > 0 {
         tracing::warn!(

@@ -94,16 +94,17 @@ pub async fn run(
     }
     let counters = Arc::new(Counters::default());
     stats::serve_metrics(cfg.metrics_listen.as_deref(), "out", &cfg.queue, &counters)?;
-    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
-    let js = connect::jetstream(client.clone(), &nats);
-    connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
-
+    // Local mistakes first (URLs, TLS files, credentials, then the queue), the network last.
+    let dialer = connect::prepare(&nats, counters.clone())?;
     let cursor_cfg = ReaderConfig {
         verify_crc: false,
         ..ReaderConfig::named(cfg.reader.clone()).start(cfg.start)
     };
     let mut cursor = QueueReader::open(&cfg.queue, cursor_cfg)
         .map_err(|e| BridgeError::queue(&cfg.queue, "open reader on", e))?;
+    let (client, mut fatal) = dialer.dial().await?;
+    let js = connect::jetstream(client.clone(), &nats);
+    connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
     let resume = cursor.next_seq();
     tracing::info!(
         queue = %cfg.queue.display(),

@@ -420,6 +420,35 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     );
 }
 
+/// Local mistakes are reported before any network wait: a `--queue` that is not a queue, with
+/// a URL where nothing listens, names the queue, not the connection.
+#[test]
+fn a_bad_queue_is_reported_before_connecting() {
+    let h = hosts();
+    std::fs::create_dir_all(&h.a).unwrap();
+    let args = out_args("nats://127.0.0.1:1", &h.a, &[] as &[&str]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is not a chronicle queue (no queue.meta) (--queue takes a queue directory")
+            && !err.contains("cannot connect"),
+        "{err}"
+    );
+    let file = h.root.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let args = common::args::in_args("nats://127.0.0.1:1", &file, &[] as &[&str]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("open writer on queue")
+            && err.contains("(--queue takes a queue directory, not a file)")
+            && !err.contains("cannot connect"),
+        "{err}"
+    );
+}
+
 /// `--log-format json`: every stderr line is a JSON object with timestamp, level, target and
 /// fields, the final error included; `CHRONICLE_LOG` filters, but never hides the final error.
 #[test]
