@@ -172,6 +172,11 @@ fn ring_futex_delivers_everything_in_order() {
 }
 
 #[test]
+fn length_prefixed_ring_delivers_everything_in_order() {
+    check_transport("ring-len");
+}
+
+#[test]
 fn pipe_delivers_everything_in_order() {
     check_transport("pipe");
 }
@@ -194,6 +199,11 @@ fn large_payload_and_small_ring_exercise_back_pressure() {
     cfg.payload = 1024;
     cfg.capacity = 8;
     let r = run_serial("ring-futex", &cfg).unwrap();
+    assert_clean(&r, &cfg);
+    let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+    cfg.payload = 1024;
+    cfg.capacity = 8;
+    let r = run_serial("ring-len", &cfg).unwrap();
     assert_clean(&r, &cfg);
 }
 

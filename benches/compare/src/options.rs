@@ -10,6 +10,7 @@ chronicle-compare: cross-process latency and throughput of chronicle and the alt
 
 usage: chronicle-compare [options]
        chronicle-compare tick-to-route --help   (the demo topology, builds side by side)
+       chronicle-compare instructions --help    (instruction counts under callgrind, CI gate)
 
   --out DIR          output directory (default target/compare)
   --rounds N         rounds; every case runs once per round (default 3)
@@ -20,8 +21,8 @@ usage: chronicle-compare [options]
   --sizes A,B        payload sizes in bytes, >= 16 (default 64,1024)
   --cores W,R|none   pin writer to core W, reader to core R (default 0,1)
   --capacity N       channel capacity in messages, a power of two (default 4096)
-  --only a,b         only these transports (ring, chronicle, iceoryx2, unix, pipe,
-                     crossbeam, ring-futex)
+  --only a,b         only these transports (ring, ring-len, chronicle, iceoryx2, unix,
+                     pipe, crossbeam, ring-futex)
   --touch-payload    every reader reads every payload byte before its receive
                      timestamp (default: only the 16-byte stamp and sequence number;
                      chronicle's reader checks its CRC over the record either way)
