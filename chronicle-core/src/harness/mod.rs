@@ -407,7 +407,7 @@ mod tests {
         assert!(r.get("ring-futex").unwrap().supports(WaitMode::Block));
         assert!(r.register::<BadName>().is_err());
         r.register::<pipe::Pipe>().unwrap();
-        assert_eq!(r.entries().len(), 5);
+        assert_eq!(r.entries().len(), 6);
     }
 
     #[test]
