@@ -187,6 +187,23 @@ fn unix_delivers_everything_in_order() {
 }
 
 #[test]
+fn batched_throughput_runs_deliver_everything_in_order() {
+    for name in ["ring", "ring-len", "chronicle", "pipe"] {
+        let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+        cfg.batch = 16;
+        cfg.capacity = 64;
+        // Not a multiple of the batch, so the last batch and the warm-up's are partial.
+        cfg.warmup = 1_000;
+        cfg.count = 20_007;
+        let r = run_serial(name, &cfg).unwrap_or_else(|e| panic!("{name} batched: {e}"));
+        assert_clean(&r, &cfg);
+    }
+    let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+    cfg.batch = 0;
+    assert!(run_serial("ring", &cfg).is_err());
+}
+
+#[test]
 fn large_payload_and_small_ring_exercise_back_pressure() {
     // 1 KiB messages through an 8-slot ring, unpaced: the writer laps constantly.
     let mut cfg = config(Mode::Latency, WaitMode::Spin);

@@ -121,6 +121,8 @@ pub struct Measurement {
     pub latency: Option<RunReport>,
     /// The unpaced throughput run.
     pub throughput: Option<RunReport>,
+    /// The unpaced throughput run with batches of `--batch` messages.
+    pub batched: Option<RunReport>,
 }
 
 fn run_one(reg: &Registry, c: &Case, cfg: &RunConfig) -> Result<RunReport> {
@@ -300,12 +302,20 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
                     case: ci,
                     latency: None,
                     throughput: None,
+                    batched: None,
                 };
-                for mode in [Mode::Latency, Mode::Throughput] {
-                    if mode == Mode::Throughput && o.thru_count == 0 {
+                let runs = [
+                    (Mode::Latency, 1),
+                    (Mode::Throughput, 1),
+                    (Mode::Throughput, o.batch),
+                ];
+                for (i, (mode, batch)) in runs.into_iter().enumerate() {
+                    if mode == Mode::Throughput && o.thru_count == 0 || i == 2 && batch == 1 {
                         continue;
                     }
-                    match run_one(reg, c, &config(o, mode, c.wait, payload)) {
+                    let mut cfg = config(o, mode, c.wait, payload);
+                    cfg.batch = batch;
+                    match run_one(reg, c, &cfg) {
                         Ok(r) => {
                             if !r.is_clean() {
                                 failures.push(format!(
@@ -314,9 +324,10 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
                                 ));
                             }
                             table_rows.push(r.clone());
-                            match mode {
-                                Mode::Latency => m.latency = Some(r),
-                                Mode::Throughput => m.throughput = Some(r),
+                            match (mode, batch) {
+                                (Mode::Latency, _) => m.latency = Some(r),
+                                (Mode::Throughput, 1) => m.throughput = Some(r),
+                                (Mode::Throughput, _) => m.batched = Some(r),
                             }
                         }
                         Err(e) => {

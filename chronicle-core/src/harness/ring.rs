@@ -286,9 +286,9 @@ impl<const FUTEX: bool, const FIXED: bool> RingTx<FUTEX, FIXED> {
     }
 }
 
-impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
+impl<const FUTEX: bool, const FIXED: bool> RingTx<FUTEX, FIXED> {
     #[inline]
-    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+    fn check_len(&self, len: usize) -> io::Result<()> {
         if FIXED && len != self.m.payload_max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -301,7 +301,16 @@ impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
                 "message larger than the ring's payload_max",
             ));
         }
+        Ok(())
+    }
+
+    /// Writes the next slot (waiting for space first, publishing what is written but not
+    /// yet published before it waits) without publishing it.
+    #[inline]
+    fn write_slot<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
         if self.write_pos.wrapping_sub(self.read_cache) >= self.m.capacity {
+            // The reader can only free slots it can see: publish before waiting.
+            self.publish();
             self.wait_for_space()?;
         }
         let pos = self.write_pos;
@@ -318,12 +327,17 @@ impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
             std::slice::from_raw_parts_mut(slot.add(slot_header(FIXED)), len)
         };
         fill(payload);
-        let next = pos.wrapping_add(1);
-        self.write_pos = next;
+        self.write_pos = pos.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes every slot written so far and wakes a sleeping reader.
+    #[inline]
+    fn publish(&mut self) {
         let header = self.m.header();
-        // SYNC POINT: Release publishes the slot's length and payload written above; it
+        // SYNC POINT: Release publishes the slots' lengths and payloads written before; it
         // pairs with the reader's Acquire load of the write cursor in `recv_with`.
-        header.write.value.store(next, Ordering::Release);
+        header.write.value.store(self.write_pos, Ordering::Release);
         if FUTEX {
             // SYNC POINT: SeqCst fence orders the cursor store before the `waiters` load
             // (store->load); it pairs with the reader's SeqCst fence between setting
@@ -339,6 +353,34 @@ impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
                 futex_wake_all(&header.wake.seq);
             }
         }
+    }
+}
+
+impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
+    #[inline]
+    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+        self.check_len(len)?;
+        self.write_slot(len, fill)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes `n` slots and publishes the write cursor once.
+    #[inline]
+    fn send_batch_with<F: FnMut(usize, &mut [u8])>(
+        &mut self,
+        n: usize,
+        len: usize,
+        mut fill: F,
+    ) -> io::Result<()> {
+        self.check_len(len)?;
+        for i in 0..n {
+            if let Err(e) = self.write_slot(len, |buf| fill(i, buf)) {
+                self.publish();
+                return Err(e);
+            }
+        }
+        self.publish();
         Ok(())
     }
 }
@@ -653,6 +695,27 @@ mod tests {
             vec![9; 64]
         );
         assert!(tx.send_with(65, |_| {}).is_err());
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_ring_publishes_before_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
+        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let reader = std::thread::spawn(move || {
+            (0..10)
+                .map(|_| rx.recv_with(WaitMode::Block, |b| b[0]).unwrap())
+                .collect::<Vec<u8>>()
+        });
+        // Ten messages through four slots in one batch: without a publication before each
+        // wait for space, the reader would never see the first four and the writer would
+        // time out.
+        tx.send_batch_with(10, 64, |i, b| b.fill(i as u8)).unwrap();
+        assert_eq!(reader.join().unwrap(), (0..10).collect::<Vec<u8>>());
+        assert_eq!(
+            tx.send_batch_with(2, 63, |_, _| {}).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]
