@@ -101,6 +101,28 @@ impl Sender for ChronicleTx {
         self.w.append(1, buf).map_err(err)?;
         Ok(())
     }
+
+    /// One `QueueWriter::batch`: one clock reading, one tail publication, one wake-up.
+    #[inline]
+    fn send_batch_with<F: FnMut(usize, &mut [u8])>(
+        &mut self,
+        n: usize,
+        len: usize,
+        mut fill: F,
+    ) -> io::Result<()> {
+        let buf = self.stage.get_mut(..len).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message larger than payload_max",
+            )
+        })?;
+        let mut batch = self.w.batch();
+        for i in 0..n {
+            fill(i, buf);
+            batch.append(1, buf).map_err(err)?;
+        }
+        Ok(())
+    }
 }
 
 impl Receiver for ChronicleRx {
