@@ -8,24 +8,12 @@
 
 use std::time::Duration;
 
+mod common;
+
 use chronicle_core::{
     Durability, Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
 };
-
-fn small() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        ..WriterConfig::default()
-    }
-}
-
-fn payload(seq: u64) -> Vec<u8> {
-    let len = (seq % 97) as usize;
-    (0..len)
-        .map(|i| (seq as u8).wrapping_add(i as u8))
-        .collect()
-}
+use common::{payload, small_segments as small};
 
 #[test]
 fn records_are_visible_at_once_and_the_tail_is_published_when_the_batch_ends() {
@@ -67,7 +55,7 @@ fn a_batch_that_crosses_segments_keeps_every_record_in_order() {
     let q = dir.path().join("q");
     let mut w = QueueWriter::open(&q, small()).unwrap();
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
-    // ~5000 records of up to 96 B span several 64 KiB segments in one batch.
+    // 5000 records of 8-207 B span several 64 KiB segments in one batch.
     let mut b = w.batch();
     for i in 0..5000u64 {
         assert_eq!(b.append(7, &payload(i)).unwrap(), i);

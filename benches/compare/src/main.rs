@@ -204,49 +204,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// `chronicle-compare instructions ...` (see [`instr`]).
-fn instructions() -> ExitCode {
-    let opts = match instr::Options::parse(std::env::args().skip(2)) {
+/// A subcommand: parse its arguments (`Ok(None)` for `--help`), run it, and map the
+/// outcome to an exit status (2 for a usage error, 1 for a failed or missed run).
+fn subcommand<O>(
+    name: &str,
+    help: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<Option<O>>,
+    run: impl FnOnce(&O) -> Result<bool>,
+) -> ExitCode {
+    let opts = match parse(std::env::args().skip(2)) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            print!("{}", instr::HELP);
+            print!("{help}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("chronicle-compare instructions: {e:#}\n\n{}", instr::HELP);
+            eprintln!("chronicle-compare {name}: {e:#}\n\n{help}");
             return ExitCode::from(2);
         }
     };
-    match instr::run(&opts) {
+    match run(&opts) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("chronicle-compare instructions: {e:#}");
+            eprintln!("chronicle-compare {name}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// `chronicle-compare instructions ...` (see [`instr`]).
+fn instructions() -> ExitCode {
+    subcommand(
+        "instructions",
+        instr::HELP,
+        instr::Options::parse,
+        instr::run,
+    )
+}
+
 /// `chronicle-compare tick-to-route ...` (see [`t2r`]).
 fn tick_to_route() -> ExitCode {
-    let opts = match t2r::Options::parse(std::env::args().skip(2)) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{}", t2r::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("chronicle-compare tick-to-route: {e:#}\n\n{}", t2r::HELP);
-            return ExitCode::from(2);
-        }
-    };
-    match t2r::run(&opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chronicle-compare tick-to-route: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand("tick-to-route", t2r::HELP, t2r::Options::parse, |o| {
+        t2r::run(o).map(|()| true)
+    })
 }
 
 /// Runs every round and writes the outputs; `Ok(false)` if a run failed or lost messages

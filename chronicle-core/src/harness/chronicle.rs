@@ -91,12 +91,7 @@ impl Sender for ChronicleTx {
 
     #[inline]
     fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
-        let buf = self.stage.get_mut(..len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than payload_max",
-            )
-        })?;
+        let buf = staging(&mut self.stage, len)?;
         fill(buf);
         self.w.append(1, buf).map_err(err)?;
         Ok(())
@@ -110,12 +105,7 @@ impl Sender for ChronicleTx {
         len: usize,
         mut fill: F,
     ) -> io::Result<()> {
-        let buf = self.stage.get_mut(..len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than payload_max",
-            )
-        })?;
+        let buf = staging(&mut self.stage, len)?;
         let mut batch = self.w.batch();
         for i in 0..n {
             fill(i, buf);
@@ -123,6 +113,17 @@ impl Sender for ChronicleTx {
         }
         Ok(())
     }
+}
+
+/// The first `len` bytes of the staging buffer, or `InvalidInput` past `payload_max`.
+#[inline]
+fn staging(stage: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
+    stage.get_mut(..len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "message larger than payload_max",
+        )
+    })
 }
 
 impl Receiver for ChronicleRx {
