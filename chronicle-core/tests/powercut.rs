@@ -1,7 +1,7 @@
 //! Power-loss simulator (DESIGN.md section 8, "After a power loss").
 //!
-//! Each cut builds a queue with a writer and three named readers, in steps, with or without a
-//! retention cap; `chronicle_core::powercut::Recorder` remembers every version of every file
+//! Each cut builds a queue with a writer (single appends and batches) and three named readers,
+//! in steps, with or without a retention cap; `chronicle_core::powercut::Recorder` remembers every version of every file
 //! and every range and directory the library made durable, and composes the disk image a cut
 //! can leave: each 4 KiB page of each file its latest content or any version at or after the
 //! last time it was made durable (zeroes if never), in segments, indexes, `queue.meta` and
@@ -118,11 +118,23 @@ fn run_before_cut(q: &Path, mode: Mode, retention: bool, rng: &mut Rng) -> Histo
             readers.push((name, r));
         }
         let n = 1 + rng.below(60);
-        for _ in 0..n {
-            let len = rng.below(700) as usize;
-            let seq = w.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
-            assert_eq!(seq, h.lens.len() as u64);
-            h.lens.push(len);
+        if rng.chance(30) {
+            // A batch: the durability policy is checked once, when it ends.
+            let mut b = w.batch();
+            for _ in 0..n {
+                let len = rng.below(700) as usize;
+                let seq = b.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
+                assert_eq!(seq, h.lens.len() as u64);
+                h.lens.push(len);
+            }
+            b.finish();
+        } else {
+            for _ in 0..n {
+                let len = rng.below(700) as usize;
+                let seq = w.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
+                assert_eq!(seq, h.lens.len() as u64);
+                h.lens.push(len);
+            }
         }
         if rng.chance(20) {
             w.sync().unwrap();
