@@ -3,6 +3,9 @@
 //! Both are small ASCII text files, written to a temporary file in the same directory
 //! (`.<NAME>.tmp.<pid>.<n>`, created with `O_EXCL | O_NOFOLLOW`) and renamed into place, so a
 //! reader sees either the old complete file or the new complete file, never a partial one.
+//! There is no fsync: after a power cut a marker may also be missing, empty or zero-filled,
+//! which readers report as `BadMarker`; markers describe live processes, which a power cut
+//! ends, and a strategy rewrites both when it reopens (DESIGN.md section 8).
 //!
 //! ```text
 //! READY                                  LEASE

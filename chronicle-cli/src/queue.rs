@@ -9,7 +9,7 @@ use chronicle_core::layout::{
     CONTROL_FILE_SIZE, CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
     WRITER_CLOSED, WRITER_NEVER, WRITER_OPEN,
 };
-use chronicle_core::{Error, Geometry, QueueDir, ReaderInfo, Tail, list_readers, sys};
+use chronicle_core::{Error, Geometry, History, QueueDir, ReaderInfo, Tail, list_readers, sys};
 
 /// The fields of `queue.meta` (see `chronicle_core::layout`).
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,8 @@ pub struct Meta {
     pub writer_pid: u32,
     pub writer_state: u32,
     pub oldest_seq: u64,
+    /// The history record: rewrites recorded by recovery after a power cut.
+    pub history: History,
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -122,6 +124,11 @@ pub fn read_meta(dir: &QueueDir) -> Result<Meta, Error> {
         writer_pid: u32_at(&b, 168),
         writer_state: u32_at(&b, 172),
         oldest_seq: u64_at(&b, 392),
+        history: History {
+            epoch: u64_at(&b, 56),
+            rewritten_from: u64_at(&b, 64),
+            rewritten_floor: u64_at(&b, 72),
+        },
     })
 }
 

@@ -770,3 +770,55 @@ fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A power cut lost records 50-99 after a named reader had read to 60; the recovering writer
+/// recorded the rewrite of the history: `inspect` shows it, and `doctor` names the reader that
+/// saw lost records (it will be refused), and not the one that saw only what survived.
+#[test]
+fn reader_past_a_rewrite_of_the_history_is_reported() {
+    use chronicle_core::{QueueReader, ReaderConfig, WriterConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    let mut w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    for i in 0..100u64 {
+        w.append(1, &[i as u8; 100]).unwrap();
+    }
+    w.close().unwrap();
+    let mut offset_50 = 0;
+    for (name, n) in [("saw-lost", 60u64), ("before", 50)] {
+        let mut r = QueueReader::open(&q, ReaderConfig::named(name)).unwrap();
+        for _ in 0..n {
+            r.next().unwrap().unwrap();
+        }
+        r.commit().unwrap();
+        if n == 50 {
+            offset_50 = r.position().offset;
+        }
+    }
+    // The pages of records 50-99 never reached the disk.
+    put_at(&seg0(&q), offset_50, &vec![0u8; 100 * 136]);
+    let w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
+    assert_eq!(w.next_seq(), 50);
+    w.close().unwrap();
+    wait_unlocked(&q);
+    let o = run(&["inspect", p(&q)], b"");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains("rewritten from seq 50 (epoch 1)"),
+        "{}",
+        o.stdout
+    );
+    let o = run(&["doctor", p(&q)], b"");
+    assert_eq!(o.code, 1, "{o:?}");
+    let f = findings(&o);
+    let hits: Vec<&String> = f
+        .iter()
+        .filter(|l| l.contains("saw records lost in a power cut"))
+        .collect();
+    assert_eq!(hits.len(), 1, "{f:?}");
+    assert!(
+        hits[0].contains("reader 'saw-lost'") && hits[0].contains("past seq 50"),
+        "{}",
+        hits[0]
+    );
+}

@@ -116,7 +116,9 @@ fn inspect_json_golden() {
      "lag_ns": 0, "heartbeat_ns": 1700000000009000000, "heartbeat_age_ns": 991000000,
      "pid": 2147483632, "in_use": false, "state": "gone"}
   ],
-  "reader_errors": []
+  "reader_errors": [],
+  "history_epoch": 0,
+  "history_rewritten_from": null
 }"#
         .replace("<CREATED_NS>", "\"<CREATED_NS>\"")
         .as_str(),

@@ -81,6 +81,26 @@ impl QueueDir {
         ids.sort_unstable();
         Ok(ids)
     }
+
+    /// Ids of the segment files readers can reach, ascending: the newest segment and the run of
+    /// consecutive ids before it. A segment before a gap is one retention removed (it removes
+    /// oldest first) that a power cut brought back (its unlink had not reached the disk): no
+    /// PAD leads from it to the rest of the queue, so readers ignore it (a position in it is
+    /// `PositionLost`, as before the cut) and retention removes it again.
+    pub fn list_reachable_segments(&self) -> Result<Vec<u64>> {
+        let mut ids = self.list_segments()?;
+        let mut start = ids.len();
+        while start > 0 {
+            let consecutive = start == ids.len()
+                || ids.get(start - 1).map(|&id| id + 1) == ids.get(start).copied();
+            if !consecutive {
+                break;
+            }
+            start -= 1;
+        }
+        ids.drain(..start);
+        Ok(ids)
+    }
 }
 
 /// Queue geometry, fixed when the queue is created and read back from `queue.meta`.
@@ -416,6 +436,92 @@ impl Control {
             next_seq: cb.next_seq.load(Ordering::Relaxed),
             last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The queue's history record (`queue.meta` words 56-80; DESIGN.md section 8): how many times
+/// a recovering writer ended history below a sequence number that had been visible before (a
+/// power cut lost the records from there, and the writer assigns those seqs again), and from
+/// which seq. All zero in a queue that never lost records (and in files written before the
+/// record existed: the words were reserved zeroes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct History {
+    /// Rewrites so far; a reader position remembers the epoch it is valid under.
+    pub epoch: u64,
+    /// First seq assigned again by the latest rewrite (the seq recovery continued at).
+    pub rewritten_from: u64,
+    /// Lowest `rewritten_from` of all rewrites.
+    pub rewritten_floor: u64,
+}
+
+impl History {
+    /// For a position saved under history epoch `saved`: the lowest seq that may have been
+    /// assigned again since, or `None` when nothing was rewritten since (or `saved` is not an
+    /// epoch of this queue). A position whose next seq is above it has seen records that are
+    /// gone. A position older than the latest rewrite but one is judged against the floor
+    /// of all rewrites: conservative (it may refuse a position the rewrites in between did not
+    /// reach), never lenient.
+    pub fn rewritten_since(&self, saved: u64) -> Option<u64> {
+        if saved >= self.epoch {
+            None
+        } else if saved + 1 == self.epoch {
+            Some(self.rewritten_from)
+        } else {
+            Some(self.rewritten_floor.min(self.rewritten_from))
+        }
+    }
+}
+
+impl Control {
+    /// Reads the history record. The words change only while a recovering writer (holding the
+    /// lock) records a rewrite; a reader racing it re-reads until the epoch is stable.
+    pub(crate) fn history(&self) -> History {
+        let cb = self.cb();
+        let mut h = History::default();
+        for _ in 0..1000 {
+            // SYNC POINT: Acquire pairs with the Release store of `history_epoch` in
+            // `record_rewrite`: the words below are those stored before it.
+            let e = cb.history_epoch.load(Ordering::Acquire);
+            h = History {
+                epoch: e,
+                rewritten_from: cb.rewritten_from.load(Ordering::Relaxed),
+                rewritten_floor: cb.rewritten_floor.load(Ordering::Relaxed),
+            };
+            // Order the word loads before the re-check of the epoch.
+            std::sync::atomic::fence(Ordering::Acquire);
+            if cb.history_epoch.load(Ordering::Relaxed) == e {
+                break;
+            }
+        }
+        h
+    }
+
+    /// The history epoch alone (a reader's commit compares it with the one it saw last).
+    #[inline]
+    pub(crate) fn history_epoch(&self) -> u64 {
+        // Relaxed: only compared; a change is followed by a consistent `history()`.
+        self.cb().history_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Records that recovery ended history at `from`, below a seq that had been visible (the
+    /// writer holds the lock), and makes it durable (msync of `queue.meta`) before the writer
+    /// assigns any seq again. Returns the new record.
+    pub(crate) fn record_rewrite(&self, from: u64) -> Result<History> {
+        let cb = self.cb();
+        let old = self.history();
+        let floor = if old.epoch == 0 {
+            from
+        } else {
+            old.rewritten_floor.min(old.rewritten_from).min(from)
+        };
+        cb.rewritten_floor.store(floor, Ordering::Relaxed);
+        cb.rewritten_from.store(from, Ordering::Relaxed);
+        // SYNC POINT: Release publishes the two words above; pairs with the Acquire in
+        // `history`.
+        cb.history_epoch
+            .store(old.epoch.wrapping_add(1), Ordering::Release);
+        self.map.flush_range(0, CONTROL_FILE_SIZE, &self.path)?;
+        Ok(self.history())
     }
 }
 

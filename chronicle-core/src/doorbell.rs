@@ -79,6 +79,10 @@ impl Doorbell {
             b.version.store(FORMAT_VERSION, Ordering::Relaxed);
             // SYNC POINT: publishes the version; pairs with the Acquire in `open`.
             b.magic.store(DOORBELL_MAGIC, Ordering::Release);
+            // Durable before it gets its name: after a power cut the doorbell is missing (and
+            // created again) or initialized, never a page of zeroes that every writer of the
+            // bus would refuse as `NotYetInitialized`.
+            map.flush_range(0, DOORBELL_FILE_SIZE, &tmp)?;
         }
         // Another process may have created it meanwhile: keep whichever exists.
         match fs::hard_link(&tmp, path) {

@@ -112,6 +112,26 @@ pub enum Error {
         /// Offset of `wanted_seq` (or of the tail, if it is the next to be written) there.
         found_offset: u64,
     },
+    /// A named reader's saved position lies past a point from which the queue's history was
+    /// rewritten: a power cut lost the records from `rewritten_from` on, the recovering writer
+    /// recorded it in `queue.meta` (history epoch `queue_epoch`) and assigns those seqs again,
+    /// and this position, saved under epoch `saved_epoch`, says the reader saw some of the lost
+    /// records. Detected by the epochs, so even a re-assigned seq at exactly the saved offset is
+    /// never read as the old one. Decide what the reader missed, then reset it (e.g. remove its
+    /// meta and reopen at a seq).
+    HistoryRewritten {
+        /// The reader meta holding the position.
+        path: PathBuf,
+        /// The sequence number the position expects next.
+        wanted_seq: u64,
+        /// The first sequence number that may have been assigned again since the position was
+        /// saved.
+        rewritten_from: u64,
+        /// The history epoch the position was saved under.
+        saved_epoch: u64,
+        /// The queue's history epoch now.
+        queue_epoch: u64,
+    },
     /// A configuration value is out of range.
     InvalidConfig {
         /// Which setting and why.
@@ -257,6 +277,21 @@ impl fmt::Display for Error {
                  the queue: record {wanted_seq} is at offset {found_offset} of segment \
                  {found_segment} (the queue's tail was lost and its sequence numbers assigned \
                  again, e.g. after a power loss); reset the reader",
+                path.display()
+            ),
+            Error::HistoryRewritten {
+                path,
+                wanted_seq,
+                rewritten_from,
+                saved_epoch,
+                queue_epoch,
+            } => write!(
+                f,
+                "the saved position in {} (next record {wanted_seq}, history epoch \
+                 {saved_epoch}) is past seq {rewritten_from}, from which the queue's history was \
+                 rewritten (epoch {queue_epoch}: records were lost in a power cut and their \
+                 sequence numbers assigned again); the reader saw records that no longer exist: \
+                 reset it",
                 path.display()
             ),
             Error::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),

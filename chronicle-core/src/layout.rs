@@ -12,7 +12,10 @@
 //!  span 0   0..128  identity and geometry, immutable once magic is set
 //!     0 magic u64 ("CHRQMETA", Release-stored last)   8 version u32   12 control_size u32
 //!    16 segment_size u64   24 max_payload u32   28 index_stride u32   32 created_ns u64
-//!    40 queue_uid u64   48 file_mode u32   52 reserved ...
+//!    40 queue_uid u64   48 file_mode u32   52 reserved u32
+//!    56 history_epoch u64   64 rewritten_from u64   72 rewritten_floor u64   80 reserved ...
+//!       (the history record: written only by a recovering writer, when it ended history
+//!       below a seq that was visible before a power cut; all 0 in queues that never lost any)
 //!  span 1 128..256  writer tail, written by the writer on every commit (a seqlock)
 //!   128 tail_lock u64 (odd while updating)   136 tail_segment u64   144 tail_offset u64
 //!   152 next_seq u64   160 last_timestamp_ns u64   168 writer_pid u32   172 writer_state u32
@@ -49,6 +52,8 @@
 //!  span 2 256..384  256 pos_gen u64 (Release-stored after a slot is written)
 //!                   264 slot 0: next_seq, segment, offset, timestamp_ns (4 x u64)
 //!                   296 slot 1: same; slot (pos_gen % 2) is the committed position
+//!                   328 slot_epoch[2] u64 x 2: the queue history epoch the position in
+//!                   slot 0 / slot 1 is valid under (0 in metas written before it existed)
 //! ```
 
 use std::mem::{offset_of, size_of};
@@ -102,7 +107,12 @@ pub struct ControlBlock {
     pub created_ns: AtomicU64,
     pub queue_uid: AtomicU64,
     pub file_mode: AtomicU32,
-    pub _reserved0: [u8; 76],
+    pub _reserved0a: AtomicU32,
+    // history record (recovery only; see `Control::history`)
+    pub history_epoch: AtomicU64,
+    pub rewritten_from: AtomicU64,
+    pub rewritten_floor: AtomicU64,
+    pub _reserved0: [u8; 48],
     // span 1: writer tail
     pub tail_lock: AtomicU64,
     pub tail_segment: AtomicU64,
@@ -137,6 +147,9 @@ const _: () = {
     assert!(offset_of!(ControlBlock, created_ns) == 32);
     assert!(offset_of!(ControlBlock, queue_uid) == 40);
     assert!(offset_of!(ControlBlock, file_mode) == 48);
+    assert!(offset_of!(ControlBlock, history_epoch) == 56);
+    assert!(offset_of!(ControlBlock, rewritten_from) == 64);
+    assert!(offset_of!(ControlBlock, rewritten_floor) == 72);
     assert!(offset_of!(ControlBlock, tail_lock) == 128);
     assert!(offset_of!(ControlBlock, tail_segment) == 136);
     assert!(offset_of!(ControlBlock, tail_offset) == 144);
@@ -361,7 +374,8 @@ pub struct ReaderMetaBlock {
     // span 2: position (double-buffered)
     pub pos_gen: AtomicU64,
     pub slots: [PositionSlot; 2],
-    pub _reserved2: [u8; 56],
+    pub slot_epochs: [AtomicU64; 2],
+    pub _reserved2: [u8; 40],
 }
 
 const _: () = {
@@ -377,6 +391,7 @@ const _: () = {
     assert!(offset_of!(ReaderMetaBlock, heartbeat_ns) == 144);
     assert!(offset_of!(ReaderMetaBlock, pos_gen) == 256);
     assert!(offset_of!(ReaderMetaBlock, slots) == 264);
+    assert!(offset_of!(ReaderMetaBlock, slot_epochs) == 328);
     assert!(size_of::<ReaderMetaBlock>() as u64 <= READER_META_SIZE);
 };
 

@@ -43,7 +43,7 @@ pub use config::{
     CommitPolicy, Durability, OnLost, Preallocate, ReaderConfig, RetentionPolicy, StartAt,
     WriterConfig,
 };
-pub use control::{Geometry, QueueDir, Tail};
+pub use control::{Geometry, History, QueueDir, Tail};
 pub use doorbell::{Doorbell, Ring};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;

@@ -107,6 +107,14 @@ pub struct QueueReader {
     /// so idle polls release it piecemeal first (`release_retired`).
     retired: Option<(Segment, u64)>,
     meta: Option<ReaderMeta>,
+    /// The queue history epoch this reader's positions are valid under (DESIGN.md section 8),
+    /// the epoch it saw last in `queue.meta`, and its next seq when it was last placed (open,
+    /// `seek`): a rewrite recorded while it is open is adopted at the next commit when the
+    /// reader was placed at or before the rewrite point (it then read only records that
+    /// survived, and after the writer's recovery the new ones).
+    hist_epoch: u64,
+    hist_seen: u64,
+    hist_start: u64,
     control: Control,
     geom: Geometry,
     dir: QueueDir,
@@ -200,6 +208,9 @@ impl QueueReader {
             preopen_backoff: 0,
             retired: None,
             meta,
+            hist_epoch: 0,
+            hist_seen: 0,
+            hist_start: 0,
             control,
             geom,
             dir,
@@ -212,10 +223,28 @@ impl QueueReader {
             on_lost: config.on_lost,
         };
         let created = persisted.is_none();
+        let history = r.control.history();
         match persisted {
-            Some(p) => r.restore(p)?,
+            Some((p, saved)) => {
+                // A position saved before a rewrite of the history, past its point, saw records
+                // that are gone: refused whatever the data at its offset says now (the seq may
+                // have been assigned again at exactly the same place).
+                if let Some(from) = history.rewritten_since(saved) {
+                    if p.next_seq > from {
+                        return Err(Error::HistoryRewritten {
+                            path: r.dir.reader_meta(config.name.as_deref().unwrap_or("")),
+                            wanted_seq: p.next_seq,
+                            rewritten_from: from,
+                            saved_epoch: saved,
+                            queue_epoch: history.epoch,
+                        });
+                    }
+                }
+                r.restore(p)?;
+            }
             None => r.seek(config.start)?,
         }
+        r.placed(history.epoch);
         if r.meta.is_some() {
             r.commit()?;
             if let Some(m) = r.meta.as_ref().filter(|_| created) {
@@ -558,8 +587,11 @@ impl QueueReader {
                 what: "commit_at: the position is past the reader's own",
             });
         }
+        if self.control.history_epoch() != self.hist_seen {
+            self.adopt_history();
+        }
         if let Some(m) = &self.meta {
-            m.store_position(&pos);
+            m.store_position(&pos, self.hist_epoch);
             self.uncommitted = pos.next_seq != self.next_seq;
             if self.hb_countdown < HEARTBEAT_EVERY / 2 {
                 self.busy_heartbeat();
@@ -570,17 +602,61 @@ impl QueueReader {
 
     #[inline]
     fn commit_position(&mut self) {
+        if self.control.history_epoch() != self.hist_seen {
+            self.adopt_history();
+        }
         if let Some(m) = &self.meta {
-            m.store_position(&Position {
-                next_seq: self.next_seq,
-                segment: self.seg.id,
-                offset: self.offset,
-                timestamp_ns: self.last_ts,
-            });
+            m.store_position(
+                &Position {
+                    next_seq: self.next_seq,
+                    segment: self.seg.id,
+                    offset: self.offset,
+                    timestamp_ns: self.last_ts,
+                },
+                self.hist_epoch,
+            );
             self.uncommitted = false;
             if self.hb_countdown < HEARTBEAT_EVERY / 2 {
                 self.busy_heartbeat();
             }
+        }
+    }
+
+    /// The queue's history record (DESIGN.md section 8): for consumers that keep their own
+    /// state keyed by this queue's seqs (a journal, an import table) and must not take a
+    /// re-assigned seq for the one they saw.
+    pub fn history(&self) -> crate::control::History {
+        self.control.history()
+    }
+
+    /// The history epoch this reader's positions are valid under.
+    pub fn history_epoch(&self) -> u64 {
+        self.hist_epoch
+    }
+
+    /// The reader was just placed (open, `seek`) at a position checked against the queue as
+    /// it is under history epoch `epoch`.
+    fn placed(&mut self, epoch: u64) {
+        self.hist_epoch = epoch;
+        self.hist_seen = epoch;
+        self.hist_start = self.next_seq;
+    }
+
+    /// A recovering writer recorded a rewrite of the history while this reader was open.
+    /// The reader was placed before the writer recovered: if at or before the rewrite point,
+    /// it could read only records that survived (it stops where recovery ends history) and
+    /// after that the new ones, so its positions are valid under the new epoch; if past it, it
+    /// was reading records that recovery dropped, and its positions keep their old epoch, so
+    /// that the next open refuses them (`HistoryRewritten`).
+    #[cold]
+    #[inline(never)]
+    fn adopt_history(&mut self) {
+        let h = self.control.history();
+        self.hist_seen = h.epoch;
+        if h.rewritten_since(self.hist_epoch)
+            .is_some_and(|from| self.hist_start <= from)
+        {
+            self.hist_epoch = h.epoch;
         }
     }
 
@@ -752,6 +828,13 @@ impl QueueReader {
 
     /// Moves the reader. For a named reader the new position is not persisted until `commit`.
     pub fn seek(&mut self, to: StartAt) -> Result<()> {
+        let epoch = self.control.history().epoch;
+        self.seek_to(to)?;
+        self.placed(epoch);
+        Ok(())
+    }
+
+    fn seek_to(&mut self, to: StartAt) -> Result<()> {
         match to {
             StartAt::Earliest => {
                 let (seg, base) = open_earliest(&self.dir, &self.control, &self.geom)?;
@@ -872,23 +955,28 @@ impl QueueReader {
 
     fn seek_seq(&mut self, target: u64) -> Result<()> {
         let tail = self.control.tail();
+        // Segments past the published tail's are prepared ahead (their base seq not set yet)
+        // and passed over, unless the walk to the real end went through them: the published
+        // tail can trail far behind after a power cut (a stale `queue.meta` page).
+        let mut newest = tail.segment;
         if target > tail.next_seq {
             // The published tail may trail by a record; check the real end before refusing.
-            self.seek(StartAt::Latest)?;
+            self.seek_to(StartAt::Latest)?;
             if target > self.next_seq {
                 return Err(Error::SeqNotWritten {
                     wanted_seq: target,
                     next_seq: self.next_seq,
                 });
             }
+            newest = newest.max(self.seg.id);
         }
-        let ids = self.dir.list_segments()?;
+        let ids = self.dir.list_reachable_segments()?;
         // Newest segment whose base seq is <= target. A segment that does not open (damaged)
         // is passed over: if the target lies in it, the walk from its predecessor runs into
         // it and reports it; if the target lies after it, the damage is no concern of ours.
         let mut chosen = None;
         let mut damaged = None;
-        for &id in ids.iter().rev().filter(|&&id| id <= tail.segment) {
+        for &id in ids.iter().rev().filter(|&&id| id <= newest) {
             match Segment::open_ro(&self.dir, id, &self.geom) {
                 Ok(s) if s.base_seq() <= target => {
                     chosen = Some(s);
@@ -940,7 +1028,7 @@ impl QueueReader {
 
     fn lost(&mut self, wanted: u64, oldest: u64) -> Result<()> {
         if self.on_lost == OnLost::Earliest {
-            self.seek(StartAt::Earliest)
+            self.seek_to(StartAt::Earliest)
         } else {
             Err(Error::PositionLost {
                 wanted_seq: wanted,
@@ -951,7 +1039,7 @@ impl QueueReader {
 
     fn seek_time(&mut self, t: u64) -> Result<()> {
         let tail = self.control.tail();
-        let ids = self.dir.list_segments()?;
+        let ids = self.dir.list_reachable_segments()?;
         // Last segment whose first record is older than t (else the oldest).
         let mut chosen: Option<(Segment, Option<Index>)> = None;
         for &id in ids.iter().filter(|&&id| id <= tail.segment) {
@@ -980,7 +1068,7 @@ impl QueueReader {
             }
         }
         let Some((seg, idx)) = chosen else {
-            return self.seek(StartAt::Earliest);
+            return self.seek_to(StartAt::Earliest);
         };
         let start = idx
             .and_then(|i| i.floor(t.saturating_sub(1), |e| e.timestamp_ns))
@@ -1002,6 +1090,18 @@ impl QueueReader {
     /// reach it (its tail was lost, e.g. in a power cut), `PositionMismatch` when it is
     /// elsewhere (the lost sequence numbers were assigned again). Never lands mid-record.
     fn restore(&mut self, p: Position) -> Result<()> {
+        let reachable = self.dir.list_reachable_segments()?;
+        if reachable.first().is_some_and(|&first| p.segment < first) {
+            // Removed by retention (perhaps back after a power cut, unreachable: see
+            // `QueueDir::list_reachable_segments`).
+            let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
+            let oldest = match reachable.first() {
+                Some(&id) => Segment::open_ro(&self.dir, id, &self.geom)
+                    .map_or(oldest, |s| s.base_seq().max(oldest)),
+                None => oldest,
+            };
+            return self.lost(p.next_seq, oldest);
+        }
         let seg = match Segment::open_ro(&self.dir, p.segment, &self.geom) {
             Ok(s) => s,
             Err(e) if e.is_not_found() => {
@@ -1120,7 +1220,7 @@ fn holds_record(seg: &Segment, geom: &Geometry, offset: u64, seq: u64) -> bool {
 /// that damage confined to old segments stops only the readers that run into it.
 fn open_placeholder(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<Segment> {
     let tail = control.tail();
-    let ids = dir.list_segments()?;
+    let ids = dir.list_reachable_segments()?;
     let newest_published = tail.segment.max(ids.first().copied().unwrap_or(0));
     let mut damaged = None;
     for &id in ids.iter().rev().filter(|&&id| id <= newest_published) {
@@ -1141,7 +1241,7 @@ fn open_placeholder(dir: &QueueDir, control: &Control, geom: &Geometry) -> Resul
 fn open_earliest(dir: &QueueDir, control: &Control, geom: &Geometry) -> Result<(Segment, u64)> {
     for _attempt in 0..8 {
         let tail = control.tail();
-        let ids = dir.list_segments()?;
+        let ids = dir.list_reachable_segments()?;
         for &id in ids
             .iter()
             .filter(|&&id| id <= tail.segment.max(ids.first().copied().unwrap_or(0)))

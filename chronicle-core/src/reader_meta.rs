@@ -51,13 +51,14 @@ impl ReaderMeta {
     }
 
     /// Opens or creates the meta of reader `name`, takes its exclusive lock (one process per
-    /// named reader), and returns it with the persisted position, if any.
+    /// named reader), and returns it with the persisted position, if any, and the queue
+    /// history epoch that position is valid under.
     pub(crate) fn open_or_create(
         dir: &QueueDir,
         name: &str,
         queue_uid: u64,
         mode: u32,
-    ) -> Result<(ReaderMeta, Option<Position>)> {
+    ) -> Result<(ReaderMeta, Option<(Position, u64)>)> {
         let path = dir.reader_meta(name);
         let file = OpenOptions::new()
             .read(true)
@@ -135,21 +136,31 @@ impl ReaderMeta {
         ))
     }
 
-    /// Makes the meta durable (msync): done once, when a reader is created, so that a power
-    /// cut leaves it at least its first position rather than a fresh meta that would start
-    /// over at `ReaderConfig::start` (later commits are not synced: DESIGN.md section 8).
+    /// Makes the meta durable (msync) and its name (fsync of `readers/`): done once, when a
+    /// reader is created, so that a power cut leaves it at least its first position rather
+    /// than no meta, or a fresh one, that would start over at `ReaderConfig::start` (later
+    /// commits are not synced: DESIGN.md section 8).
     pub(crate) fn sync(&self) -> Result<()> {
-        self._map.flush_range(0, READER_META_SIZE, &self.path)
+        self._map.flush_range(0, READER_META_SIZE, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sys::fsync_path(dir).map_err(|e| Error::io(dir, "fsync", e))?;
+        }
+        Ok(())
     }
 
-    /// Persists `p` (a few stores; no system call).
+    /// Persists `p`, valid under queue history epoch `epoch` (a few stores; no system call).
     #[inline]
-    pub(crate) fn store_position(&self, p: &Position) {
+    pub(crate) fn store_position(&self, p: &Position, epoch: u64) {
         let b = self.b();
         let gen_now = b.pos_gen.load(Ordering::Relaxed);
         let next = gen_now.wrapping_add(1);
         let [s0, s1] = &b.slots;
-        let slot = if next & 1 == 0 { s0 } else { s1 };
+        let (slot, slot_epoch) = if next & 1 == 0 {
+            (s0, &b.slot_epochs[0])
+        } else {
+            (s1, &b.slot_epochs[1])
+        };
+        slot_epoch.store(epoch, Ordering::Relaxed);
         slot.next_seq.store(p.next_seq, Ordering::Relaxed);
         slot.segment.store(p.segment, Ordering::Relaxed);
         slot.offset.store(p.offset, Ordering::Relaxed);
@@ -195,20 +206,28 @@ fn validate(block: &ReaderMetaBlock, path: &Path, queue_uid: u64) -> Result<()> 
     Ok(())
 }
 
-fn load_position(block: &ReaderMetaBlock) -> Option<Position> {
+/// The committed position and the history epoch it is valid under.
+fn load_position(block: &ReaderMetaBlock) -> Option<(Position, u64)> {
     // SYNC POINT: Acquire pairs with the Release in `store_position`.
     let g = block.pos_gen.load(Ordering::Acquire);
     if g == 0 {
         return None;
     }
     let [s0, s1] = &block.slots;
-    let slot = if g & 1 == 0 { s0 } else { s1 };
-    Some(Position {
-        next_seq: slot.next_seq.load(Ordering::Relaxed),
-        segment: slot.segment.load(Ordering::Relaxed),
-        offset: slot.offset.load(Ordering::Relaxed),
-        timestamp_ns: slot.timestamp_ns.load(Ordering::Relaxed),
-    })
+    let (slot, epoch) = if g & 1 == 0 {
+        (s0, &block.slot_epochs[0])
+    } else {
+        (s1, &block.slot_epochs[1])
+    };
+    Some((
+        Position {
+            next_seq: slot.next_seq.load(Ordering::Relaxed),
+            segment: slot.segment.load(Ordering::Relaxed),
+            offset: slot.offset.load(Ordering::Relaxed),
+            timestamp_ns: slot.timestamp_ns.load(Ordering::Relaxed),
+        },
+        epoch.load(Ordering::Relaxed),
+    ))
 }
 
 /// What a reader meta says, read without taking its lock.
@@ -218,6 +237,8 @@ pub struct ReaderInfo {
     pub name: String,
     /// Committed position, if any.
     pub position: Option<Position>,
+    /// The queue history epoch the committed position is valid under (DESIGN.md section 8).
+    pub history_epoch: u64,
     /// Last heartbeat (ns since the Unix epoch).
     pub heartbeat_ns: u64,
     /// Pid of the last process that opened it.
@@ -257,9 +278,11 @@ pub fn read_info(path: &Path) -> Result<ReaderInfo> {
         return Err(Error::corrupted(path, 0, "bad reader meta magic"));
     }
     let in_use = sys::is_locked(&file).unwrap_or(false);
+    let saved = load_position(block);
     Ok(ReaderInfo {
         name,
-        position: load_position(block),
+        position: saved.map(|s| s.0),
+        history_epoch: saved.map_or(0, |s| s.1),
         heartbeat_ns: block.heartbeat_ns.load(Ordering::Relaxed),
         pid: block.pid.load(Ordering::Relaxed),
         start_time: block.start_time.load(Ordering::Relaxed),

@@ -346,7 +346,7 @@ pub(crate) fn recover(
     geom: &Geometry,
     hint_segment: Option<u64>,
 ) -> Result<Recovered> {
-    let ids = dir.list_segments()?;
+    let ids = dir.list_reachable_segments()?;
     let Some(&newest) = ids.last() else {
         // A queue without segments (fresh): start segment 0.
         let segment = Segment::create(dir, 0, geom)?;
@@ -478,7 +478,7 @@ pub struct TailCheck {
 /// without writing anything (segments are mapped read-only). Meant for a queue with no live
 /// writer: with one, records committed during the walk just move the tail.
 pub fn check_tail(dir: &QueueDir, geom: &Geometry, hint_segment: Option<u64>) -> Result<TailCheck> {
-    let ids = dir.list_segments()?;
+    let ids = dir.list_reachable_segments()?;
     let Some(&newest) = ids.last() else {
         return Ok(TailCheck {
             tail_segment: 0,
@@ -528,7 +528,7 @@ pub struct Damage {
 /// opens. Damage in the tail segment itself is recovery's (see [`check_tail`]).
 pub fn find_damage(dir: &QueueDir, geom: &Geometry, tail_segment: u64) -> Result<Vec<Damage>> {
     let ids: Vec<u64> = dir
-        .list_segments()?
+        .list_reachable_segments()?
         .into_iter()
         .filter(|&id| id <= tail_segment)
         .collect();

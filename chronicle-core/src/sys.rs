@@ -217,9 +217,13 @@ pub fn fsync_path(path: &std::path::Path) -> io::Result<()> {
     let file = open_ro_nofollow(path)?;
     file.sync_all()?;
     #[cfg(feature = "power-model")]
-    if crate::powercut::enabled() && file.metadata()?.is_file() {
-        let bytes = std::fs::read(path)?;
-        crate::powercut::record(path, 0, &bytes);
+    if crate::powercut::enabled() {
+        if file.metadata()?.is_file() {
+            let bytes = std::fs::read(path)?;
+            crate::powercut::record(path, 0, &bytes);
+        } else {
+            crate::powercut::record_dir(path);
+        }
     }
     Ok(())
 }

@@ -136,12 +136,6 @@ impl QueueWriter {
             file_mode: mode,
         };
         let control = Arc::new(Control::create_or_open(&dir, wanted)?);
-        if config.durability != Durability::PageCache {
-            // The queue's own names must survive a power loss for its msynced records to.
-            for p in [dir.control(), dir.root.clone(), dir.segments(), dir.index()] {
-                sys::fsync_path(&p).map_err(|e| Error::io(&p, "fsync", e))?;
-            }
-        }
         let geom = control.geometry;
         let cb = control.cb();
         if !control.is_writable() {
@@ -158,6 +152,12 @@ impl QueueWriter {
         };
         // Say "a writer is in here" as soon as we hold the lock: if this process dies during
         // recovery, the queue must read as crashed (lock free, state OPEN), not as closed.
+        // The published next seq: what readers could see before (after a power cut, some
+        // version of it; never more than was written).
+        let published = match previous_state {
+            crate::layout::WRITER_NEVER => 0,
+            _ => control.tail().next_seq,
+        };
         cb.writer_pid.store(pid, Ordering::Relaxed);
         cb.writer_state.store(WRITER_OPEN, Ordering::Release);
         let rec = match recovery::recover(&dir, &geom, hint) {
@@ -168,6 +168,40 @@ impl QueueWriter {
                 return Err(e);
             }
         };
+        // History rewritten? Recovery ends history at the first record that is not there; if
+        // a seq at or past that point had been visible (published in `queue.meta`, or in a
+        // named reader's saved position), a power cut lost records readers may have seen, and
+        // the seqs from here are assigned again: record it (durably) before assigning any, so
+        // that positions saved before it are refused past it (`Error::HistoryRewritten`).
+        // A process crash never loses a committed record, so it never records a rewrite.
+        // Positions an earlier rewrite already invalidated are no evidence of a new one.
+        let history = control.history();
+        let seen = crate::reader_meta::list_readers(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r.position?.next_seq, r.history_epoch)))
+            .filter(|&(seq, epoch)| history.rewritten_since(epoch).is_none_or(|f| seq <= f))
+            .map(|(seq, _)| seq)
+            .fold(published, u64::max);
+        if seen > rec.report.next_seq {
+            control.record_rewrite(rec.report.next_seq)?;
+        }
+        if config.durability != Durability::PageCache {
+            // The queue's own names must survive a power loss for its msynced records to:
+            // `queue.meta`, the directories, and the tail segment and its index (recovery
+            // creates segment 0 of a new queue, and rebuilds the tail's index).
+            for p in [
+                dir.control(),
+                dir.root.clone(),
+                rec.segment.path.clone(),
+                dir.index_file(rec.segment.id),
+                dir.segments(),
+                dir.index(),
+            ] {
+                sys::fsync_path(&p).map_err(|e| Error::io(&p, "fsync", e))?;
+            }
+        }
         let fence_mode = !sys::membarrier_register_global();
         cb.wake_mode.store(
             if fence_mode {
@@ -177,7 +211,7 @@ impl QueueWriter {
             },
             Ordering::Relaxed,
         );
-        if let Some(&oldest) = dir.list_segments()?.first() {
+        if let Some(&oldest) = dir.list_reachable_segments()?.first() {
             cb.oldest_segment.store(oldest, Ordering::Relaxed);
             if let Ok(s) = Segment::open_ro(&dir, oldest, &geom) {
                 cb.oldest_seq.store(s.base_seq(), Ordering::Relaxed);
@@ -239,6 +273,12 @@ impl QueueWriter {
         w.wake_slow();
         w.request_prepare();
         Ok(w)
+    }
+
+    /// The queue's history record: whether (and from which seq) a recovery ended history
+    /// below a seq that had been visible, after a power cut (DESIGN.md section 8).
+    pub fn history(&self) -> crate::control::History {
+        self.control.history()
     }
 
     /// What recovery found and did when this writer opened the queue.

@@ -232,10 +232,17 @@ fn writer_sigkilled_at_random_points_loses_nothing_committed() {
             "iteration {i}: {n} records readable, {committed} before"
         );
         committed = n;
+        // A named reader saves a position at the tail: the next recovery sees it and must not
+        // take it for a record lost (a process crash loses no committed record).
+        let mut r = QueueReader::open(&q, ReaderConfig::named("tail")).unwrap();
+        while r.next().unwrap().is_some() {}
+        r.commit().unwrap();
     }
-    // A final writer in this process: recovery reports the same tail.
+    // A final writer in this process: recovery reports the same tail, and no writer recorded a
+    // rewrite of the history.
     let w = QueueWriter::open(&q, small_segments()).unwrap();
     assert_eq!(w.next_seq(), committed);
+    assert_eq!(w.history().epoch, 0, "a process crash recorded a rewrite");
     if let chronicle_core::RecoveryAction::Unblocked { .. } = w.recovery_report().action {
         torn_repairs += 1;
     }

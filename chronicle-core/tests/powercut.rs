@@ -1,23 +1,26 @@
 //! Power-loss simulator (DESIGN.md section 8, "After a power loss").
 //!
-//! Each cut builds a queue with a writer and three named readers, in steps, remembering every
-//! version of every file (a snapshot after each step) and every range the library made durable
-//! (the `power-model` log of msync/fsync, see `chronicle_core::powercut`). The cut then composes
-//! a disk image page by page (4 KiB): each page of each file is either its latest content or
-//! any version at or after the last time it was made durable (a page never made durable may be
-//! all zeroes) — lost suffixes, stale pages and zeroed pages, in segments, indexes, `queue.meta`
-//! and reader metas, in any combination. On that image it checks:
+//! Each cut builds a queue with a writer (single appends and batches) and three named readers,
+//! in steps, with or without a retention cap; `chronicle_core::powercut::Recorder` remembers every version of every file
+//! and every range and directory the library made durable, and composes the disk image a cut
+//! can leave: each 4 KiB page of each file its latest content or any version at or after the
+//! last time it was made durable (zeroes if never), in segments, indexes, `queue.meta` and
+//! reader metas, in any combination; files whose names no directory fsync recorded may be
+//! missing (segments, indexes and `queue.meta` with `PageCache`), and segments retention
+//! removed may be back. On that image it checks:
 //!
 //! - recovery (opening the writer) succeeds, and every record the durability mode promises is
 //!   there byte for byte; every record there is one that was written, in order, whole;
 //! - a named reader opened before recovery resumes at a position it committed and returns only
 //!   written records, whole, or is told (`SeqNotWritten`, `Corrupted` at a record with a lost
 //!   page, which recovery then fences);
-//! - each named reader resumes exactly at a position it committed, or gets `SeqNotWritten`
-//!   (its position is past the recovered tail) — and once the writer has assigned the lost
-//!   sequence numbers again (to records of other sizes), `PositionMismatch`; never a record
-//!   read from the middle of another, never a re-assigned seq returned to a reader whose
-//!   position says it saw the old one.
+//! - after recovery, each named reader resumes exactly at a position it committed, never past
+//!   the recovered tail, or gets `HistoryRewritten` (its position is past the point from
+//!   which recovery ended history: it saw records that are gone), before and after the writer
+//!   assigned those seqs again — to records of other sizes or of exactly the old sizes, so a
+//!   re-assigned seq can land at exactly a saved offset; never a record read from the middle
+//!   of another, never a re-assigned seq returned to a reader whose position says it saw the
+//!   old one; `PositionLost` only for a position in a segment retention removed.
 //!
 //! `CHRONICLE_POWERCUT_CUTS` sets the number of cuts (CI runs the default), and
 //! `CHRONICLE_POWERCUT_SEED` replays a run (each cut prints nothing unless it fails; the failure
@@ -30,65 +33,23 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use chronicle_core::powercut;
+use chronicle_core::powercut::{self, Recorder, Rng};
 use chronicle_core::{
-    Durability, Error, Preallocate, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
+    Durability, Error, Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy,
+    StartAt, WriterConfig,
 };
 
-const PAGE: usize = 4096;
 const READERS: [&str; 3] = ["a", "b", "c"];
+const SEGMENT: u64 = 64 << 10;
 
-/// splitmix64: small, seeded, replayable.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// Payload of record `seq` written in generation `generation` (1: after the cut, larger, so
-/// re-assigned seqs land at other offsets).
+/// Payload of record `seq` written in generation `generation` (1: after the cut).
 fn payload(seq: u64, generation: u8, len: usize) -> Vec<u8> {
     let mut v = seq.to_le_bytes().to_vec();
     v.push(generation);
     v.extend((0..len).map(|i| (seq as u8) ^ (i as u8).wrapping_mul(29) ^ generation));
     v
-}
-
-type Files = BTreeMap<PathBuf, Vec<u8>>;
-
-/// Every regular file of the queue except the writer's lock file (not part of the data).
-fn snapshot(q: &Path) -> Files {
-    let mut out = Files::new();
-    let mut dirs = vec![q.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(p);
-            } else if p.file_name().unwrap() != "writer.lock" {
-                let rel = p.strip_prefix(q).unwrap().to_path_buf();
-                // A file may be removed between listing and reading (recovery, retention).
-                if let Ok(b) = std::fs::read(&p) {
-                    out.insert(rel, b);
-                }
-            }
-        }
-    }
-    out
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -99,49 +60,57 @@ enum Mode {
 
 /// What the run before the cut did.
 struct History {
-    /// `snaps[k]`: the files after step `k` (`snaps[0]`: right after the queue was created).
-    snaps: Vec<Files>,
-    /// Durable ranges: (index of the first snapshot taken after it, file, offset, bytes).
-    durable: Vec<(usize, PathBuf, u64, Vec<u8>)>,
+    rec: Recorder,
     /// Records appended: payload lengths by seq.
     lens: Vec<usize>,
     /// Seqs every record below which the mode promises durable.
     promised: u64,
     /// Each reader's committed positions (next seq).
     commits: BTreeMap<&'static str, Vec<u64>>,
-    /// `PageCache`: no page is ever made durable, so pages of full segments may be lost too;
-    /// a reader that runs into one gets `Corrupted` naming the file and offset.
-    old_damage_possible: bool,
+    /// `PageCache`: no page or name is ever made durable (but reader metas'), so pages and
+    /// files of full segments may be lost too; a reader that runs into one gets a typed error
+    /// naming the file.
+    page_cache: bool,
+    /// Retention ran with a cap.
+    retention: bool,
+    /// The first seq a reader from `Earliest` got just before the cut.
+    oldest_kept: u64,
 }
 
-fn writer_config(mode: Mode) -> WriterConfig {
+fn writer_config(mode: Mode, retention: bool) -> WriterConfig {
     WriterConfig {
-        segment_size: 64 << 10,
+        segment_size: SEGMENT,
         index_stride: 1024,
         durability: match mode {
             Mode::PageCache => Durability::PageCache,
             Mode::EveryRecords(n) => Durability::EveryRecords(n),
         },
-        // On the appending thread: the msyncs of retired segments happen in a replayable order.
+        // On the appending thread: the msyncs of retired segments and retention happen in a
+        // replayable order.
         preallocate: Preallocate::Inline,
+        retention: RetentionPolicy {
+            max_bytes: retention.then_some(3 * SEGMENT),
+            ..RetentionPolicy::default()
+        },
         ..WriterConfig::default()
     }
 }
 
-fn run_before_cut(q: &Path, mode: Mode, rng: &mut Rng) -> History {
-    let mut w = QueueWriter::open(q, writer_config(mode)).unwrap();
+fn run_before_cut(q: &Path, mode: Mode, retention: bool, rng: &mut Rng) -> History {
+    let mut w = QueueWriter::open(q, writer_config(mode, retention)).unwrap();
     let mut h = History {
-        snaps: vec![snapshot(q)],
-        durable: Vec::new(),
+        rec: Recorder::new(q),
         lens: Vec::new(),
         promised: 0,
         commits: BTreeMap::new(),
-        old_damage_possible: matches!(mode, Mode::PageCache),
+        page_cache: matches!(mode, Mode::PageCache),
+        retention,
+        oldest_kept: 0,
     };
     let mut readers: Vec<(&'static str, QueueReader)> = Vec::new();
     let steps = 4 + rng.below(12);
     for _ in 0..steps {
-        // A reader joins (its meta is created and synced once).
+        // A reader joins (its meta is created and synced once, its name with it).
         if readers.len() < READERS.len() && rng.chance(40) {
             let name = READERS[readers.len()];
             let r = QueueReader::open(q, ReaderConfig::named(name)).unwrap();
@@ -149,11 +118,23 @@ fn run_before_cut(q: &Path, mode: Mode, rng: &mut Rng) -> History {
             readers.push((name, r));
         }
         let n = 1 + rng.below(60);
-        for _ in 0..n {
-            let len = rng.below(700) as usize;
-            let seq = w.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
-            assert_eq!(seq, h.lens.len() as u64);
-            h.lens.push(len);
+        if rng.chance(30) {
+            // A batch: the durability policy is checked once, when it ends.
+            let mut b = w.batch();
+            for _ in 0..n {
+                let len = rng.below(700) as usize;
+                let seq = b.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
+                assert_eq!(seq, h.lens.len() as u64);
+                h.lens.push(len);
+            }
+            b.finish();
+        } else {
+            for _ in 0..n {
+                let len = rng.below(700) as usize;
+                let seq = w.append(1, &payload(h.lens.len() as u64, 0, len)).unwrap();
+                assert_eq!(seq, h.lens.len() as u64);
+                h.lens.push(len);
+            }
         }
         if rng.chance(20) {
             w.sync().unwrap();
@@ -175,89 +156,50 @@ fn run_before_cut(q: &Path, mode: Mode, rng: &mut Rng) -> History {
             r.commit().unwrap();
             h.commits.entry(name).or_default().push(r.next_seq());
         }
-        let k = h.snaps.len();
-        for s in powercut::take_under(q) {
-            if let Ok(rel) = s.path.strip_prefix(q) {
-                h.durable.push((k, rel.to_path_buf(), s.offset, s.bytes));
-            }
-        }
-        h.snaps.push(snapshot(q));
+        h.rec.step();
     }
-    // The power goes: nothing is closed, nothing more is synced.
-    std::mem::forget(w);
-    for (_, r) in readers {
-        std::mem::forget(r);
-    }
-    let _ = powercut::take_under(q);
+    h.oldest_kept = QueueReader::open(q, ReaderConfig::default().start(StartAt::Earliest))
+        .unwrap()
+        .next_seq();
+    // The power goes: the image is composed from the snapshots taken so far, and nothing the
+    // library makes durable from here on counts. Closing the originals now (instead of leaking
+    // them, which ran a long run out of file descriptors) changes nothing in the image.
+    h.rec.finish();
+    drop(readers);
+    drop(w);
     h
 }
 
-/// Composes the disk image after the cut into `out`.
-fn cut(h: &History, rng: &mut Rng, out: &Path) {
-    let last = h.snaps.last().unwrap();
-    let keep = 30 + rng.below(70); // percent of pages that reached the disk in their last version
-    for (rel, cur) in last {
-        let pages = cur.len().div_ceil(PAGE);
-        let mut image = cur.clone();
-        for p in 0..pages {
-            if rng.chance(keep) {
-                continue;
-            }
-            let (lo, hi) = (p * PAGE, ((p + 1) * PAGE).min(cur.len()));
-            // The durable version of this page and the snapshot it precedes.
-            let mut floor = if rel == Path::new("queue.meta") {
-                // Created under a temporary name, msynced, renamed: never lost entirely.
-                (0usize, h.snaps[0].get(rel).map(|b| b[lo..hi].to_vec()))
-            } else {
-                (0usize, None)
-            };
-            for (k, f, off, bytes) in &h.durable {
-                let (off, end) = (*off as usize, *off as usize + bytes.len());
-                if f == rel && off < hi && end > lo {
-                    let mut page = floor.1.clone().unwrap_or_else(|| vec![0; hi - lo]);
-                    let (a, b) = (lo.max(off), hi.min(end));
-                    page[a - lo..b - lo].copy_from_slice(&bytes[a - off..b - off]);
-                    floor = (*k, Some(page));
-                }
-            }
-            // Candidates: the durable version (zeroes if never made durable), then every
-            // snapshot taken after it.
-            let mut cands: Vec<Vec<u8>> = vec![floor.1.unwrap_or_else(|| vec![0; hi - lo])];
-            for s in &h.snaps[floor.0..] {
-                if let Some(b) = s.get(rel).filter(|b| b.len() >= hi) {
-                    cands.push(b[lo..hi].to_vec());
-                }
-            }
-            let pick = &cands[rng.below(cands.len() as u64) as usize];
-            image[lo..hi].copy_from_slice(pick);
-        }
-        let path = out.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &image).unwrap();
-    }
-    for d in ["segments", "index", "readers"] {
-        std::fs::create_dir_all(out.join(d)).unwrap();
-    }
-    std::fs::write(out.join("writer.lock"), b"").unwrap();
-}
-
-/// An error a reader may meet: `Corrupted` in a segment before the recovered tail's, when old
-/// pages may have been lost (it must name a segment file); anything else fails the cut.
+/// An error a reader may meet besides the ones each check expects: with `PageCache`, a typed
+/// error naming a file of the queue (a lost page, a lost segment header, a segment or
+/// `queue.meta` whose name was lost: then reader metas belong to another queue), or
+/// `PositionLost` (a segment whose name was lost ends the reachable history); anything else
+/// fails the cut.
 fn allowed_damage(e: &Error, h: &History, ctx: &str) {
     match e {
-        Error::Corrupted { path, .. } | Error::NotYetInitialized { path }
-            if h.old_damage_possible =>
-        {
-            assert!(path.to_string_lossy().ends_with(".seg"), "{ctx}: {e}");
+        Error::Corrupted { path, .. } | Error::NotYetInitialized { path } if h.page_cache => {
+            let p = path.to_string_lossy();
+            assert!(
+                p.ends_with(".seg") || p.ends_with(".meta") || p.ends_with("segments"),
+                "{ctx}: {e}"
+            );
         }
+        Error::PositionLost { .. } | Error::NotAQueue { .. } if h.page_cache => {}
         _ => panic!("{ctx}: {e}"),
     }
 }
 
-/// Reads the whole queue from the start: contiguous seqs from 0, each record whole and the one
-/// written (generation 0 below `recovered`, 1 from there). Returns the next seq, or `None` if
-/// it ran into old damage.
-fn check_all(q: &Path, recovered: u64, lens1: &[usize], h: &History, ctx: &str) -> Option<u64> {
+/// Reads the whole queue from `Earliest`: contiguous seqs, each record whole and the one
+/// written (generation 0 below `recovered`, 1 from there); the first no later than `first_max`.
+/// Returns the next seq, or `None` if it ran into old damage.
+fn check_all(
+    q: &Path,
+    first_max: u64,
+    recovered: u64,
+    lens1: &[usize],
+    h: &History,
+    ctx: &str,
+) -> Option<u64> {
     let mut r = match QueueReader::open(q, ReaderConfig::default().start(StartAt::Earliest)) {
         Ok(r) => r,
         Err(e) => {
@@ -265,7 +207,14 @@ fn check_all(q: &Path, recovered: u64, lens1: &[usize], h: &History, ctx: &str) 
             return None;
         }
     };
-    let mut seq = 0;
+    let mut seq = r.next_seq();
+    if !h.page_cache {
+        assert!(
+            seq <= first_max,
+            "{ctx}: earliest {seq}, kept from {first_max}; segments {:?}",
+            segment_bases(q)
+        );
+    }
     loop {
         let m = match r.next() {
             Ok(Some(m)) => m,
@@ -280,6 +229,25 @@ fn check_all(q: &Path, recovered: u64, lens1: &[usize], h: &History, ctx: &str) 
         seq += 1;
     }
     Some(seq)
+}
+
+/// `(file, base seq)` of every segment file of `q` (for failure messages).
+fn segment_bases(q: &Path) -> Vec<(String, Option<u64>)> {
+    let mut v: Vec<(String, Option<u64>)> = std::fs::read_dir(q.join("segments"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let base = std::fs::read(e.path()).ok().and_then(|b| {
+                        b.get(40..48)
+                            .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+                    });
+                    (e.file_name().to_string_lossy().into_owned(), base)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 fn check_record(seq: u64, got: &[u8], recovered: u64, lens1: &[usize], h: &History, ctx: &str) {
@@ -297,7 +265,8 @@ fn check_record(seq: u64, got: &[u8], recovered: u64, lens1: &[usize], h: &Histo
     assert!(got == &want[..], "{ctx}: record {seq} differs");
 }
 
-/// Opens named reader `name` and checks what it says against what it committed before the cut.
+/// Opens named reader `name` after recovery and checks what it says against what it committed
+/// before the cut. `next`: the writer's next seq now.
 fn check_reader(
     q: &Path,
     name: &str,
@@ -315,11 +284,10 @@ fn check_reader(
                 commits.contains(&at),
                 "{ctx}: {name} resumed at {at}, committed {commits:?}"
             );
-            // Past the recovered tail only if nothing was re-assigned since (then it is the
-            // tail itself: the writer wrote nothing).
+            // Never past the recovered tail: such a position saw records that are gone.
             assert!(
-                at <= recovered || next == recovered,
-                "{ctx}: {name} resumed at {at} ({:?}) past {recovered}, next {next}",
+                at <= recovered,
+                "{ctx}: {name} resumed at {at} ({:?}) past {recovered}",
                 r.position()
             );
             let mut seq = at;
@@ -341,27 +309,29 @@ fn check_reader(
                 }
             }
         }
-        Err(Error::SeqNotWritten {
+        Err(Error::HistoryRewritten {
             wanted_seq,
-            next_seq,
+            rewritten_from,
+            saved_epoch,
+            queue_epoch,
+            ..
         }) => {
             assert!(
                 commits.contains(&wanted_seq),
                 "{ctx}: {name}: {wanted_seq} {commits:?}"
             );
             assert!(
-                wanted_seq > next && next_seq == next,
-                "{ctx}: {name}: {wanted_seq} {next_seq} {next}"
+                wanted_seq > recovered && rewritten_from == recovered,
+                "{ctx}: {name}: rewritten at {wanted_seq} from {rewritten_from}, recovered {recovered}"
             );
+            assert_eq!((saved_epoch, queue_epoch), (0, 1), "{ctx}: {name}");
         }
-        Err(Error::PositionMismatch { wanted_seq, .. }) => {
+        Err(Error::PositionLost { wanted_seq, .. }) if h.retention && !h.page_cache => {
+            // Its meta went back to a position in a segment retention removed.
             assert!(
-                commits.contains(&wanted_seq),
-                "{ctx}: {name}: {wanted_seq} {commits:?}"
-            );
-            assert!(
-                wanted_seq > recovered && next > recovered,
-                "{ctx}: {name}: mismatch at {wanted_seq}, recovered {recovered}"
+                commits.contains(&wanted_seq) && wanted_seq < h.oldest_kept,
+                "{ctx}: {name}: lost {wanted_seq}, kept from {}",
+                h.oldest_kept
             );
         }
         Err(e) => allowed_damage(&e, h, &format!("{ctx}: {name}")),
@@ -404,23 +374,67 @@ fn check_before_recovery(q: &Path, name: &str, h: &History, ctx: &str) {
                 "{ctx}: {wanted_seq} {commits:?}"
             );
         }
+        Err(Error::PositionLost { wanted_seq, .. }) if h.retention && !h.page_cache => {
+            assert!(
+                commits.contains(&wanted_seq) && wanted_seq < h.oldest_kept,
+                "{ctx}: lost {wanted_seq}, kept from {}, committed {commits:?}",
+                h.oldest_kept
+            );
+        }
         Err(e) => allowed_damage(&e, h, &ctx),
     }
 }
 
-/// One cut; false when recovery refused (typed) and nothing more could be checked.
-fn one_cut(seed: u64) -> bool {
+/// What one cut found.
+#[derive(Default)]
+struct Outcome {
+    /// Recovery refused (typed) and nothing more could be checked.
+    refused: bool,
+    /// Recovery recorded a rewrite of the history.
+    rewritten: bool,
+    /// Readers refused with `HistoryRewritten`... counted by the caller's interest only.
+    vanished: usize,
+    reappeared: usize,
+}
+
+/// One cut.
+fn one_cut(seed: u64) -> Outcome {
     let mut rng = Rng(seed);
     let mode = match rng.below(3) {
         0 => Mode::PageCache,
         _ => Mode::EveryRecords(1 + rng.below(8)),
     };
-    let ctx = format!("cut CHRONICLE_POWERCUT_SEED={seed:#x} CHRONICLE_POWERCUT_CUTS=1 ({mode:?})");
+    let retention = rng.chance(50);
+    let ctx = format!(
+        "cut CHRONICLE_POWERCUT_SEED={seed:#x} CHRONICLE_POWERCUT_CUTS=1 ({mode:?}, retention \
+         {retention})"
+    );
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
-    let h = run_before_cut(&q, mode, &mut rng);
+    let h = run_before_cut(&q, mode, retention, &mut rng);
     let img = dir.path().join("image");
-    cut(&h, &mut rng, &img);
+    // `queue.meta` is built under a temporary name, msynced and renamed; with a sync policy the
+    // writer then fsyncs the queue's directory, so its name is durable too.
+    let meta = Path::new("queue.meta");
+    let born: &[&Path] = if h.page_cache { &[] } else { &[meta] };
+    let cut = h.rec.compose(&mut rng, &img, born, &[]);
+    for d in ["segments", "index", "readers"] {
+        std::fs::create_dir_all(img.join(d)).unwrap();
+    }
+    std::fs::write(img.join("writer.lock"), b"").unwrap();
+    let mut out = Outcome {
+        vanished: cut.vanished.len(),
+        reappeared: cut.reappeared.len(),
+        ..Outcome::default()
+    };
+    if !h.page_cache {
+        // Only names never made durable may vanish: none of a sync mode's data files.
+        assert!(
+            cut.vanished.is_empty(),
+            "{ctx}: with a sync policy, names never made durable: {:?}",
+            cut.vanished
+        );
+    }
 
     // A reader may come back before the writer: it resumes at a position it committed and reads
     // only records that were written, whole; or it is told (`SeqNotWritten` past the end it can
@@ -433,19 +447,21 @@ fn one_cut(seed: u64) -> bool {
         check_before_recovery(&img, name, &h, &ctx);
     }
 
-    // Recovery. With `PageCache` nothing was ever made durable, a segment's header included:
-    // recovery may then refuse with a typed error naming the file, never guess.
-    let mut w = match QueueWriter::open(&img, writer_config(mode)) {
+    // Recovery. With `PageCache` nothing was ever made durable, a segment's header or name and
+    // `queue.meta`'s name included: recovery may then refuse with a typed error naming the
+    // file, never guess.
+    let mut w = match QueueWriter::open(&img, writer_config(mode, retention)) {
         Ok(w) => w,
-        Err(e @ (Error::NotYetInitialized { .. } | Error::Corrupted { .. }))
-            if h.old_damage_possible =>
-        {
+        Err(e @ (Error::NotYetInitialized { .. } | Error::Corrupted { .. })) if h.page_cache => {
             assert!(e.to_string().contains(".seg"), "{ctx}: recovery: {e}");
-            return false;
+            out.refused = true;
+            return out;
         }
         Err(e) => panic!("{ctx}: recovery: {e}"),
     };
     let recovered = w.next_seq();
+    let history = w.history();
+    out.rewritten = history.epoch > 0;
     assert!(
         recovered >= h.promised,
         "{ctx}: recovered to {recovered}, {} promised",
@@ -455,7 +471,11 @@ fn one_cut(seed: u64) -> bool {
         recovered <= h.lens.len() as u64,
         "{ctx}: {recovered} > written"
     );
-    if let Some(end) = check_all(&img, recovered, &[], &h, &ctx) {
+    assert!(history.epoch <= 1, "{ctx}: {history:?}");
+    if history.epoch == 1 {
+        assert_eq!(history.rewritten_from, recovered, "{ctx}");
+    }
+    if let Some(end) = check_all(&img, h.oldest_kept, recovered, &[], &h, &ctx) {
         assert_eq!(end, recovered, "{ctx}");
     }
 
@@ -468,9 +488,14 @@ fn one_cut(seed: u64) -> bool {
     for name in &early {
         check_reader(&img, name, recovered, recovered, &[], &h, &ctx);
     }
-    // The writer assigns the next seqs (perhaps again) to larger records.
+    // The writer assigns the next seqs (perhaps again): to records of exactly the old sizes
+    // (a re-assigned seq then lands at exactly its old offset), or to larger ones.
+    let same_sizes = rng.chance(50);
     let lens1: Vec<usize> = (0..rng.below(150))
-        .map(|_| 700 + rng.below(500) as usize)
+        .map(|i| match h.lens.get(recovered as usize + i as usize) {
+            Some(&old) if same_sizes => old,
+            _ => 700 + rng.below(500) as usize,
+        })
         .collect();
     for (i, &len) in lens1.iter().enumerate() {
         let seq = recovered + i as u64;
@@ -478,7 +503,8 @@ fn one_cut(seed: u64) -> bool {
     }
     w.close().unwrap();
     let next = recovered + lens1.len() as u64;
-    if let Some(end) = check_all(&img, recovered, &lens1, &h, &ctx) {
+    // Retention may have run again (rolls): the earliest record can then be any later one.
+    if let Some(end) = check_all(&img, next, recovered, &lens1, &h, &ctx) {
         assert_eq!(end, next, "{ctx}");
     }
     for name in READERS
@@ -488,7 +514,7 @@ fn one_cut(seed: u64) -> bool {
         check_reader(&img, name, next, recovered, &lens1, &h, &ctx);
     }
     let _ = powercut::take_under(dir.path());
-    true
+    out
 }
 
 #[test]
@@ -503,11 +529,17 @@ fn power_cuts() {
         .unwrap_or_else(chronicle_core::sys::realtime_ns);
     println!("power cuts: {cuts}, CHRONICLE_POWERCUT_SEED={base:#x}");
     powercut::enable();
-    let mut refused = 0;
+    let (mut refused, mut rewritten, mut vanished, mut reappeared) = (0, 0, 0, 0);
     for i in 0..cuts {
-        if !one_cut(base.wrapping_add(i)) {
-            refused += 1;
-        }
+        let o = one_cut(base.wrapping_add(i));
+        refused += u64::from(o.refused);
+        rewritten += u64::from(o.rewritten);
+        vanished += o.vanished;
+        reappeared += o.reappeared;
     }
-    println!("power cuts: {cuts} checked, recovery refused (typed error, PageCache) {refused}");
+    println!(
+        "power cuts: {cuts} checked; recovery refused (typed error, PageCache) {refused}; \
+         history rewritten {rewritten}; files whose name was lost {vanished}, removed files back \
+         {reappeared}"
+    );
 }

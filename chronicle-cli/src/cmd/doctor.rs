@@ -514,6 +514,28 @@ impl Doctor<'_> {
                     Some(Action::RemoveReader(dir.root.clone(), info.name.clone())),
                 );
             }
+            if let Some(from) = info.position.and_then(|p| {
+                meta.history
+                    .rewritten_since(info.history_epoch)
+                    .filter(|&from| p.next_seq > from)
+            }) {
+                self.add(
+                    Severity::Error,
+                    "history-rewritten",
+                    &path,
+                    format!(
+                        "reader '{}' saw records lost in a power cut: its position (seq {}) is past seq {from}, from which the queue's history was rewritten (epoch {}); it will be refused (HistoryRewritten)",
+                        info.name,
+                        info.position.map_or(0, |p| p.next_seq),
+                        meta.history.epoch
+                    ),
+                    format!(
+                        "decide what its consumer missed, then reset it once it is stopped: rm {} (it starts over at its configured start)",
+                        path.display()
+                    ),
+                    None,
+                );
+            }
             if let (Some(p), Some(&oldest)) = (info.position, ids.first()) {
                 if p.segment < oldest {
                     self.add(

@@ -45,6 +45,10 @@ struct Report {
     append_rate_window_s: u64,
     readers: Vec<ReaderJ>,
     reader_errors: Vec<String>,
+    /// Rewrites of the history recorded by recovery after a power cut (0: none).
+    history_epoch: u64,
+    /// The seq the latest rewrite continued at (when `history_epoch` > 0).
+    history_rewritten_from: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +160,8 @@ pub fn run(args: Args) -> Result<u8> {
     let report = Report {
         queue: args.queue.display().to_string(),
         format_version: meta.version,
+        history_epoch: meta.history.epoch,
+        history_rewritten_from: (meta.history.epoch > 0).then_some(meta.history.rewritten_from),
         queue_uid: format!("{:016x}", geom.queue_uid),
         created_ns: meta.created_ns,
         geometry: GeometryJ {
@@ -208,6 +214,16 @@ fn render(r: &Report, now: u64, st: Style) -> String {
     kv("format", format!("version {}", r.format_version));
     kv("uid", r.queue_uid.clone());
     kv("created", output::time_ns(r.created_ns));
+    if let Some(from) = r.history_rewritten_from {
+        kv(
+            "history",
+            format!(
+                "rewritten from seq {from} (epoch {}): records were lost in a power cut and \
+                 their seqs assigned again",
+                r.history_epoch
+            ),
+        );
+    }
     let g = &r.geometry;
     kv(
         "geometry",
