@@ -83,6 +83,8 @@ pub struct ImportState {
     file: Option<fs::File>,
     generation: u64,
     sources: BTreeMap<String, u64>,
+    /// The table moved (by [`ImportState::adopt`]) since the last write.
+    dirty: bool,
 }
 
 impl ImportState {
@@ -94,6 +96,7 @@ impl ImportState {
             file: None,
             generation: 0,
             sources: BTreeMap::new(),
+            dirty: false,
         };
         let bytes = match fs::read(path) {
             Ok(b) => b,
@@ -226,7 +229,34 @@ impl ImportState {
                 source,
             })?;
         self.generation = generation;
+        self.dirty = false;
         Ok(())
+    }
+
+    /// Forces the last write to stable storage (fdatasync).
+    pub fn sync(&self) -> Result<()> {
+        match &self.file {
+            Some(f) => f.sync_data().map_err(|source| BridgeError::State {
+                path: self.path.clone(),
+                op: "sync",
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `source` is imported up to `next` (exclusive) by records already in the
+    /// queue before the next intent; written with the next [`ImportState::begin`].
+    pub fn adopt(&mut self, source: &str, next: u64) {
+        if self.sources.get(source).is_none_or(|&n| n < next) {
+            self.sources.insert(source.to_string(), next);
+            self.dirty = true;
+        }
+    }
+
+    /// Whether [`ImportState::adopt`] moved the table since the last write.
+    pub fn dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Records that all of `runs` (the argument of the last `begin`) were appended.
