@@ -224,6 +224,8 @@ pub async fn run(
             acks.push_back(publish(&js, &cfg, &batch).await);
             counters.sent.fetch_add(1, Ordering::Relaxed);
             pending.push_back(batch);
+            // A crash here leaves messages published and not acknowledged (crash-point tests).
+            chronicle_core::crash::point("bridge.out.published");
         }
         counters
             .in_flight
