@@ -290,23 +290,22 @@ fn parse_from(s: &str) -> anyhow::Result<StartAt> {
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives while the bridge is
+/// still connecting is kept, not fatal) and returns the future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => std::future::pending::<()>().await,
-    }
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     match cli.cmd {
         Cmd::Out(a) => {
             let host = a.host_id.clone().unwrap_or_else(hostname);
@@ -350,7 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_listen: a.common.metrics_listen.clone(),
                 exit_at_end: a.exit_at_end,
             };
-            outbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+            outbound::run(cfg, nats_config(&a.common)?, shutdown).await?;
         }
         Cmd::In(a) => {
             let mut writer = WriterConfig::default();
@@ -377,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stats_json: a.common.stats_json,
                 metrics_listen: a.common.metrics_listen.clone(),
             };
-            inbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+            inbound::run(cfg, nats_config(&a.common)?, shutdown).await?;
         }
     }
     Ok(())

@@ -680,7 +680,7 @@ fn kills_inside_a_batch_lose_and_duplicate_nothing(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
+    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000) / 2;
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n, 0);
     w.close().unwrap();
