@@ -257,7 +257,24 @@ fn throughput(url: &str, dir: &Path, size: usize, n: u64, bt: Batching) -> f64 {
     let secs = t0.elapsed().as_secs_f64();
     stop(h);
     w.close().unwrap();
+    drop(r);
+    // Free the disk for the next run: both queues and the stream.
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+    delete_stream(url, &format!("TP{size}_{}", bt.batch));
     n as f64 / secs
+}
+
+fn delete_stream(url: &str, stream: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let _ = js.delete_stream(stream).await;
+    });
 }
 
 fn now_ns() -> u64 {
