@@ -353,9 +353,16 @@ impl Importer {
             if let Ok(info) = msg.info() {
                 pending = info.pending;
             }
-            let d = match headers::decode_message(msg.headers.as_ref(), &msg.payload) {
-                Ok(d) if !d.records.is_empty() => d,
-                Ok(_) => continue,
+            let decoded =
+                headers::decode_message(msg.headers.as_ref(), &msg.payload).and_then(|d| {
+                    if d.records.is_empty() {
+                        Err("message holds no record".to_string())
+                    } else {
+                        Ok(d)
+                    }
+                });
+            let d = match decoded {
+                Ok(d) => d,
                 Err(what) => {
                     c.errors.fetch_add(1, Ordering::Relaxed);
                     let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);

@@ -14,6 +14,8 @@
 //!
 //! `chronicle-compare tick-to-route --build A=CHRON_CLI --build B=CHRON_CLI` runs the demo
 //! topology with two or more builds side by side instead (see [`t2r`]).
+//! `chronicle-compare bridge-chart --csv FILE --out FILE.svg` draws the NATS bridge's
+//! throughput by batch size from `bridge_bench --csv` output (see [`bridge_chart`]).
 //!
 //! By default every reader reads only the 16-byte stamp and sequence number of each
 //! message, except that chronicle's reader verifies its CRC over the whole record, so at
@@ -25,6 +27,7 @@
 //! to "reader has read the whole message" and the cost shows in throughput too. Run it
 //! both ways; `results.md`, `runs.csv` and the chart title say which one a run was.
 
+mod bridge_chart;
 mod channel;
 mod chart;
 mod iox;
@@ -160,6 +163,9 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("tick-to-route") {
         return tick_to_route();
     }
+    if std::env::args().nth(1).as_deref() == Some("bridge-chart") {
+        return bridge_chart();
+    }
     let opts = match Options::parse(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -176,6 +182,31 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("chronicle-compare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chronicle-compare bridge-chart ...` (see [`bridge_chart`]).
+fn bridge_chart() -> ExitCode {
+    let opts = match bridge_chart::Options::parse(std::env::args().skip(2)) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{}", bridge_chart::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!(
+                "chronicle-compare bridge-chart: {e:#}\n\n{}",
+                bridge_chart::HELP
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match bridge_chart::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chronicle-compare bridge-chart: {e:#}");
             ExitCode::FAILURE
         }
     }
