@@ -368,6 +368,17 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     assert_ne!(code, 0);
     assert!(err.contains("cannot connect to NATS"), "{err}");
 
+    // Batching options out of range are refused before connecting.
+    for (opt, val, says) in [
+        ("--batch", "0", "--batch must be between 1 and 65536"),
+        ("--batch-bytes", "100", "--batch-bytes must be between 1024 and 1048576"),
+        ("--linger-us", "5000000", "--linger-us must be at most 1000000"),
+    ] {
+        let (code, err) = run(&out(&dead, &[opt, val]), &[]);
+        assert_ne!(code, 0);
+        assert!(err.contains(says), "{err}");
+    }
+
     let server = NatsServer::single(&bin, &h.root, &["--user", "alice", "--pass", "s3cret"]);
     let (code, err) = run(
         &out(&server.url(), &[]),
