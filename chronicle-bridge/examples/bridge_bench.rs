@@ -10,8 +10,12 @@
 //! ```text
 //! cargo run --release -p chronicle-bridge --example bridge_bench -- \
 //!     [--records 200000] [--rate 10000] [--seconds 5] [--sizes 64,1024] [--window 256] \
-//!     [--batches 1,256] [--batch-bytes 131072] [--linger-us 1000] [--no-latency] [--csv FILE]
+//!     [--batches 1,256] [--batch-bytes 131072] [--linger-us 1000] [--no-latency] [--csv FILE] \
+//!     [--compress] [--payload const|ticks]
 //! ```
+//! `--payload ticks` writes tick-like records (instrument, a random-walk price, quantity, side,
+//! a timestamp, then price levels up to the size) instead of constant bytes, which would
+//! flatter `--compress` (LZ4 envelopes).
 //! Every size is measured with every out-bridge batch size in `--batches` (1: one record per
 //! message). `--csv` also writes `size,batch,msgs_per_s,p50_us,p99_us` lines (for a chart).
 //! `NATS_SERVER` overrides the nats-server binary (default /usr/sbin/nats-server).
@@ -40,6 +44,8 @@ struct Args {
     linger_us: u64,
     latency: bool,
     csv: Option<PathBuf>,
+    compress: bool,
+    ticks: bool,
 }
 
 /// The out-bridge's batching.
@@ -49,6 +55,7 @@ struct Batching {
     batch: usize,
     batch_bytes: usize,
     linger_us: u64,
+    compress: bool,
 }
 
 fn args() -> Args {
@@ -63,12 +70,18 @@ fn args() -> Args {
         linger_us: outbound::DEFAULT_LINGER_US,
         latency: true,
         csv: None,
+        compress: false,
+        ticks: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut it = v.iter();
     while let Some(k) = it.next() {
         if k == "--no-latency" {
             a.latency = false;
+            continue;
+        }
+        if k == "--compress" {
+            a.compress = true;
             continue;
         }
         let val = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -82,6 +95,7 @@ fn args() -> Args {
             "--batch-bytes" => a.batch_bytes = val.parse().unwrap(),
             "--linger-us" => a.linger_us = val.parse().unwrap(),
             "--csv" => a.csv = Some(PathBuf::from(val)),
+            "--payload" => a.ticks = val == "ticks",
             other => panic!("unknown option {other}"),
         }
     }
@@ -150,6 +164,7 @@ fn start_bridges(
         batch: bt.batch,
         batch_bytes: bt.batch_bytes,
         linger: Duration::from_micros(bt.linger_us),
+        compress: bt.compress,
         create: Some(spec.clone()),
         stats_interval: std::env::var("BENCH_STATS")
             .ok()
@@ -234,13 +249,45 @@ fn open_reader(q: &Path) -> QueueReader {
     }
 }
 
-fn throughput(url: &str, dir: &Path, size: usize, n: u64, bt: Batching) -> f64 {
+/// A tick-like payload of `size` bytes: instrument, random-walk price, quantity, side, a
+/// timestamp, then (price, quantity) levels around the price.
+fn tick(rng: &mut u64, price: &mut i64, i: u64, size: usize) -> Vec<u8> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    *price += (next() % 11) as i64 - 5;
+    let mut v = Vec::with_capacity(size + 16);
+    v.extend_from_slice(&((next() % 50) as u32).to_le_bytes());
+    v.extend_from_slice(&price.to_le_bytes());
+    v.extend_from_slice(&((next() % 1000) as u32).to_le_bytes());
+    v.push((next() % 2) as u8);
+    v.extend_from_slice(&(1_700_000_000_000_000_000 + i * 997 + next() % 500).to_le_bytes());
+    let mut level = 0i64;
+    while v.len() < size {
+        level += 1;
+        v.extend_from_slice(&(*price + level * ((next() % 3) as i64 + 1)).to_le_bytes());
+        v.extend_from_slice(&((next() % 5000) as u32).to_le_bytes());
+    }
+    v.truncate(size);
+    v
+}
+
+fn throughput(url: &str, dir: &Path, size: usize, n: u64, bt: Batching, ticks: bool) -> f64 {
     let a = dir.join(format!("tp-a-{size}-{}", bt.batch));
     let b = dir.join(format!("tp-b-{size}-{}", bt.batch));
     let mut w = QueueWriter::open(&a, WriterConfig::default()).unwrap();
-    let payload = vec![0xA5u8; size];
+    let constant = vec![0xA5u8; size];
+    let (mut rng, mut price) = (0x2545_F491_4F6C_DD1D_u64, 1_000_000i64);
     for i in 0..n {
-        w.append((i % 7) as u32, &payload).unwrap();
+        if ticks {
+            w.append((i % 7) as u32, &tick(&mut rng, &mut price, i, size))
+                .unwrap();
+        } else {
+            w.append((i % 7) as u32, &constant).unwrap();
+        }
     }
     let t0 = Instant::now();
     let h = start_bridges(url, &a, &b, &format!("TP{size}_{}", bt.batch), bt);
@@ -349,8 +396,12 @@ fn main() {
     let root: PathBuf = dir.path().to_path_buf();
     let (_server, url) = start_server(&root);
     println!(
-        "NATS bridge over loopback: out-bridge -> nats-server (JetStream, file storage, R1) -> in-bridge; window {}, batch bytes {}, linger {} us",
-        a.window, a.batch_bytes, a.linger_us
+        "NATS bridge over loopback: out-bridge -> nats-server (JetStream, file storage, R1) -> in-bridge; window {}, batch bytes {}, linger {} us, lz4 {}, payload {}",
+        a.window,
+        a.batch_bytes,
+        a.linger_us,
+        a.compress,
+        if a.ticks { "ticks" } else { "constant" }
     );
     println!(
         "| payload | batch | throughput (msgs/s) | MB/s | latency p50 | p90 | p99 | p99.9 | max | paced rate |"
@@ -364,8 +415,9 @@ fn main() {
                 batch,
                 batch_bytes: a.batch_bytes,
                 linger_us: a.linger_us,
+                compress: a.compress,
             };
-            let tp = throughput(&url, &root, size, a.records, bt);
+            let tp = throughput(&url, &root, size, a.records, bt, a.ticks);
             let q = |h: &Option<Histogram<u64>>, p: f64| h.as_ref().map(|h| h.value_at_quantile(p));
             let h = a
                 .latency

@@ -9,12 +9,16 @@
 //! offset  size  field
 //! 0       4     magic "CHRB"
 //! 4       2     version (1)
-//! 6       2     flags (0; any other value is refused: reserved for compression)
+//! 6       2     flags: 0, or FLAG_LZ4 (1); any other bit is refused
 //! 8       4     record count N (>= 1)
 //! 12      ...   N records, each:
 //!                 seq u64 | timestamp_ns u64 | type_id u32 | payload_len u32 | payload
+//!               or, with FLAG_LZ4, those records as one LZ4 block:
+//!                 uncompressed length u32 | LZ4 block (lz4_flex `block` format)
 //! ```
 //! Records are in strictly increasing source sequence order. Nothing follows the last record.
+//! A compressed envelope is sent only when it is smaller; its uncompressed length may not
+//! exceed [`MAX_UNCOMPRESSED`] (a small message cannot make the reader allocate gigabytes).
 //! [`decode`] is the only parser of this format; [`Encoder`] the only writer. A body that does
 //! not follow it is refused with an [`EnvelopeError`] saying where it goes wrong (never a panic).
 
@@ -32,6 +36,10 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 12;
 /// Bytes of a record before its payload.
 pub const RECORD_HEADER_LEN: usize = 24;
+/// Flag: the records are one LZ4 block, preceded by their uncompressed length.
+pub const FLAG_LZ4: u16 = 1;
+/// Largest uncompressed record section a compressed envelope may announce.
+pub const MAX_UNCOMPRESSED: usize = 64 << 20;
 
 /// One record carried in an envelope (or in a one-record message).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +98,16 @@ pub enum EnvelopeError {
         /// How many.
         extra: usize,
     },
+    /// A compressed envelope announces more than [`MAX_UNCOMPRESSED`] bytes of records.
+    TooLarge {
+        /// The announced uncompressed length.
+        len: usize,
+    },
+    /// A compressed envelope's LZ4 block does not decompress.
+    Decompress {
+        /// What the decompressor said.
+        detail: String,
+    },
 }
 
 impl fmt::Display for EnvelopeError {
@@ -122,6 +140,13 @@ impl fmt::Display for EnvelopeError {
             ),
             EnvelopeError::TrailingBytes { extra } => {
                 write!(f, "{extra} bytes follow the envelope's last record")
+            }
+            EnvelopeError::TooLarge { len } => write!(
+                f,
+                "compressed envelope announces {len} bytes of records (at most {MAX_UNCOMPRESSED})"
+            ),
+            EnvelopeError::Decompress { detail } => {
+                write!(f, "compressed envelope does not decompress: {detail}")
             }
         }
     }
@@ -212,6 +237,27 @@ impl Encoder {
         }
         self.buf.freeze()
     }
+
+    /// The finished envelope with its records LZ4-compressed ([`FLAG_LZ4`]), or uncompressed
+    /// when compression does not make it smaller.
+    pub fn finish_lz4(self) -> Bytes {
+        let count = self.count;
+        let plain = self.finish();
+        let Some(records) = plain.get(HEADER_LEN..) else {
+            return plain;
+        };
+        let packed = lz4_flex::block::compress_prepend_size(records);
+        if packed.len() >= records.len() {
+            return plain;
+        }
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + packed.len());
+        buf.put_slice(&MAGIC);
+        buf.put_u16_le(VERSION);
+        buf.put_u16_le(FLAG_LZ4);
+        buf.put_u32_le(count);
+        buf.put_slice(&packed);
+        buf.freeze()
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -240,21 +286,44 @@ pub fn decode(body: &Bytes) -> Result<Vec<WireRecord>, EnvelopeError> {
         return Err(EnvelopeError::UnsupportedVersion { version });
     }
     let flags = u16_at(b, 6).unwrap_or(0);
-    if flags != 0 {
+    if flags & !FLAG_LZ4 != 0 {
         return Err(EnvelopeError::UnsupportedFlags { flags });
     }
     let count = u32_at(b, 8).unwrap_or(0);
     if count == 0 {
         return Err(EnvelopeError::Empty);
     }
+    if flags & FLAG_LZ4 == 0 {
+        return records(body.slice(HEADER_LEN..), count);
+    }
+    let packed = b.get(HEADER_LEN..).unwrap_or_default();
+    let len = u32_at(packed, 0).ok_or(EnvelopeError::TooShort { len: b.len() })? as usize;
+    if len > MAX_UNCOMPRESSED {
+        return Err(EnvelopeError::TooLarge { len });
+    }
+    let plain = lz4_flex::block::decompress_size_prepended(packed).map_err(|e| {
+        EnvelopeError::Decompress {
+            detail: e.to_string(),
+        }
+    })?;
+    records(Bytes::from(plain), count)
+}
+
+/// Parses `count` records filling `section` exactly (offsets in errors count the envelope's
+/// header, as if the section followed it).
+fn records(section: Bytes, count: u32) -> Result<Vec<WireRecord>, EnvelopeError> {
+    let b: &[u8] = &section;
     // Every record takes at least its header: a count the body cannot hold is refused before
     // anything is allocated for it.
-    let room = (b.len() - HEADER_LEN) / RECORD_HEADER_LEN;
+    let room = b.len() / RECORD_HEADER_LEN;
     let mut out = Vec::with_capacity((count as usize).min(room));
-    let mut at = HEADER_LEN;
+    let mut at = 0;
     let mut previous: Option<u64> = None;
     for record in 0..count {
-        let truncated = EnvelopeError::Truncated { record, offset: at };
+        let truncated = EnvelopeError::Truncated {
+            record,
+            offset: HEADER_LEN + at,
+        };
         let (Some(seq), Some(timestamp_ns), Some(type_id), Some(len)) = (
             u64_at(b, at),
             u64_at(b, at + 8),
@@ -281,7 +350,7 @@ pub fn decode(body: &Bytes) -> Result<Vec<WireRecord>, EnvelopeError> {
             seq,
             timestamp_ns,
             type_id,
-            payload: body.slice(start..end),
+            payload: section.slice(start..end),
         });
         at = end;
     }
@@ -357,9 +426,14 @@ mod tests {
             Err(EnvelopeError::UnsupportedVersion { version: 2 })
         );
         assert_eq!(
-            with(&|v| v[6] = 1),
-            Err(EnvelopeError::UnsupportedFlags { flags: 1 })
+            with(&|v| v[6] = 2),
+            Err(EnvelopeError::UnsupportedFlags { flags: 2 })
         );
+        // The LZ4 flag on records that are not an LZ4 block.
+        assert!(matches!(
+            with(&|v| v[6] = 1),
+            Err(EnvelopeError::Decompress { .. } | EnvelopeError::TooLarge { .. })
+        ));
         assert_eq!(
             with(&|v| v[8..12].copy_from_slice(&0u32.to_le_bytes())),
             Err(EnvelopeError::Empty)
@@ -405,6 +479,59 @@ mod tests {
                 previous: 10
             })
         );
+    }
+
+    fn compressible() -> Encoder {
+        let mut e = Encoder::new(1 << 16);
+        for i in 0..200u64 {
+            assert!(e.push(i, 1_000 + i, 3, &[(i % 3) as u8; 64]));
+        }
+        e
+    }
+
+    #[test]
+    fn lz4_round_trip_and_fallback() {
+        let plain = decode(&compressible().finish()).unwrap();
+        let packed = compressible().finish_lz4();
+        assert_eq!(u16::from_le_bytes([packed[6], packed[7]]), FLAG_LZ4);
+        assert!(packed.len() < compressible().len() / 4, "{}", packed.len());
+        assert_eq!(decode(&packed).unwrap(), plain);
+        // Incompressible records go uncompressed.
+        let noise: Vec<u8> = (0..64u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let mut e = Encoder::new(256);
+        e.push(
+            0x0123_4567_89AB_CDEF,
+            0xFEDC_BA98_7654_3210,
+            0x5A5A_1234,
+            &noise,
+        );
+        let body = e.finish_lz4();
+        assert_eq!(u16::from_le_bytes([body[6], body[7]]), 0);
+        assert_eq!(decode(&body).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_compressed_envelope_cannot_announce_a_huge_size() {
+        let mut v = compressible().finish_lz4().to_vec();
+        v[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode(&Bytes::from(v)),
+            Err(EnvelopeError::TooLarge {
+                len: u32::MAX as usize
+            })
+        );
+        // Cut short, or corrupted: typed errors, no panic.
+        let good = compressible().finish_lz4().to_vec();
+        for cut in HEADER_LEN..good.len() {
+            assert!(decode(&Bytes::copy_from_slice(&good[..cut])).is_err());
+        }
+        for i in HEADER_LEN + 4..good.len() {
+            let mut v = good.clone();
+            v[i] ^= 0xff;
+            let _ = decode(&Bytes::from(v));
+        }
     }
 
     #[test]

@@ -112,6 +112,12 @@ enum Retention {
     Workqueue,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Compress {
+    None,
+    Lz4,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Storage {
     File,
@@ -159,6 +165,11 @@ struct OutArgs {
     /// messages are in flight (0-1000000). An idle pipeline sends at once.
     #[arg(long, default_value_t = outbound::DEFAULT_LINGER_US)]
     linger_us: u64,
+    /// Compress batch envelopes: none, or lz4 (sent compressed only when smaller; `chron-bridge
+    /// in` reads both). Off by default: on loopback it costs more CPU than it saves
+    /// (BENCHMARKS.md "NATS bridge"); it can pay on a slow link.
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    compress: Compress,
     /// Exit once the queue's writer is gone and every record is acknowledged.
     #[arg(long)]
     exit_at_end: bool,
@@ -343,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 batch: a.batch,
                 batch_bytes: a.batch_bytes,
                 linger: Duration::from_micros(a.linger_us),
+                compress: a.compress == Compress::Lz4,
                 create: stream_spec(&a.stream_args, Some(&a.subject))?,
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,

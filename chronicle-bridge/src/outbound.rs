@@ -66,6 +66,8 @@ pub struct OutConfig {
     /// Longest wait of a batch's first record for more records while messages are in flight
     /// (an idle pipeline sends at once).
     pub linger: Duration,
+    /// LZ4-compress batch envelopes (when that makes them smaller; not for `batch` = 1).
+    pub compress: bool,
     /// Create the stream when it does not exist.
     pub create: Option<StreamSpec>,
     /// Interval of the stats line (None: no stats).
@@ -168,10 +170,11 @@ pub async fn run(
             "one record per message".to_string()
         } else {
             format!(
-                "batches of up to {} records / {} bytes, linger {} us",
+                "batches of up to {} records / {} bytes, linger {} us{}",
                 cfg.batch,
                 cfg.batch_bytes,
-                cfg.linger.as_micros()
+                cfg.linger.as_micros(),
+                if cfg.compress { ", lz4" } else { "" }
             )
         }
     );
@@ -442,7 +445,11 @@ fn seal(cfg: &OutConfig, enc: Encoder) -> Batch {
         count: u64::from(enc.count()),
         first_timestamp_ns: enc.first_timestamp_ns(),
         headers: headers::encode_batch(&cfg.host, &cfg.source_name, first, last),
-        body: enc.finish(),
+        body: if cfg.compress {
+            enc.finish_lz4()
+        } else {
+            enc.finish()
+        },
     }
 }
 

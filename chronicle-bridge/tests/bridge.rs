@@ -87,7 +87,16 @@ fn transfers_records_byte_identical_in_order(mode: Mode) {
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
     let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &mode.with(&["--exit-at-end"])),
+        // Batched, the envelopes are also LZ4-compressed here (where that makes them smaller).
+        &out_args(
+            &server.url(),
+            &h.a,
+            &mode.with(if mode == Mode::Batched {
+                &["--exit-at-end", "--compress", "lz4"]
+            } else {
+                &["--exit-at-end"]
+            }),
+        ),
         h.root.join("out.log"),
     );
     let mut inb = Bridge::new(
@@ -371,8 +380,16 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     // Batching options out of range are refused before connecting.
     for (opt, val, says) in [
         ("--batch", "0", "--batch must be between 1 and 65536"),
-        ("--batch-bytes", "100", "--batch-bytes must be between 1024 and 1048576"),
-        ("--linger-us", "5000000", "--linger-us must be at most 1000000"),
+        (
+            "--batch-bytes",
+            "100",
+            "--batch-bytes must be between 1024 and 1048576",
+        ),
+        (
+            "--linger-us",
+            "5000000",
+            "--linger-us must be at most 1000000",
+        ),
     ] {
         let (code, err) = run(&out(&dead, &[opt, val]), &[]);
         assert_ne!(code, 0);
@@ -512,6 +529,15 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
 /// Publishes source records `seqs` of hostA/feed as one batch envelope, with message id
 /// `hostA/feed/<first>-<last><id_suffix>`.
 async fn publish_envelope(js: &async_nats::jetstream::Context, seqs: &[u64], id_suffix: &str) {
+    publish_envelope_as(js, seqs, id_suffix, false).await;
+}
+
+async fn publish_envelope_as(
+    js: &async_nats::jetstream::Context,
+    seqs: &[u64],
+    id_suffix: &str,
+    lz4: bool,
+) {
     use chronicle_bridge::{envelope, headers};
     let mut e = envelope::Encoder::new(4096);
     for &seq in seqs {
@@ -528,7 +554,11 @@ async fn publish_envelope(js: &async_nats::jetstream::Context, seqs: &[u64], id_
         headers::MSG_ID,
         format!("hostA/feed/{first}-{last}{id_suffix}"),
     );
-    js.publish_with_headers(SUBJECT, h, e.finish())
+    let body = if lz4 { e.finish_lz4() } else { e.finish() };
+    if lz4 {
+        assert_eq!(body[6], 1, "the test records did not compress");
+    }
+    js.publish_with_headers(SUBJECT, h, body)
         .await
         .unwrap()
         .await
@@ -577,8 +607,8 @@ fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
         publish_envelope(&js, &[2, 3, 4, 5], "").await;
         // One record per message, mixed in.
         publish_raw(&js, 6, "").await;
-        // Out of order: 9-10 waits for 7-8.
-        publish_envelope(&js, &[9, 10], "").await;
+        // Out of order: 9-10 (compressed) waits for 7-8.
+        publish_envelope_as(&js, &[9, 10], "", true).await;
         // An envelope header on a body that is not an envelope.
         let mut bad = chronicle_bridge::headers::encode_batch("hostA", "feed", 7, 8);
         bad.insert(chronicle_bridge::headers::MSG_ID, "bad");
