@@ -84,6 +84,9 @@ impl InConfig {
     }
 }
 
+/// Most stream messages a re-read after a lost state write looks at.
+const RESCAN_LIMIT: u64 = 1_000_000;
+
 /// A message and its records (increasing source seqs, at least one).
 struct Unit {
     source: String,
@@ -215,6 +218,12 @@ pub async fn run(
         counters: counters.clone(),
     };
 
+    // Records left in the queue by a state write that was lost: read the stream from the
+    // surviving intent's floor and match them now, whether or not their messages come again.
+    if let (false, Some(floor)) = (imp.foreign.is_empty(), rec.stream_floor) {
+        imp.rescan(&stream, floor, cfg.filter_subject.clone())
+            .await?;
+    }
     let consumer_cfg = pull::Config {
         durable_name: Some(cfg.consumer.clone()),
         ack_policy: AckPolicy::Explicit,
@@ -542,6 +551,13 @@ impl Importer {
         };
         if !append.is_empty() {
             let runs = runs_of(records().map(|(s, r)| (s, r.seq)));
+            let floor = append
+                .iter()
+                .map(|t| &t.unit.msg)
+                .chain(self.held.values().flat_map(|h| h.values().map(|u| &u.msg)))
+                .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+                .min();
+            self.state.set_stream_floor(floor);
             self.state.begin(self.writer.next_seq(), &runs)?;
             if self.sync_batches {
                 self.state.sync()?;
@@ -588,6 +604,107 @@ impl Importer {
             if m.ack().await.is_err() {
                 // Redelivered later and recognized as imported.
                 c.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the stream from sequence `from` (an ordered consumer: no acknowledgements, no
+    /// effect on the durable one) and matches the records of [`Importer::foreign`] against it,
+    /// in the order the import would take them, until they are all matched, one does not
+    /// match, or the stream has nothing more. Then writes the state if the table moved. Covers
+    /// a lost state write whose messages were acknowledged (they will not come again).
+    async fn rescan(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        from: u64,
+        filter: Option<String>,
+    ) -> Result<()> {
+        let cfg = pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            filter_subject: filter.unwrap_or_default(),
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(cfg).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!(
+                    "chron-bridge in: cannot re-read the stream from {from} to match the records after the state's last batch ({e}); matching arriving records only"
+                );
+                return Ok(());
+            }
+        };
+        eprintln!(
+            "chron-bridge in: re-reading the stream from sequence {from} to match the {} records after the state's last batch",
+            self.foreign.len()
+        );
+        let mut held: HashMap<String, BTreeMap<(u64, u64), Unit>> = HashMap::new();
+        let mut arrivals = 0u64;
+        let mut scanned = 0u64;
+        while !self.foreign.is_empty() && scanned < RESCAN_LIMIT {
+            let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+            else {
+                break;
+            };
+            scanned += 1;
+            let Ok(d) = headers::decode_message(msg.headers.as_ref(), &msg.payload) else {
+                continue;
+            };
+            if d.records.is_empty() {
+                continue;
+            }
+            let unit = Unit {
+                source: d.source,
+                records: d.records,
+                msg,
+            };
+            let src = unit.source.clone();
+            let expected = self.state.expected(&src).unwrap_or_else(|| unit.first());
+            if unit.last() < expected {
+                continue;
+            }
+            if unit.first() > expected {
+                arrivals += 1;
+                held.entry(src)
+                    .or_default()
+                    .insert((unit.first(), arrivals), unit);
+                continue;
+            }
+            // Nothing is appended or acknowledged here: the durable consumer delivers what
+            // is not in the queue.
+            let (mut append, mut dups) = (Vec::new(), Vec::new());
+            let mut next = self.take(unit, expected, &mut append, &mut dups);
+            if let Some(h) = held.get_mut(&src) {
+                while append.is_empty() && !self.foreign.is_empty() {
+                    let Some(entry) = h.first_entry() else { break };
+                    if entry.key().0 > next {
+                        break;
+                    }
+                    next = self.take(entry.remove(), next, &mut append, &mut dups);
+                }
+            }
+            if !append.is_empty() {
+                break;
+            }
+        }
+        eprintln!(
+            "chron-bridge in: re-read {scanned} stream messages; {} records after the state's last batch still unmatched",
+            self.foreign.len()
+        );
+        if self.state.dirty() {
+            let unmatched = self.foreign.len() as u64;
+            self.state.set_stream_floor(Some(from));
+            self.state
+                .begin(self.writer.next_seq().saturating_sub(unmatched), &[])?;
+            if self.sync_batches {
+                self.state.sync()?;
             }
         }
         Ok(())
