@@ -249,11 +249,37 @@ fn auth_event(event: &async_nats::Event) -> bool {
 /// Connects (one attempt over the URL list, bounded by [`FIRST_CONNECT_TIMEOUT`] per server;
 /// afterwards the client reconnects on its own with exponential backoff, forever) and counts
 /// connection events into `counters`. The [`Fatal`] handle reports a connection that cannot
-/// recover; the run loops stop on it.
+/// recover; the run loops stop on it. [`prepare`] then [`Dialer::dial`], in one call.
 pub async fn connect(
     cfg: &NatsConfig,
     counters: Arc<Counters>,
 ) -> Result<(async_nats::Client, Fatal)> {
+    prepare(cfg, counters)?.dial().await
+}
+
+/// A connection checked and configured, not yet attempted: see [`prepare`].
+pub struct Dialer {
+    cfg: NatsConfig,
+    opts: ConnectOptions,
+    addrs: Vec<ServerAddr>,
+    creds: Option<Creds>,
+    tls: bool,
+    fatal_rx: watch::Receiver<Option<FatalCause>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("url", &self.cfg.url)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything about a connection that can be found wrong without the network: the URLs, the
+/// TLS files, the credentials. A bridge checks its local queue after this and before
+/// [`Dialer::dial`], so every local mistake is reported before any network wait.
+pub fn prepare(cfg: &NatsConfig, counters: Arc<Counters>) -> Result<Dialer> {
     let addrs = parse_urls(&cfg.url)?;
     check_tls_files(cfg)?;
     let tls = cfg.tls_wanted(&addrs);
@@ -302,14 +328,14 @@ pub async fn connect(
                 match event {
                     async_nats::Event::Connected => {
                         counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("chron-bridge: connected to NATS");
+                        tracing::info!("connected to NATS");
                     }
                     async_nats::Event::Disconnected => {
                         counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("chron-bridge: disconnected from NATS; reconnecting");
+                        tracing::warn!("disconnected from NATS; reconnecting");
                     }
                     other if auth_event(&other) => {
-                        eprintln!("chron-bridge: NATS event: {other}");
+                        tracing::warn!(event = %other, "NATS event: {other}");
                         let Some(c) = creds else { return };
                         match c.expires {
                             Some(exp) if c.expired_at(creds::unix_now()) => {
@@ -319,33 +345,59 @@ pub async fn connect(
                                     expired_at: creds::format_time(exp),
                                 }));
                             }
-                            _ => eprintln!(
-                                "chron-bridge: the server refused the user in --creds {} (account {}); still retrying",
+                            _ => tracing::error!(
+                                creds = %c.path.display(),
+                                account = %c.account,
+                                "the server refused the user in --creds {} (account {}); still retrying",
                                 c.path.display(),
                                 c.account
                             ),
                         }
                     }
-                    other => eprintln!("chron-bridge: NATS event: {other}"),
+                    other => tracing::info!(event = %other, "NATS event: {other}"),
                 }
             }
         });
-    let deadline = FIRST_CONNECT_TIMEOUT.saturating_mul(u32::try_from(addrs.len()).unwrap_or(1));
-    match tokio::time::timeout(deadline, opts.connect(addrs.as_slice())).await {
-        Ok(Ok(client)) => Ok((client, Fatal(fatal_rx))),
-        Ok(Err(e)) => Err(classify_connect(&e, cfg, creds.as_ref(), url, tls)),
-        Err(_) => Err(BridgeError::Connect {
-            url,
-            detail: format!(
-                "no server completed the connection within {} s (it accepted but did not answer{})",
-                deadline.as_secs(),
-                if tls {
-                    ", or stalled in the TLS handshake"
-                } else {
-                    ""
-                }
-            ),
-        }),
+    Ok(Dialer {
+        cfg: cfg.clone(),
+        opts,
+        addrs,
+        creds,
+        tls,
+        fatal_rx,
+    })
+}
+
+impl Dialer {
+    /// The first connection attempt (see [`connect`]).
+    pub async fn dial(self) -> Result<(async_nats::Client, Fatal)> {
+        let Dialer {
+            cfg,
+            opts,
+            addrs,
+            creds,
+            tls,
+            fatal_rx,
+        } = self;
+        let url = cfg.url.clone();
+        let deadline =
+            FIRST_CONNECT_TIMEOUT.saturating_mul(u32::try_from(addrs.len()).unwrap_or(1));
+        match tokio::time::timeout(deadline, opts.connect(addrs.as_slice())).await {
+            Ok(Ok(client)) => Ok((client, Fatal(fatal_rx))),
+            Ok(Err(e)) => Err(classify_connect(&e, &cfg, creds.as_ref(), url, tls)),
+            Err(_) => Err(BridgeError::Connect {
+                url,
+                detail: format!(
+                    "no server completed the connection within {} s (it accepted but did not answer{})",
+                    deadline.as_secs(),
+                    if tls {
+                        ", or stalled in the TLS handshake"
+                    } else {
+                        ""
+                    }
+                ),
+            }),
+        }
     }
 }
 

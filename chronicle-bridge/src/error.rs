@@ -290,7 +290,12 @@ impl fmt::Display for BridgeError {
             ),
             BridgeError::JetStream { op, detail } => write!(f, "{op}: {detail}"),
             BridgeError::Queue { path, op, source } => {
-                write!(f, "{op} queue {}: {source}", path.display())
+                write!(
+                    f,
+                    "{op} queue {}: {source}{}",
+                    path.display(),
+                    queue_hint(source)
+                )
             }
             BridgeError::State { path, op, source } => {
                 write!(f, "{op} state file {}: {source}", path.display())
@@ -308,6 +313,32 @@ impl fmt::Display for BridgeError {
             BridgeError::InvalidConfig { what } => write!(f, "invalid configuration: {what}"),
             BridgeError::Metrics { source } => write!(f, "{source}"),
         }
+    }
+}
+
+/// What to do about a local queue error, as the end of its sentence ("" when the error says
+/// it already).
+fn queue_hint(e: &chronicle_core::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match e {
+        chronicle_core::Error::Io { source, .. }
+            if source.kind() == ErrorKind::PermissionDenied =>
+        {
+            " (run the bridge as the queue's owner or a member of its group, or grant it access)"
+        }
+        chronicle_core::Error::Io { source, .. } if source.kind() == ErrorKind::NotFound => {
+            " (check --queue: the out-bridge publishes an existing queue)"
+        }
+        chronicle_core::Error::Io { source, .. } if source.kind() == ErrorKind::NotADirectory => {
+            " (--queue takes a queue directory, not a file)"
+        }
+        chronicle_core::Error::NotAQueue { .. } => {
+            " (--queue takes a queue directory, the one holding queue.meta)"
+        }
+        chronicle_core::Error::Corrupted { .. } | chronicle_core::Error::VersionMismatch { .. } => {
+            " (run `chron-cli doctor` on the queue: it says what can be recovered and how)"
+        }
+        _ => "",
     }
 }
 

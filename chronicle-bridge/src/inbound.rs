@@ -163,16 +163,20 @@ pub async fn run(
     }
     let counters = Arc::new(Counters::default());
     stats::serve_metrics(cfg.metrics_listen.as_deref(), "in", &cfg.queue, &counters)?;
-    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
-    let js = connect::jetstream(client.clone(), &nats);
-    let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
-
+    // Local mistakes first (URLs, TLS files, credentials, then the queue), the network last.
+    let dialer = connect::prepare(&nats, counters.clone())?;
     let writer = QueueWriter::open(&cfg.queue, cfg.writer.clone())
         .map_err(|e| BridgeError::queue(&cfg.queue, "open writer on", e))?;
+    let (client, mut fatal) = dialer.dial().await?;
+    let js = connect::jetstream(client.clone(), &nats);
+    let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
     let (state, rec) = ImportState::load(&cfg.state, writer.next_seq())?;
     if rec.applied + rec.dropped + rec.foreign > 0 {
-        eprintln!(
-            "chron-bridge in: state recovered: {} records of the last batch are in the queue, {} were not appended (they will be redelivered){}",
+        tracing::warn!(
+            applied = rec.applied,
+            dropped = rec.dropped,
+            foreign = rec.foreign,
+            "state recovered: {} records of the last batch are in the queue, {} were not appended (they will be redelivered){}",
             rec.applied,
             rec.dropped,
             if rec.foreign > 0 {
@@ -186,10 +190,14 @@ pub async fn run(
         );
     }
     for (src, next) in state.sources() {
-        eprintln!("chron-bridge in: source {src}: next expected seq {next}");
+        tracing::info!(source = %src, next_seq = next, "source {src}: next expected seq {next}");
     }
-    eprintln!(
-        "chron-bridge in: stream {} consumer {} -> {} (state {})",
+    tracing::info!(
+        stream = %cfg.stream,
+        consumer = %cfg.consumer,
+        queue = %cfg.queue.display(),
+        state = %cfg.state.display(),
+        "in-bridge started: stream {} consumer {} -> {} (state {})",
         cfg.stream,
         cfg.consumer,
         cfg.queue.display(),
@@ -197,8 +205,9 @@ pub async fn run(
     );
     let foreign = if rec.foreign > 0 {
         let f = read_fingerprints(&cfg.queue, writer.next_seq() - rec.foreign, rec.foreign)?;
-        eprintln!(
-            "chron-bridge in: {} records follow the state's last batch in the queue (a state file that lost its newest write?); records arriving that match them are taken as already imported",
+        tracing::warn!(
+            foreign = f.len(),
+            "{} records follow the state's last batch in the queue (a state file that lost its newest write?); records that match them are taken as already imported",
             f.len()
         );
         f
@@ -271,7 +280,7 @@ pub async fn run(
                 failures += 1;
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = connect::backoff(failures, nats.max_reconnect_delay);
-                eprintln!("chron-bridge in: {e}; retrying in {} ms", delay.as_millis());
+                tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "cannot pull messages; retrying");
                 tokio::select! {
                     () = &mut shutdown => break 'outer,
                     e = fatal.wait() => {
@@ -293,7 +302,7 @@ pub async fn run(
                 }
                 chunk = chunks.next() => {
                     let Some(items) = chunk else {
-                        eprintln!("chron-bridge in: message stream ended; re-subscribing");
+                        tracing::info!("message stream ended; re-subscribing");
                         continue 'outer;
                     };
                     let mut msgs = Vec::with_capacity(items.len());
@@ -303,7 +312,7 @@ pub async fn run(
                             Ok(m) => msgs.push(m),
                             Err(e) => {
                                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("chron-bridge in: consumer: {e}");
+                                tracing::warn!(error = %e, "consumer error");
                                 if matches!(
                                     e.kind(),
                                     pull::MessagesErrorKind::ConsumerDeleted
@@ -327,7 +336,7 @@ pub async fn run(
                 }
                 _ = ticker.tick(), if cfg.stats_interval.is_some() => {
                     let snap = reporter.snapshot(&counters);
-                    eprintln!("{}", reporter.line(&snap));
+                    reporter.report(&snap);
                     imp.report_gaps();
                 }
                 _ = housekeeping.tick(), if !imp.gap_since.is_empty() => {
@@ -338,7 +347,7 @@ pub async fn run(
     }
     if cfg.stats_interval.is_some() {
         let snap = reporter.snapshot(&counters);
-        eprintln!("{}", reporter.line(&snap));
+        reporter.report(&snap);
     }
     imp.writer
         .close()
@@ -375,8 +384,10 @@ impl Importer {
                 Err(what) => {
                     c.errors.fetch_add(1, Ordering::Relaxed);
                     let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    eprintln!(
-                        "chron-bridge in: stream message {at} is not a bridged record ({what}); terminating its delivery"
+                    tracing::error!(
+                        stream_seq = at,
+                        reason = %what,
+                        "stream message {at} is not a bridged record ({what}); terminating its delivery"
                     );
                     let _ = msg.ack_with(AckKind::Term).await;
                     continue;
@@ -445,13 +456,16 @@ impl Importer {
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 from += 1;
                 if self.foreign.is_empty() {
-                    eprintln!(
-                        "chron-bridge in: every record after the state's last batch matched an arriving record: none imported twice"
+                    tracing::info!(
+                        "every record after the state's last batch matched a record of the stream: none imported twice"
                     );
                 }
             } else {
-                eprintln!(
-                    "chron-bridge in: source {} seq {} does not match the next of the {} records that follow the state's last batch; they are taken as written by someone else",
+                tracing::warn!(
+                    source = %unit.source,
+                    seq = r.seq,
+                    unmatched = self.foreign.len(),
+                    "source {} seq {} does not match the next of the {} records that follow the state's last batch; they are taken as written by someone else",
                     unit.source,
                     r.seq,
                     self.foreign.len()
@@ -522,9 +536,12 @@ impl Importer {
             self.counters
                 .gaps
                 .fetch_add(first.saturating_sub(want), Ordering::Relaxed);
-            eprintln!(
-                "chron-bridge in: source {src}: records {want}..{first} did not arrive within the gap timeout ({} s); skipping them (LOST)",
-                timeout.as_secs()
+            tracing::error!(
+                source = %src,
+                from_seq = want,
+                to_seq = first,
+                gap_timeout_s = timeout.as_secs(),
+                "source {src}: records {want}..{first} did not arrive within the gap timeout; skipping them (LOST)"
             );
             self.release(&src, first, &mut append, &mut dups);
         }
@@ -634,14 +651,18 @@ impl Importer {
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                eprintln!(
-                    "chron-bridge in: cannot re-read the stream from {from} to match the records after the state's last batch ({e}); matching arriving records only"
+                tracing::warn!(
+                    from_seq = from,
+                    error = %e,
+                    "cannot re-read the stream from {from} to match the records after the state's last batch ({e}); matching arriving records only"
                 );
                 return Ok(());
             }
         };
-        eprintln!(
-            "chron-bridge in: re-reading the stream from sequence {from} to match the {} records after the state's last batch",
+        tracing::info!(
+            from_seq = from,
+            unmatched = self.foreign.len(),
+            "re-reading the stream from sequence {from} to match the {} records after the state's last batch",
             self.foreign.len()
         );
         let mut held: HashMap<String, BTreeMap<(u64, u64), Unit>> = HashMap::new();
@@ -694,8 +715,10 @@ impl Importer {
                 break;
             }
         }
-        eprintln!(
-            "chron-bridge in: re-read {scanned} stream messages; {} records after the state's last batch still unmatched",
+        tracing::info!(
+            scanned,
+            unmatched = self.foreign.len(),
+            "re-read {scanned} stream messages; {} records after the state's last batch still unmatched",
             self.foreign.len()
         );
         if self.state.dirty() {
@@ -715,9 +738,12 @@ impl Importer {
         for (src, h) in &self.held {
             if let Some((first, _)) = h.keys().next() {
                 let want = self.state.expected(src).unwrap_or(0);
-                eprintln!(
-                    "chron-bridge in: source {src}: waiting for seq {want}; {} later records held (first {first})",
-                    h.len()
+                tracing::warn!(
+                    source = %src,
+                    waiting_for = want,
+                    held = h.len(),
+                    first_held = *first,
+                    "source {src}: waiting for seq {want}; later records held"
                 );
             }
         }

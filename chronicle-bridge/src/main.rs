@@ -7,6 +7,10 @@
 //! Credentials come from `--creds FILE` or the environment (`NATS_USER`/`NATS_PASSWORD`,
 //! `NATS_TOKEN`), never from the command line itself. TLS: `--tls-ca FILE` (roots to trust),
 //! `--tls-cert FILE --tls-key FILE` (client certificate), `--tls-required`, or a `tls://` URL.
+//!
+//! Logs (start, connections, re-sends, errors, the stats every `--stats-interval`) are
+//! `tracing` events on stderr, set up by `chronicle_metrics::logs` as in `chron-cli`:
+//! `--log-format human|json` (or `CHRONICLE_LOG_FORMAT`), filter from `CHRONICLE_LOG`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +22,7 @@ use chronicle_bridge::connect::{NatsConfig, StreamSpec};
 use chronicle_bridge::inbound::{self, InConfig};
 use chronicle_bridge::outbound::{self, OutConfig};
 use chronicle_core::{StartAt, WriterConfig};
+use chronicle_metrics::logs::{self, LogFormat};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -29,6 +34,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log lines on stderr: `human` or `json` (one object per line). Which ones: the
+    /// CHRONICLE_LOG filter, e.g. `info` (the default), `warn`, `info,chronicle_bridge=debug`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = logs::LOG_FORMAT_ENV,
+        default_value_t = LogFormat::Human
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,10 +77,10 @@ struct Common {
     /// Refuse to connect without TLS (also implied by a tls:// URL, --tls-ca or --tls-cert).
     #[arg(long)]
     tls_required: bool,
-    /// Seconds between stats lines on stderr (0: none).
+    /// Seconds between stats events in the log (0: none).
     #[arg(long, default_value_t = 5.0)]
     stats_interval: f64,
-    /// Print stats as JSON objects, one per line.
+    /// Print the stats as bare JSON objects, one per stderr line, instead of log events.
     #[arg(long)]
     stats_json: bool,
     /// Serve the bridge's counters to Prometheus at `GET /metrics` on this address
@@ -396,21 +411,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = cli.log_format;
+    if let Err(e) = logs::init(format) {
+        eprintln!("chron-bridge: error: {e}");
+        return ExitCode::from(2);
+    }
+    let fail = |msg: String| {
+        // As an event with JSON logs, unless the filter would drop it: never silent.
+        if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!(error = %msg, "chron-bridge failed");
+        } else {
+            eprintln!("chron-bridge: error: {msg}");
+        }
+        ExitCode::FAILURE
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("chron-bridge: error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chron-bridge: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(logs::one_line(e.chain().map(ToString::to_string))),
     }
 }

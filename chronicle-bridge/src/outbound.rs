@@ -149,19 +149,26 @@ pub async fn run(
     }
     let counters = Arc::new(Counters::default());
     stats::serve_metrics(cfg.metrics_listen.as_deref(), "out", &cfg.queue, &counters)?;
-    let (client, mut fatal) = connect::connect(&nats, counters.clone()).await?;
-    let js = connect::jetstream(client.clone(), &nats);
-    connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
-
+    // Local mistakes first (URLs, TLS files, credentials, then the queue), the network last.
+    let dialer = connect::prepare(&nats, counters.clone())?;
     let cursor_cfg = ReaderConfig {
         verify_crc: false,
         ..ReaderConfig::named(cfg.reader.clone()).start(cfg.start)
     };
     let mut cursor = QueueReader::open(&cfg.queue, cursor_cfg)
         .map_err(|e| BridgeError::queue(&cfg.queue, "open reader on", e))?;
+    let (client, mut fatal) = dialer.dial().await?;
+    let js = connect::jetstream(client.clone(), &nats);
+    connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
     let resume = cursor.next_seq();
-    eprintln!(
-        "chron-bridge out: {} -> stream {} subject {} from seq {resume} (reader {}, {})",
+    tracing::info!(
+        queue = %cfg.queue.display(),
+        stream = %cfg.stream,
+        subject = %cfg.subject,
+        from_seq = resume,
+        reader = %cfg.reader,
+        batch = cfg.batch,
+        "out-bridge started: {} -> stream {} subject {} from seq {resume} (reader {}, {})",
         cfg.queue.display(),
         cfg.stream,
         cfg.subject,
@@ -265,9 +272,10 @@ pub async fn run(
                     failures += 1;
                     let delay = connect::backoff(failures, nats.max_reconnect_delay);
                     let first = pending.front().map_or(0, |b| b.first);
-                    eprintln!(
-                        "chron-bridge out: publish of seq {first} not acknowledged ({}); re-sending {} messages in {} ms",
-                        describe(&e), pending.len(), delay.as_millis()
+                    tracing::warn!(
+                        seq = first, error = %describe(&e), resend = pending.len(),
+                        delay_ms = delay.as_millis() as u64,
+                        "publish not acknowledged; re-sending the pending messages"
                     );
                     // Forget the outstanding futures: every message still pending goes again,
                     // unchanged (same body, same message id).
@@ -307,7 +315,7 @@ pub async fn run(
             _ = ticker.tick(), if cfg.stats_interval.is_some() => {
                 update_lag(&counters, &cursor, &pending, &ready, building.as_ref());
                 let snap = reporter.snapshot(&counters);
-                eprintln!("{}", reporter.line(&snap));
+                reporter.report(&snap);
             }
         }
     }
@@ -332,12 +340,12 @@ pub async fn run(
     }
     let _ = cursor.commit();
     if reader_thread.join().is_err() {
-        eprintln!("chron-bridge out: the reader thread panicked");
+        tracing::error!("the out-bridge's reader thread panicked");
     }
     if cfg.stats_interval.is_some() {
         update_lag(&counters, &cursor, &pending, &ready, building.as_ref());
         let snap = reporter.snapshot(&counters);
-        eprintln!("{}", reporter.line(&snap));
+        reporter.report(&snap);
     }
     // Bounded: while the client is reconnecting a flush waits for the connection.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;

@@ -1,4 +1,4 @@
-//! Counters of a running bridge, the periodic stats line on stderr, and the same counters for
+//! Counters of a running bridge, the periodic stats event (or `--stats-json` line) on stderr, and the same counters for
 //! Prometheus (`--metrics-listen`).
 
 use std::sync::Arc;
@@ -144,36 +144,50 @@ impl Reporter {
         }
     }
 
-    /// Formats a snapshot as the stats line.
-    pub fn line(&self, s: &Snapshot) -> String {
+    /// Writes a snapshot: as a log event (`INFO`, target `chronicle_bridge::stats`, message
+    /// `stats`, one field per counter), or with `--stats-json` as the bare JSON object on its
+    /// own stderr line, as before logs existed (scripts parse it).
+    pub fn report(&self, s: &Snapshot) {
         if self.json {
-            return serde_json::to_string(s).unwrap_or_default();
+            eprintln!("{}", serde_json::to_string(s).unwrap_or_default());
+            return;
         }
-        let (done, flight) = if s.direction == "out" {
-            ("acked", "in_flight")
+        let rate = s.rate.round() as u64;
+        if s.direction == "out" {
+            tracing::info!(
+                direction = s.direction,
+                acked = s.done,
+                rate,
+                lag = s.lag,
+                lag_s = s.lag_s,
+                in_flight = s.in_flight,
+                position = s.position,
+                sent = s.sent,
+                dup = s.duplicates,
+                resent = s.resent,
+                errors = s.errors,
+                disconnects = s.disconnects,
+                lost = s.gaps,
+                "stats"
+            );
         } else {
-            ("imported", "held")
-        };
-        format!(
-            "chron-bridge {}: {done}={} rate={:.0}/s lag={} lag_s={:.3} {flight}={} position={} sent={} dup={} resent={} errors={} disconnects={}{}",
-            s.direction,
-            s.done,
-            s.rate,
-            s.lag,
-            s.lag_s,
-            s.in_flight,
-            s.position,
-            s.sent,
-            s.duplicates,
-            s.resent,
-            s.errors,
-            s.disconnects,
-            if s.gaps > 0 {
-                format!(" LOST={}", s.gaps)
-            } else {
-                String::new()
-            }
-        )
+            tracing::info!(
+                direction = s.direction,
+                imported = s.done,
+                rate,
+                lag = s.lag,
+                lag_s = s.lag_s,
+                held = s.in_flight,
+                position = s.position,
+                sent = s.sent,
+                dup = s.duplicates,
+                resent = s.resent,
+                errors = s.errors,
+                disconnects = s.disconnects,
+                lost = s.gaps,
+                "stats"
+            );
+        }
     }
 }
 
@@ -281,7 +295,7 @@ pub fn serve_metrics(
             if let Err(e) =
                 chronicle_metrics::serve(&listener, || exposition(direction, &queue, &counters))
             {
-                eprintln!("chron-bridge {direction}: {e}");
+                tracing::error!(direction, error = %e, "the metrics server stopped");
             }
         })
         .map_err(|e| crate::BridgeError::InvalidConfig {

@@ -435,6 +435,92 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
         &[("NATS_TOKEN", "t0ken")],
     );
     assert_eq!(code, 0, "{err}");
+    // A --queue that is not a queue: says so and what --queue takes, once.
+    let not_a_queue = h.root.join("not-a-queue");
+    std::fs::create_dir_all(&not_a_queue).unwrap();
+    let (code, err) = run(
+        &out_args(&server.url(), &not_a_queue, &["--exit-at-end"]),
+        &[("NATS_TOKEN", "t0ken")],
+    );
+    assert_ne!(code, 0);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("chron-bridge: error: open reader on queue ")
+            && last.contains("is not a chronicle queue (no queue.meta) (--queue takes a queue directory, the one holding queue.meta)")
+            && last.matches("is not a chronicle queue").count() == 1,
+        "{err}"
+    );
+}
+
+/// Local mistakes are reported before any network wait: a `--queue` that is not a queue, with
+/// a URL where nothing listens, names the queue, not the connection.
+#[test]
+fn a_bad_queue_is_reported_before_connecting() {
+    let h = hosts();
+    std::fs::create_dir_all(&h.a).unwrap();
+    let args = out_args("nats://127.0.0.1:1", &h.a, &[] as &[&str]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is not a chronicle queue (no queue.meta) (--queue takes a queue directory")
+            && !err.contains("cannot connect"),
+        "{err}"
+    );
+    let file = h.root.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let args = common::args::in_args("nats://127.0.0.1:1", &file, &[] as &[&str]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("open writer on queue")
+            && err.contains("(--queue takes a queue directory, not a file)")
+            && !err.contains("cannot connect"),
+        "{err}"
+    );
+}
+
+/// `--log-format json`: every stderr line is a JSON object with timestamp, level, target and
+/// fields, the final error included; `CHRONICLE_LOG` filters, but never hides the final error.
+#[test]
+fn json_logs_and_the_final_error_as_an_event() {
+    let h = hosts();
+    QueueWriter::open(&h.a, writer_config())
+        .unwrap()
+        .close()
+        .unwrap();
+    // Port 1: nothing listens there; the bridge fails to connect and exits.
+    let args = out_args("nats://127.0.0.1:1", &h.a, &["--log-format", "json"]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = run_bridge(&a, &[], Duration::from_secs(60));
+    assert_ne!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{err}")))
+        .collect();
+    for v in &lines {
+        assert!(v["timestamp"].is_string() && v["target"].is_string(), "{v}");
+        assert!(v["fields"]["message"].is_string(), "{v}");
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{err}");
+    assert_eq!(last["fields"]["message"], "chron-bridge failed", "{err}");
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect to NATS at nats://127.0.0.1:1"),
+        "{err}"
+    );
+    // With every event filtered out, the final error is still said, as a plain line.
+    let (code, err) = run_bridge(&a, &[("CHRONICLE_LOG", "off")], Duration::from_secs(60));
+    assert_ne!(code, 0);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("chron-bridge: error: cannot connect to NATS"),
+        "{err}"
+    );
 }
 
 /// Publishes source record `seq` of hostA/feed directly (as an out-bridge would), with an
@@ -518,7 +604,7 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
     let log = inb.log_text();
     assert!(log.contains("not a bridged record"), "{log}");
     assert!(
-        log.contains("records 6..7 did not arrive") && log.contains("LOST=1"),
+        log.contains("records 6..7 did not arrive") && log.contains("lost=1"),
         "{log}"
     );
     assert!(log.contains("dup=1"), "the re-send was not counted:\n{log}");

@@ -434,6 +434,8 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
 #[test]
 fn silent_server_is_given_up_on() {
     let (h, pki) = hosts();
+    // The local queue is checked before the connection: give it a real one.
+    closed_empty_queue(&h.a);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Accepts and holds connections until the test ends (the listener's thread is detached;

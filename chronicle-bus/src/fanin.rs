@@ -376,6 +376,13 @@ impl FanInReader {
         self.stats
     }
 
+    /// Records read and not yet handed on: sources whose next record is waiting in the merge
+    /// (in live mode, held back while another source's watermark may still go below it).
+    /// Walks the sources: for a report, not for every record.
+    pub fn held(&self) -> usize {
+        self.sources.iter().filter(|s| s.head.is_some()).count()
+    }
+
     #[inline]
     fn consume_held(&mut self) -> Result<()> {
         if let Some(i) = self.held.take() {

@@ -2,15 +2,23 @@
 //!
 //! Exit codes: 0 ok, 1 problems found or the operation failed (one sentence on stderr, prefixed
 //! `chron-cli:`), 2 usage error (from clap).
+//!
+//! Logs (the topology roles' and `demo`'s lifecycle events, warnings) are `tracing` events on
+//! stderr, set up once by `chronicle_metrics::logs`: `--log-format human|json` (or
+//! `CHRONICLE_LOG_FORMAT`), filter from `CHRONICLE_LOG` (default `info`). With JSON logs the
+//! final error is a JSON `ERROR` event too, so stderr stays one object per line.
 
 mod cmd;
 mod output;
 mod queue;
+mod signals;
 mod soak;
 mod topology;
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
+use chronicle_metrics::logs::{self, LogFormat};
 use clap::{Parser, Subcommand};
 
 /// Inspect, tail, append to, check and benchmark chronicle queues and buses.
@@ -19,6 +27,16 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `human` or `json` (one object per line). Which ones: the
+    /// CHRONICLE_LOG filter, e.g. `info` (the default), `warn`, `debug,chron_cli=trace`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = logs::LOG_FORMAT_ENV,
+        default_value_t = LogFormat::Human
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +80,14 @@ enum Command {
     SoakFanin(soak::fanin::Args),
 }
 
+/// The log format this process was started with (`demo` hands it on to its processes).
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// See [`LOG_FORMAT`].
+pub fn log_format() -> LogFormat {
+    LOG_FORMAT.get().copied().unwrap_or_default()
+}
+
 fn main() -> ExitCode {
     // A re-executed bench reader child takes this branch and never reaches the CLI.
     if let Some(code) = chronicle_core::harness::run_child_if_requested() {
@@ -84,6 +110,12 @@ fn main() -> ExitCode {
         eprintln!("chron-cli: internal error: {msg} (please report it)");
     }));
     let cli = Cli::parse();
+    let format = cli.log_format;
+    let _ = LOG_FORMAT.set(format);
+    if let Err(e) = logs::init(format) {
+        eprintln!("chron-cli: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Tail(a) => cmd::tail::run(a),
@@ -103,7 +135,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("chron-cli: {}", one_line(&e));
+            // As an event with JSON logs, unless the filter would drop it: never silent.
+            if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %one_line(&e), "chron-cli failed");
+            } else {
+                eprintln!("chron-cli: {}", one_line(&e));
+            }
             ExitCode::from(1)
         }
     }
@@ -112,16 +149,31 @@ fn main() -> ExitCode {
 /// The error and its causes on one line, without repeating a cause that the message before it
 /// already quotes (the engine's messages include their OS error), and never a backtrace.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
+    let corrupted = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<chronicle_core::Error>(),
+            Some(chronicle_core::Error::Corrupted { .. })
+        )
+    });
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || matches!(
+                c.downcast_ref::<chronicle_core::Error>(),
+                Some(chronicle_core::Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied
+            )
+    });
+    let mut msg = logs::one_line(e.chain().map(ToString::to_string));
+    if denied && !msg.contains("run as") {
+        msg.push_str(
+            " (run as a user who may access it, e.g. its owner or a member of its group, or choose another directory)",
+        );
+    }
+    if corrupted && !msg.contains("chron-cli doctor") {
+        msg.push_str(
+            " (run `chron-cli doctor` on the queue: it says what can be recovered and how)",
+        );
     }
     msg
 }

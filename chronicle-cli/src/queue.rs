@@ -321,24 +321,99 @@ pub enum Target {
     Bus,
 }
 
-/// Tells a queue from a bus, or says in one sentence why `path` is neither.
+/// The one-sentence refusal of a path this user may not read, with what to do.
+pub fn permission_denied(path: &Path) -> anyhow::Error {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    anyhow::anyhow!(
+        "{}: permission denied (uid {uid} may not read it or a directory above it); run as its \
+         owner or a member of its group, or have read access granted (chmod -R g+rX)",
+        path.display()
+    )
+}
+
+/// Checks that `path` is a directory this user may read (and, if it holds a `queue.meta`,
+/// that the file may be read): one sentence saying what is wrong and what to do otherwise.
+/// `wants` completes "X is a file, not ..." (e.g. "a queue directory").
+pub fn check_dir(path: &Path, wants: &str) -> anyhow::Result<()> {
+    if let Some(denied) = denied_path(path) {
+        return Err(permission_denied(&denied));
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!(
+                "{}: no such file or directory (check the path)",
+                path.display()
+            )
+        }
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        Ok(m) if !m.is_dir() => anyhow::bail!("{} is a file, not {wants}", path.display()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Tells a queue from a bus, or says in one sentence why `path` is neither (missing, a file,
+/// not readable by this user, or a directory that is neither) and what to pass instead.
 pub fn classify(path: &Path) -> anyhow::Result<Target> {
+    check_dir(path, "a queue or bus directory")?;
     if is_queue(path) {
         Ok(Target::Queue)
-    } else if path.is_dir()
-        && ["feeds", "strategies", "router"]
-            .iter()
-            .any(|d| path.join(d).is_dir())
+    } else if ["feeds", "strategies", "router"]
+        .iter()
+        .any(|d| path.join(d).is_dir())
     {
         Ok(Target::Bus)
-    } else if !path.exists() {
-        anyhow::bail!("{}: no such file or directory", path.display());
     } else {
         anyhow::bail!(
-            "{} is neither a chronicle queue (no queue.meta) nor a bus (no feeds/, strategies/ or router/)",
+            "{} is neither a chronicle queue (no queue.meta) nor a bus (no feeds/, strategies/ or router/): pass a queue directory or a bus root",
             path.display()
         );
     }
+}
+
+/// Checks a `--bus` directory of a topology role before it is created or opened: missing is
+/// fine (it is created), otherwise it must be a readable directory that is not a queue.
+pub fn check_bus_dir(path: &Path) -> anyhow::Result<()> {
+    if matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(());
+    }
+    check_dir(
+        path,
+        "a bus directory (--bus takes a directory; it is created if missing)",
+    )?;
+    if is_queue(path) {
+        anyhow::bail!(
+            "{} is a queue, not a bus: --bus takes a bus root (a directory holding feeds/, strategies/ and router/, created if missing)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Checks that `path` is one queue (for `inspect`, `tail`, `append`): a bus is refused naming
+/// one of its queues to pass instead.
+pub fn check_queue(path: &Path) -> anyhow::Result<()> {
+    check_dir(path, "a queue directory (the directory holding queue.meta)")?;
+    if is_queue(path) {
+        return Ok(());
+    }
+    if ["feeds", "strategies", "router"]
+        .iter()
+        .any(|d| path.join(d).is_dir())
+    {
+        let example = bus_queues(path).first().map_or_else(
+            || format!("{}/feeds/NAME", path.display()),
+            |q| q.display().to_string(),
+        );
+        anyhow::bail!(
+            "{} is a bus, not a queue: pass one of its queues (e.g. {example}); `chron-cli doctor` and `metrics` take a whole bus",
+            path.display()
+        );
+    }
+    anyhow::bail!(
+        "{} is not a chronicle queue (no queue.meta): pass the directory that holds queue.meta",
+        path.display()
+    )
 }
 
 /// Every queue of a bus, in a stable order: feeds, then each strategy's orders and fates, then
@@ -351,8 +426,35 @@ pub fn bus_queues(root: &Path) -> Vec<PathBuf> {
         v.push(s.join(chronicle_bus::layout::FATES));
     }
     v.extend(subdirs(&bus.router_dir()));
-    v.retain(|q| is_queue(q));
+    v.retain(|q| maybe_queue(q));
     v
+}
+
+/// True when `path` is a queue, or may be one this user cannot look into: kept in a bus walk
+/// (its check then says permission denied), not skipped as if it were not there.
+pub fn maybe_queue(path: &Path) -> bool {
+    !matches!(
+        std::fs::metadata(path.join(chronicle_core::layout::CONTROL_FILE)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
+}
+
+/// The first of `path`, its listing and its `queue.meta` that this user may not read, if any.
+pub fn denied_path(path: &Path) -> Option<PathBuf> {
+    let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+    match std::fs::metadata(path) {
+        Err(e) if denied(&e) => return Some(path.to_path_buf()),
+        Err(_) => return None,
+        Ok(m) if !m.is_dir() => return None,
+        Ok(_) => {}
+    }
+    if std::fs::read_dir(path).is_err_and(|e| denied(&e)) {
+        return Some(path.to_path_buf());
+    }
+    let meta = path.join(chronicle_core::layout::CONTROL_FILE);
+    std::fs::File::open(&meta)
+        .is_err_and(|e| denied(&e))
+        .then_some(meta)
 }
 
 /// Sub-directories of `dir` (not links, not hidden), sorted; empty if it cannot be read.

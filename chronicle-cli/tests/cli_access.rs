@@ -11,19 +11,11 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use chronicle_core::{QueueWriter, WriterConfig};
 use common::*;
-
-const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn files(q: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v = Vec::new();
@@ -39,22 +31,6 @@ fn files(q: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     v.sort();
     v
-}
-
-fn as_nobody(exe: &Path, args: &[&str]) -> Out {
-    let out = Command::new(exe)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[test]

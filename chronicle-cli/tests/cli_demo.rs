@@ -58,6 +58,16 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
     let s: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(s["accounting_closes"], true, "{s:#}");
     assert_eq!(s["clean_stop"], true, "{s:#}");
+    // The router ran on the config the demo wrote into the bus: its weights and rate limit.
+    let cfg = std::fs::read_to_string(bus.join("router.toml")).unwrap();
+    for want in [
+        "rate_limit = 1000 ",
+        "[strategies.s1]\nweight = 1 ",
+        "[strategies.s2]\nweight = 2 ",
+        "[strategies.hot]\nweight = 1 ",
+    ] {
+        assert!(cfg.contains(want), "{want:?} not in\n{cfg}");
+    }
 
     // Accounting: every committed order has exactly one fate; nothing is left unanswered.
     let mut routed_by_tag = HashMap::new();

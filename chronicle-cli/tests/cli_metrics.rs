@@ -14,10 +14,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -39,29 +38,6 @@ fn prometheus_tool(name: &str) -> Option<PathBuf> {
     None
 }
 
-/// A free loopback TCP port (bound and released; good enough on a quiet loopback).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on 127.0.0.1:`port`; the body, or None when nothing answers (yet).
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.")
-        .then_some(())
-        .filter(|()| head.contains(" 200 "))
-        .map(|()| body.to_string())
-}
-
 /// Percent-encodes a query parameter.
 fn encode(s: &str) -> String {
     s.bytes()
@@ -73,63 +49,6 @@ fn encode(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Polls `f` every 100 ms until it returns Some, for at most [`WATCHDOG`] (a watchdog, not a
-/// timing assertion); `what` and `log` explain a timeout.
-fn poll<T>(what: &str, log: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: nothing within {WATCHDOG:?}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A child process killed (SIGTERM, then SIGKILL) and reaped when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(cmd: &mut Command, log: &Path) -> Proc {
-        let f = std::fs::File::create(log).unwrap();
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(f.try_clone().unwrap())
-                .stderr(f)
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// SIGTERM and wait (bounded by the watchdog).
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        wait(&mut self.0);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The value of the one sample whose line starts with `series ` (name and labels exactly).
-fn value(exposition: &str, series: &str) -> Option<String> {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(str::to_string)
 }
 
 /// A bus with feed `md` (10 records, readers `audit` at 4 and `risk` at 10, both gone), an
@@ -530,6 +449,47 @@ fn router_serves_its_own_numbers() {
         num("chronicle_router_scheduler_dispatched_total")
     );
     assert!(num("chronicle_router_merged_records_total") >= merged);
+    // One strategy: its scheduler counters are the scheduler's, its refusals its rejected fates.
+    for (tenant, all) in [
+        ("queue_length", "queue_length"),
+        ("enqueued_total", "enqueued_total"),
+        ("dispatched_total", "dispatched_total"),
+        ("expired_total", "expired_total"),
+        ("evicted_total", "evicted_total"),
+        ("removed_total", "removed_total"),
+    ] {
+        assert_eq!(
+            num(&format!(
+                "chronicle_router_scheduler_tenant_{tenant}{{strategy=\"s1\"}}"
+            )),
+            num(&format!("chronicle_router_scheduler_{all}")),
+            "{tenant}: {m}"
+        );
+    }
+    let reasons = ["tenant_full", "global_full", "too_many_tenants", "closed"];
+    let tenant_rejected: u64 = reasons
+        .iter()
+        .map(|r| {
+            num(&format!(
+                "chronicle_router_scheduler_tenant_rejected_total{{strategy=\"s1\",reason=\"{r}\"}}"
+            ))
+        })
+        .sum();
+    let all_rejected: u64 = reasons
+        .iter()
+        .map(|r| {
+            num(&format!(
+                "chronicle_router_scheduler_rejected_total{{reason=\"{r}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(tenant_rejected, all_rejected, "{m}");
+    assert_eq!(
+        tenant_rejected,
+        num("chronicle_router_fates_total{strategy=\"s1\",fate=\"rejected\"}"),
+        "{m}"
+    );
+    assert!(num("chronicle_router_merge_held_records") <= 1, "{m}");
     if let Some(promtool) = promtool {
         promtool_check(&promtool, &m);
     }

@@ -266,7 +266,7 @@ impl Control {
         set_mode(&file, &tmp, wanted.file_mode)?;
         // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
         sys::fallocate(&file, CONTROL_FILE_SIZE)
-            .map_err(|e| crate::segment::space_error(&tmp, "allocate", e))?;
+            .map_err(|e| crate::Error::space(&tmp, "allocate", e))?;
         let map = Map::rw(&file, CONTROL_FILE_SIZE, &tmp)?;
         {
             let cb = map

@@ -42,7 +42,7 @@ impl Crc32c {
 }
 
 /// CRC-32C of `head` followed by `tail` (a record's header fields and its payload), in one call.
-#[inline]
+#[inline(always)]
 pub fn crc32c_two(head: &[u8; 24], tail: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {

@@ -70,7 +70,7 @@ impl Doorbell {
         set_mode(&file, &tmp, mode)?;
         // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
         sys::fallocate(&file, DOORBELL_FILE_SIZE)
-            .map_err(|e| crate::segment::space_error(&tmp, "allocate", e))?;
+            .map_err(|e| crate::Error::space(&tmp, "allocate", e))?;
         {
             let map = Map::rw(&file, DOORBELL_FILE_SIZE, &tmp)?;
             let b = map

@@ -135,6 +135,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// An I/O error from allocating space: `StorageFull` when the disk or quota is full.
+    pub(crate) fn space(path: &std::path::Path, op: &'static str, e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Self::StorageFull {
+                path: path.to_path_buf(),
+            },
+            _ => Self::io(path, op, e),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -52,6 +52,6 @@ pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{Damage, RecoveryAction, RecoveryReport, TailCheck, check_tail, find_damage};
 pub use retention::{QuarantineReport, RetentionReport, quarantine};
-pub use writer::{Claim, QueueWriter};
+pub use writer::{Batch, Claim, QueueWriter};
 #[cfg(feature = "harness")]
 pub mod harness;

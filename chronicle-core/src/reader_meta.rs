@@ -83,7 +83,7 @@ impl ReaderMeta {
             if let Err(e) = sys::fallocate(&file, READER_META_SIZE) {
                 // Leave no zero-length meta behind (we hold its lock; nobody else uses it).
                 let _ = std::fs::remove_file(&path);
-                return Err(crate::segment::space_error(&path, "allocate", e));
+                return Err(crate::Error::space(&path, "allocate", e));
             }
         } else if len < READER_META_SIZE {
             return Err(Error::corrupted(&path, len, "reader meta is truncated"));

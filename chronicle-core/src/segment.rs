@@ -30,16 +30,6 @@ unsafe impl Send for Segment {}
 // SAFETY: as above.
 unsafe impl Sync for Segment {}
 
-/// Maps an I/O error from allocating space to `StorageFull` when the disk or quota is full.
-pub(crate) fn space_error(path: &std::path::Path, op: &'static str, e: io::Error) -> Error {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::StorageFull {
-            path: path.to_path_buf(),
-        },
-        _ => Error::io(path, op, e),
-    }
-}
-
 impl Segment {
     /// Creates segment `id`: a fresh, fully allocated, zeroed and pre-faulted file with an
     /// initialized header. Any file already at that path (a segment prepared by a writer that
@@ -265,10 +255,10 @@ pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| space_error(path, "create", e))?;
+        .map_err(|e| Error::space(path, "create", e))?;
     set_mode(&file, path, mode)?;
     if let Err(e) = sys::fallocate(&file, len) {
-        let err = space_error(path, "fallocate", e);
+        let err = Error::space(path, "fallocate", e);
         drop(file);
         let _ = fs::remove_file(path);
         return Err(err);

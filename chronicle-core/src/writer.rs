@@ -288,6 +288,31 @@ impl QueueWriter {
     #[inline]
     pub fn append_at(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
         self.leave_idle();
+        let seq = self.write_record(type_id, timestamp_ns, payload)?;
+        self.after_publish(timestamp_ns, 1);
+        Ok(seq)
+    }
+
+    /// Starts a batch: records appended through it share one clock reading, one tail
+    /// publication and one wake-up of sleeping readers (when the batch ends), for bursts
+    /// such as a market-data packet that carries several updates. Each record is still
+    /// committed on its own, so a spinning reader sees the first record of a batch before
+    /// the last one is written. See [`Batch`].
+    #[inline]
+    pub fn batch(&mut self) -> Batch<'_> {
+        let timestamp_ns = self.now_ts();
+        Batch {
+            writer: self,
+            timestamp_ns,
+            pending: 0,
+            appended: 0,
+        }
+    }
+
+    /// Writes and commits one record (header, payload, CRC, commit word, index entry) without
+    /// the publication that follows a commit ([`after_publish`](Self::after_publish)).
+    #[inline(always)]
+    fn write_record(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
         let len = payload.len();
         let ptr = self.reserve(len)?;
         let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
@@ -305,7 +330,7 @@ impl QueueWriter {
         // The CRC is computed from the sources (in cache), not read back from the mapping:
         // reading freshly stored lines back would stall on their write-allocate misses.
         let crc = crate::crc::crc32c_two(&fields, payload);
-        Ok(self.publish(ptr, timestamp_ns, len, crc))
+        Ok(self.commit_record(ptr, timestamp_ns, len, crc))
     }
 
     /// Reserves room for a `len`-byte payload and returns a handle to write it in place.
@@ -417,6 +442,15 @@ impl QueueWriter {
     /// bookkeeping that follows a commit.
     #[inline]
     fn publish(&mut self, ptr: *mut u8, timestamp_ns: u64, len: usize, crc: u32) -> u64 {
+        let seq = self.commit_record(ptr, timestamp_ns, len, crc);
+        self.after_publish(timestamp_ns, 1);
+        seq
+    }
+
+    /// Stores the CRC and then the commit word of the record at `ptr` (the record is visible
+    /// to readers from here), advances the position and indexes the record.
+    #[inline(always)]
+    fn commit_record(&mut self, ptr: *mut u8, timestamp_ns: u64, len: usize, crc: u32) -> u64 {
         let seq = self.next_seq;
         // SAFETY: +4..+8 is the CRC field of the reserved record.
         unsafe { std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4) };
@@ -434,6 +468,14 @@ impl QueueWriter {
         if offset >= self.next_index_at {
             self.add_index_entry(seq, timestamp_ns, offset);
         }
+        seq
+    }
+
+    /// What follows the commit of `records` records (one, or a batch): the tail publication,
+    /// waking sleepers, the second half of a roll, the prefetch ahead and the durability
+    /// policy.
+    #[inline]
+    fn after_publish(&mut self, timestamp_ns: u64, records: u32) {
         self.publish_tail();
         crash::point("append.after_tail");
         self.wake_if_sleepers();
@@ -445,9 +487,8 @@ impl QueueWriter {
         // nor wait for a write-allocate fetch before the commit word can become visible.
         self.seg.prefetch(self.offset + WRITE_PREFETCH_AHEAD, true);
         if self.durability != Durability::PageCache {
-            self.after_commit_durability(timestamp_ns);
+            self.after_commit_durability(timestamp_ns, records);
         }
-        seq
     }
 
     #[cold]
@@ -541,8 +582,8 @@ impl QueueWriter {
     }
 
     #[cold]
-    fn after_commit_durability(&mut self, now_ns: u64) {
-        self.unsynced_records += 1;
+    fn after_commit_durability(&mut self, now_ns: u64, records: u32) {
+        self.unsynced_records = self.unsynced_records.saturating_add(u64::from(records));
         let due = match self.durability {
             Durability::PageCache => false,
             Durability::EveryRecords(n) => self.unsynced_records >= n.max(1),
@@ -750,6 +791,94 @@ impl QueueWriter {
 impl Drop for QueueWriter {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+/// A burst of appends that share one clock reading, one tail publication and one wake-up of
+/// sleeping readers, from [`QueueWriter::batch`].
+///
+/// Every record is committed as it is appended (its commit word is stored with Release), so a
+/// spinning reader consumes the first record while the writer writes the next; what is paid
+/// once per batch is the publication in `queue.meta` (the tail that `tail()`, `inspect` and
+/// waiting readers look at), the futex/doorbell wake-up and the durability policy's check.
+/// All records of a batch carry the timestamp read when the batch started. The batch ends
+/// when it is dropped (or with [`finish`](Self::finish)); a batch that crosses into a new
+/// segment publishes what it holds before rolling.
+///
+/// With `Durability::EveryRecords(n)` the count is checked at the end of the batch, so a batch
+/// of more than `n` records is synced once, after its last record.
+pub struct Batch<'w> {
+    writer: &'w mut QueueWriter,
+    timestamp_ns: u64,
+    /// Records committed since the last publication.
+    pending: u32,
+    /// Records appended through this batch.
+    appended: u64,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("timestamp_ns", &self.timestamp_ns)
+            .field("appended", &self.appended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch<'_> {
+    /// Appends one record to the batch; returns its sequence number. The record is visible
+    /// to spinning readers at once; sleeping readers are woken when the batch ends.
+    ///
+    /// # Errors
+    /// As for [`QueueWriter::append`]. Records appended before the error stay committed and
+    /// are published when the batch ends.
+    #[inline]
+    pub fn append(&mut self, type_id: u32, payload: &[u8]) -> Result<u64> {
+        let w = &mut *self.writer;
+        if self.pending > 0 && w.offset + record_len(payload.len() as u64) > w.data_end {
+            // The roll publishes a new segment; publish this segment's records first.
+            self.publish();
+        }
+        let seq = self
+            .writer
+            .write_record(type_id, self.timestamp_ns, payload)?;
+        self.pending = self.pending.saturating_add(1);
+        self.appended += 1;
+        Ok(seq)
+    }
+
+    /// Records appended through this batch so far.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.appended
+    }
+
+    /// Whether nothing has been appended through this batch.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.appended == 0
+    }
+
+    /// The timestamp every record of this batch carries (ns since the Unix epoch).
+    #[must_use]
+    pub fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+
+    /// Ends the batch: publishes the tail and wakes sleeping readers (as dropping it does).
+    pub fn finish(self) {}
+
+    fn publish(&mut self) {
+        if self.pending > 0 {
+            let records = std::mem::take(&mut self.pending);
+            self.writer.after_publish(self.timestamp_ns, records);
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.publish();
     }
 }
 

@@ -172,6 +172,11 @@ fn ring_futex_delivers_everything_in_order() {
 }
 
 #[test]
+fn length_prefixed_ring_delivers_everything_in_order() {
+    check_transport("ring-len");
+}
+
+#[test]
 fn pipe_delivers_everything_in_order() {
     check_transport("pipe");
 }
@@ -179,6 +184,23 @@ fn pipe_delivers_everything_in_order() {
 #[test]
 fn unix_delivers_everything_in_order() {
     check_transport("unix");
+}
+
+#[test]
+fn batched_throughput_runs_deliver_everything_in_order() {
+    for name in ["ring", "ring-len", "chronicle", "pipe"] {
+        let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+        cfg.batch = 16;
+        cfg.capacity = 64;
+        // Not a multiple of the batch, so the last batch and the warm-up's are partial.
+        cfg.warmup = 1_000;
+        cfg.count = 20_007;
+        let r = run_serial(name, &cfg).unwrap_or_else(|e| panic!("{name} batched: {e}"));
+        assert_clean(&r, &cfg);
+    }
+    let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+    cfg.batch = 0;
+    assert!(run_serial("ring", &cfg).is_err());
 }
 
 #[test]
@@ -194,6 +216,11 @@ fn large_payload_and_small_ring_exercise_back_pressure() {
     cfg.payload = 1024;
     cfg.capacity = 8;
     let r = run_serial("ring-futex", &cfg).unwrap();
+    assert_clean(&r, &cfg);
+    let mut cfg = config(Mode::Throughput, WaitMode::Spin);
+    cfg.payload = 1024;
+    cfg.capacity = 8;
+    let r = run_serial("ring-len", &cfg).unwrap();
     assert_clean(&r, &cfg);
 }
 

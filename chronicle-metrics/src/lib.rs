@@ -6,6 +6,12 @@
 //! queue) and renders each family once, with its `# HELP` and `# TYPE` lines, as the format
 //! requires. Label values and help texts are escaped here and nowhere else. Names are the
 //! caller's: they follow Prometheus conventions (units in the name, `_total` on counters).
+//!
+//! [`logs`] sets up the binaries' structured logs (`tracing`, human or JSON, filtered by
+//! `CHRONICLE_LOG`): the other half of what an operator watches, kept next to the metrics so
+//! both binaries share one setup.
+
+pub mod logs;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -147,6 +147,7 @@ fn latency_label(ns: f64) -> String {
 fn color_of(transport: &str) -> RGBColor {
     match transport {
         "ring" | "ring-futex" => RGBColor(0, 0, 0),
+        "ring-len" => RGBColor(110, 110, 110),
         "chronicle" => RGBColor(214, 39, 40),
         "iceoryx2" => RGBColor(31, 119, 180),
         "unix" => RGBColor(44, 160, 44),

@@ -2,6 +2,12 @@
 //! socket, a pipe, crossbeam-channel (threads) and a bare shared-memory SPSC ring, all
 //! measured by chronicle-core's harness with the same payloads, pacing and core pinning.
 //!
+//! The floor is the `ring` transport: fixed slots of the payload's size rounded up to a
+//! cache line (a 64-byte message is one line, no length header) and a read cursor released
+//! once per batch. `ring, length-prefixed` (`ring-len`) is the same ring with an 8-byte
+//! length in front of each payload and its cursor stored per message, shown to separate
+//! what framing costs from what chronicle adds.
+//!
 //! ```text
 //! cargo run --release --manifest-path benches/compare/Cargo.toml -- --out target/compare
 //! ```
@@ -13,7 +19,9 @@
 //! `--quick` is a short end-to-end check of every transport.
 //!
 //! `chronicle-compare tick-to-route --build A=CHRON_CLI --build B=CHRON_CLI` runs the demo
-//! topology with two or more builds side by side instead (see [`t2r`]).
+//! topology with two or more builds side by side instead (see [`t2r`]);
+//! `chronicle-compare instructions` checks the hot operations' instruction counts under
+//! callgrind against a checked-in baseline (see [`instr`]);
 //! `chronicle-compare bridge-chart --csv FILE --out FILE.svg` draws the NATS bridge's
 //! throughput by batch size from `bridge_bench --csv` output (see [`bridge_chart`]).
 //!
@@ -30,6 +38,7 @@
 mod bridge_chart;
 mod channel;
 mod chart;
+mod instr;
 mod iox;
 mod machine;
 mod options;
@@ -71,8 +80,9 @@ const fn case(label: &'static str, transport: &'static str, wait: WaitMode) -> C
 
 /// Every case, in table order: spinning readers, then sleeping readers. The first case of
 /// each group is that group's baseline.
-pub const CASES: [Case; 11] = [
+pub const CASES: [Case; 12] = [
     case("ring (floor)", "ring", WaitMode::Spin),
+    case("ring, length-prefixed", "ring-len", WaitMode::Spin),
     case("chronicle", "chronicle", WaitMode::Spin),
     case("iceoryx2", "iceoryx2", WaitMode::Spin),
     case("unix seqpacket", "unix", WaitMode::Spin),
@@ -114,6 +124,8 @@ pub struct Measurement {
     pub latency: Option<RunReport>,
     /// The unpaced throughput run.
     pub throughput: Option<RunReport>,
+    /// The unpaced throughput run with batches of `--batch` messages.
+    pub batched: Option<RunReport>,
 }
 
 fn run_one(reg: &Registry, c: &Case, cfg: &RunConfig) -> Result<RunReport> {
@@ -160,11 +172,20 @@ fn main() -> ExitCode {
     if let Some(code) = harness::run_child_if_requested_with(&reg) {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    if std::env::args().nth(1).as_deref() == Some("tick-to-route") {
-        return tick_to_route();
-    }
-    if std::env::args().nth(1).as_deref() == Some("bridge-chart") {
-        return bridge_chart();
+    match std::env::args().nth(1).as_deref() {
+        Some("tick-to-route") => return tick_to_route(),
+        Some("bridge-chart") => return bridge_chart(),
+        Some("instructions") => return instructions(),
+        Some("instructions-child") => {
+            return match instr::child(std::env::args().skip(2)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("chronicle-compare instructions-child: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let opts = match Options::parse(std::env::args().skip(1)) {
         Ok(Some(o)) => o,
@@ -187,51 +208,60 @@ fn main() -> ExitCode {
     }
 }
 
-/// `chronicle-compare bridge-chart ...` (see [`bridge_chart`]).
-fn bridge_chart() -> ExitCode {
-    let opts = match bridge_chart::Options::parse(std::env::args().skip(2)) {
+/// A subcommand: parse its arguments (`Ok(None)` for `--help`), run it, and map the
+/// outcome to an exit status (2 for a usage error, 1 for a failed or missed run).
+fn subcommand<O>(
+    name: &str,
+    help: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<Option<O>>,
+    run: impl FnOnce(&O) -> Result<bool>,
+) -> ExitCode {
+    let opts = match parse(std::env::args().skip(2)) {
         Ok(Some(o)) => o,
         Ok(None) => {
-            print!("{}", bridge_chart::HELP);
+            print!("{help}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!(
-                "chronicle-compare bridge-chart: {e:#}\n\n{}",
-                bridge_chart::HELP
-            );
+            eprintln!("chronicle-compare {name}: {e:#}\n\n{help}");
             return ExitCode::from(2);
         }
     };
-    match bridge_chart::run(&opts) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("chronicle-compare bridge-chart: {e:#}");
+            eprintln!("chronicle-compare {name}: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// `chronicle-compare instructions ...` (see [`instr`]).
+fn instructions() -> ExitCode {
+    subcommand(
+        "instructions",
+        instr::HELP,
+        instr::Options::parse,
+        instr::run,
+    )
+}
+
+/// `chronicle-compare bridge-chart ...` (see [`bridge_chart`]).
+fn bridge_chart() -> ExitCode {
+    subcommand(
+        "bridge-chart",
+        bridge_chart::HELP,
+        bridge_chart::Options::parse,
+        |o| bridge_chart::run(o).map(|()| true),
+    )
+}
+
 /// `chronicle-compare tick-to-route ...` (see [`t2r`]).
 fn tick_to_route() -> ExitCode {
-    let opts = match t2r::Options::parse(std::env::args().skip(2)) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{}", t2r::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("chronicle-compare tick-to-route: {e:#}\n\n{}", t2r::HELP);
-            return ExitCode::from(2);
-        }
-    };
-    match t2r::run(&opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chronicle-compare tick-to-route: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand("tick-to-route", t2r::HELP, t2r::Options::parse, |o| {
+        t2r::run(o).map(|()| true)
+    })
 }
 
 /// Runs every round and writes the outputs; `Ok(false)` if a run failed or lost messages
@@ -287,12 +317,20 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
                     case: ci,
                     latency: None,
                     throughput: None,
+                    batched: None,
                 };
-                for mode in [Mode::Latency, Mode::Throughput] {
-                    if mode == Mode::Throughput && o.thru_count == 0 {
+                let runs = [
+                    (Mode::Latency, 1),
+                    (Mode::Throughput, 1),
+                    (Mode::Throughput, o.batch),
+                ];
+                for (i, (mode, batch)) in runs.into_iter().enumerate() {
+                    if mode == Mode::Throughput && o.thru_count == 0 || i == 2 && batch == 1 {
                         continue;
                     }
-                    match run_one(reg, c, &config(o, mode, c.wait, payload)) {
+                    let mut cfg = config(o, mode, c.wait, payload);
+                    cfg.batch = batch;
+                    match run_one(reg, c, &cfg) {
                         Ok(r) => {
                             if !r.is_clean() {
                                 failures.push(format!(
@@ -301,9 +339,10 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
                                 ));
                             }
                             table_rows.push(r.clone());
-                            match mode {
-                                Mode::Latency => m.latency = Some(r),
-                                Mode::Throughput => m.throughput = Some(r),
+                            match (mode, batch) {
+                                (Mode::Latency, _) => m.latency = Some(r),
+                                (Mode::Throughput, 1) => m.throughput = Some(r),
+                                (Mode::Throughput, _) => m.batched = Some(r),
                             }
                         }
                         Err(e) => {

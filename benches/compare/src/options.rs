@@ -10,6 +10,7 @@ chronicle-compare: cross-process latency and throughput of chronicle and the alt
 
 usage: chronicle-compare [options]
        chronicle-compare tick-to-route --help   (the demo topology, builds side by side)
+       chronicle-compare instructions --help    (instruction counts under callgrind, CI gate)
 
   --out DIR          output directory (default target/compare)
   --rounds N         rounds; every case runs once per round (default 3)
@@ -20,8 +21,11 @@ usage: chronicle-compare [options]
   --sizes A,B        payload sizes in bytes, >= 16 (default 64,1024)
   --cores W,R|none   pin writer to core W, reader to core R (default 0,1)
   --capacity N       channel capacity in messages, a power of two (default 4096)
-  --only a,b         only these transports (ring, chronicle, iceoryx2, unix, pipe,
-                     crossbeam, ring-futex)
+  --batch N          messages per batch in an extra unpaced run per case; 1 skips it
+                     (default 16; chronicle uses QueueWriter::batch, the rings publish
+                     their cursor once per batch, the others send one by one)
+  --only a,b         only these transports (ring, ring-len, chronicle, iceoryx2, unix,
+                     pipe, crossbeam, ring-futex)
   --touch-payload    every reader reads every payload byte before its receive
                      timestamp (default: only the 16-byte stamp and sequence number;
                      chronicle's reader checks its CRC over the record either way)
@@ -57,6 +61,8 @@ pub struct Options {
     pub touch_payload: bool,
     /// Quick mode was asked for.
     pub quick: bool,
+    /// Messages per batch in the batched throughput run (1 = no batched run).
+    pub batch: usize,
 }
 
 impl Default for Options {
@@ -74,6 +80,7 @@ impl Default for Options {
             only: None,
             touch_payload: false,
             quick: false,
+            batch: 16,
         }
     }
 }
@@ -137,6 +144,7 @@ impl Options {
                 "rate" => o.rate = num(&key, &v)?,
                 "thru-count" => o.thru_count = num(&key, &v)?,
                 "capacity" => o.capacity = num(&key, &v)?,
+                "batch" => o.batch = num(&key, &v)?,
                 "sizes" => {
                     o.sizes = list(&v)
                         .iter()
@@ -166,6 +174,13 @@ impl Options {
         if o.rounds == 0 || o.count == 0 || o.rate == 0 || o.sizes.is_empty() {
             bail!("--rounds, --count, --rate and --sizes must be non-zero");
         }
+        if o.batch == 0 || o.batch > o.capacity {
+            bail!(
+                "--batch: {} is outside 1..=--capacity ({})",
+                o.batch,
+                o.capacity
+            );
+        }
         if let Some(bad) = o.sizes.iter().find(|&&s| !(16..=1024).contains(&s)) {
             bail!(
                 "--sizes: {bad} is outside 16..=1024 (the crossbeam reference carries at most 1 KiB)"
@@ -183,6 +198,9 @@ impl Options {
         );
         if self.touch_payload {
             s.push_str(" --touch-payload");
+        }
+        if self.batch != Self::default().batch {
+            s.push_str(&format!(" --batch {}", self.batch));
         }
         if self.quick {
             s.push_str(" --quick");

@@ -26,6 +26,7 @@ fn quick_run_covers_every_transport() {
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     for name in [
         "ring (floor)",
+        "ring, length-prefixed",
         "**chronicle**",
         "iceoryx2",
         "unix seqpacket",
@@ -44,8 +45,15 @@ fn quick_run_covers_every_transport() {
     let svg = std::fs::read_to_string(out.join("compare-latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("iceoryx2"));
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
-    // 11 cases x 2 sizes x (latency + throughput), plus the header.
-    assert_eq!(runs.lines().count(), 1 + 11 * 2 * 2, "{runs}");
+    // 12 cases x 2 sizes x (latency + throughput + batched throughput), plus the header.
+    assert_eq!(runs.lines().count(), 1 + 12 * 2 * 3, "{runs}");
+    assert_eq!(
+        runs.lines()
+            .filter(|l| l.contains(",throughput,16,"))
+            .count(),
+        12 * 2,
+        "{runs}"
+    );
     assert!(runs.lines().skip(1).all(|l| l.ends_with(",true")), "{runs}");
     assert!(runs.starts_with("round,payload,transport,label,wait,reader,touch_payload,mode,"));
     assert!(
@@ -83,8 +91,9 @@ fn touch_payload_run_says_so_in_every_output() {
     assert!(!md.contains("Failed or unclean runs"), "{md}");
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     // ring, chronicle and crossbeam in both wait modes where supported: ring spin,
-    // chronicle spin + sleep, crossbeam spin + sleep; latency + throughput each.
-    assert_eq!(runs.lines().count(), 1 + 5 * 2, "{runs}");
+    // chronicle spin + sleep, crossbeam spin + sleep; latency, throughput and batched
+    // throughput each.
+    assert_eq!(runs.lines().count(), 1 + 5 * 3, "{runs}");
     assert!(
         runs.lines()
             .skip(1)

@@ -47,4 +47,6 @@ pub mod router;
 pub use audit::{AuditReport, Problem, StrategyAudit, audit};
 pub use fates::{FateCounts, FateReader};
 pub use record::{Fate, FateCode, Kind, Order, RejectCode, Routed};
-pub use router::{ROUTER_READER, Router, RouterConfig, RouterEvent, Stages, StrategyStats};
+pub use router::{
+    ROUTER_READER, Rejections, Router, RouterConfig, RouterEvent, Stages, StrategyStats,
+};

@@ -27,7 +27,7 @@ use crate::fanin::{FanInConfig, FanInReader, FanInStats, MergeMode};
 use crate::layout::{BusLayout, SourceId};
 use crate::sched::{
     Backpressure, Dequeued, Enqueued, LocalScheduler, RejectReason, SchedulerConfig,
-    SchedulerCounters, Task, TenantKey,
+    SchedulerCounters, Task, TenantKey, TenantStats,
 };
 
 /// The name of the router's readers on the strategies' order queues (its positions there), by
@@ -170,6 +170,8 @@ pub struct StrategyStats {
     pub skipped: u64,
     /// Fates written, by code.
     pub fates: FateCounts,
+    /// Its orders the scheduler refused, by reason (each also a `rejected` fate).
+    pub rejections: Rejections,
     /// Times its queue was attached.
     pub attached: u64,
     /// Taken and not yet answered (queued in the scheduler).
@@ -178,6 +180,32 @@ pub struct StrategyStats {
     pub latency: Histogram<u64>,
     /// The same latency in stages, ns: see [`Stages`].
     pub stages: Stages,
+}
+
+/// Orders the scheduler refused for one strategy, by its reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejections {
+    /// The strategy had `max_per_tenant` orders queued.
+    pub tenant_full: u64,
+    /// The router had `max_global` orders queued.
+    pub global_full: u64,
+    /// The scheduler tracked as many strategies as it can.
+    pub too_many_tenants: u64,
+    /// The scheduler was closed.
+    pub closed: u64,
+}
+
+impl Rejections {
+    fn add(&mut self, reason: RejectReason) {
+        let c = match reason {
+            RejectReason::TenantFull => &mut self.tenant_full,
+            RejectReason::GlobalFull => &mut self.global_full,
+            RejectReason::TooManyTenants => &mut self.too_many_tenants,
+            RejectReason::Closed => &mut self.closed,
+        };
+        *c += 1;
+    }
 }
 
 /// Where the origin-to-route time of routed orders goes, one histogram (ns) per stage. The
@@ -308,6 +336,15 @@ impl TokenBucket {
         if self.rate > 0.0 {
             self.tokens -= 1.0;
         }
+    }
+
+    /// Changes the rate from `now` on: tokens earned so far at the old rate are kept, up to
+    /// the new rate's cap.
+    fn set_rate(&mut self, rate_per_s: u64, now: Instant) {
+        self.refill(now);
+        self.rate = rate_per_s as f64;
+        let cap = (self.rate / 1000.0).max(1.0) + self.reserve;
+        self.tokens = self.tokens.min(cap);
     }
 
     /// Time until the next token for anyone.
@@ -482,6 +519,7 @@ impl Router {
             merged: 0,
             skipped: 0,
             fates: FateCounts::default(),
+            rejections: Rejections::default(),
             attached: 0,
             pending: 0,
             latency: latency_histogram()?,
@@ -703,6 +741,7 @@ impl Router {
                     st.answer_order(victim.into_payload(), FateCode::Evicted)?;
                 }
                 Err(rejected) => {
+                    st.stats.rejections.add(rejected.reason());
                     let reason = match rejected.reason() {
                         RejectReason::TenantFull => RejectCode::StrategyFull,
                         RejectReason::GlobalFull => RejectCode::RouterFull,
@@ -910,9 +949,71 @@ impl Router {
         self.sched.counters()
     }
 
+    /// The scheduler's counters of one strategy (queued now, enqueued, dispatched, expired,
+    /// evicted, removed, rejected), if the scheduler tracks it.
+    pub fn tenant_stats(&self, id: &str) -> Option<TenantStats> {
+        self.sched.tenant_stats(TenantKey::new(SourceId::of(id).0))
+    }
+
+    /// Records the live merge has read and not yet handed on (see [`FanInReader::held`]).
+    pub fn merge_held(&self) -> usize {
+        self.fanin.held()
+    }
+
     /// Time orders spent in the scheduler, enqueue to dispatch (ns), over every strategy.
     pub fn queue_time(&self) -> &Histogram<u64> {
         self.sched.queue_time_histogram()
+    }
+
+    /// Replaces the strategies' DRR weights (strategies not listed weigh 1), for a config
+    /// reload without a restart. A strategy's new weight applies from its next grant (its next
+    /// entry into the round or top-up); queued orders stay where they are.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidConfig`] if a newly listed strategy cannot be tracked (more than the
+    /// scheduler's tenant limit); the weights are then as far as they got.
+    pub fn set_weights(&mut self, weights: Vec<(String, NonZeroU32)>) -> Result<()> {
+        let mut ids: Vec<String> = self
+            .config
+            .weights
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.config.weights = weights;
+        ids.extend(self.config.weights.iter().map(|(id, _)| id.clone()));
+        ids.extend(self.strategies.values().map(|s| s.stats.id.clone()));
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let w = self.weight_of(&id);
+            let sid = SourceId::of(&id);
+            if let Some(st) = self.strategies.get_mut(&sid) {
+                st.stats.weight = w.get();
+            }
+            self.sched
+                .set_quantum(TenantKey::new(sid.0), w)
+                .map_err(|_| BusError::InvalidConfig {
+                    what: "router weights: more strategies than the scheduler tracks",
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The DRR weights in force (strategies not listed weigh 1).
+    pub fn weights(&self) -> &[(String, NonZeroU32)] {
+        &self.config.weights
+    }
+
+    /// Changes the outbound rate limit (orders and cancels per second, 0: unlimited) from now
+    /// on, for a config reload without a restart.
+    pub fn set_rate_limit(&mut self, rate_per_s: u64) {
+        self.config.rate_limit = rate_per_s;
+        self.bucket.set_rate(rate_per_s, Instant::now());
+    }
+
+    /// The outbound rate limit in force (orders per second, 0: unlimited).
+    pub fn rate_limit(&self) -> u64 {
+        self.config.rate_limit
     }
 
     /// The next seq of `router/out`.
@@ -966,5 +1067,13 @@ mod tests {
         assert!(r.ready_for_new());
         r.spend();
         assert!(!r.ready_for_new());
+        // A lower rate caps what was earned at its own 1 ms; a higher one earns faster.
+        let mut c = TokenBucket::new(100_000, 0, t0);
+        c.refill(t0 + Duration::from_secs(1));
+        c.set_rate(10_000, t0 + Duration::from_secs(1));
+        assert_eq!(drain(&mut c), 10);
+        c.set_rate(1_000_000, t0 + Duration::from_secs(1));
+        c.refill(t0 + Duration::from_secs(1) + Duration::from_micros(100));
+        assert_eq!(drain(&mut c), 100);
     }
 }

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use super::Shared;
 use super::config::Backpressure;
-use super::error::{Enqueued, RejectReason, Rejected};
+use super::outcome::{Enqueued, RejectReason, Rejected};
 use super::stats::{ShardCounters, TenantCounters, TenantStats};
 use super::task::{Task, TenantKey};
 

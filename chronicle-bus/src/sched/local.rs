@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use super::config::ConfigError;
 use super::config::SchedulerConfig;
 use super::drr::DrrState;
-use super::error::{BatchDequeued, ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+use super::outcome::{BatchDequeued, Dequeued, Enqueued, RejectReason, Rejected};
 use super::stats::{
     QueueTimeSummary, SchedulerCounters, SchedulerStats, ShardCounters, TenantStats,
 };

@@ -147,8 +147,8 @@
 
 mod config;
 mod drr;
-mod error;
 mod local;
+mod outcome;
 mod stats;
 mod task;
 mod wait;
@@ -161,9 +161,9 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
-pub use config::{Backpressure, MAX_SHARDS, SchedulerConfig};
-pub use error::{BatchDequeued, ConfigError, Dequeued, Enqueued, RejectReason, Rejected};
+pub use config::{Backpressure, ConfigError, MAX_SHARDS, SchedulerConfig};
 pub use local::LocalScheduler;
+pub use outcome::{BatchDequeued, Dequeued, Enqueued, RejectReason, Rejected};
 pub use stats::{QueueTimeSummary, RejectCounts, SchedulerCounters, SchedulerStats, TenantStats};
 pub use task::{Task, TenantKey};
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::error::RejectReason;
+use super::outcome::RejectReason;
 use super::task::TenantKey;
 
 /// Per-shard counters (see the module documentation for who writes what).

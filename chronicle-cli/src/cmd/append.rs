@@ -114,6 +114,30 @@ fn decode(line: &[u8], args: &Args) -> std::result::Result<Option<Rec>, String> 
 
 pub fn run(args: Args) -> Result<u8> {
     let dir = QueueDir::new(&args.queue);
+    match std::fs::metadata(&args.queue) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !args.create {
+                anyhow::bail!(
+                    "{}: no such queue (check the path, or pass --create to create a queue there)",
+                    args.queue.display()
+                );
+            }
+        }
+        // An existing directory to create a queue in.
+        _ if args.create && !crate::queue::is_queue(&args.queue) => {
+            crate::queue::check_dir(
+                &args.queue,
+                "a queue directory (the directory holding queue.meta)",
+            )?;
+        }
+        _ => crate::queue::check_queue(&args.queue).map_err(|e| {
+            if e.to_string().contains("is not a chronicle queue") {
+                anyhow!("{e} (or pass --create to create a queue there)")
+            } else {
+                e
+            }
+        })?,
+    }
     if !args.create {
         // Refuse to create a queue by accident: it must already be one.
         crate::queue::read_meta(&dir).map_err(|e| match e {

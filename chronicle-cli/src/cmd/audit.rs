@@ -23,9 +23,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<u8> {
+    crate::queue::check_dir(&a.bus, "a bus directory")?;
+    if crate::queue::is_queue(&a.bus) {
+        bail!(
+            "{} is a queue, not a bus: audit takes a bus root (the directory holding strategies/ and router/)",
+            a.bus.display()
+        );
+    }
     if !a.bus.join("strategies").is_dir() {
         bail!(
-            "{} is not a chronicle bus (no strategies/ directory)",
+            "{} is not a chronicle bus (no strategies/ directory): pass the bus root the router or `chron-cli demo` ran on",
             a.bus.display()
         );
     }

@@ -166,7 +166,11 @@ fn run_one(cfg: &RunConfig) -> Result<RunReport> {
 
 fn pin_note(what: &str, p: &PinOutcome) {
     if let PinOutcome::Failed { core, reason } = p {
-        eprintln!("chron-cli: could not pin the {what} to core {core} ({reason}); ran unpinned");
+        tracing::warn!(
+            core,
+            reason = %reason,
+            "could not pin the {what} to core {core}; ran unpinned"
+        );
     }
 }
 

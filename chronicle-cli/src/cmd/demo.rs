@@ -9,10 +9,14 @@
 //! twice, and tick-to-route latency percentiles. It fails (exit 1) unless every order is
 //! answered exactly once, none is sent twice and the audit is clean.
 //!
-//! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1.
+//! Weights (DRR quanta): `s<i>` weighs `i`, `hot` weighs 1. The demo writes the router's
+//! settings (weights, rate limit, metrics address) to `<bus>/router.toml` and starts the router
+//! with `--config` on it: edit it and send the router SIGHUP to change weights or the rate
+//! limit while the demo runs.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,6 +29,7 @@ use chronicle_bus::BusLayout;
 use chronicle_bus::orders::{AuditReport, FateCode, audit};
 
 use crate::output::{self, duration_ns};
+use crate::topology::config::RouterFile;
 use crate::topology::{install_stop_handler, stop_requested};
 
 /// Arguments of `chron-cli demo`.
@@ -112,10 +117,7 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        eprintln!(
-            "demo: the {} did not stop within {grace:?}; killed",
-            self.label
-        );
+        tracing::warn!(process = %self.label, ?grace, "did not stop within its grace period: killed");
         let _ = self.child.kill();
         let _ = self.child.wait();
         false
@@ -135,8 +137,17 @@ impl Drop for Proc {
 fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, Value)>) -> Result<Proc> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
-    let mut child = Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env(
+        chronicle_metrics::logs::LOG_FORMAT_ENV,
+        crate::log_format().name(),
+    );
+    // The demo prints the router's events itself: its processes log only what goes wrong,
+    // unless CHRONICLE_LOG says otherwise.
+    if std::env::var_os(chronicle_metrics::logs::LOG_ENV).is_none() {
+        cmd.env(chronicle_metrics::logs::LOG_ENV, "warn");
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -219,11 +230,12 @@ fn n(v: &Value, k: &str) -> u64 {
 
 /// Runs the demo.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
     let bus = match &a.bus {
         Some(b) => b.clone(),
         None => std::env::temp_dir().join(format!("chronicle-demo-{}", std::process::id())),
     };
+    crate::queue::check_bus_dir(&bus)?;
     std::fs::create_dir_all(&bus)
         .with_context(|| format!("cannot create bus directory {}", bus.display()))?;
     let bus_s = bus.to_string_lossy().to_string();
@@ -250,21 +262,33 @@ pub fn run(a: Args) -> Result<u8> {
         a.rate, a.strategies, a.rate_limit, a.secs
     ));
 
+    let config_path = bus.join("router.toml");
+    let router_file = RouterFile {
+        rate_limit: Some(a.rate_limit),
+        metrics_listen: a.metrics_listen.clone(),
+        weights: ids
+            .iter()
+            .map(|(id, w, _)| (id.clone(), NonZeroU32::new(*w).unwrap_or(NonZeroU32::MIN)))
+            .collect(),
+        ..RouterFile::default()
+    };
+    std::fs::write(&config_path, router_file.render())
+        .with_context(|| format!("cannot write the router config {}", config_path.display()))?;
+    say(&format!(
+        "demo: router config {} (edit it and send the router SIGHUP to change weights or the rate limit)",
+        config_path.display()
+    ));
+
     let (tx, rx) = mpsc::channel();
     let s = |v: &str| v.to_string();
     let mut router_args = vec![
         s("router"),
         s("--bus"),
         bus_s.clone(),
-        s("--weights"),
-        weights.clone(),
-        s("--rate-limit"),
-        a.rate_limit.to_string(),
+        s("--config"),
+        config_path.to_string_lossy().into_owned(),
     ];
     router_args.extend(wait.args(ids.len() + 1, false));
-    if let Some(addr) = &a.metrics_listen {
-        router_args.extend([s("--metrics-listen"), addr.clone()]);
-    }
     let mut router = spawn("router", &router_args, &tx)?;
     // When to kill the router: spread over the middle 80 % of the run, jittered.
     let mut kills = router_kill_times(a.kill_router, Duration::from_secs(a.secs));

@@ -175,6 +175,18 @@ impl Doctor<'_> {
 
     fn check_queue(&mut self, q: &Path) {
         self.queues += 1;
+        if let Some(denied) = queue::denied_path(q) {
+            self.add(
+                Severity::Error,
+                "unreadable",
+                &denied,
+                "permission denied: this user may not read it, so the queue was not checked"
+                    .to_string(),
+                "run chron-cli doctor as the queue's owner or a member of its group, or grant read access (chmod -R g+rX)",
+                None,
+            );
+            return;
+        }
         let dir = QueueDir::new(q);
         self.check_tree_perms(q);
         let meta = match queue::read_meta(&dir) {
@@ -595,7 +607,7 @@ impl Doctor<'_> {
         let orders = sdir.join(layout::ORDERS);
         let ready = sdir.join(layout::READY);
         let lease = sdir.join(layout::LEASE);
-        let has_queue = queue::is_queue(&orders);
+        let has_queue = queue::maybe_queue(&orders);
         if has_queue {
             self.check_queue(&orders);
         } else {
@@ -603,7 +615,7 @@ impl Doctor<'_> {
         }
         // The router's answers to this strategy (created by the router when it attaches it).
         let fates = sdir.join(layout::FATES);
-        if queue::is_queue(&fates) {
+        if queue::maybe_queue(&fates) {
             self.check_queue(&fates);
         }
         self.check_stale_temporaries(sdir);
@@ -786,7 +798,7 @@ impl Doctor<'_> {
             self.check_perms(&d);
         }
         for q in queue::subdirs(&bus.feeds_dir()) {
-            if queue::is_queue(&q) {
+            if queue::maybe_queue(&q) {
                 self.check_queue(&q);
             }
         }
@@ -803,7 +815,7 @@ impl Doctor<'_> {
             self.check_strategy(&s);
         }
         for q in queue::subdirs(&bus.router_dir()) {
-            if queue::is_queue(&q) {
+            if queue::maybe_queue(&q) {
                 self.check_queue(&q);
             }
         }

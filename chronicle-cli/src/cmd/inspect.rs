@@ -39,6 +39,9 @@ struct Report {
     writer: WriterJ,
     tail: TailJ,
     append_rate_msgs_per_s: Option<f64>,
+    /// Why the append rate is unknown (the records of the window could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    append_rate_error: Option<String>,
     append_rate_window_s: u64,
     readers: Vec<ReaderJ>,
     reader_errors: Vec<String>,
@@ -95,29 +98,31 @@ struct ReaderJ {
 
 /// Records appended in the `RATE_WINDOW_NS` before `now`, per second (from record timestamps,
 /// so it needs no waiting and works on a queue whose writer is gone).
-fn append_rate(q: &PathBuf, meta: &Meta, now: u64) -> Option<f64> {
+/// Records per second over the window, or why the records of the window could not be read.
+fn append_rate(q: &PathBuf, meta: &Meta, now: u64) -> std::result::Result<f64, String> {
     let since = now.saturating_sub(RATE_WINDOW_NS);
     if meta.tail.last_timestamp_ns < since {
-        return Some(0.0);
+        return Ok(0.0);
     }
     let cfg = ReaderConfig {
         verify_crc: false,
         ..ReaderConfig::default()
     }
     .start(StartAt::Timestamp(since));
-    let mut r = QueueReader::open(q, cfg).ok()?;
+    let mut r = QueueReader::open(q, cfg).map_err(|e| e.to_string())?;
     let mut n = 0u64;
     while n < RATE_SCAN_LIMIT {
         match r.next() {
             Ok(Some(m)) if m.timestamp_ns() <= now => n += 1,
             Ok(_) => break,
-            Err(_) => return None,
+            Err(e) => return Err(e.to_string()),
         }
     }
-    Some(n as f64 * 1e9 / RATE_WINDOW_NS as f64)
+    Ok(n as f64 * 1e9 / RATE_WINDOW_NS as f64)
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    queue::check_queue(&args.queue)?;
     let dir = QueueDir::new(&args.queue);
     let now = args.now.unwrap_or_else(sys::realtime_ns);
     let f = queue::gather(&dir, now)?;
@@ -147,6 +152,7 @@ pub fn run(args: Args) -> Result<u8> {
             name: r.info.name,
         })
         .collect();
+    let rate = append_rate(&args.queue, &meta, now);
     let report = Report {
         queue: args.queue.display().to_string(),
         format_version: meta.version,
@@ -179,7 +185,8 @@ pub fn run(args: Args) -> Result<u8> {
             next_seq: tail.next_seq,
             last_timestamp_ns: tail.last_timestamp_ns,
         },
-        append_rate_msgs_per_s: append_rate(&args.queue, &meta, now),
+        append_rate_msgs_per_s: rate.as_ref().ok().copied(),
+        append_rate_error: rate.err(),
         append_rate_window_s: RATE_WINDOW_NS / 1_000_000_000,
         readers,
         reader_errors: f.reader_errors,
@@ -261,7 +268,12 @@ fn render(r: &Report, now: u64, st: Style) -> String {
         "append rate",
         match r.append_rate_msgs_per_s {
             Some(x) => format!("{x:.1} msgs/s over the last {} s", r.append_rate_window_s),
-            None => "unknown (records could not be read)".to_string(),
+            None => format!(
+                "unknown: the last {} s of records could not be read ({}); run `chron-cli doctor {}`",
+                r.append_rate_window_s,
+                r.append_rate_error.as_deref().unwrap_or("no reason given"),
+                r.queue
+            ),
         },
     );
     kv(

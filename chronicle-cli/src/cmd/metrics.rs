@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<u8> {
     let local = listener
         .local_addr()
         .map_or(addr.to_string(), |a| a.to_string());
-    eprintln!("chron-cli: serving metrics on http://{local}/metrics");
+    tracing::info!(addr = %local, "serving metrics at http://{local}/metrics");
     chronicle_metrics::serve(&listener, || scrape(&targets))
         .with_context(|| format!("serving metrics on {local}"))?;
     Ok(0)

@@ -330,7 +330,7 @@ pub fn run(o: &Opts) -> Result<u8> {
     if o.retain_segments < 2 {
         bail!("--retain-segments must be at least 2");
     }
-    install_stop_handler();
+    install_stop_handler()?;
     let base = match &o.dir {
         Some(d) => d.clone(),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),

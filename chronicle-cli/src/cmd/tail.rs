@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -88,32 +87,6 @@ struct JsonRec {
     payload_hex: String,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Installs SIGINT/SIGTERM handlers that only set a flag (the follow loop checks it between
-/// futex waits).
-fn install_stop_handler() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction is valid plain data; the handler is async-signal-safe (one
-        // relaxed atomic store); `sigemptyset` and `sigaction` get pointers to live locals.
-        let r = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            sa.sa_flags = 0;
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error()).context("install the signal handler");
-        }
-    }
-    Ok(())
-}
-
 fn print(out: &mut impl Write, m: &MessageView<'_>, format: OutFormat) -> Result<()> {
     let p = m.payload();
     match format {
@@ -175,6 +148,7 @@ pub fn run(args: Args) -> Result<u8> {
         StartPoint::Seq(n) => StartAt::Seq(n),
         StartPoint::Time(t) => StartAt::Timestamp(t),
     };
+    crate::queue::check_queue(&args.queue)?;
     let mut r = QueueReader::open(&args.queue, ReaderConfig::default().start(start))?;
     position(&mut r, args.from, args.lines)?;
     // With --from end, -n chose the start; it does not also limit the output.
@@ -183,7 +157,7 @@ pub fn run(args: Args) -> Result<u8> {
         _ => args.lines,
     };
     if args.follow {
-        install_stop_handler()?;
+        crate::signals::install_stop_handler()?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -198,7 +172,7 @@ pub fn run(args: Args) -> Result<u8> {
         if limit.is_some_and(|l| printed >= l) || !args.follow {
             return Ok(0);
         }
-        if STOP.load(Ordering::Relaxed) {
+        if crate::signals::stop_requested() {
             return Ok(0);
         }
         // Short timeouts only so a signal is noticed; a commit wakes the wait at once.

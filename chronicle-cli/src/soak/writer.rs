@@ -53,7 +53,7 @@ pub struct Args {
 
 /// Runs the writer until stopped.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
     let rate = a.rate.max(1);
     let cfg = WriterConfig {
         segment_size: a.segment_size,

@@ -31,7 +31,8 @@ pub struct Args {
 
 /// Runs the feed until stopped.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.cpu)?;
     let cfg = FeedConfig {
         bus: a.bus.into(),
@@ -40,7 +41,11 @@ pub fn run(a: Args) -> Result<u8> {
         symbols: a.symbols,
         spin_before: std::time::Duration::from_micros(a.spin_us),
     };
+    tracing::info!(bus = %cfg.bus.display(), feed = %cfg.name, rate = cfg.rate, "feed started");
     feed::run(&cfg, stop_requested, |s: &FeedStatus, fin| {
+        if fin {
+            tracing::info!(ticks = s.ticks, next_seq = s.next_seq, "feed stopped");
+        }
         emit(&json!({"role": "feed", "ticks": s.ticks, "seq": s.next_seq, "final": fin}));
     })
     .context("feed")?;

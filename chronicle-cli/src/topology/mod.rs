@@ -5,36 +5,12 @@
 //! JSON line per second on stdout (and a final one with `"final":true`) for `demo` to aggregate,
 //! and stops cleanly on SIGTERM or SIGINT.
 
+pub mod config;
 pub mod feed;
 pub mod router;
 pub mod strategy;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Makes SIGINT and SIGTERM set the stop flag instead of killing the process.
-pub fn install_stop_handler() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; installing it
-        // has no memory-safety preconditions.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
-/// Whether SIGINT or SIGTERM arrived.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::Relaxed)
-}
+pub use crate::signals::{install_stop_handler, stop_requested};
 
 /// Prints one JSON line on stdout and flushes it (stdout is a pipe when `demo` runs the role).
 pub fn emit(v: &serde_json::Value) {

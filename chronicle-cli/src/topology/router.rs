@@ -3,9 +3,16 @@
 //! (`attached`, `detached`, `recovered`, `error`). On SIGTERM/SIGINT it drains: it keeps
 //! merging and routing until every strategy has left the bus, everything they committed is
 //! merged and every queued order is answered (or 10 s have passed), then closes.
+//!
+//! With `--config FILE` its settings come from a TOML file ([`super::config`]); the tuning
+//! flags then conflict with it. On SIGHUP (or when the file's modification time or size
+//! changes, looked at once a second) it reads the file again and applies the new weights and
+//! rate limit without a restart; a file that does not validate is refused and the running
+//! config kept. Either way the reload is logged.
 
 use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,8 +22,11 @@ use chronicle_bus::orders::{FateCode, Router, RouterConfig, RouterEvent};
 use chronicle_bus::sched::Backpressure;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tracing::{debug, error, info, warn};
 
+use super::config::{self, RouterFile};
 use super::{emit, install_stop_handler, stop_requested};
+use crate::signals::{install_reload_handler, take_reload_request};
 use chronicle_metrics::{Exposition, Kind, hdr_buckets, seconds};
 
 /// Arguments of `chron-cli router`.
@@ -25,28 +35,33 @@ pub struct Args {
     /// Bus directory (created if missing).
     #[arg(long)]
     pub bus: String,
+    /// Topology config (TOML): weights, rate limit, hold and drain deadlines, scheduler limits,
+    /// metrics address. Weights and rate limit are reloaded on SIGHUP or when the file changes.
+    /// The tuning flags below conflict with it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Strategy weights (DRR quanta), e.g. `s1=1,s2=2`; unlisted strategies weigh 1.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "config")]
     pub weights: String,
     /// Outbound rate limit, orders per second (0: unlimited).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, conflicts_with = "config")]
     pub rate_limit: u64,
     /// Live merge: send an order held back by a silent strategy after this long, microseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, conflicts_with = "config")]
     pub hold_us: u64,
     /// Orders a strategy may have queued in the router before new ones are rejected.
-    #[arg(long, default_value_t = 1_024)]
+    #[arg(long, default_value_t = 1_024, conflicts_with = "config")]
     pub max_per_tenant: usize,
     /// Cancels a strategy may have queued beyond that (cancels are never crowded out by orders).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, conflicts_with = "config")]
     pub cancel_reserve: usize,
     /// A full strategy's oldest queued order is evicted (answered `evicted`) instead of the new
     /// one being rejected.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub evict_oldest: bool,
     /// Serve the router's own numbers (fates per strategy, queued orders, tick-to-route
     /// histograms) to Prometheus at `GET /metrics` on this address; refreshed once a second.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     pub metrics_listen: Option<String>,
     /// How it waits, and where it runs.
     #[command(flatten)]
@@ -70,23 +85,98 @@ pub fn parse_weights(s: &str) -> Result<Vec<(String, NonZeroU32)>> {
     Ok(weights)
 }
 
+/// Where the settings came from: the flags, or a config file (kept for reloads).
+struct Source {
+    path: PathBuf,
+    /// The file's settings in force (weights and rate limit as last applied).
+    running: RouterFile,
+    /// The file's modification time and size when last read.
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reads the config again and applies its weights and rate limit; a file that does not
+/// validate (or weights the scheduler cannot take) is refused and the running config kept.
+/// Either way the outcome is logged.
+fn reload(src: &mut Source, r: &mut Router, why: &str) {
+    src.stamp = stamp(&src.path);
+    let file = src.path.display().to_string();
+    let new = match config::load(&src.path) {
+        Ok(f) => f,
+        Err(e) => {
+            error!(config = %file, trigger = why, error = %e, "config reload refused; the running config is kept");
+            return;
+        }
+    };
+    if let Err(e) = r.set_weights(new.weights.clone()) {
+        let _ = r.set_weights(src.running.weights.clone());
+        error!(config = %file, trigger = why, error = %e, "config reload refused; the running config is kept");
+        return;
+    }
+    let rate = new.rate_limit.unwrap_or(RouterConfig::default().rate_limit);
+    r.set_rate_limit(rate);
+    for key in src.running.restart_only_changes(&new) {
+        warn!(config = %file, key, "changed in the config: takes effect at the next start");
+    }
+    src.running.weights = new.weights;
+    src.running.rate_limit = new.rate_limit;
+    info!(
+        config = %file,
+        trigger = why,
+        rate_limit = rate,
+        weights = %weights_text(r.weights()),
+        "config reloaded"
+    );
+}
+
+/// `id=w,id=w`, for the log.
+fn weights_text(w: &[(String, NonZeroU32)]) -> String {
+    w.iter()
+        .map(|(id, w)| format!("{id}={w}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Runs the router until stopped and drained.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
+    // Always: a SIGHUP must not kill a router started without --config (it is logged).
+    install_reload_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.wait.cpu)?;
     let mut cfg = RouterConfig::default();
     cfg.spin_limit = a.wait.spin;
     cfg.yield_limit = a.wait.yields;
-    cfg.weights = parse_weights(&a.weights)?;
-    cfg.rate_limit = a.rate_limit;
-    cfg.max_hold = Duration::from_micros(a.hold_us);
-    cfg.max_per_tenant = a.max_per_tenant.max(1);
-    cfg.cancel_reserve = a.cancel_reserve;
-    if a.evict_oldest {
-        cfg.backpressure = Backpressure::EvictOldest;
+    let mut drain_limit = config::DEFAULT_DRAIN;
+    let mut metrics_listen = a.metrics_listen.clone();
+    let mut source = None;
+    if let Some(path) = &a.config {
+        let stamp = stamp(path);
+        let file = config::load(path)?;
+        file.apply(&mut cfg);
+        drain_limit = file.drain_limit();
+        metrics_listen.clone_from(&file.metrics_listen);
+        source = Some(Source {
+            path: path.clone(),
+            running: file,
+            stamp,
+        });
+    } else {
+        cfg.weights = parse_weights(&a.weights)?;
+        cfg.rate_limit = a.rate_limit;
+        cfg.max_hold = Duration::from_micros(a.hold_us);
+        cfg.max_per_tenant = a.max_per_tenant.max(1);
+        cfg.cancel_reserve = a.cancel_reserve;
+        if a.evict_oldest {
+            cfg.backpressure = Backpressure::EvictOldest;
+        }
     }
     // Bound before the router opens, so a taken address fails the start, not a scrape.
-    let listener = match &a.metrics_listen {
+    let listener = match &metrics_listen {
         Some(addr) => Some((chronicle_metrics::bind(addr)?, addr.clone())),
         None => None,
     };
@@ -97,13 +187,44 @@ pub fn run(a: Args) -> Result<u8> {
         None => None,
     };
     emit(&json!({"role": "router", "start": true, "out_seq": router.out_next_seq()}));
+    info!(
+        bus = %a.bus,
+        out_seq = router.out_next_seq(),
+        config = %a.config.as_ref().map_or("(flags)".to_string(), |p| p.display().to_string()),
+        rate_limit = router.rate_limit(),
+        weights = %weights_text(router.weights()),
+        "router started"
+    );
     let mut last_report = Instant::now();
-    let drained = router.run(stop_requested, Duration::from_secs(10), |r| {
+    let mut stopping = false;
+    let drained = router.run(stop_requested, drain_limit, |r| {
+        if take_reload_request() {
+            match &mut source {
+                Some(src) => reload(src, r, "SIGHUP"),
+                None => warn!("SIGHUP ignored: the router was started without --config"),
+            }
+        }
         for ev in r.take_events() {
+            log_event(&ev);
             emit(&event_json(&ev));
+        }
+        if !stopping && stop_requested() {
+            stopping = true;
+            info!(queued = r.queued(), "stop requested: draining");
         }
         let now = Instant::now();
         if now.duration_since(last_report) >= Duration::from_secs(1) {
+            if let Some(src) = &mut source {
+                if stamp(&src.path) != src.stamp {
+                    reload(src, r, "file changed");
+                }
+            }
+            debug!(
+                routed = r.routed(),
+                queued = r.queued(),
+                strategies = r.strategies().len(),
+                "status"
+            );
             emit(&report(r, false, false));
             if let Some(snap) = &snapshot {
                 publish(snap, exposition(r));
@@ -113,6 +234,15 @@ pub fn run(a: Args) -> Result<u8> {
         }
     })?;
     emit(&report(&router, true, !drained));
+    if drained {
+        info!(routed = router.routed(), "router stopped, drained");
+    } else {
+        warn!(
+            routed = router.routed(),
+            queued = router.queued(),
+            "router stopped before the drain completed: the next router takes the rest"
+        );
+    }
     router.close()?;
     Ok(0)
 }
@@ -124,6 +254,10 @@ type Snapshot = Arc<Mutex<String>>;
 /// the text under the lock and never touches the router.
 fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Snapshot> {
     let snap: Snapshot = Arc::new(Mutex::new(first));
+    match listener.local_addr() {
+        Ok(local) => info!(addr = %local, "serving metrics at http://{local}/metrics"),
+        Err(_) => info!(addr = %addr, "serving metrics"),
+    }
     let theirs = Arc::clone(&snap);
     let addr = addr.to_string();
     std::thread::Builder::new()
@@ -135,6 +269,7 @@ fn serve_snapshot(listener: TcpListener, addr: &str, first: String) -> Result<Sn
                     .map_or_else(|p| p.into_inner().clone(), |s| s.clone())
             };
             if let Err(e) = chronicle_metrics::serve(&listener, read) {
+                error!(addr = %addr, error = %e, "the metrics server stopped");
                 emit(&json!({"role": "router", "event": "error", "id": "",
                     "error": format!("{e} (on {addr})")}));
             }
@@ -201,6 +336,12 @@ fn exposition(r: &Router) -> String {
         "Records the live merge handed on with a key below one handed on before.",
     )
     .sample(&[], fanin.late);
+    e.family(
+        "chronicle_router_merge_held_records",
+        Kind::Gauge,
+        "Records the live merge has read and not yet handed on (held back while another strategy's watermark may still go below them).",
+    )
+    .sample(&[], r.merge_held() as u64);
     let c = r.scheduler_counters();
     for (name, help, v) in [
         (
@@ -253,6 +394,12 @@ fn exposition(r: &Router) -> String {
         "Time orders spent in the scheduler, enqueue to dispatch (hdrhistogram at its precision; the sum is approximate).",
     )
     .histogram(&[], &buckets, sum, count);
+    e.family(
+        "chronicle_router_rate_limit_orders_per_second",
+        Kind::Gauge,
+        "The outbound rate limit in force, orders per second (0: unlimited); a config reload changes it.",
+    )
+    .sample(&[], r.rate_limit());
     let strategies = r.strategies();
     e.family(
         "chronicle_router_strategies",
@@ -285,9 +432,60 @@ fn exposition(r: &Router) -> String {
         e.family(
             "chronicle_router_strategy_weight",
             Kind::Gauge,
-            "The strategy's DRR weight (quantum).",
+            "The strategy's DRR weight (quantum) in force; a config reload changes it.",
         )
         .sample(&l, u64::from(s.weight));
+        let t = r.tenant_stats(&s.id);
+        for (name, kind, help, v) in [
+            (
+                "chronicle_router_scheduler_tenant_queue_length",
+                Kind::Gauge,
+                "The strategy's orders held in the scheduler now.",
+                t.map(|t| t.queued as u64),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_enqueued_total",
+                Kind::Counter,
+                "The strategy's orders the scheduler accepted.",
+                t.map(|t| t.enqueued),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_dispatched_total",
+                Kind::Counter,
+                "The strategy's orders the scheduler handed on to be sent.",
+                t.map(|t| t.dequeued),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_expired_total",
+                Kind::Counter,
+                "The strategy's orders dropped in the scheduler because their deadline passed.",
+                t.map(|t| t.expired),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_evicted_total",
+                Kind::Counter,
+                "The strategy's orders evicted from the scheduler to make room (evict-oldest back-pressure).",
+                t.map(|t| t.evicted),
+            ),
+            (
+                "chronicle_router_scheduler_tenant_removed_total",
+                Kind::Counter,
+                "The strategy's orders taken out of the scheduler by a cancel before dispatch.",
+                t.map(|t| t.removed),
+            ),
+        ] {
+            e.family(name, kind, help).sample(&l, v.unwrap_or(0));
+        }
+        let rj = s.rejections;
+        e.family(
+            "chronicle_router_scheduler_tenant_rejected_total",
+            Kind::Counter,
+            "The strategy's orders the scheduler refused, by reason (tenant_full, global_full, too_many_tenants, closed); each is also a rejected fate.",
+        )
+        .sample(&[l[0], ("reason", "tenant_full")], rj.tenant_full)
+        .sample(&[l[0], ("reason", "global_full")], rj.global_full)
+        .sample(&[l[0], ("reason", "too_many_tenants")], rj.too_many_tenants)
+        .sample(&[l[0], ("reason", "closed")], rj.closed);
         e.family(
             "chronicle_router_attached_total",
             Kind::Counter,
@@ -317,6 +515,32 @@ fn exposition(r: &Router) -> String {
         }
     }
     e.render()
+}
+
+/// The log event of a router event (the same event is also a JSON line on stdout for `demo`).
+fn log_event(ev: &RouterEvent) {
+    match ev {
+        RouterEvent::Attached { id, weight } => {
+            info!(strategy = %id, weight, "strategy attached");
+        }
+        RouterEvent::Detached { id, reason } => {
+            info!(strategy = %id, reason = ?reason, "strategy detached");
+        }
+        RouterEvent::AttachFailed { id, error } => {
+            error!(strategy = %id, error = %error, "strategy not attached (tried again at the next discovery event)");
+        }
+        RouterEvent::Recovered {
+            id,
+            order_seq,
+            out_seq,
+        } => warn!(
+            strategy = %id,
+            order_seq,
+            out_seq,
+            "answered routed the order the previous router sent but did not answer"
+        ),
+        other => info!(event = ?other, "router event"),
+    }
 }
 
 fn event_json(ev: &RouterEvent) -> Value {

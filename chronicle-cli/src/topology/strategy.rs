@@ -62,7 +62,8 @@ fn fates_json(s: &StrategyStatus) -> Value {
 
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler();
+    install_stop_handler()?;
+    crate::queue::check_bus_dir(std::path::Path::new(&a.bus))?;
     super::pin(a.wait.cpu)?;
     let args = StrategyArgs {
         bus: a.bus.into(),
@@ -85,6 +86,8 @@ pub fn run(a: Args) -> Result<u8> {
         &args,
         stop_requested,
         |s| {
+            tracing::info!(strategy = %id, hot = a.hot, next_seq = s.next_seq,
+                first_order_id = s.first_order_id, "strategy started");
             emit(
                 &json!({"role": "strategy", "id": id, "start": true, "hot": a.hot,
                 "next_seq": s.next_seq, "first_order_id": s.first_order_id,
@@ -92,6 +95,10 @@ pub fn run(a: Args) -> Result<u8> {
             );
         },
         |s, fin| {
+            if fin {
+                tracing::info!(strategy = %id, orders = s.orders, committed = s.committed,
+                    "strategy stopped");
+            }
             emit(
                 &json!({"role": "strategy", "id": id, "orders": s.orders, "ticks": s.ticks,
                 "committed": s.committed, "fates": fates_json(s), "held_back": s.held_back,

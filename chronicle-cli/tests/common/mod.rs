@@ -9,6 +9,7 @@
 )]
 
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -171,4 +172,128 @@ pub fn make_reader(q: &Path, name: &str, n: u64) {
     r.commit().unwrap();
     drop(r);
     wait_file_unlocked(&q.join("readers").join(format!("{name}.meta")));
+}
+
+/// A free loopback TCP port (bound and released; good enough on a quiet loopback).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port`; the body, or None when nothing answers (yet).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then_some(())
+        .filter(|()| head.contains(" 200 "))
+        .map(|()| body.to_string())
+}
+
+/// Polls `f` every 100 ms until it returns Some, for at most [`WATCHDOG`] (a watchdog, not a
+/// timing assertion); `what` and `log` explain a timeout.
+pub fn poll<T>(what: &str, log: &dyn Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: nothing within {WATCHDOG:?}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+        let f = std::fs::File::create(log).unwrap();
+        Proc(
+            cmd.stdin(Stdio::null())
+                .stdout(f.try_clone().unwrap())
+                .stderr(f)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Like [`Proc::spawn`], stdout and stderr to files of their own.
+    pub fn spawn_split(cmd: &mut Command, out: &Path, err: &Path) -> Proc {
+        Proc(
+            cmd.stdin(Stdio::null())
+                .stdout(std::fs::File::create(out).unwrap())
+                .stderr(std::fs::File::create(err).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.0.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM and wait (bounded by the watchdog).
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        wait(&mut self.0);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the one sample whose line starts with `series ` (name and labels exactly).
+pub fn value(exposition: &str, series: &str) -> Option<String> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_string)
+}
+
+/// The uid and gid of user `nobody`.
+pub const NOBODY: u32 = 65534;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn as_nobody(exe: &Path, args: &[&str]) -> Out {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(exe)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -140,6 +140,12 @@ pub struct RunConfig {
     /// `false`: the reader touches only the header (and whatever the transport itself reads,
     /// e.g. chronicle's CRC check over the whole record).
     pub touch_payload: bool,
+    /// Messages the writer hands over at once in unpaced runs (throughput mode):
+    /// [`Sender::send_batch_with`](super::Sender::send_batch_with), which a transport with a
+    /// batch publication (the ring, chronicle's `QueueWriter::batch`) implements with one
+    /// publication per batch. Default 1: every message on its own. Paced (latency) runs
+    /// always send one by one.
+    pub batch: usize,
 }
 
 impl Default for RunConfig {
@@ -157,6 +163,7 @@ impl Default for RunConfig {
             base_dir: None,
             launcher: ChildLauncher::default(),
             touch_payload: false,
+            batch: 1,
         }
     }
 }
@@ -199,6 +206,12 @@ impl RunConfig {
         }
         if self.timeout.is_zero() {
             return Err(HarnessError::config("timeout", "must be non-zero"));
+        }
+        if self.batch == 0 || self.batch > self.capacity {
+            return Err(HarnessError::config(
+                "batch",
+                format!("{} is outside 1..=capacity ({})", self.batch, self.capacity),
+            ));
         }
         Ok(())
     }

@@ -164,6 +164,22 @@ fn write_loop<S: Sender>(tx: &mut S, cfg: &RunConfig) -> Result<WriterStats, std
                 })?;
             }
         }
+        None if !latency && cfg.batch > 1 => {
+            let mut seq = 0;
+            while seq < total {
+                if seq == warmup {
+                    stats.first_measured_send_ns = monotonic_ns();
+                }
+                // Batches never straddle the end of the warm-up, so the measured window
+                // starts exactly at the first measured message.
+                let end = if seq < warmup { warmup } else { total };
+                let n = (end - seq).min(cfg.batch as u64);
+                tx.send_batch_with(n as usize, payload, |i, buf| {
+                    fill_message(buf, 0, seq + i as u64, &body);
+                })?;
+                seq += n;
+            }
+        }
         None => {
             for seq in 0..total {
                 if seq == warmup {
@@ -256,6 +272,11 @@ fn build_report(
         writer_pin,
         reader_pin: r.pin.clone().unwrap_or(PinOutcome::NotRequested),
         touch_payload: cfg.touch_payload,
+        batch: if cfg.mode == Mode::Throughput {
+            cfg.batch
+        } else {
+            1
+        },
     })
 }
 

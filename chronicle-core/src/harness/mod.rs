@@ -54,7 +54,8 @@
 //!
 //! # Why ratios against the bare ring
 //!
-//! The baseline transports — [`ring::Ring`] (the cheapest correct shared-memory hand-off),
+//! The baseline transports — [`ring::Ring`] (the cheapest correct shared-memory hand-off:
+//! fixed one-line slots for 64-byte messages, read cursor released per batch),
 //! pipes and Unix sockets — are measured by the same harness in the same process run.
 //! On a small, shared, virtualised machine absolute numbers drift between runs with
 //! neighbour load, frequency scaling and hypervisor scheduling; a ratio against the floor
@@ -198,7 +199,8 @@ impl Registry {
         Self::default()
     }
 
-    /// The baseline transports, in table order: `ring`, `ring-futex`, `pipe`, `unix`.
+    /// The baseline transports, in table order: `ring` and `ring-futex` (the fixed-slot
+    /// floor), `ring-len` (length-prefixed slots), `pipe`, `unix`.
     #[must_use]
     pub fn builtin() -> Self {
         Self {
@@ -206,6 +208,7 @@ impl Registry {
                 TransportEntry::of::<chronicle::Chronicle>(),
                 TransportEntry::of::<ring::Ring>(),
                 TransportEntry::of::<ring::RingFutex>(),
+                TransportEntry::of::<ring::RingLen>(),
                 TransportEntry::of::<pipe::Pipe>(),
                 TransportEntry::of::<unix::UnixSeqpacket>(),
             ],
@@ -390,14 +393,21 @@ mod tests {
         let mut r = Registry::builtin();
         assert_eq!(
             r.names(),
-            vec!["chronicle", "ring", "ring-futex", "pipe", "unix"]
+            vec![
+                "chronicle",
+                "ring",
+                "ring-futex",
+                "ring-len",
+                "pipe",
+                "unix"
+            ]
         );
         assert!(r.get("chronicle").unwrap().supports(WaitMode::Block));
         assert!(!r.get("ring").unwrap().supports(WaitMode::Block));
         assert!(r.get("ring-futex").unwrap().supports(WaitMode::Block));
         assert!(r.register::<BadName>().is_err());
         r.register::<pipe::Pipe>().unwrap();
-        assert_eq!(r.entries().len(), 5);
+        assert_eq!(r.entries().len(), 6);
     }
 
     #[test]

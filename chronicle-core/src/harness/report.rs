@@ -132,6 +132,8 @@ pub struct RunReport {
     /// The reader read every payload byte ([`RunConfig::touch_payload`](super::RunConfig::touch_payload)),
     /// not only the 16-byte header.
     pub touch_payload: bool,
+    /// Messages per batch the writer sent ([`RunConfig::batch`](super::RunConfig::batch)).
+    pub batch: usize,
 }
 
 impl RunReport {
@@ -315,11 +317,13 @@ pub fn format_table(reports: &[RunReport], baselines: &[&str]) -> String {
                     && o.payload == r.payload
                     && o.rate == r.rate
                     && o.touch_payload == r.touch_payload
+                    && o.batch == r.batch
             })
         });
         let mode = match (r.mode, r.rate) {
             (Mode::Latency, Some(rate)) => format!("lat@{}", fmt_rate(rate as f64)),
             (Mode::Latency, None) => "lat@max".to_owned(),
+            (Mode::Throughput, _) if r.batch > 1 => format!("thru x{}", r.batch),
             (Mode::Throughput, _) => "thru".to_owned(),
         };
         let lat = |f: fn(&LatencyStats) -> u64| {
@@ -468,6 +472,7 @@ mod tests {
             writer_pin: PinOutcome::NotRequested,
             reader_pin: PinOutcome::NotRequested,
             touch_payload: false,
+            batch: 1,
         };
         let mut other = base.clone();
         other.transport = "pipe".into();

@@ -7,8 +7,20 @@
 //! offset  128  write cursor AtomicU64: messages published (writer stores, reader loads)
 //! offset  256  read cursor  AtomicU64: messages consumed (reader stores, writer loads)
 //! offset  384  wake line    futex sequence word + waiter flag (ring-futex only)
-//! offset  512  slots        capacity x slot_size bytes: [len: u32][pad: u32][payload]
+//! offset  512  slots        capacity x slot_size bytes
 //! ```
+//!
+//! Two slot layouts share the code:
+//!
+//! * **Fixed** (`ring`, `ring-futex`, the floor every ratio is taken against): every message
+//!   is exactly `payload_max` bytes, so a slot is the payload rounded up to 64 bytes with no
+//!   header (a 64-byte message fills one cache line), and the reader publishes its read
+//!   cursor once per batch (when it has consumed every message it saw published), not per
+//!   message. This is the simplest thing that could possibly hand a fixed-size message to
+//!   another process.
+//! * **Length-prefixed** (`ring-len`): `[len: u32][pad: u32][payload]`, so a 64-byte message
+//!   spans two cache lines, and the read cursor is stored after every message. It measures
+//!   what variable-length framing and per-message release cost on top of the floor.
 //!
 //! Each cursor sits alone on a 128-byte line (two 64-byte lines, so the adjacent-line
 //! prefetcher does not couple them). The writer reads the read cursor only when its
@@ -16,8 +28,9 @@
 //! travels to the writer's core. There is no persistence and no checksum: this is the
 //! cheapest correct cross-process hand-off, the yardstick for everything else.
 //!
-//! Two registrations share the code: [`Ring`] (`ring`, spin only, no wake-up cost on the
-//! writer) and [`RingFutex`] (`ring-futex`, spin or block). Blocking readers sleep on a
+//! Three registrations share the code: [`Ring`] (`ring`, fixed slots, spin only, no wake-up
+//! cost on the writer), [`RingFutex`] (`ring-futex`, fixed slots, spin or block) and
+//! [`RingLen`] (`ring-len`, length-prefixed slots, spin only). Blocking readers sleep on a
 //! shared (non-private) futex; the writer pays a `SeqCst` fence per message to check for
 //! sleepers, which is exactly the cost a futex-waking queue must pay.
 
@@ -35,9 +48,10 @@ use super::clock::monotonic_ns;
 use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CHRNRING");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const LINE: usize = 128;
-const SLOT_HEADER: usize = 8;
+/// The length word in front of a length-prefixed slot's payload (`u32` plus padding).
+const LEN_HEADER: usize = 8;
 const SLOT_ALIGN: usize = 64;
 const FILE_NAME: &str = "ring";
 
@@ -50,6 +64,8 @@ struct Meta {
     capacity: u64,
     payload_max: u64,
     futex: u32,
+    /// 1 for fixed slots, 0 for length-prefixed ones.
+    fixed: u32,
 }
 
 #[repr(C, align(128))]
@@ -84,15 +100,20 @@ const _: () = assert!(size_of::<CursorLine>() == LINE);
 const _: () = assert!(size_of::<WakeLine>() == LINE);
 const _: () = assert!(HEADER_LEN % SLOT_ALIGN == 0);
 
+/// Bytes in front of the payload in a slot: none for fixed slots.
+const fn slot_header(fixed: bool) -> usize {
+    if fixed { 0 } else { LEN_HEADER }
+}
+
 /// Slot size and total file length for a config, or `InvalidInput` on overflow.
-fn layout(cfg: &ChannelConfig) -> io::Result<(usize, usize)> {
+fn layout(cfg: &ChannelConfig, fixed: bool) -> io::Result<(usize, usize)> {
     let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_owned());
     if !cfg.capacity.is_power_of_two() {
         return Err(invalid("ring capacity must be a power of two"));
     }
     let slot = cfg
         .payload_max
-        .checked_add(SLOT_HEADER + SLOT_ALIGN - 1)
+        .checked_add(slot_header(fixed) + SLOT_ALIGN - 1)
         .map(|s| s & !(SLOT_ALIGN - 1))
         .filter(|&s| u32::try_from(s).is_ok())
         .ok_or_else(|| invalid("ring slot size overflows"))?;
@@ -197,7 +218,7 @@ fn futex_wake_all(word: &AtomicU32) {
 }
 
 /// Writing end of the ring.
-pub struct RingTx<const FUTEX: bool> {
+pub struct RingTx<const FUTEX: bool, const FIXED: bool> {
     m: Mapping,
     /// Next sequence to publish; only this process writes the write cursor.
     write_pos: u64,
@@ -207,7 +228,7 @@ pub struct RingTx<const FUTEX: bool> {
 }
 
 /// Reading end of the ring.
-pub struct RingRx<const FUTEX: bool> {
+pub struct RingRx<const FUTEX: bool, const FIXED: bool> {
     m: Mapping,
     /// Next sequence to read; local to the reader, published to the read cursor.
     read_pos: u64,
@@ -218,12 +239,12 @@ pub struct RingRx<const FUTEX: bool> {
 // SAFETY: a `RingTx` owns its mapping (the raw pointers point into `_map`, which moves
 // with it) and nothing in it is tied to the creating thread, so moving it to another
 // thread is sound. It is not `Sync`: `send_with` needs `&mut self`.
-unsafe impl<const FUTEX: bool> Send for RingTx<FUTEX> {}
+unsafe impl<const FUTEX: bool, const FIXED: bool> Send for RingTx<FUTEX, FIXED> {}
 
 // SAFETY: as for `RingTx`: the pointers target the owned mapping, no thread affinity.
-unsafe impl<const FUTEX: bool> Send for RingRx<FUTEX> {}
+unsafe impl<const FUTEX: bool, const FIXED: bool> Send for RingRx<FUTEX, FIXED> {}
 
-impl<const FUTEX: bool> std::fmt::Debug for RingTx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> std::fmt::Debug for RingTx<FUTEX, FIXED> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingTx")
             .field("write_pos", &self.write_pos)
@@ -232,7 +253,7 @@ impl<const FUTEX: bool> std::fmt::Debug for RingTx<FUTEX> {
     }
 }
 
-impl<const FUTEX: bool> std::fmt::Debug for RingRx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> std::fmt::Debug for RingRx<FUTEX, FIXED> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingRx")
             .field("read_pos", &self.read_pos)
@@ -240,7 +261,7 @@ impl<const FUTEX: bool> std::fmt::Debug for RingRx<FUTEX> {
     }
 }
 
-impl<const FUTEX: bool> RingTx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> RingTx<FUTEX, FIXED> {
     #[cold]
     fn wait_for_space(&mut self) -> io::Result<()> {
         let started = monotonic_ns();
@@ -265,16 +286,31 @@ impl<const FUTEX: bool> RingTx<FUTEX> {
     }
 }
 
-impl<const FUTEX: bool> Sender for RingTx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> RingTx<FUTEX, FIXED> {
     #[inline]
-    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+    fn check_len(&self, len: usize) -> io::Result<()> {
+        if FIXED && len != self.m.payload_max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a fixed-slot ring carries messages of exactly payload_max bytes",
+            ));
+        }
         if len > self.m.payload_max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "message larger than the ring's payload_max",
             ));
         }
+        Ok(())
+    }
+
+    /// Writes the next slot (waiting for space first, publishing what is written but not
+    /// yet published before it waits) without publishing it.
+    #[inline]
+    fn write_slot<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
         if self.write_pos.wrapping_sub(self.read_cache) >= self.m.capacity {
+            // The reader can only free slots it can see: publish before waiting.
+            self.publish();
             self.wait_for_space()?;
         }
         let pos = self.write_pos;
@@ -283,18 +319,25 @@ impl<const FUTEX: bool> Sender for RingTx<FUTEX> {
         // aligned to 64 bytes. The back-pressure check above guarantees the reader has
         // released this slot (read cursor > pos - capacity) and will not look at it again
         // until we publish `pos + 1`, so this process has exclusive access to it;
-        // `SLOT_HEADER + len <= slot_size` because `len <= payload_max`.
+        // `slot_header(FIXED) + len <= slot_size` because `len <= payload_max`.
         let payload = unsafe {
-            slot.cast::<u32>().write(len as u32);
-            std::slice::from_raw_parts_mut(slot.add(SLOT_HEADER), len)
+            if !FIXED {
+                slot.cast::<u32>().write(len as u32);
+            }
+            std::slice::from_raw_parts_mut(slot.add(slot_header(FIXED)), len)
         };
         fill(payload);
-        let next = pos.wrapping_add(1);
-        self.write_pos = next;
+        self.write_pos = pos.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes every slot written so far and wakes a sleeping reader.
+    #[inline]
+    fn publish(&mut self) {
         let header = self.m.header();
-        // SYNC POINT: Release publishes the slot's length and payload written above; it
+        // SYNC POINT: Release publishes the slots' lengths and payloads written before; it
         // pairs with the reader's Acquire load of the write cursor in `recv_with`.
-        header.write.value.store(next, Ordering::Release);
+        header.write.value.store(self.write_pos, Ordering::Release);
         if FUTEX {
             // SYNC POINT: SeqCst fence orders the cursor store before the `waiters` load
             // (store->load); it pairs with the reader's SeqCst fence between setting
@@ -310,11 +353,39 @@ impl<const FUTEX: bool> Sender for RingTx<FUTEX> {
                 futex_wake_all(&header.wake.seq);
             }
         }
+    }
+}
+
+impl<const FUTEX: bool, const FIXED: bool> Sender for RingTx<FUTEX, FIXED> {
+    #[inline]
+    fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
+        self.check_len(len)?;
+        self.write_slot(len, fill)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes `n` slots and publishes the write cursor once.
+    #[inline]
+    fn send_batch_with<F: FnMut(usize, &mut [u8])>(
+        &mut self,
+        n: usize,
+        len: usize,
+        mut fill: F,
+    ) -> io::Result<()> {
+        self.check_len(len)?;
+        for i in 0..n {
+            if let Err(e) = self.write_slot(len, |buf| fill(i, buf)) {
+                self.publish();
+                return Err(e);
+            }
+        }
+        self.publish();
         Ok(())
     }
 }
 
-impl<const FUTEX: bool> Receiver for RingRx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> Receiver for RingRx<FUTEX, FIXED> {
     #[inline]
     fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, wait: WaitMode, f: F) -> io::Result<R> {
         let pos = self.read_pos;
@@ -322,30 +393,43 @@ impl<const FUTEX: bool> Receiver for RingRx<FUTEX> {
             self.wait_for_data(wait);
         }
         let slot = self.m.slot(pos);
-        // SAFETY: the writer published `write_cache > pos` with Release and we loaded it
-        // with Acquire (in `wait_for_data`), so the slot's contents are visible, and the
-        // writer will not overwrite it until our read cursor passes `pos`, which happens
-        // only after `f` returns. The slot lies inside the mapping (see `Mapping::slot`).
-        let len = unsafe { slot.cast::<u32>().read() } as usize;
-        if len > self.m.payload_max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("ring slot {pos} has corrupt length {len}"),
-            ));
-        }
-        // SAFETY: as above; `SLOT_HEADER + len <= slot_size` by the check just made.
-        let payload = unsafe { std::slice::from_raw_parts(slot.add(SLOT_HEADER), len) };
+        let len = if FIXED {
+            self.m.payload_max
+        } else {
+            // SAFETY: the writer published `write_cache > pos` with Release and we loaded
+            // it with Acquire (in `wait_for_data`), so the slot's contents are visible, and
+            // the writer will not overwrite it until our read cursor passes `pos`, which
+            // happens only after `f` returns. The slot lies inside the mapping (see
+            // `Mapping::slot`).
+            let len = unsafe { slot.cast::<u32>().read() } as usize;
+            if len > self.m.payload_max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("ring slot {pos} has corrupt length {len}"),
+                ));
+            }
+            len
+        };
+        // SAFETY: as above (the slot is published, ours until the read cursor passes it);
+        // `slot_header(FIXED) + len <= slot_size` because `len <= payload_max`.
+        let payload = unsafe { std::slice::from_raw_parts(slot.add(slot_header(FIXED)), len) };
         let out = f(payload);
         let next = pos.wrapping_add(1);
         self.read_pos = next;
-        // SYNC POINT: Release hands slot `pos` back to the writer (our reads of it are
-        // done); pairs with the writer's Acquire load in `wait_for_space`.
-        self.m.header().read.value.store(next, Ordering::Release);
+        // A fixed-slot ring releases a whole batch at once: it stores its cursor only
+        // when it has consumed every message it saw published (so a writer waiting for
+        // space is always released before the reader waits again).
+        if !FIXED || next == self.write_cache {
+            // SYNC POINT: Release hands every slot below `next` back to the writer (our
+            // reads of them are done); pairs with the writer's Acquire load in
+            // `wait_for_space`.
+            self.m.header().read.value.store(next, Ordering::Release);
+        }
         Ok(out)
     }
 }
 
-impl<const FUTEX: bool> RingRx<FUTEX> {
+impl<const FUTEX: bool, const FIXED: bool> RingRx<FUTEX, FIXED> {
     #[inline]
     fn wait_for_data(&mut self, wait: WaitMode) {
         let pos = self.read_pos;
@@ -388,8 +472,11 @@ fn ring_path(dir: &Path) -> std::path::PathBuf {
     dir.join(FILE_NAME)
 }
 
-fn create<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<RingTx<FUTEX>> {
-    let (slot_size, total) = layout(cfg)?;
+fn create<const FUTEX: bool, const FIXED: bool>(
+    dir: &Path,
+    cfg: &ChannelConfig,
+) -> io::Result<RingTx<FUTEX, FIXED>> {
+    let (slot_size, total) = layout(cfg, FIXED)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -410,6 +497,7 @@ fn create<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<Ring
             capacity: cfg.capacity as u64,
             payload_max: cfg.payload_max as u64,
             futex: u32::from(FUTEX),
+            fixed: u32::from(FIXED),
         });
     }
     Ok(RingTx {
@@ -420,8 +508,11 @@ fn create<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<Ring
     })
 }
 
-fn open<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<RingRx<FUTEX>> {
-    let (slot_size, total) = layout(cfg)?;
+fn open<const FUTEX: bool, const FIXED: bool>(
+    dir: &Path,
+    cfg: &ChannelConfig,
+) -> io::Result<RingRx<FUTEX, FIXED>> {
+    let (slot_size, total) = layout(cfg, FIXED)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -442,6 +533,7 @@ fn open<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<RingRx
         || meta.capacity != cfg.capacity as u64
         || meta.payload_max != cfg.payload_max as u64
         || meta.futex != u32::from(FUTEX)
+        || meta.fixed != u32::from(FIXED)
     {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -458,18 +550,22 @@ fn open<const FUTEX: bool>(dir: &Path, cfg: &ChannelConfig) -> io::Result<RingRx
     })
 }
 
-/// `ring`: the bare SPSC ring with a spinning reader only.
+/// `ring`: the floor, a bare SPSC ring of fixed one-line slots with a spinning reader only.
 #[derive(Debug, Clone, Copy)]
 pub struct Ring;
 
-/// `ring-futex`: the same ring whose reader can also sleep on a shared futex.
+/// `ring-futex`: the same fixed-slot ring whose reader can also sleep on a shared futex.
 #[derive(Debug, Clone, Copy)]
 pub struct RingFutex;
 
+/// `ring-len`: a ring of length-prefixed slots, read cursor stored per message, spin only.
+#[derive(Debug, Clone, Copy)]
+pub struct RingLen;
+
 impl Transport for Ring {
     const NAME: &'static str = "ring";
-    type Tx = RingTx<false>;
-    type Rx = RingRx<false>;
+    type Tx = RingTx<false, true>;
+    type Rx = RingRx<false, true>;
 
     fn supports(wait: WaitMode) -> bool {
         wait == WaitMode::Spin
@@ -486,8 +582,26 @@ impl Transport for Ring {
 
 impl Transport for RingFutex {
     const NAME: &'static str = "ring-futex";
-    type Tx = RingTx<true>;
-    type Rx = RingRx<true>;
+    type Tx = RingTx<true, true>;
+    type Rx = RingRx<true, true>;
+
+    fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
+        create(dir, cfg)
+    }
+
+    fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx> {
+        open(dir, cfg)
+    }
+}
+
+impl Transport for RingLen {
+    const NAME: &'static str = "ring-len";
+    type Tx = RingTx<false, false>;
+    type Rx = RingRx<false, false>;
+
+    fn supports(wait: WaitMode) -> bool {
+        wait == WaitMode::Spin
+    }
 
     fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
         create(dir, cfg)
@@ -508,31 +622,100 @@ mod tests {
     }
 
     #[test]
-    fn layout_rounds_slots_to_cache_lines() {
-        let (slot, total) = layout(&cfg(8)).unwrap();
+    fn layout_fits_a_64_byte_message_in_one_line_unless_length_prefixed() {
+        let (slot, total) = layout(&cfg(8), true).unwrap();
+        assert_eq!(slot, 64);
+        assert_eq!(total, HEADER_LEN + 8 * 64);
+        let (slot, total) = layout(&cfg(8), false).unwrap();
         assert_eq!(slot, 128);
         assert_eq!(total, HEADER_LEN + 8 * 128);
-        assert!(layout(&ChannelConfig::new(64, 6, Duration::ZERO)).is_err());
+        let (slot, _) = layout(&ChannelConfig::new(1024, 8, Duration::ZERO), true).unwrap();
+        assert_eq!(slot, 1024);
+        assert!(layout(&ChannelConfig::new(64, 6, Duration::ZERO), true).is_err());
     }
 
     #[test]
-    fn in_process_round_trip_and_back_pressure() {
+    fn fixed_ring_round_trip_and_back_pressure_released_per_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
         let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
         for i in 0..4u8 {
-            tx.send_with(3, |b| b.copy_from_slice(&[i, i, i])).unwrap();
+            tx.send_with(64, |b| b.fill(i)).unwrap();
         }
         // Full: the fifth send must time out rather than overwrite an unread slot.
-        let err = tx.send_with(1, |_| {}).unwrap_err();
+        let err = tx.send_with(64, |_| {}).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        for i in 0..4u8 {
+        // One message read of a batch of four releases nothing yet.
+        assert_eq!(
+            rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap(),
+            vec![0; 64]
+        );
+        let err = tx.send_with(64, |_| {}).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        for i in 1..4u8 {
             let got = rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap();
-            assert_eq!(got, vec![i, i, i]);
+            assert_eq!(got, vec![i; 64]);
         }
-        tx.send_with(2, |b| b.copy_from_slice(&[9, 9])).unwrap();
-        assert_eq!(rx.recv_with(WaitMode::Block, <[u8]>::len).unwrap(), 2);
+        // The batch is drained: all four slots are free again.
+        for i in 4..8u8 {
+            tx.send_with(64, |b| b.fill(i)).unwrap();
+        }
+        assert_eq!(rx.recv_with(WaitMode::Block, |b| b[63]).unwrap(), 4);
+        // Only messages of exactly payload_max bytes fit a fixed slot.
+        assert_eq!(
+            tx.send_with(63, |_| {}).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn length_prefixed_ring_carries_any_length_up_to_payload_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tx = <RingLen as Transport>::create(dir.path(), &cfg(4)).unwrap();
+        let mut rx = <RingLen as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        for i in 0..4u8 {
+            tx.send_with(usize::from(i), |b| b.fill(i)).unwrap();
+        }
+        assert_eq!(
+            tx.send_with(1, |_| {}).unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(
+            rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap(),
+            vec![]
+        );
+        // Released per message: one read makes room for one send.
+        tx.send_with(64, |b| b.fill(9)).unwrap();
+        for i in 1..4u8 {
+            let got = rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap();
+            assert_eq!(got, vec![i; usize::from(i)]);
+        }
+        assert_eq!(
+            rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap(),
+            vec![9; 64]
+        );
         assert!(tx.send_with(65, |_| {}).is_err());
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_ring_publishes_before_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
+        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let reader = std::thread::spawn(move || {
+            (0..10)
+                .map(|_| rx.recv_with(WaitMode::Block, |b| b[0]).unwrap())
+                .collect::<Vec<u8>>()
+        });
+        // Ten messages through four slots in one batch: without a publication before each
+        // wait for space, the reader would never see the first four and the writer would
+        // time out.
+        tx.send_batch_with(10, 64, |i, b| b.fill(i as u8)).unwrap();
+        assert_eq!(reader.join().unwrap(), (0..10).collect::<Vec<u8>>());
+        assert_eq!(
+            tx.send_batch_with(2, 63, |_, _| {}).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]
@@ -541,6 +724,7 @@ mod tests {
         let _tx = <Ring as Transport>::create(dir.path(), &cfg(4)).unwrap();
         assert!(<Ring as Transport>::open(dir.path(), &cfg(8)).is_err());
         assert!(<RingFutex as Transport>::open(dir.path(), &cfg(4)).is_err());
+        assert!(<RingLen as Transport>::open(dir.path(), &cfg(4)).is_err());
     }
 
     #[test]
@@ -558,7 +742,7 @@ mod tests {
         // Let the reader reach the futex before the first message.
         std::thread::sleep(Duration::from_millis(20));
         for i in 0..1000u64 {
-            tx.send_with(1, |b| b[0] = (i % 7) as u8).unwrap();
+            tx.send_with(64, |b| b[0] = (i % 7) as u8).unwrap();
             if i % 100 == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -103,6 +103,24 @@ pub trait Sender {
     /// back-pressure lasted longer than [`ChannelConfig::stall_timeout`], or the OS error.
     fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()>;
 
+    /// Sends `n` messages of exactly `len` bytes as one batch; `fill(i, buf)` writes the
+    /// `i`-th. A transport that can publish several messages at once (one cursor store, one
+    /// wake-up) overrides this; the default sends them one by one.
+    ///
+    /// # Errors
+    /// As for [`send_with`](Self::send_with); messages before the failing one are sent.
+    fn send_batch_with<F: FnMut(usize, &mut [u8])>(
+        &mut self,
+        n: usize,
+        len: usize,
+        mut fill: F,
+    ) -> io::Result<()> {
+        for i in 0..n {
+            self.send_with(len, |buf| fill(i, buf))?;
+        }
+        Ok(())
+    }
+
     /// Sends a copy of `payload` (convenience over [`send_with`](Self::send_with)).
     ///
     /// # Errors

@@ -26,6 +26,16 @@ pub fn payload(seq: u64) -> Vec<u8> {
     v
 }
 
+/// A writer config with 64 KiB segments (and an index entry every KiB), so a test of a few
+/// thousand records crosses several segments.
+pub fn small_segments() -> chronicle_core::WriterConfig {
+    chronicle_core::WriterConfig {
+        segment_size: 64 << 10,
+        index_stride: 1024,
+        ..chronicle_core::WriterConfig::default()
+    }
+}
+
 /// Iterations of a crash test: `CHRONICLE_CRASH_ITERS`, or `default` (CI's shorter count).
 pub fn crash_iterations(default: u64) -> u64 {
     std::env::var("CHRONICLE_CRASH_ITERS")

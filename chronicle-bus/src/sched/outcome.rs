@@ -1,5 +1,5 @@
-//! Results of the scheduler's operations: small `Copy` reasons on the hot path, the task handed back
-//! on rejection, and the setup-time [`ConfigError`].
+//! What the scheduler's operations answer: the task taken (`Enqueued`, `Dequeued`), or refused with
+//! a small `Copy` reason on the hot path and the task handed back (`Rejected`).
 
 use std::error::Error;
 use std::fmt;
@@ -183,60 +183,3 @@ pub enum BatchDequeued {
     /// The scheduler is closed and holds no task.
     Closed,
 }
-
-/// A [`SchedulerConfig`](super::SchedulerConfig) that cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `shards` must be in `1..=MAX_SHARDS`.
-    Shards {
-        /// The value given.
-        shards: usize,
-    },
-    /// `max_global`, `max_per_tenant` and `max_tenants` must be at least 1.
-    ZeroLimit {
-        /// Which limit.
-        field: &'static str,
-    },
-    /// The per-tenant quanta name more tenants than `max_tenants` allows.
-    TooManyQuanta {
-        /// Number of tenants given a quantum.
-        quanta: usize,
-        /// The configured `max_tenants`.
-        max_tenants: usize,
-    },
-    /// The queue-time histogram cannot be built with these bounds / significant figures.
-    QueueTimeHistogram {
-        /// The histogram library's message.
-        detail: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Shards { shards } => {
-                write!(
-                    f,
-                    "shards must be in 1..={}, got {shards}",
-                    super::config::MAX_SHARDS
-                )
-            }
-            Self::ZeroLimit { field } => write!(f, "{field} must be at least 1"),
-            Self::TooManyQuanta {
-                quanta,
-                max_tenants,
-            } => {
-                write!(
-                    f,
-                    "{quanta} per-tenant quanta exceed max_tenants = {max_tenants}"
-                )
-            }
-            Self::QueueTimeHistogram { detail } => {
-                write!(f, "queue-time histogram cannot be built: {detail}")
-            }
-        }
-    }
-}
-
-impl Error for ConfigError {}

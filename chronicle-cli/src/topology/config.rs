@@ -1,0 +1,527 @@
+//! The router's topology config: a TOML file (`chron-cli router --config FILE`).
+//!
+//! ```toml
+//! [router]
+//! rate_limit = 5000        # outbound orders per second, 0: unlimited          (reloadable)
+//! hold_us = 500            # live merge: longest hold behind a silent strategy
+//! drain_timeout_ms = 10000 # on SIGTERM: longest drain before closing
+//!
+//! [scheduler]
+//! max_per_tenant = 1024    # orders a strategy may have queued
+//! max_global = 65536       # orders queued over every strategy
+//! cancel_reserve = 256     # cancels a strategy may have queued beyond that
+//! backpressure = "reject"  # or "evict_oldest"
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9465"
+//!
+//! [strategies.s1]
+//! weight = 2               # DRR weight; unlisted strategies weigh 1       (reloadable)
+//! ```
+//!
+//! Every key is optional (a missing one keeps the router's default). Unknown keys are refused,
+//! and every error names the file and the key (`router.toml: key `strategies.s1.weight`:
+//! expected a positive integer, found 0`). Weights and the rate limit are reloaded on SIGHUP
+//! (or when the file changes); the other keys take effect at the next start.
+
+use std::fmt::Write as _;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use chronicle_bus::orders::RouterConfig;
+use chronicle_bus::sched::Backpressure;
+use toml::{Table, Value};
+
+/// A parsed, validated router config. `None`: the key is absent (the default stays).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouterFile {
+    pub rate_limit: Option<u64>,
+    pub hold_us: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub max_per_tenant: Option<usize>,
+    pub max_global: Option<usize>,
+    pub cancel_reserve: Option<usize>,
+    pub backpressure: Option<Backpressure>,
+    pub metrics_listen: Option<String>,
+    /// Strategy weights, in the file's order.
+    pub weights: Vec<(String, NonZeroU32)>,
+}
+
+/// The drain limit when the file does not set one.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+impl RouterFile {
+    /// Applies the file to `cfg` (the keys it sets; the others keep `cfg`'s values).
+    pub fn apply(&self, cfg: &mut RouterConfig) {
+        cfg.weights.clone_from(&self.weights);
+        if let Some(v) = self.rate_limit {
+            cfg.rate_limit = v;
+        }
+        if let Some(v) = self.hold_us {
+            cfg.max_hold = Duration::from_micros(v);
+        }
+        if let Some(v) = self.max_per_tenant {
+            cfg.max_per_tenant = v;
+        }
+        if let Some(v) = self.max_global {
+            cfg.max_global = v;
+        }
+        if let Some(v) = self.cancel_reserve {
+            cfg.cancel_reserve = v;
+        }
+        if let Some(v) = self.backpressure {
+            cfg.backpressure = v;
+        }
+    }
+
+    /// The drain limit on stop.
+    pub fn drain_limit(&self) -> Duration {
+        self.drain_timeout_ms
+            .map_or(DEFAULT_DRAIN, Duration::from_millis)
+    }
+
+    /// The keys that differ between `self` and `new` and are read only at start (a reload
+    /// applies weights and the rate limit only), by name.
+    pub fn restart_only_changes(&self, new: &RouterFile) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.hold_us != new.hold_us {
+            v.push("router.hold_us");
+        }
+        if self.drain_timeout_ms != new.drain_timeout_ms {
+            v.push("router.drain_timeout_ms");
+        }
+        if self.max_per_tenant != new.max_per_tenant {
+            v.push("scheduler.max_per_tenant");
+        }
+        if self.max_global != new.max_global {
+            v.push("scheduler.max_global");
+        }
+        if self.cancel_reserve != new.cancel_reserve {
+            v.push("scheduler.cancel_reserve");
+        }
+        if self.backpressure != new.backpressure {
+            v.push("scheduler.backpressure");
+        }
+        if self.metrics_listen != new.metrics_listen {
+            v.push("metrics.listen");
+        }
+        v
+    }
+
+    /// The file as TOML with comments, as `demo` writes it ([`parse`] reads it back equal).
+    pub fn render(&self) -> String {
+        let mut s = String::from(
+            "# chronicle router config: `chron-cli router --bus BUS --config THIS_FILE`.\n\
+             # Weights and the rate limit are reloaded on SIGHUP (or when this file changes);\n\
+             # the other keys take effect at the next start. Unknown keys are refused.\n\n[router]\n",
+        );
+        let key = |s: &mut String, k: &str, v: Option<String>, comment: &str| {
+            if let Some(v) = v {
+                let _ = writeln!(s, "{k} = {v}  # {comment}");
+            }
+        };
+        key(
+            &mut s,
+            "rate_limit",
+            self.rate_limit.map(|v| v.to_string()),
+            "outbound orders per second, 0: unlimited (reloadable)",
+        );
+        key(
+            &mut s,
+            "hold_us",
+            self.hold_us.map(|v| v.to_string()),
+            "live merge: longest hold behind a silent strategy, microseconds",
+        );
+        key(
+            &mut s,
+            "drain_timeout_ms",
+            self.drain_timeout_ms.map(|v| v.to_string()),
+            "on SIGTERM: longest drain before closing, milliseconds",
+        );
+        if self.max_per_tenant.is_some()
+            || self.max_global.is_some()
+            || self.cancel_reserve.is_some()
+            || self.backpressure.is_some()
+        {
+            s.push_str("\n[scheduler]\n");
+        }
+        key(
+            &mut s,
+            "max_per_tenant",
+            self.max_per_tenant.map(|v| v.to_string()),
+            "orders one strategy may have queued",
+        );
+        key(
+            &mut s,
+            "max_global",
+            self.max_global.map(|v| v.to_string()),
+            "orders queued over every strategy",
+        );
+        key(
+            &mut s,
+            "cancel_reserve",
+            self.cancel_reserve.map(|v| v.to_string()),
+            "cancels a strategy may have queued beyond max_per_tenant",
+        );
+        key(
+            &mut s,
+            "backpressure",
+            self.backpressure
+                .map(|b| format!("{:?}", backpressure_name(b))),
+            "a full strategy: \"reject\" the new order or \"evict_oldest\"",
+        );
+        if let Some(l) = &self.metrics_listen {
+            let _ = write!(s, "\n[metrics]\nlisten = {}\n", Value::from(l.as_str()));
+        }
+        for (id, w) in &self.weights {
+            let _ = write!(
+                s,
+                "\n[strategies.{}]\nweight = {w}  # DRR weight (reloadable); unlisted strategies weigh 1\n",
+                toml_key(id)
+            );
+        }
+        s
+    }
+}
+
+fn backpressure_name(b: Backpressure) -> &'static str {
+    match b {
+        Backpressure::EvictOldest => "evict_oldest",
+        _ => "reject",
+    }
+}
+
+/// A bare TOML key when it is one, else quoted.
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        Value::from(k).to_string()
+    }
+}
+
+/// Reads and validates a config file. The error is one sentence naming the file and the key.
+pub fn load(path: &Path) -> anyhow::Result<RouterFile> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => "check the path given to --config",
+            std::io::ErrorKind::PermissionDenied => "run as a user who may read it",
+            _ => "check that it is a readable text file",
+        };
+        anyhow::anyhow!("cannot read the router config {name}: {e} ({hint})")
+    })?;
+    parse(&name, &text).map_err(anyhow::Error::msg)
+}
+
+/// Parses and validates a config's text; `name` goes into the messages.
+pub fn parse(name: &str, text: &str) -> Result<RouterFile, String> {
+    let table: Table = text.parse().map_err(|e: toml::de::Error| {
+        format!(
+            "{name}: not valid TOML: {}",
+            e.to_string().trim().replace('\n', " ")
+        )
+    })?;
+    let mut f = RouterFile::default();
+    let err = |key: &str, what: &str| format!("{name}: key `{key}`: {what}");
+    for (k, v) in &table {
+        match k.as_str() {
+            "router" => {
+                let t = section(v, "router").map_err(|w| err("router", &w))?;
+                for (k2, v2) in t {
+                    let key = format!("router.{k2}");
+                    match k2.as_str() {
+                        "rate_limit" => f.rate_limit = Some(int(v2, 0).map_err(|w| err(&key, &w))?),
+                        "hold_us" => f.hold_us = Some(int(v2, 0).map_err(|w| err(&key, &w))?),
+                        "drain_timeout_ms" => {
+                            f.drain_timeout_ms = Some(int(v2, 1).map_err(|w| err(&key, &w))?);
+                        }
+                        _ => {
+                            return Err(unknown(
+                                name,
+                                &key,
+                                "rate_limit, hold_us, drain_timeout_ms",
+                            ));
+                        }
+                    }
+                }
+            }
+            "scheduler" => {
+                let t = section(v, "scheduler").map_err(|w| err("scheduler", &w))?;
+                for (k2, v2) in t {
+                    let key = format!("scheduler.{k2}");
+                    let size = |min| {
+                        int(v2, min)
+                            .and_then(|n| usize::try_from(n).map_err(|_| "too large".to_string()))
+                            .map_err(|w| err(&key, &w))
+                    };
+                    match k2.as_str() {
+                        "max_per_tenant" => f.max_per_tenant = Some(size(1)?),
+                        "max_global" => f.max_global = Some(size(1)?),
+                        "cancel_reserve" => f.cancel_reserve = Some(size(0)?),
+                        "backpressure" => {
+                            f.backpressure = Some(match v2.as_str() {
+                                Some("reject") => Backpressure::Reject,
+                                Some("evict_oldest") => Backpressure::EvictOldest,
+                                _ => {
+                                    return Err(err(
+                                        &key,
+                                        &format!(
+                                            "expected \"reject\" or \"evict_oldest\", found {}",
+                                            shown(v2)
+                                        ),
+                                    ));
+                                }
+                            });
+                        }
+                        _ => {
+                            return Err(unknown(
+                                name,
+                                &key,
+                                "max_per_tenant, max_global, cancel_reserve, backpressure",
+                            ));
+                        }
+                    }
+                }
+            }
+            "metrics" => {
+                let t = section(v, "metrics").map_err(|w| err("metrics", &w))?;
+                for (k2, v2) in t {
+                    let key = format!("metrics.{k2}");
+                    match k2.as_str() {
+                        "listen" => match v2.as_str() {
+                            Some(a) if a.contains(':') => f.metrics_listen = Some(a.to_string()),
+                            _ => {
+                                return Err(err(
+                                    &key,
+                                    &format!(
+                                        "expected an address \"HOST:PORT\", found {}",
+                                        shown(v2)
+                                    ),
+                                ));
+                            }
+                        },
+                        _ => return Err(unknown(name, &key, "listen")),
+                    }
+                }
+            }
+            "strategies" => {
+                let t = section(v, "strategies").map_err(|w| err("strategies", &w))?;
+                for (id, sv) in t {
+                    let skey = format!("strategies.{}", toml_key(id));
+                    if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+                        return Err(err(
+                            &skey,
+                            "not a strategy id (a directory name under strategies/)",
+                        ));
+                    }
+                    let st = section(sv, "strategy").map_err(|w| err(&skey, &w))?;
+                    for (k3, v3) in st {
+                        let key = format!("{skey}.{k3}");
+                        match k3.as_str() {
+                            "weight" => {
+                                let w = int(v3, 1)
+                                    .and_then(|n| u32::try_from(n).map_err(|_| too_big(v3)))
+                                    .ok()
+                                    .and_then(NonZeroU32::new)
+                                    .ok_or_else(|| {
+                                        err(
+                                            &key,
+                                            &format!(
+                                                "expected a positive integer (1 to {}), found {}",
+                                                u32::MAX,
+                                                shown(v3)
+                                            ),
+                                        )
+                                    })?;
+                                f.weights.push((id.clone(), w));
+                            }
+                            _ => return Err(unknown(name, &key, "weight")),
+                        }
+                    }
+                }
+            }
+            _ => {
+                return Err(unknown(
+                    name,
+                    k,
+                    "the sections router, scheduler, metrics, strategies",
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn unknown(name: &str, key: &str, known: &str) -> String {
+    format!("{name}: key `{key}`: unknown key (known here: {known})")
+}
+
+fn section<'a>(v: &'a Value, what: &str) -> Result<&'a Table, String> {
+    v.as_table()
+        .ok_or_else(|| format!("expected a table ([{what}] section), found {}", shown(v)))
+}
+
+fn too_big(v: &Value) -> String {
+    format!("too large: {}", shown(v))
+}
+
+/// An integer at least `min`.
+fn int(v: &Value, min: u64) -> Result<u64, String> {
+    let what = if min == 0 {
+        "a non-negative integer"
+    } else {
+        "a positive integer"
+    };
+    match v.as_integer() {
+        Some(n) => match u64::try_from(n) {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(format!("expected {what}, found {n}")),
+        },
+        None => Err(format!("expected {what}, found {}", shown(v))),
+    }
+}
+
+/// A value as the message shows it: its TOML text and type.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Table(_) => "a table".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        other => format!("{other} ({})", other.type_str()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let f = parse(
+            "r.toml",
+            r#"
+            [router]
+            rate_limit = 0
+            hold_us = 250
+            drain_timeout_ms = 3000
+            [scheduler]
+            max_per_tenant = 8
+            max_global = 100
+            cancel_reserve = 0
+            backpressure = "evict_oldest"
+            [metrics]
+            listen = "127.0.0.1:0"
+            [strategies.alpha]
+            weight = 3
+            [strategies."odd id"]
+            weight = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.rate_limit, Some(0));
+        assert_eq!(f.hold_us, Some(250));
+        assert_eq!(f.drain_limit(), Duration::from_secs(3));
+        assert_eq!(f.max_per_tenant, Some(8));
+        assert_eq!(f.max_global, Some(100));
+        assert_eq!(f.cancel_reserve, Some(0));
+        assert_eq!(f.backpressure, Some(Backpressure::EvictOldest));
+        assert_eq!(f.metrics_listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(
+            f.weights,
+            vec![("alpha".to_string(), nz(3)), ("odd id".to_string(), nz(1))]
+        );
+        // What demo writes reads back the same.
+        assert_eq!(parse("again", &f.render()).unwrap(), f);
+        let mut cfg = RouterConfig::default();
+        f.apply(&mut cfg);
+        assert_eq!(cfg.rate_limit, 0);
+        assert_eq!(cfg.max_hold, Duration::from_micros(250));
+        assert_eq!(cfg.max_per_tenant, 8);
+        assert_eq!(cfg.backpressure, Backpressure::EvictOldest);
+    }
+
+    #[test]
+    fn an_empty_file_keeps_the_defaults() {
+        let f = parse("r.toml", "").unwrap();
+        assert_eq!(f, RouterFile::default());
+        assert_eq!(f.drain_limit(), DEFAULT_DRAIN);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            (
+                "[strategies.alpha]\nweight = 0",
+                "router.toml: key `strategies.alpha.weight`: expected a positive integer (1 to 4294967295), found 0",
+            ),
+            (
+                "[strategies.alpha]\nweight = \"2\"",
+                "router.toml: key `strategies.alpha.weight`: expected a positive integer (1 to 4294967295), found \"2\" (string)",
+            ),
+            (
+                "[strategies.alpha]\nweight = 5000000000",
+                "router.toml: key `strategies.alpha.weight`: expected a positive integer",
+            ),
+            (
+                "[strategies.alpha]\nwieght = 2",
+                "router.toml: key `strategies.alpha.wieght`: unknown key (known here: weight)",
+            ),
+            (
+                "[router]\nrate_limt = 5",
+                "router.toml: key `router.rate_limt`: unknown key",
+            ),
+            (
+                "[router]\nrate_limit = -1",
+                "router.toml: key `router.rate_limit`: expected a non-negative integer, found -1",
+            ),
+            (
+                "[router]\nrate_limit = 1.5",
+                "router.toml: key `router.rate_limit`: expected a non-negative integer, found 1.5 (float)",
+            ),
+            (
+                "[scheduler]\nbackpressure = \"drop\"",
+                "router.toml: key `scheduler.backpressure`: expected \"reject\" or \"evict_oldest\", found \"drop\" (string)",
+            ),
+            (
+                "[scheduler]\nmax_per_tenant = 0",
+                "router.toml: key `scheduler.max_per_tenant`: expected a positive integer, found 0",
+            ),
+            (
+                "[metrics]\nlisten = 9465",
+                "router.toml: key `metrics.listen`: expected an address \"HOST:PORT\", found 9465 (integer)",
+            ),
+            ("router = 5", "router.toml: key `router`: expected a table"),
+            (
+                "weights = \"a=1\"",
+                "router.toml: key `weights`: unknown key (known here: the sections",
+            ),
+            ("[router\n", "router.toml: not valid TOML: "),
+        ];
+        for (text, want) in cases {
+            let e = parse("router.toml", text).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}:\n got  {e}\n want {want}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn restart_only_keys_are_named() {
+        let a = parse("a", "[router]\nrate_limit = 5\nhold_us = 1").unwrap();
+        let b = parse(
+            "b",
+            "[router]\nrate_limit = 6\nhold_us = 2\n[strategies.x]\nweight = 2",
+        )
+        .unwrap();
+        assert_eq!(a.restart_only_changes(&b), vec!["router.hold_us"]);
+        assert!(a.restart_only_changes(&a).is_empty());
+    }
+}

@@ -1,0 +1,173 @@
+//! `QueueWriter::batch`: records committed one by one, published and woken once per batch.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+mod common;
+
+use chronicle_core::{
+    Durability, Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
+};
+use common::{payload, small_segments as small};
+
+#[test]
+fn records_are_visible_at_once_and_the_tail_is_published_when_the_batch_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    w.append(1, b"before").unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"before");
+    {
+        let mut b = w.batch();
+        assert!(b.is_empty());
+        for i in 1..=3u64 {
+            assert_eq!(b.append(2, &payload(i)).unwrap(), i);
+        }
+        assert_eq!(b.len(), 3);
+        let ts = b.timestamp_ns();
+        // Committed: a reader that polls sees each record before the batch ends ...
+        for i in 1..=3u64 {
+            let m = r.next().unwrap().unwrap();
+            assert_eq!((m.seq(), m.type_id()), (i, 2));
+            assert_eq!(m.payload(), &payload(i)[..]);
+            assert_eq!(m.timestamp_ns(), ts, "one clock reading per batch");
+        }
+        assert!(r.next().unwrap().is_none());
+        // ... but the tail in queue.meta still names the record before the batch.
+        assert_eq!(r.tail().next_seq, 1);
+        b.finish();
+    }
+    assert_eq!(r.tail().next_seq, 4);
+    assert_eq!(w.next_seq(), 4);
+    assert_eq!(w.append(1, b"after").unwrap(), 4);
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"after");
+}
+
+#[test]
+fn a_batch_that_crosses_segments_keeps_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    // 5000 records of 8-207 B span several 64 KiB segments in one batch.
+    let mut b = w.batch();
+    for i in 0..5000u64 {
+        assert_eq!(b.append(7, &payload(i)).unwrap(), i);
+    }
+    drop(b);
+    let segs = std::fs::read_dir(q.join("segments")).unwrap().count();
+    assert!(segs > 5, "expected several segments, got {segs}");
+    for i in 0..5000u64 {
+        let m = r.next().unwrap().unwrap();
+        assert_eq!(m.seq(), i);
+        assert_eq!(m.payload(), &payload(i)[..]);
+    }
+    assert!(r.next().unwrap().is_none());
+    assert_eq!(r.tail().next_seq, 5000);
+    w.close().unwrap();
+    // Reopened: recovery finds exactly what the batch wrote.
+    let w = QueueWriter::open(&q, small()).unwrap();
+    assert_eq!(w.next_seq(), 5000);
+}
+
+#[test]
+fn an_error_inside_a_batch_keeps_the_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let max = w.max_payload() as usize;
+    {
+        let mut b = w.batch();
+        b.append(1, b"one").unwrap();
+        let err = b.append(1, &vec![0u8; max + 1]).unwrap_err();
+        assert!(matches!(err, Error::PayloadTooLarge { .. }), "{err:?}");
+        b.append(1, b"two").unwrap();
+    }
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"one");
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"two");
+    assert!(r.next().unwrap().is_none());
+    assert_eq!(r.tail().next_seq, 2);
+}
+
+#[test]
+fn a_sleeping_reader_is_woken_by_the_end_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < 64 {
+            match r.wait(Duration::from_secs(30)).unwrap() {
+                WaitOutcome::Ready => {
+                    while let Some(m) = r.next().unwrap() {
+                        got.push(m.seq());
+                    }
+                }
+                other => panic!("reader not woken: {other:?}"),
+            }
+        }
+        got
+    });
+    for round in 0..8u64 {
+        std::thread::sleep(Duration::from_millis(5));
+        let mut b = w.batch();
+        for i in 0..8 {
+            b.append(1, &payload(round * 8 + i)).unwrap();
+        }
+    }
+    assert_eq!(reader.join().unwrap(), (0..64).collect::<Vec<_>>());
+}
+
+/// With `EveryRecords(4)`, a batch of 10 records is msynced once, at its end; the count
+/// starts again after it. Read from the library's log of msyncs (feature `power-model`).
+#[cfg(feature = "power-model")]
+#[test]
+fn every_records_durability_syncs_a_batch_once_at_its_end() {
+    use chronicle_core::{Preallocate, powercut};
+    powercut::enable();
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let cfg = WriterConfig {
+        durability: Durability::EveryRecords(4),
+        preallocate: Preallocate::Inline,
+        ..small()
+    };
+    let mut w = QueueWriter::open(&q, cfg.clone()).unwrap();
+    let segments = q.join("segments");
+    let segment_syncs = |d: &std::path::Path| {
+        powercut::take_under(d)
+            .into_iter()
+            .filter(|s| s.path.extension().is_some_and(|e| e == "seg"))
+            .count()
+    };
+    let _ = segment_syncs(&segments);
+    {
+        let mut b = w.batch();
+        for i in 0..10u64 {
+            b.append(1, &payload(i)).unwrap();
+        }
+        assert_eq!(segment_syncs(&segments), 0, "no sync inside the batch");
+    }
+    assert_eq!(
+        segment_syncs(&segments),
+        1,
+        "one sync at the end of the batch"
+    );
+    for i in 0..3u64 {
+        w.append(1, &payload(i)).unwrap();
+    }
+    assert_eq!(segment_syncs(&segments), 0);
+    w.append(1, b"fourth").unwrap();
+    assert_eq!(segment_syncs(&segments), 1);
+    drop(w);
+    let w = QueueWriter::open(&q, cfg).unwrap();
+    assert_eq!(w.next_seq(), 14);
+}
