@@ -9,8 +9,15 @@
 //!
 //! ```text
 //! cargo run --release -p chronicle-bridge --example bridge_bench -- \
-//!     [--records 200000] [--rate 10000] [--seconds 5] [--sizes 64,1024] [--window 256]
+//!     [--records 200000] [--rate 10000] [--seconds 5] [--sizes 64,1024] [--window 256] \
+//!     [--batches 1,256] [--batch-bytes 131072] [--linger-us 1000] [--no-latency] [--csv FILE] \
+//!     [--compress] [--payload const|ticks]
 //! ```
+//! `--payload ticks` writes tick-like records (instrument, a random-walk price, quantity, side,
+//! a timestamp, then price levels up to the size) instead of constant bytes, which would
+//! flatter `--compress` (LZ4 envelopes).
+//! Every size is measured with every out-bridge batch size in `--batches` (1: one record per
+//! message). `--csv` also writes `size,batch,msgs_per_s,p50_us,p99_us` lines (for a chart).
 //! `NATS_SERVER` overrides the nats-server binary (default /usr/sbin/nats-server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -32,6 +39,23 @@ struct Args {
     seconds: u64,
     sizes: Vec<usize>,
     window: usize,
+    batches: Vec<usize>,
+    batch_bytes: usize,
+    linger_us: u64,
+    latency: bool,
+    csv: Option<PathBuf>,
+    compress: bool,
+    ticks: bool,
+}
+
+/// The out-bridge's batching.
+#[derive(Clone, Copy)]
+struct Batching {
+    window: usize,
+    batch: usize,
+    batch_bytes: usize,
+    linger_us: u64,
+    compress: bool,
 }
 
 fn args() -> Args {
@@ -41,10 +65,25 @@ fn args() -> Args {
         seconds: 5,
         sizes: vec![64, 1024],
         window: 256,
+        batches: vec![1, 256],
+        batch_bytes: outbound::DEFAULT_BATCH_BYTES,
+        linger_us: outbound::DEFAULT_LINGER_US,
+        latency: true,
+        csv: None,
+        compress: false,
+        ticks: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut it = v.iter();
     while let Some(k) = it.next() {
+        if k == "--no-latency" {
+            a.latency = false;
+            continue;
+        }
+        if k == "--compress" {
+            a.compress = true;
+            continue;
+        }
         let val = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
             "--records" => a.records = val.parse().unwrap(),
@@ -52,6 +91,11 @@ fn args() -> Args {
             "--seconds" => a.seconds = val.parse().unwrap(),
             "--window" => a.window = val.parse().unwrap(),
             "--sizes" => a.sizes = val.split(',').map(|s| s.parse().unwrap()).collect(),
+            "--batches" => a.batches = val.split(',').map(|s| s.parse().unwrap()).collect(),
+            "--batch-bytes" => a.batch_bytes = val.parse().unwrap(),
+            "--linger-us" => a.linger_us = val.parse().unwrap(),
+            "--csv" => a.csv = Some(PathBuf::from(val)),
+            "--payload" => a.ticks = val == "ticks",
             other => panic!("unknown option {other}"),
         }
     }
@@ -96,7 +140,7 @@ fn start_bridges(
     a: &Path,
     b: &Path,
     stream: &str,
-    window: usize,
+    bt: Batching,
 ) -> Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
     let subject = format!("bench.{stream}");
     let spec = StreamSpec {
@@ -116,7 +160,11 @@ fn start_bridges(
         subject: subject.clone(),
         host: "bench".into(),
         source_name: "a".into(),
-        window,
+        window: bt.window,
+        batch: bt.batch,
+        batch_bytes: bt.batch_bytes,
+        linger: Duration::from_micros(bt.linger_us),
+        compress: bt.compress,
         create: Some(spec.clone()),
         stats_interval: std::env::var("BENCH_STATS")
             .ok()
@@ -133,6 +181,7 @@ fn start_bridges(
         writer: WriterConfig::default(),
         state: InConfig::default_state_path(b),
         batch: 256,
+        sync_batches: false,
         ack_wait: Duration::from_secs(5),
         max_ack_pending: 20_000,
         create: Some(spec),
@@ -200,16 +249,48 @@ fn open_reader(q: &Path) -> QueueReader {
     }
 }
 
-fn throughput(url: &str, dir: &Path, size: usize, n: u64, window: usize) -> f64 {
-    let a = dir.join(format!("tp-a-{size}"));
-    let b = dir.join(format!("tp-b-{size}"));
+/// A tick-like payload of `size` bytes: instrument, random-walk price, quantity, side, a
+/// timestamp, then (price, quantity) levels around the price.
+fn tick(rng: &mut u64, price: &mut i64, i: u64, size: usize) -> Vec<u8> {
+    let mut next = || {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        *rng
+    };
+    *price += (next() % 11) as i64 - 5;
+    let mut v = Vec::with_capacity(size + 16);
+    v.extend_from_slice(&((next() % 50) as u32).to_le_bytes());
+    v.extend_from_slice(&price.to_le_bytes());
+    v.extend_from_slice(&((next() % 1000) as u32).to_le_bytes());
+    v.push((next() % 2) as u8);
+    v.extend_from_slice(&(1_700_000_000_000_000_000 + i * 997 + next() % 500).to_le_bytes());
+    let mut level = 0i64;
+    while v.len() < size {
+        level += 1;
+        v.extend_from_slice(&(*price + level * ((next() % 3) as i64 + 1)).to_le_bytes());
+        v.extend_from_slice(&((next() % 5000) as u32).to_le_bytes());
+    }
+    v.truncate(size);
+    v
+}
+
+fn throughput(url: &str, dir: &Path, size: usize, n: u64, bt: Batching, ticks: bool) -> f64 {
+    let a = dir.join(format!("tp-a-{size}-{}", bt.batch));
+    let b = dir.join(format!("tp-b-{size}-{}", bt.batch));
     let mut w = QueueWriter::open(&a, WriterConfig::default()).unwrap();
-    let payload = vec![0xA5u8; size];
+    let constant = vec![0xA5u8; size];
+    let (mut rng, mut price) = (0x2545_F491_4F6C_DD1D_u64, 1_000_000i64);
     for i in 0..n {
-        w.append((i % 7) as u32, &payload).unwrap();
+        if ticks {
+            w.append((i % 7) as u32, &tick(&mut rng, &mut price, i, size))
+                .unwrap();
+        } else {
+            w.append((i % 7) as u32, &constant).unwrap();
+        }
     }
     let t0 = Instant::now();
-    let h = start_bridges(url, &a, &b, &format!("TP{size}"), window);
+    let h = start_bridges(url, &a, &b, &format!("TP{size}_{}", bt.batch), bt);
     let mut r = open_reader(&b);
     let mut got = 0;
     while got < n {
@@ -223,7 +304,24 @@ fn throughput(url: &str, dir: &Path, size: usize, n: u64, window: usize) -> f64 
     let secs = t0.elapsed().as_secs_f64();
     stop(h);
     w.close().unwrap();
+    drop(r);
+    // Free the disk for the next run: both queues and the stream.
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+    delete_stream(url, &format!("TP{size}_{}", bt.batch));
     n as f64 / secs
+}
+
+fn delete_stream(url: &str, stream: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let _ = js.delete_stream(stream).await;
+    });
 }
 
 fn now_ns() -> u64 {
@@ -239,12 +337,12 @@ fn latency(
     size: usize,
     rate: u64,
     seconds: u64,
-    window: usize,
+    bt: Batching,
 ) -> Histogram<u64> {
-    let a = dir.join(format!("lat-a-{size}"));
-    let b = dir.join(format!("lat-b-{size}"));
+    let a = dir.join(format!("lat-a-{size}-{}", bt.batch));
+    let b = dir.join(format!("lat-b-{size}-{}", bt.batch));
     let mut w = QueueWriter::open(&a, WriterConfig::default()).unwrap();
-    let h = start_bridges(url, &a, &b, &format!("LAT{size}"), window);
+    let h = start_bridges(url, &a, &b, &format!("LAT{size}_{}", bt.batch), bt);
     // Warm up: the first record also creates B.
     w.append(0, &vec![0u8; size]).unwrap();
     let mut r = open_reader(&b);
@@ -298,26 +396,52 @@ fn main() {
     let root: PathBuf = dir.path().to_path_buf();
     let (_server, url) = start_server(&root);
     println!(
-        "NATS bridge over loopback: out-bridge -> nats-server (JetStream, file storage, R1) -> in-bridge; window {}",
-        a.window
+        "NATS bridge over loopback: out-bridge -> nats-server (JetStream, file storage, R1) -> in-bridge; window {}, batch bytes {}, linger {} us, lz4 {}, payload {}",
+        a.window,
+        a.batch_bytes,
+        a.linger_us,
+        a.compress,
+        if a.ticks { "ticks" } else { "constant" }
     );
     println!(
-        "| payload | throughput (msgs/s) | MB/s | latency p50 | p90 | p99 | p99.9 | max | paced rate |"
+        "| payload | batch | throughput (msgs/s) | MB/s | latency p50 | p90 | p99 | p99.9 | max | paced rate |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut csv = String::from("size,batch,msgs_per_s,p50_us,p99_us\n");
     for &size in &a.sizes {
-        let tp = throughput(&url, &root, size, a.records, a.window);
-        let h = latency(&url, &root, size, a.rate, a.seconds, a.window);
-        println!(
-            "| {size} B | {:.0} | {:.1} | {} | {} | {} | {} | {} | {}/s |",
-            tp,
-            tp * size as f64 / 1e6,
-            us(h.value_at_quantile(0.50)),
-            us(h.value_at_quantile(0.90)),
-            us(h.value_at_quantile(0.99)),
-            us(h.value_at_quantile(0.999)),
-            us(h.max()),
-            a.rate
-        );
+        for &batch in &a.batches {
+            let bt = Batching {
+                window: a.window,
+                batch,
+                batch_bytes: a.batch_bytes,
+                linger_us: a.linger_us,
+                compress: a.compress,
+            };
+            let tp = throughput(&url, &root, size, a.records, bt, a.ticks);
+            let q = |h: &Option<Histogram<u64>>, p: f64| h.as_ref().map(|h| h.value_at_quantile(p));
+            let h = a
+                .latency
+                .then(|| latency(&url, &root, size, a.rate, a.seconds, bt));
+            let show = |v: Option<u64>| v.map_or("-".to_string(), us);
+            println!(
+                "| {size} B | {batch} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {}/s |",
+                tp,
+                tp * size as f64 / 1e6,
+                show(q(&h, 0.50)),
+                show(q(&h, 0.90)),
+                show(q(&h, 0.99)),
+                show(q(&h, 0.999)),
+                show(h.as_ref().map(|h| h.max())),
+                a.rate
+            );
+            csv.push_str(&format!(
+                "{size},{batch},{tp:.0},{},{}\n",
+                q(&h, 0.50).map_or(String::new(), |v| format!("{:.1}", v as f64 / 1e3)),
+                q(&h, 0.99).map_or(String::new(), |v| format!("{:.1}", v as f64 / 1e3)),
+            ));
+        }
+    }
+    if let Some(path) = &a.csv {
+        std::fs::write(path, csv).unwrap();
     }
 }

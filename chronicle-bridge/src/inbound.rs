@@ -1,18 +1,23 @@
 //! `chron-bridge in`: a durable JetStream pull consumer that appends records into a local queue.
 //!
-//! Messages arrive in batches. Each message is classified by its source (`<host>/<queue>`) and
-//! source sequence number against the [`ImportState`] table:
+//! Messages arrive in chunks of up to `batch` messages. A message holds one record (its fields
+//! in headers) or a batch envelope of several records of one source ([`headers::decode_message`]
+//! reads both). Each message is classified by its source (`<host>/<queue>`) and the source
+//! sequence numbers of its records against the [`ImportState`] table:
 //!
-//! - the next expected record (or the first ever seen from that source): appended;
-//! - an earlier record: already imported (a redelivery or a re-send outside the de-dup window):
-//!   acknowledged and skipped;
-//! - a later record: held back, unacknowledged, until the records before it arrive (a publish
-//!   lost in a failover and re-sent after later ones were stored puts them out of order in the
-//!   stream), then appended in source order.
+//! - it holds the next expected record (or comes from a source never seen): its records from
+//!   the expected one on are appended (those below it were imported already: a batch re-sent
+//!   with other boundaries after an out-bridge restart overlaps the previous one);
+//! - all its records are earlier: already imported (a redelivery or a re-send outside the de-dup
+//!   window): acknowledged and skipped;
+//! - its first record is later: held back, unacknowledged, until the records before it arrive
+//!   (a publish lost in a failover and re-sent after later ones were stored puts them out of
+//!   order in the stream), then appended in source order.
 //!
-//! For each batch the state file first records the intent (see [`crate::state`]), then the
-//! records are appended with their original type id and timestamp, then the messages are
-//! acknowledged. A message is acknowledged only after it is in the local queue.
+//! For each chunk the state file first records the intent (one write, see [`crate::state`]),
+//! then the records are appended with their original type id and timestamp, then the messages
+//! are acknowledged. A message is acknowledged only after all its records are in the local queue
+//! (with `sync_batches`, on stable storage).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -27,8 +32,9 @@ use chronicle_core::{QueueWriter, WriterConfig};
 use futures_util::StreamExt;
 
 use crate::connect::{self, NatsConfig, StreamSpec};
+use crate::envelope::WireRecord;
 use crate::error::{BridgeError, Result};
-use crate::headers::{self, RecordMeta};
+use crate::headers;
 use crate::state::{ImportState, runs_of};
 use crate::stats::{self, Counters, Reporter};
 
@@ -47,8 +53,11 @@ pub struct InConfig {
     pub writer: WriterConfig,
     /// The import state file.
     pub state: PathBuf,
-    /// Largest number of messages handled as one batch (one state write).
+    /// Largest number of messages handled as one chunk (one state write).
     pub batch: usize,
+    /// Make each chunk durable before acknowledging it: fdatasync the state before the
+    /// appends, msync the records after them.
+    pub sync_batches: bool,
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
     /// Largest number of unacknowledged messages the consumer hands out.
@@ -75,15 +84,64 @@ impl InConfig {
     }
 }
 
-struct Held {
-    meta: RecordMeta,
+/// Most stream messages a re-read after a lost state write looks at.
+const RESCAN_LIMIT: u64 = 1_000_000;
+
+/// A message and its records (increasing source seqs, at least one).
+struct Unit {
+    source: String,
+    records: Vec<WireRecord>,
     msg: jetstream::Message,
+}
+
+impl Unit {
+    fn first(&self) -> u64 {
+        self.records.first().map_or(0, |r| r.seq)
+    }
+
+    fn last(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.seq)
+    }
+}
+
+/// A message to append from its record `from` on (the ones before were imported already).
+struct Take {
+    unit: Unit,
+    from: usize,
+}
+
+/// A record found in the local queue after the state's last intent (see [`Importer::foreign`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    timestamp_ns: u64,
+    type_id: u32,
+    len: usize,
+    crc: u32,
+}
+
+impl Fingerprint {
+    fn of(timestamp_ns: u64, type_id: u32, payload: &[u8]) -> Fingerprint {
+        Fingerprint {
+            timestamp_ns,
+            type_id,
+            len: payload.len(),
+            crc: chronicle_core::crc::crc32c(payload),
+        }
+    }
 }
 
 /// The import loop's memory: the state table, records held back, and the local writer.
 struct Importer {
     state: ImportState,
-    held: HashMap<String, BTreeMap<u64, Held>>,
+    /// Held messages per source, by (first seq, arrival number).
+    held: HashMap<String, BTreeMap<(u64, u64), Unit>>,
+    arrivals: u64,
+    /// Records in the queue after the state's last intent, in queue order: after a power cut
+    /// the state file can lose its newest slot while the queue keeps the batch it announced.
+    /// The records arriving next are compared with them and, while they match, taken as
+    /// already imported instead of appended again.
+    foreign: std::collections::VecDeque<Fingerprint>,
+    sync_batches: bool,
     /// Per source with held records: since when it has been waiting for the missing one.
     gap_since: HashMap<String, Instant>,
     gap_timeout: Option<Duration>,
@@ -145,9 +203,23 @@ pub async fn run(
         cfg.queue.display(),
         cfg.state.display()
     );
+    let foreign = if rec.foreign > 0 {
+        let f = read_fingerprints(&cfg.queue, writer.next_seq() - rec.foreign, rec.foreign)?;
+        tracing::warn!(
+            foreign = f.len(),
+            "{} records follow the state's last batch in the queue (a state file that lost its newest write?); records that match them are taken as already imported",
+            f.len()
+        );
+        f
+    } else {
+        std::collections::VecDeque::new()
+    };
     let mut imp = Importer {
         state,
         held: HashMap::new(),
+        arrivals: 0,
+        foreign,
+        sync_batches: cfg.sync_batches,
         gap_since: HashMap::new(),
         gap_timeout: cfg.gap_timeout,
         writer,
@@ -155,6 +227,12 @@ pub async fn run(
         counters: counters.clone(),
     };
 
+    // Records left in the queue by a state write that was lost: read the stream from the
+    // surviving intent's floor and match them now, whether or not their messages come again.
+    if let (false, Some(floor)) = (imp.foreign.is_empty(), rec.stream_floor) {
+        imp.rescan(&stream, floor, cfg.filter_subject.clone())
+            .await?;
+    }
     let consumer_cfg = pull::Config {
         durable_name: Some(cfg.consumer.clone()),
         ack_policy: AckPolicy::Explicit,
@@ -280,20 +358,29 @@ pub async fn run(
 }
 
 impl Importer {
-    /// Imports one batch: classify, write the intent, append, acknowledge.
+    /// Imports one chunk: classify, write the intent, append, acknowledge.
     async fn import(&mut self, msgs: Vec<jetstream::Message>) -> Result<()> {
         let c = self.counters.clone();
         c.sent.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-        // Next expected seq per source, including this batch's appends.
+        // Next expected seq per source, including this chunk's appends.
         let mut next: HashMap<String, u64> = HashMap::new();
-        let mut append: Vec<Held> = Vec::new();
+        let mut append: Vec<Take> = Vec::new();
         let mut dups: Vec<jetstream::Message> = Vec::new();
+        let mut pending = 0;
         for msg in msgs {
             if let Ok(info) = msg.info() {
-                c.lag.store(info.pending, Ordering::Relaxed);
+                pending = info.pending;
             }
-            let meta = match headers::decode(msg.headers.as_ref()) {
-                Ok(m) => m,
+            let decoded =
+                headers::decode_message(msg.headers.as_ref(), &msg.payload).and_then(|d| {
+                    if d.records.is_empty() {
+                        Err("message holds no record".to_string())
+                    } else {
+                        Ok(d)
+                    }
+                });
+            let d = match decoded {
+                Ok(d) => d,
                 Err(what) => {
                     c.errors.fetch_add(1, Ordering::Relaxed);
                     let at = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -306,57 +393,118 @@ impl Importer {
                     continue;
                 }
             };
-            let src = meta.source();
+            let unit = Unit {
+                source: d.source,
+                records: d.records,
+                msg,
+            };
+            let src = unit.source.clone();
             let expected = match next.get(&src) {
                 Some(n) => Some(*n),
                 None => self.state.expected(&src),
             };
             match expected {
-                Some(n) if meta.seq < n => dups.push(msg),
-                Some(n) if meta.seq > n => {
+                Some(n) if unit.last() < n => dups.push(unit.msg),
+                Some(n) if unit.first() > n => {
                     let h = self.held.entry(src.clone()).or_default();
                     if h.is_empty() {
                         self.gap_since.insert(src, Instant::now());
                     }
-                    h.insert(meta.seq, Held { meta, msg });
+                    self.arrivals += 1;
+                    h.insert((unit.first(), self.arrivals), unit);
                 }
                 _ => {
-                    let n = meta.seq + 1;
-                    append.push(Held { meta, msg });
+                    let n = expected.unwrap_or_else(|| unit.first());
+                    let n = self.take(unit, n, &mut append, &mut dups);
                     let n = self.release(&src, n, &mut append, &mut dups);
                     next.insert(src, n);
                 }
             }
         }
+        c.lag.store(pending, Ordering::Relaxed);
+        let last_ts = append
+            .last()
+            .and_then(|t| t.unit.records.last())
+            .map(|r| r.timestamp_ns);
+        if pending == 0 {
+            c.lag_since_ns.store(0, Ordering::Relaxed);
+        } else if let Some(ts) = last_ts {
+            c.lag_since_ns.store(ts, Ordering::Relaxed);
+        }
         self.append_and_ack(append, dups).await
     }
 
-    /// Moves the held records of `src` that follow `next` without a hole into `append` (and
-    /// any held one below `next` into `dups`); returns the new next expected seq.
+    /// Queues the records of `unit` from seq `next` on for appending (or, when all are below,
+    /// its message for acknowledgement); returns the new next expected seq. Records matching
+    /// the [`Importer::foreign`] ones are taken as already in the queue.
+    fn take(
+        &mut self,
+        unit: Unit,
+        next: u64,
+        append: &mut Vec<Take>,
+        dups: &mut Vec<jetstream::Message>,
+    ) -> u64 {
+        if unit.last() < next {
+            dups.push(unit.msg);
+            return next;
+        }
+        let mut from = unit.records.iter().take_while(|r| r.seq < next).count();
+        while let (Some(f), Some(r)) = (self.foreign.front(), unit.records.get(from)) {
+            if *f == Fingerprint::of(r.timestamp_ns, r.type_id, &r.payload) {
+                self.foreign.pop_front();
+                self.state.adopt(&unit.source, r.seq + 1);
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                from += 1;
+                if self.foreign.is_empty() {
+                    tracing::info!(
+                        "every record after the state's last batch matched a record of the stream: none imported twice"
+                    );
+                }
+            } else {
+                tracing::warn!(
+                    source = %unit.source,
+                    seq = r.seq,
+                    unmatched = self.foreign.len(),
+                    "source {} seq {} does not match the next of the {} records that follow the state's last batch; they are taken as written by someone else",
+                    unit.source,
+                    r.seq,
+                    self.foreign.len()
+                );
+                self.foreign.clear();
+            }
+        }
+        let last = unit.last();
+        if from == unit.records.len() {
+            dups.push(unit.msg);
+        } else {
+            append.push(Take { unit, from });
+        }
+        last + 1
+    }
+
+    /// Moves the held messages of `src` that continue `next` without a hole into `append` (and
+    /// any held one wholly below `next` into `dups`); returns the new next expected seq.
     fn release(
         &mut self,
         src: &str,
         mut next: u64,
-        append: &mut Vec<Held>,
+        append: &mut Vec<Take>,
         dups: &mut Vec<jetstream::Message>,
     ) -> u64 {
-        if let Some(h) = self.held.get_mut(src) {
-            while let Some(entry) = h.first_entry() {
-                if *entry.key() < next {
-                    dups.push(entry.remove().msg);
-                } else if *entry.key() == next {
-                    append.push(entry.remove());
-                    next += 1;
-                } else {
-                    break;
-                }
+        let Some(mut h) = self.held.remove(src) else {
+            return next;
+        };
+        while let Some(entry) = h.first_entry() {
+            if entry.key().0 > next {
+                break;
             }
-            if h.is_empty() {
-                self.held.remove(src);
-                self.gap_since.remove(src);
-            } else {
-                self.gap_since.insert(src.to_string(), Instant::now());
-            }
+            next = self.take(entry.remove(), next, append, dups);
+        }
+        if h.is_empty() {
+            self.gap_since.remove(src);
+        } else {
+            self.held.insert(src.to_string(), h);
+            self.gap_since.insert(src.to_string(), Instant::now());
         }
         next
     }
@@ -376,7 +524,11 @@ impl Importer {
         let mut append = Vec::new();
         let mut dups = Vec::new();
         for src in stale {
-            let Some(first) = self.held.get(&src).and_then(|h| h.keys().next().copied()) else {
+            let Some(first) = self
+                .held
+                .get(&src)
+                .and_then(|h| h.keys().next().map(|k| k.0))
+            else {
                 self.gap_since.remove(&src);
                 continue;
             };
@@ -397,31 +549,66 @@ impl Importer {
     }
 
     /// Writes the intent, appends `append` in order, records the commit, then acknowledges
-    /// `append` and `dups`.
+    /// `append` and `dups`. With `sync_batches` the intent is on stable storage before the
+    /// first append and the records before the first acknowledgement.
     async fn append_and_ack(
         &mut self,
-        append: Vec<Held>,
+        append: Vec<Take>,
         dups: Vec<jetstream::Message>,
     ) -> Result<()> {
         let c = self.counters.clone();
-        if !append.is_empty() {
-            let sources: Vec<String> = append.iter().map(|h| h.meta.source()).collect();
-            let runs = runs_of(
-                sources
+        let records = || {
+            append.iter().flat_map(|t| {
+                t.unit
+                    .records
                     .iter()
-                    .zip(append.iter())
-                    .map(|(s, h)| (s.as_str(), h.meta.seq)),
-            );
+                    .skip(t.from)
+                    .map(|r| (t.unit.source.as_str(), r))
+            })
+        };
+        if !append.is_empty() {
+            let runs = runs_of(records().map(|(s, r)| (s, r.seq)));
+            let floor = append
+                .iter()
+                .map(|t| &t.unit.msg)
+                .chain(self.held.values().flat_map(|h| h.values().map(|u| &u.msg)))
+                .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+                .min();
+            self.state.set_stream_floor(floor);
             self.state.begin(self.writer.next_seq(), &runs)?;
-            for h in &append {
+            if self.sync_batches {
+                self.state.sync()?;
+            }
+            let mut n = 0u64;
+            for (i, (_, r)) in records().enumerate() {
                 self.writer
-                    .append_at(h.meta.type_id, h.meta.timestamp_ns, &h.msg.payload)
+                    .append_at(r.type_id, r.timestamp_ns, &r.payload)
                     .map_err(|e| BridgeError::queue(&self.queue, "append to", e))?;
+                n += 1;
+                if i == 0 {
+                    // A crash here leaves a batch half appended (crash-point tests).
+                    chronicle_core::crash::point("bridge.in.first_append");
+                }
+            }
+            if self.sync_batches {
+                self.writer
+                    .sync()
+                    .map_err(|e| BridgeError::queue(&self.queue, "sync", e))?;
             }
             self.state.commit(&runs);
-            c.done.fetch_add(append.len() as u64, Ordering::Relaxed);
-            if let Some(last) = append.last() {
-                c.position.store(last.meta.seq + 1, Ordering::Relaxed);
+            c.done.fetch_add(n, Ordering::Relaxed);
+            if let Some((_, r)) = records().last() {
+                c.position.store(r.seq + 1, Ordering::Relaxed);
+            }
+        } else if self.state.dirty() {
+            // Records matched as already in the queue moved the table: persist it before
+            // their messages are acknowledged (they will not come again). The empty intent
+            // starts before the records still to match, so a restart finds them again.
+            let unmatched = self.foreign.len() as u64;
+            self.state
+                .begin(self.writer.next_seq().saturating_sub(unmatched), &[])?;
+            if self.sync_batches {
+                self.state.sync()?;
             }
         }
         c.duplicates.fetch_add(dups.len() as u64, Ordering::Relaxed);
@@ -430,7 +617,7 @@ impl Importer {
             Ordering::Relaxed,
         );
         // Acknowledge only now: every record of `append` is in the queue and in the state.
-        for m in append.iter().map(|h| &h.msg).chain(dups.iter()) {
+        for m in append.iter().map(|t| &t.unit.msg).chain(dups.iter()) {
             if m.ack().await.is_err() {
                 // Redelivered later and recognized as imported.
                 c.errors.fetch_add(1, Ordering::Relaxed);
@@ -439,10 +626,117 @@ impl Importer {
         Ok(())
     }
 
+    /// Reads the stream from sequence `from` (an ordered consumer: no acknowledgements, no
+    /// effect on the durable one) and matches the records of [`Importer::foreign`] against it,
+    /// in the order the import would take them, until they are all matched, one does not
+    /// match, or the stream has nothing more. Then writes the state if the table moved. Covers
+    /// a lost state write whose messages were acknowledged (they will not come again).
+    async fn rescan(
+        &mut self,
+        stream: &jetstream::stream::Stream,
+        from: u64,
+        filter: Option<String>,
+    ) -> Result<()> {
+        let cfg = pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            filter_subject: filter.unwrap_or_default(),
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(cfg).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(
+                    from_seq = from,
+                    error = %e,
+                    "cannot re-read the stream from {from} to match the records after the state's last batch ({e}); matching arriving records only"
+                );
+                return Ok(());
+            }
+        };
+        tracing::info!(
+            from_seq = from,
+            unmatched = self.foreign.len(),
+            "re-reading the stream from sequence {from} to match the {} records after the state's last batch",
+            self.foreign.len()
+        );
+        let mut held: HashMap<String, BTreeMap<(u64, u64), Unit>> = HashMap::new();
+        let mut arrivals = 0u64;
+        let mut scanned = 0u64;
+        while !self.foreign.is_empty() && scanned < RESCAN_LIMIT {
+            let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+            else {
+                break;
+            };
+            scanned += 1;
+            let Ok(d) = headers::decode_message(msg.headers.as_ref(), &msg.payload) else {
+                continue;
+            };
+            if d.records.is_empty() {
+                continue;
+            }
+            let unit = Unit {
+                source: d.source,
+                records: d.records,
+                msg,
+            };
+            let src = unit.source.clone();
+            let expected = self.state.expected(&src).unwrap_or_else(|| unit.first());
+            if unit.last() < expected {
+                continue;
+            }
+            if unit.first() > expected {
+                arrivals += 1;
+                held.entry(src)
+                    .or_default()
+                    .insert((unit.first(), arrivals), unit);
+                continue;
+            }
+            // Nothing is appended or acknowledged here: the durable consumer delivers what
+            // is not in the queue.
+            let (mut append, mut dups) = (Vec::new(), Vec::new());
+            let mut next = self.take(unit, expected, &mut append, &mut dups);
+            if let Some(h) = held.get_mut(&src) {
+                while append.is_empty() && !self.foreign.is_empty() {
+                    let Some(entry) = h.first_entry() else { break };
+                    if entry.key().0 > next {
+                        break;
+                    }
+                    next = self.take(entry.remove(), next, &mut append, &mut dups);
+                }
+            }
+            if !append.is_empty() {
+                break;
+            }
+        }
+        tracing::info!(
+            scanned,
+            unmatched = self.foreign.len(),
+            "re-read {scanned} stream messages; {} records after the state's last batch still unmatched",
+            self.foreign.len()
+        );
+        if self.state.dirty() {
+            let unmatched = self.foreign.len() as u64;
+            self.state.set_stream_floor(Some(from));
+            self.state
+                .begin(self.writer.next_seq().saturating_sub(unmatched), &[])?;
+            if self.sync_batches {
+                self.state.sync()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Says which sources wait for a missing record (held records cannot be appended yet).
     fn report_gaps(&self) {
         for (src, h) in &self.held {
-            if let Some(first) = h.keys().next() {
+            if let Some((first, _)) = h.keys().next() {
                 let want = self.state.expected(src).unwrap_or(0);
                 tracing::warn!(
                     source = %src,
@@ -454,4 +748,26 @@ impl Importer {
             }
         }
     }
+}
+
+/// Fingerprints of the `count` records of `queue` from seq `from` on.
+fn read_fingerprints(
+    queue: &std::path::Path,
+    from: u64,
+    count: u64,
+) -> Result<std::collections::VecDeque<Fingerprint>> {
+    let cfg = chronicle_core::ReaderConfig::default().start(chronicle_core::StartAt::Seq(from));
+    let mut r = chronicle_core::QueueReader::open(queue, cfg)
+        .map_err(|e| BridgeError::queue(queue, "open reader on", e))?;
+    let mut out = std::collections::VecDeque::new();
+    while (out.len() as u64) < count {
+        match r.next() {
+            Ok(Some(m)) => {
+                out.push_back(Fingerprint::of(m.timestamp_ns(), m.type_id(), m.payload()))
+            }
+            Ok(None) => break,
+            Err(e) => return Err(BridgeError::queue(queue, "read", e)),
+        }
+    }
+    Ok(out)
 }

@@ -17,6 +17,7 @@
 
 pub mod connect;
 pub mod creds;
+pub mod envelope;
 pub mod error;
 pub mod headers;
 pub mod inbound;

@@ -127,6 +127,12 @@ enum Retention {
     Workqueue,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Compress {
+    None,
+    Lz4,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Storage {
     File,
@@ -157,9 +163,28 @@ struct OutArgs {
     /// The queue's name on the wire (default: the queue directory's name).
     #[arg(long)]
     source_name: Option<String>,
-    /// Largest number of unacknowledged publishes (1-4096).
+    /// Largest number of unacknowledged messages (1-4096).
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Largest number of records per JetStream message (1-65536). Above 1 the records travel
+    /// in a batch envelope (DESIGN.md section 15); 1 sends each record as its own message,
+    /// payload as the body and its fields in headers, for consumers that read the stream with
+    /// other NATS clients. `chron-bridge in` reads both.
+    #[arg(long, default_value_t = outbound::DEFAULT_BATCH)]
+    batch: usize,
+    /// Largest size of a batch envelope in bytes (1024 to 1048576; keep it under the server's
+    /// max_payload, 1 MiB by default). A larger record travels alone.
+    #[arg(long, default_value_t = outbound::DEFAULT_BATCH_BYTES)]
+    batch_bytes: usize,
+    /// Longest wait, in microseconds, of a batch's first record for more records while other
+    /// messages are in flight (0-1000000). An idle pipeline sends at once.
+    #[arg(long, default_value_t = outbound::DEFAULT_LINGER_US)]
+    linger_us: u64,
+    /// Compress batch envelopes: none, or lz4 (sent compressed only when smaller; `chron-bridge
+    /// in` reads both). Off by default: on loopback it costs more CPU than it saves
+    /// (BENCHMARKS.md "NATS bridge"); it can pay on a slow link.
+    #[arg(long, value_enum, default_value_t = Compress::None)]
+    compress: Compress,
     /// Exit once the queue's writer is gone and every record is acknowledged.
     #[arg(long)]
     exit_at_end: bool,
@@ -186,9 +211,15 @@ struct InArgs {
     /// Import state file (default: <queue>.bridge-in.state).
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Largest batch of messages per state write and pull.
+    /// Largest number of messages per pull and per state write (each message may hold a batch
+    /// of records).
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Make every imported batch durable before acknowledging it: the state file is
+    /// fdatasync'ed before the appends and the records msync'ed after them. Exactly once
+    /// across a power cut, at the cost of two syncs per batch (DESIGN.md section 15).
+    #[arg(long)]
+    sync_batches: bool,
     /// Seconds JetStream waits for an acknowledgement before redelivering. Messages handed to
     /// an in-bridge that died are redelivered only after this; later ones are held back until
     /// then, so a short wait keeps the pause after a crash short (redeliveries are harmless).
@@ -285,23 +316,22 @@ fn parse_from(s: &str) -> anyhow::Result<StartAt> {
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives while the bridge is
+/// still connecting is kept, not fatal) and returns the future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => std::future::pending::<()>().await,
-    }
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     match cli.cmd {
         Cmd::Out(a) => {
             let host = a.host_id.clone().unwrap_or_else(hostname);
@@ -318,6 +348,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if a.window == 0 || a.window > 4096 {
                 bail!("--window must be between 1 and 4096");
             }
+            if a.batch == 0 || a.batch > 65_536 {
+                bail!("--batch must be between 1 and 65536");
+            }
+            if !(1024..=1 << 20).contains(&a.batch_bytes) {
+                bail!("--batch-bytes must be between 1024 and 1048576");
+            }
+            if a.linger_us > 1_000_000 {
+                bail!("--linger-us must be at most 1000000 (one second)");
+            }
             let cfg = OutConfig {
                 queue: a.queue.clone(),
                 reader: a.reader.clone(),
@@ -327,13 +366,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 host,
                 source_name,
                 window: a.window,
+                batch: a.batch,
+                batch_bytes: a.batch_bytes,
+                linger: Duration::from_micros(a.linger_us),
+                compress: a.compress == Compress::Lz4,
                 create: stream_spec(&a.stream_args, Some(&a.subject))?,
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,
                 metrics_listen: a.common.metrics_listen.clone(),
                 exit_at_end: a.exit_at_end,
             };
-            outbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+            outbound::run(cfg, nats_config(&a.common)?, shutdown).await?;
         }
         Cmd::In(a) => {
             let mut writer = WriterConfig::default();
@@ -351,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(|| InConfig::default_state_path(&a.queue)),
                 batch: a.batch,
+                sync_batches: a.sync_batches,
                 ack_wait: Duration::from_secs(a.ack_wait.max(1)),
                 max_ack_pending: a.max_ack_pending,
                 create: stream_spec(&a.stream_args, a.subject.as_deref())?,
@@ -359,7 +403,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stats_json: a.common.stats_json,
                 metrics_listen: a.common.metrics_listen.clone(),
             };
-            inbound::run(cfg, nats_config(&a.common)?, shutdown_signal()).await?;
+            inbound::run(cfg, nats_config(&a.common)?, shutdown).await?;
         }
     }
     Ok(())

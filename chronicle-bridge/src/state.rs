@@ -56,6 +56,10 @@ pub struct Run {
 struct Intent {
     first_local_seq: u64,
     runs: Vec<Run>,
+    /// Lowest JetStream stream sequence of the messages of this intent and of those held
+    /// when it was written: where a re-read of the stream starts if the next intent is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_floor: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,6 +78,8 @@ pub struct Recovered {
     pub dropped: u64,
     /// Records in the queue after the intent that the bridge did not write.
     pub foreign: u64,
+    /// The intent's stream floor (see [`ImportState::set_stream_floor`]), if it had one.
+    pub stream_floor: Option<u64>,
 }
 
 /// The import table and its file.
@@ -83,6 +89,9 @@ pub struct ImportState {
     file: Option<fs::File>,
     generation: u64,
     sources: BTreeMap<String, u64>,
+    /// The table moved (by [`ImportState::adopt`]) since the last write.
+    dirty: bool,
+    stream_floor: Option<u64>,
 }
 
 impl ImportState {
@@ -94,6 +103,8 @@ impl ImportState {
             file: None,
             generation: 0,
             sources: BTreeMap::new(),
+            dirty: false,
+            stream_floor: None,
         };
         let bytes = match fs::read(path) {
             Ok(b) => b,
@@ -151,6 +162,8 @@ impl ImportState {
             rec.applied = appended.min(total);
             rec.dropped = total - rec.applied;
             rec.foreign = appended.saturating_sub(total);
+            rec.stream_floor = intent.stream_floor;
+            st.stream_floor = intent.stream_floor;
             st.apply(&intent.runs, rec.applied);
         }
         Ok((st, rec))
@@ -175,6 +188,7 @@ impl ImportState {
             intent: Some(Intent {
                 first_local_seq,
                 runs: runs.to_vec(),
+                stream_floor: self.stream_floor,
             }),
         };
         let json = serde_json::to_vec(&image).map_err(|e| BridgeError::StateCorrupted {
@@ -226,7 +240,42 @@ impl ImportState {
                 source,
             })?;
         self.generation = generation;
+        self.dirty = false;
         Ok(())
+    }
+
+    /// Forces the last write to stable storage (fdatasync).
+    pub fn sync(&self) -> Result<()> {
+        match &self.file {
+            Some(f) => f.sync_data().map_err(|source| BridgeError::State {
+                path: self.path.clone(),
+                op: "sync",
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `source` is imported up to `next` (exclusive) by records already in the
+    /// queue before the next intent; written with the next [`ImportState::begin`].
+    pub fn adopt(&mut self, source: &str, next: u64) {
+        if self.sources.get(source).is_none_or(|&n| n < next) {
+            self.sources.insert(source.to_string(), next);
+            self.dirty = true;
+        }
+    }
+
+    /// Sets the stream floor written with the next intents: the lowest JetStream stream
+    /// sequence of the messages about to be appended and of those held back.
+    pub fn set_stream_floor(&mut self, floor: Option<u64>) {
+        if floor.is_some() {
+            self.stream_floor = floor;
+        }
+    }
+
+    /// Whether [`ImportState::adopt`] moved the table since the last write.
+    pub fn dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Records that all of `runs` (the argument of the last `begin`) were appended.
@@ -329,6 +378,29 @@ mod tests {
         let (st4, _) = ImportState::load(&path, 13).unwrap();
         assert_eq!(st4.expected("h/q"), Some(102));
         assert_eq!(st4.expected("g/q"), Some(8));
+    }
+
+    #[test]
+    fn the_stream_floor_travels_with_the_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state");
+        let (mut st, _) = ImportState::load(&path, 0).unwrap();
+        st.set_stream_floor(Some(41));
+        st.begin(0, &runs_of([("h/q", 0)])).unwrap();
+        let (_, rec) = ImportState::load(&path, 3).unwrap();
+        assert_eq!((rec.stream_floor, rec.foreign), (Some(41), 2));
+        // A state written before the field existed loads without it.
+        let old = br#"{"version":1,"sources":{},"intent":{"first_local_seq":0,"runs":[]}}"#;
+        let crc = chronicle_core::crc::crc32c(old);
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&MAGIC.to_le_bytes());
+        buf.extend_from_slice(&7u64.to_le_bytes());
+        buf.extend_from_slice(&(old.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf.extend_from_slice(old);
+        fs::write(&path, &buf).unwrap();
+        let (_, rec) = ImportState::load(&path, 0).unwrap();
+        assert_eq!(rec.stream_floor, None);
     }
 
     #[test]

@@ -38,6 +38,25 @@ pub struct Counters {
     /// Gauge: the next source sequence number: after the last acknowledged record (out), after
     /// the last imported record of the most recent source (in).
     pub position: AtomicU64,
+    /// Gauge: timestamp (ns since the Unix epoch) of the record the lag is measured from, 0
+    /// when there is no lag: the oldest record not acknowledged yet (out), the last record
+    /// imported while the consumer still has messages pending (in). See [`Counters::lag_seconds`].
+    pub lag_since_ns: AtomicU64,
+}
+
+impl Counters {
+    /// Lag in seconds: how long ago the record named by `lag_since_ns` was written (0 without
+    /// lag). Source and destination clocks are compared, so across hosts it includes their skew.
+    pub fn lag_seconds(&self) -> f64 {
+        let since = self.lag_since_ns.load(Ordering::Relaxed);
+        if since == 0 {
+            return 0.0;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        now.saturating_sub(since) as f64 / 1e9
+    }
 }
 
 /// A copy of the counters at one instant, with the rate since the previous snapshot.
@@ -67,6 +86,8 @@ pub struct Snapshot {
     pub disconnects: u64,
     /// See [`Counters::lag`].
     pub lag: u64,
+    /// See [`Counters::lag_seconds`].
+    pub lag_s: f64,
     /// See [`Counters::in_flight`].
     pub in_flight: u64,
     /// See [`Counters::position`].
@@ -117,6 +138,7 @@ impl Reporter {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             disconnects: c.disconnects.load(Ordering::Relaxed),
             lag: c.lag.load(Ordering::Relaxed),
+            lag_s: c.lag_seconds(),
             in_flight: c.in_flight.load(Ordering::Relaxed),
             position: c.position.load(Ordering::Relaxed),
         }
@@ -137,6 +159,7 @@ impl Reporter {
                 acked = s.done,
                 rate,
                 lag = s.lag,
+                lag_s = s.lag_s,
                 in_flight = s.in_flight,
                 position = s.position,
                 sent = s.sent,
@@ -153,6 +176,7 @@ impl Reporter {
                 imported = s.done,
                 rate,
                 lag = s.lag,
+                lag_s = s.lag_s,
                 held = s.in_flight,
                 position = s.position,
                 sent = s.sent,
@@ -243,6 +267,12 @@ pub fn exposition(direction: &str, queue: &str, c: &Counters) -> String {
     ] {
         e.family(name, kind, help).sample(&l, get(v));
     }
+    e.family(
+        "chronicle_bridge_lag_seconds",
+        Kind::Gauge,
+        "Seconds behind: age of the oldest record not acknowledged yet (out), or of the last record imported while the consumer has messages pending (in); 0 without lag.",
+    )
+    .sample(&l, c.lag_seconds());
     e.render()
 }
 
@@ -297,6 +327,12 @@ mod tests {
                 "chronicle_bridge_lag_records{direction=\"out\",queue=\"/q/a\\\"b\"} 3\n"
             )
         );
-        assert_eq!(text.matches("# TYPE ").count(), 11);
+        assert_eq!(text.matches("# TYPE ").count(), 12);
+        assert!(
+            text.contains(
+                "chronicle_bridge_lag_seconds{direction=\"out\",queue=\"/q/a\\\"b\"} 0\n"
+            ),
+            "{text}"
+        );
     }
 }

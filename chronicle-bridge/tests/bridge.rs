@@ -22,8 +22,8 @@ use std::time::Duration;
 use chronicle_core::QueueWriter;
 use common::args::{STREAM, SUBJECT, out_args};
 use common::{
-    Bridge, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, hosts, nats_server_bin,
-    run_bridge, verify_arrival, write_records, writer_config,
+    Bridge, Mode, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, hosts,
+    nats_server_bin, run_bridge, verify_arrival, write_records, writer_config,
 };
 
 /// The in-bridge's command line here: the shared one with a short acknowledgement wait, so
@@ -70,8 +70,14 @@ fn finish(out: &mut Bridge, inb: &mut Bridge, b: &Path, n: u64, servers: &[&Nats
     );
 }
 
-#[test]
-fn transfers_records_byte_identical_in_order() {
+both_modes!(
+    transfers_records_byte_identical_in_order,
+    sigkilled_bridges_restart_without_loss_or_duplicates,
+    nats_server_restart_mid_stream_loses_nothing,
+    cluster_node_loss_with_three_replicas_loses_nothing,
+);
+
+fn transfers_records_byte_identical_in_order(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
@@ -81,11 +87,21 @@ fn transfers_records_byte_identical_in_order() {
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
     let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &["--exit-at-end"]),
+        // Batched, the envelopes are also LZ4-compressed here (where that makes them smaller).
+        &out_args(
+            &server.url(),
+            &h.a,
+            &mode.with(if mode == Mode::Batched {
+                &["--exit-at-end", "--compress", "lz4"]
+            } else {
+                &["--exit-at-end"]
+            }),
+        ),
         h.root.join("out.log"),
     );
     let mut inb = Bridge::new(
-        &in_args(&server.url(), &h.b, &["--stats-json"]),
+        // --sync-batches: the durable path (fdatasync of the state, msync of the records).
+        &in_args(&server.url(), &h.b, &["--stats-json", "--sync-batches"]),
         h.root.join("in.log"),
     );
     out.start();
@@ -129,8 +145,7 @@ fn transfers_records_byte_identical_in_order() {
     assert!(log.contains(&format!("from seq {n} ")), "{log}");
 }
 
-#[test]
-fn sigkilled_bridges_restart_without_loss_or_duplicates() {
+fn sigkilled_bridges_restart_without_loss_or_duplicates(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
@@ -140,7 +155,7 @@ fn sigkilled_bridges_restart_without_loss_or_duplicates() {
 
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &["--window", "512"]),
+        &out_args(&server.url(), &h.a, &mode.with(&["--window", "512"])),
         h.root.join("out.log"),
     );
     let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
@@ -182,8 +197,7 @@ fn sigkilled_bridges_restart_without_loss_or_duplicates() {
     finish(&mut out, &mut inb, &h.b, n, &[&server]);
 }
 
-#[test]
-fn nats_server_restart_mid_stream_loses_nothing() {
+fn nats_server_restart_mid_stream_loses_nothing(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let mut server = NatsServer::single(&bin, &h.root, &[]);
@@ -191,7 +205,7 @@ fn nats_server_restart_mid_stream_loses_nothing() {
 
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     let mut out = Bridge::new(
-        &out_args::<&str>(&server.url(), &h.a, &[]),
+        &out_args(&server.url(), &h.a, &mode.with(&[])),
         h.root.join("out.log"),
     );
     let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
@@ -267,8 +281,7 @@ fn wait_jetstream_ready(url: &str) {
     });
 }
 
-#[test]
-fn cluster_node_loss_with_three_replicas_loses_nothing() {
+fn cluster_node_loss_with_three_replicas_loses_nothing(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let mut nodes = NatsServer::cluster(&bin, &h.root);
@@ -278,7 +291,7 @@ fn cluster_node_loss_with_three_replicas_loses_nothing() {
 
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     let mut out = Bridge::new(
-        &out_args(&urls, &h.a, &["--replicas", "3"]),
+        &out_args(&urls, &h.a, &mode.with(&["--replicas", "3"])),
         h.root.join("out.log"),
     );
     out.start();
@@ -363,6 +376,25 @@ fn clear_errors_for_bad_url_missing_stream_and_auth() {
     let (code, err) = run(&out(&dead, &[]), &[]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot connect to NATS"), "{err}");
+
+    // Batching options out of range are refused before connecting.
+    for (opt, val, says) in [
+        ("--batch", "0", "--batch must be between 1 and 65536"),
+        (
+            "--batch-bytes",
+            "100",
+            "--batch-bytes must be between 1024 and 1048576",
+        ),
+        (
+            "--linger-us",
+            "5000000",
+            "--linger-us must be at most 1000000",
+        ),
+    ] {
+        let (code, err) = run(&out(&dead, &[opt, val]), &[]);
+        assert_ne!(code, 0);
+        assert!(err.contains(says), "{err}");
+    }
 
     let server = NatsServer::single(&bin, &h.root, &["--user", "alice", "--pass", "s3cret"]);
     let (code, err) = run(
@@ -577,13 +609,257 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
     );
     assert!(log.contains("dup=1"), "the re-send was not counted:\n{log}");
     assert_eq!(count_records(&h.b), 7);
+    assert_eq!(seqs_in(&h.b), vec![0, 1, 2, 3, 4, 5, 7]);
+}
+
+/// Publishes source records `seqs` of hostA/feed as one batch envelope, with message id
+/// `hostA/feed/<first>-<last><id_suffix>`.
+async fn publish_envelope(js: &async_nats::jetstream::Context, seqs: &[u64], id_suffix: &str) {
+    publish_envelope_as(js, seqs, id_suffix, false).await;
+}
+
+async fn publish_envelope_as(
+    js: &async_nats::jetstream::Context,
+    seqs: &[u64],
+    id_suffix: &str,
+    lz4: bool,
+) {
+    use chronicle_bridge::{envelope, headers};
+    let mut e = envelope::Encoder::new(4096);
+    for &seq in seqs {
+        assert!(e.push(
+            seq,
+            common::timestamp(seq),
+            common::type_id(seq),
+            &common::payload(seq)
+        ));
+    }
+    let (first, last) = e.range();
+    let mut h = headers::encode_batch("hostA", "feed", first, last);
+    h.insert(
+        headers::MSG_ID,
+        format!("hostA/feed/{first}-{last}{id_suffix}"),
+    );
+    let body = if lz4 { e.finish_lz4() } else { e.finish() };
+    if lz4 {
+        assert_eq!(body[6], 1, "the test records did not compress");
+    }
+    js.publish_with_headers(SUBJECT, h, body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Creates the test stream on `url` and returns a JetStream context on it.
+async fn stream_on(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: STREAM.to_string(),
+        subjects: vec![SUBJECT.to_string()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js
+}
+
+/// The source seqs found in queue `q`, in order (record payloads start with their seq).
+fn seqs_in(q: &Path) -> Vec<u64> {
     let mut r =
-        chronicle_core::QueueReader::open(&h.b, chronicle_core::ReaderConfig::default()).unwrap();
-    let seqs: Vec<u64> = std::iter::from_fn(|| {
+        chronicle_core::QueueReader::open(q, chronicle_core::ReaderConfig::default()).unwrap();
+    std::iter::from_fn(|| {
         r.next()
             .unwrap()
             .map(|m| u64::from_le_bytes(m.payload()[..8].try_into().unwrap()))
     })
-    .collect();
-    assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 7]);
+    .collect()
+}
+
+#[test]
+fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = stream_on(&server.url()).await;
+        publish_envelope(&js, &[0, 1, 2, 3], "").await;
+        // Re-sent with other boundaries (an out-bridge restarted): 2 and 3 are already in.
+        publish_envelope(&js, &[2, 3, 4, 5], "").await;
+        // One record per message, mixed in.
+        publish_raw(&js, 6, "").await;
+        // Out of order: 9-10 (compressed) waits for 7-8.
+        publish_envelope_as(&js, &[9, 10], "", true).await;
+        // An envelope header on a body that is not an envelope.
+        let mut bad = chronicle_bridge::headers::encode_batch("hostA", "feed", 7, 8);
+        bad.insert(chronicle_bridge::headers::MSG_ID, "bad");
+        // A whole header announcing two records, and no record.
+        let body = bytes::Bytes::from_static(b"CHRB\x01\x00\x00\x00\x02\x00\x00\x00");
+        js.publish_with_headers(SUBJECT, bad, body)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        publish_envelope(&js, &[7, 8], "").await;
+        // Everything again, past the de-dup window (another id): all duplicates.
+        publish_envelope(&js, &(0..=10).collect::<Vec<_>>(), "-resent").await;
+    });
+    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    inb.start();
+    let no_out = Bridge::new(&[], h.root.join("none.log"));
+    verify_arrival(&h.b, 11, TRANSFER_DEADLINE, &|| {
+        diag(&no_out, &inb, &[&server])
+    });
+    // Let the last (duplicate) message be handled, then stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = inb.log_text();
+    assert!(
+        log.contains("not a bridged record") && log.contains("runs past the end"),
+        "{log}"
+    );
+    assert_eq!(seqs_in(&h.b), (0..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_state_file_that_lost_its_newest_write_imports_nothing_twice() {
+    lost_state_write(false);
+}
+
+#[test]
+fn a_lost_state_write_whose_acks_reached_the_server_neither_duplicates_nor_stalls() {
+    lost_state_write(true);
+}
+
+/// The in-bridge's state file loses its newest write (a power cut: two slots written without
+/// fsync) while the queue keeps the batch that write announced. Either the batch's messages come
+/// again (their acknowledgements were lost too) or not (they reached the server). The records
+/// are recognized in the queue (re-read from the stream) and not appended twice; later records
+/// follow them without a wait.
+fn lost_state_write(acks_delivered: bool) {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (n1, n2) = (600u64, 900u64);
+    let js = rt.block_on(async {
+        let js = stream_on(&server.url()).await;
+        for first in (0..n1).step_by(50) {
+            publish_envelope(&js, &(first..first + 50).collect::<Vec<_>>(), "").await;
+        }
+        js
+    });
+    // Small chunks (3 messages, 150 records): several state writes.
+    let args = in_args(&server.url(), &h.b, &["--batch", "3"]);
+    let mut inb = Bridge::new(&args, h.root.join("in.log"));
+    inb.start();
+    let no_out = Bridge::new(&[], h.root.join("none.log"));
+    verify_arrival(&h.b, n1, TRANSFER_DEADLINE, &|| {
+        diag(&no_out, &inb, &[&server])
+    });
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+
+    // Tear the slot with the highest generation: the older one (one batch behind) is current.
+    let state = chronicle_bridge::inbound::InConfig::default_state_path(&h.b);
+    let mut bytes = std::fs::read(&state).unwrap();
+    let slot = chronicle_bridge::state::SLOT_SIZE as usize;
+    let generation = |at: usize| u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+    let newest = if bytes.len() > slot && generation(slot) > generation(0) {
+        slot
+    } else {
+        0
+    };
+    bytes[newest + 24] ^= 0xff;
+    std::fs::write(&state, &bytes).unwrap();
+    rt.block_on(async {
+        if !acks_delivered {
+            // Every message comes again, as if no acknowledgement had reached the server.
+            let stream = js.get_stream(STREAM).await.unwrap();
+            stream.delete_consumer("hostB").await.unwrap();
+        }
+        for first in (n1..n2).step_by(50) {
+            publish_envelope(&js, &(first..first + 50).collect::<Vec<_>>(), "").await;
+        }
+    });
+    inb.start();
+    verify_arrival(&h.b, n2, TRANSFER_DEADLINE, &|| {
+        diag(&no_out, &inb, &[&server])
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = inb.log_text();
+    assert!(
+        log.contains("records follow the state's last batch")
+            && log.contains("none imported twice"),
+        "{log}"
+    );
+    assert_eq!(seqs_in(&h.b), (0..n2).collect::<Vec<_>>());
+}
+
+#[cfg(feature = "crash-points")]
+both_modes!(kills_inside_a_batch_lose_and_duplicate_nothing);
+
+/// Both bridges die at exact points inside a batch (crash points, the same death as SIGKILL):
+/// the out-bridge after publishing a message whose acknowledgement it never handles (its restart
+/// forms batches with other boundaries, overlapping what the server stored), the in-bridge
+/// after appending the first record of a chunk. Restarted, B holds exactly A's records.
+#[cfg(feature = "crash-points")]
+fn kills_inside_a_batch_lose_and_duplicate_nothing(mode: Mode) {
+    let Some(bin) = nats_server_bin() else { return };
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000) / 2;
+    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    write_records(&mut w, 0, n, 0);
+    w.close().unwrap();
+    let mut out = Bridge::new(
+        &out_args(&server.url(), &h.a, &mode.with(&["--exit-at-end"])),
+        h.root.join("out.log"),
+    );
+    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    let published = if mode == Mode::Batched { "7" } else { "700" };
+    out.envs.push((
+        "CHRONICLE_CRASH_AT".to_string(),
+        format!("bridge.out.published:{published}"),
+    ));
+    inb.envs.push((
+        "CHRONICLE_CRASH_AT".to_string(),
+        "bridge.in.first_append:3".to_string(),
+    ));
+    // One after the other, so that each meets its crash point for sure: the out-bridge dies,
+    // comes back without the crash point and publishes the rest; then the in-bridge.
+    for (b, what) in [(&mut out, "out-bridge"), (&mut inb, "in-bridge")] {
+        b.start();
+        let st = b.wait_exit(Duration::from_secs(120));
+        assert!(
+            st.is_some_and(|s| !s.success()),
+            "the {what} did not die at its crash point: {st:?}\n{}",
+            b.log_text()
+        );
+        b.envs.clear();
+        b.start();
+    }
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
+    let st = out.wait_exit(Duration::from_secs(60));
+    assert!(st.is_some_and(|s| s.success()), "out-bridge: {st:?}");
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    assert_eq!(count_records(&h.b), n);
+    // The restarted in-bridge found the chunk half appended.
+    let log = inb.log_text();
+    assert!(
+        log.contains("state recovered: 1 records of the last batch are in the queue"),
+        "{log}"
+    );
 }

@@ -23,8 +23,8 @@ use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::jwt::{self, Account, Operator};
 use common::{
-    Bridge, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, nats_server_bin,
-    verify_arrival, write_records, writer_config,
+    Bridge, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port,
+    nats_server_bin, verify_arrival, write_records, writer_config,
 };
 
 /// An operator-mode server and the identities around it.
@@ -171,8 +171,9 @@ fn test_identities_are_well_formed() {
     assert!(!jwt::signature_is_valid(&bad));
 }
 
-#[test]
-fn records_flow_with_creds_against_a_jwt_configured_server() {
+both_modes!(records_flow_with_creds_against_a_jwt_configured_server);
+
+fn records_flow_with_creds_against_a_jwt_configured_server(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let s = setup(&bin);
     // The server demands authentication from every client.
@@ -188,7 +189,7 @@ fn records_flow_with_creds_against_a_jwt_configured_server() {
         &out_args(
             &s.server.url(),
             &s.a,
-            &strings(&["--exit-at-end", "--creds", &p(&out_creds)]),
+            &mode.with(&["--exit-at-end", "--creds", &p(&out_creds)]),
         ),
         s.root.join("out.log"),
     );

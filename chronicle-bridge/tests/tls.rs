@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::{
-    Bridge, Hosts, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
+    Bridge, Hosts, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
     tls_args, verify_arrival, write_records, writer_config,
 };
 use rcgen::{
@@ -129,8 +129,9 @@ fn start_server(bin: &Path, dir: &Path, extra: &[String]) -> NatsServer {
     NatsServer::single(bin, dir, &extra)
 }
 
-#[test]
-fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
+both_modes!(records_flow_through_a_tls_only_server_byte_identical_in_order);
+
+fn records_flow_through_a_tls_only_server_byte_identical_in_order(mode: Mode) {
     let Some(bin) = nats_server_bin() else { return };
     let (h, pki) = hosts();
     let server = start_server(
@@ -151,7 +152,7 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order() {
         &out_args(
             &server.tls_url(),
             &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
+            &mode.with(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
         ),
         h.root.join("out.log"),
     );

@@ -21,7 +21,9 @@
 //! `chronicle-compare tick-to-route --build A=CHRON_CLI --build B=CHRON_CLI` runs the demo
 //! topology with two or more builds side by side instead (see [`t2r`]);
 //! `chronicle-compare instructions` checks the hot operations' instruction counts under
-//! callgrind against a checked-in baseline (see [`instr`]).
+//! callgrind against a checked-in baseline (see [`instr`]);
+//! `chronicle-compare bridge-chart --csv FILE --out FILE.svg` draws the NATS bridge's
+//! throughput by batch size from `bridge_bench --csv` output (see [`bridge_chart`]).
 //!
 //! By default every reader reads only the 16-byte stamp and sequence number of each
 //! message, except that chronicle's reader verifies its CRC over the whole record, so at
@@ -33,6 +35,7 @@
 //! to "reader has read the whole message" and the cost shows in throughput too. Run it
 //! both ways; `results.md`, `runs.csv` and the chart title say which one a run was.
 
+mod bridge_chart;
 mod channel;
 mod chart;
 mod instr;
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
     }
     match std::env::args().nth(1).as_deref() {
         Some("tick-to-route") => return tick_to_route(),
+        Some("bridge-chart") => return bridge_chart(),
         Some("instructions") => return instructions(),
         Some("instructions-child") => {
             return match instr::child(std::env::args().skip(2)) {
@@ -240,6 +244,16 @@ fn instructions() -> ExitCode {
         instr::HELP,
         instr::Options::parse,
         instr::run,
+    )
+}
+
+/// `chronicle-compare bridge-chart ...` (see [`bridge_chart`]).
+fn bridge_chart() -> ExitCode {
+    subcommand(
+        "bridge-chart",
+        bridge_chart::HELP,
+        bridge_chart::Options::parse,
+        |o| bridge_chart::run(o).map(|()| true),
     )
 }
 

@@ -28,6 +28,52 @@ pub const SEGMENT: u64 = 1 << 20;
 /// Timestamp of record 0; record `seq` is stamped `TS0 + seq * 1000 + seq % 7`.
 pub const TS0: u64 = 1_700_000_000_000_000_000;
 
+/// The out-bridge's wire form: the transfer and fault tests run in both (see [`both_modes!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch envelopes (the default `--batch`).
+    Batched,
+    /// One record per message (`--batch 1`).
+    OnePerMessage,
+}
+
+impl Mode {
+    /// Out-bridge options selecting the mode.
+    pub fn out_args(self) -> Vec<String> {
+        match self {
+            Mode::Batched => vec!["--batch".to_string(), "256".to_string()],
+            Mode::OnePerMessage => vec!["--batch".to_string(), "1".to_string()],
+        }
+    }
+
+    /// `extra` followed by this mode's out-bridge options.
+    pub fn with(self, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend(self.out_args());
+        v
+    }
+}
+
+/// Declares, for each scenario function `fn name(mode: Mode)`, a module `name` with two tests,
+/// `batched` and `one_per_message`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn batched() {
+                    super::$name($crate::common::Mode::Batched)
+                }
+                #[test]
+                fn one_per_message() {
+                    super::$name($crate::common::Mode::OnePerMessage)
+                }
+            }
+        )*
+    };
+}
+
 /// Generous bound for a transfer to complete on a loaded 2-core machine.
 pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(240);
 
