@@ -36,7 +36,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use toml::{Table, Value};
+use toml::Table;
+/// The TOML value type the getters read ([`Key::value`]), re-exported for matching on it.
+pub use toml::Value;
 
 /// Why a config file was refused. Its `Display` is one sentence naming the file (and the key).
 #[derive(Debug, Clone, PartialEq, Eq)]
