@@ -503,6 +503,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(2);
     }
+    if let Some(path) = config_path(&cli) {
+        tracing::info!(config = %path.display(), "settings read from {}", path.display());
+    }
     let fail = |msg: String| {
         // As an event with JSON logs, unless the filter would drop it: never silent.
         if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
