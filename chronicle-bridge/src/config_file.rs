@@ -415,7 +415,7 @@ mod tests {
                 );
             }
         }
-        assert!(seen > 60, "the flags of both commands were walked: {seen}");
+        assert_eq!(seen, 62, "the flags of both commands (with --config twice)");
     }
 
     #[test]
@@ -462,6 +462,29 @@ mod tests {
         // Untouched keys keep the flags' defaults.
         assert_eq!(a.reader, "bridge-out");
         assert_eq!(a.batch_bytes, crate::outbound::DEFAULT_BATCH_BYTES);
+    }
+
+    #[test]
+    fn the_readme_examples_are_accepted() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split_once("### The bridge's config")
+            .unwrap()
+            .1
+            .split_once("\n## ")
+            .unwrap()
+            .0;
+        let blocks: Vec<&str> = section
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split_once("```").unwrap().0)
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        for (sub, text) in ["out", "in"].iter().zip(blocks) {
+            let doc = Doc::parse("README.md", text).unwrap();
+            let mut c = cli(&["chron-bridge", sub, "--config", "x.toml"]);
+            apply(&doc, &mut c).unwrap_or_else(|e| panic!("{sub}: {e}"));
+        }
     }
 
     #[test]
