@@ -11,6 +11,9 @@
 //! Logs (start, connections, re-sends, errors, the stats every `--stats-interval`) are
 //! `tracing` events on stderr, set up by `chronicle_metrics::logs` as in `chron-cli`:
 //! `--log-format human|json` (or `CHRONICLE_LOG_FORMAT`), filter from `CHRONICLE_LOG`.
+//!
+//! `--config FILE` takes every one of these settings from a TOML file instead ([`config_file`]);
+//! a flag given with it is a usage error, as with `chron-cli router --config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +26,11 @@ use chronicle_bridge::inbound::{self, InConfig};
 use chronicle_bridge::outbound::{self, OutConfig};
 use chronicle_core::{StartAt, WriterConfig};
 use chronicle_metrics::logs::{self, LogFormat};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+mod config_file;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +63,10 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct Common {
+    /// Read every setting from this TOML file (sections nats, tls, stream, out or in, metrics,
+    /// stats, log; each key named as its flag). No other flag may be given with it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// NATS server URLs, comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     url: String,
@@ -142,14 +153,14 @@ enum Storage {
 #[derive(Args, Debug)]
 struct OutArgs {
     /// The local queue to publish.
-    #[arg(long)]
-    queue: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    queue: Option<PathBuf>,
     /// JetStream stream.
-    #[arg(long)]
-    stream: String,
+    #[arg(long, required_unless_present = "config")]
+    stream: Option<String>,
     /// Subject to publish to.
-    #[arg(long)]
-    subject: String,
+    #[arg(long, required_unless_present = "config")]
+    subject: Option<String>,
     /// Name of the durable reader holding the position.
     #[arg(long, default_value = "bridge-out")]
     reader: String,
@@ -197,14 +208,14 @@ struct OutArgs {
 #[derive(Args, Debug)]
 struct InArgs {
     /// JetStream stream.
-    #[arg(long)]
-    stream: String,
+    #[arg(long, required_unless_present = "config")]
+    stream: Option<String>,
     /// Durable consumer name.
-    #[arg(long)]
-    consumer: String,
+    #[arg(long, required_unless_present = "config")]
+    consumer: Option<String>,
     /// The local queue to append to (created if missing).
-    #[arg(long)]
-    queue: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    queue: Option<PathBuf>,
     /// Only import messages on this subject (also the subject of a created stream).
     #[arg(long)]
     subject: Option<String>,
@@ -330,16 +341,23 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// A setting clap or the config file guarantees; an error, not a panic, if it is missing.
+fn needed<T: Clone>(v: Option<&T>, flag: &str) -> anyhow::Result<T> {
+    v.cloned().with_context(|| format!("{flag} is missing"))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     match cli.cmd {
         Cmd::Out(a) => {
+            let queue = needed(a.queue.as_ref(), "--queue")?;
+            let stream = needed(a.stream.as_ref(), "--stream")?;
+            let subject = needed(a.subject.as_ref(), "--subject")?;
             let host = a.host_id.clone().unwrap_or_else(hostname);
             check_wire_name("--host-id", &host)?;
             let source_name = match &a.source_name {
                 Some(s) => s.clone(),
-                None => a
-                    .queue
+                None => queue
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .context("--queue has no directory name; pass --source-name")?,
@@ -358,11 +376,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--linger-us must be at most 1000000 (one second)");
             }
             let cfg = OutConfig {
-                queue: a.queue.clone(),
+                queue,
                 reader: a.reader.clone(),
                 start: parse_from(&a.from)?,
-                stream: a.stream.clone(),
-                subject: a.subject.clone(),
+                stream,
+                subject: subject.clone(),
                 host,
                 source_name,
                 window: a.window,
@@ -370,7 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 batch_bytes: a.batch_bytes,
                 linger: Duration::from_micros(a.linger_us),
                 compress: a.compress == Compress::Lz4,
-                create: stream_spec(&a.stream_args, Some(&a.subject))?,
+                create: stream_spec(&a.stream_args, Some(&subject))?,
                 stats_interval: stats_interval(&a.common)?,
                 stats_json: a.common.stats_json,
                 metrics_listen: a.common.metrics_listen.clone(),
@@ -379,20 +397,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             outbound::run(cfg, nats_config(&a.common)?, shutdown).await?;
         }
         Cmd::In(a) => {
+            let queue = needed(a.queue.as_ref(), "--queue")?;
             let mut writer = WriterConfig::default();
             if let Some(s) = a.segment_size {
                 writer.segment_size = s;
             }
             let cfg = InConfig {
-                stream: a.stream.clone(),
-                consumer: a.consumer.clone(),
+                stream: needed(a.stream.as_ref(), "--stream")?,
+                consumer: needed(a.consumer.as_ref(), "--consumer")?,
                 filter_subject: a.subject.clone(),
-                queue: a.queue.clone(),
+                queue: queue.clone(),
                 writer,
                 state: a
                     .state
                     .clone()
-                    .unwrap_or_else(|| InConfig::default_state_path(&a.queue)),
+                    .unwrap_or_else(|| InConfig::default_state_path(&queue)),
                 batch: a.batch,
                 sync_batches: a.sync_batches,
                 ack_wait: Duration::from_secs(a.ack_wait.max(1)),
@@ -409,12 +428,83 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The flags given on the command line together with `--config` (environment variables and
+/// defaults do not count: the file overrides those), as `--flag` and the file key to use.
+fn flags_beside_config(m: &ArgMatches) -> Vec<(String, &'static str)> {
+    let mut given = Vec::new();
+    if m.value_source("log_format") == Some(ValueSource::CommandLine) {
+        given.push(("--log-format".to_string(), "log.format"));
+    }
+    let cmd = Cli::command();
+    let Some((name, sub)) = m.subcommand() else {
+        return given;
+    };
+    let Some(sub_cmd) = cmd.find_subcommand(name) else {
+        return given;
+    };
+    for arg in sub_cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "config" | "log_format" | "help" | "version") {
+            continue;
+        }
+        if sub.value_source(id) == Some(ValueSource::CommandLine) {
+            let flag = arg
+                .get_long()
+                .map_or_else(|| id.to_string(), |l| format!("--{l}"));
+            given.push((flag, config_file::file_key(name, id).unwrap_or("?")));
+        }
+    }
+    given
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    match &cli.cmd {
+        Cmd::Out(a) => a.common.config.clone(),
+        Cmd::In(a) => a.common.config.clone(),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let config_error = match config_path(&cli) {
+        Some(path) => {
+            // With a file every setting comes from it: a flag beside it is a usage error (exit
+            // 2), not a silent override, as with `chron-cli router --config`.
+            if let Some((flag, key)) = flags_beside_config(&matches).first() {
+                Cli::command()
+                    .error(
+                        ErrorKind::ArgumentConflict,
+                        format!(
+                            "'--config <FILE>' cannot be used with '{flag}': set `{key}` in {} instead",
+                            path.display()
+                        ),
+                    )
+                    .exit();
+            }
+            config_file::apply_file(&path, &mut cli).err()
+        }
+        None => None,
+    };
     let format = cli.log_format;
     if let Err(e) = logs::init(format) {
         eprintln!("chron-bridge: error: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(e) = config_error {
+        // A file the bridge refuses is an operator's input error, like a bad flag: exit 2.
+        if format == LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!(error = %e, "chron-bridge failed");
+        } else {
+            eprintln!("chron-bridge: error: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    if let Some(path) = config_path(&cli) {
+        tracing::info!(config = %path.display(), "settings read from {}", path.display());
     }
     let fail = |msg: String| {
         // As an event with JSON logs, unless the filter would drop it: never silent.

@@ -9,8 +9,10 @@
 //!
 //! [`logs`] sets up the binaries' structured logs (`tracing`, human or JSON, filtered by
 //! `CHRONICLE_LOG`): the other half of what an operator watches, kept next to the metrics so
-//! both binaries share one setup.
+//! both binaries share one setup. [`config`] reads their TOML config files (`--config`) with
+//! errors that name the file and the key, for the same reason: one walker, not one per binary.
 
+pub mod config;
 pub mod logs;
 
 use std::collections::BTreeMap;

@@ -22,7 +22,9 @@
 //! Every key is optional (a missing one keeps the router's default). Unknown keys are refused,
 //! and every error names the file and the key (`router.toml: key `strategies.s1.weight`:
 //! expected a positive integer, found 0`). Weights and the rate limit are reloaded on SIGHUP
-//! (or when the file changes); the other keys take effect at the next start.
+//! (or when the file changes); the other keys take effect at the next start. The walking of the
+//! table, the typed getters and the messages are `chronicle_metrics::config`, shared with
+//! `chron-bridge --config`.
 
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
@@ -31,7 +33,8 @@ use std::time::Duration;
 
 use chronicle_bus::orders::RouterConfig;
 use chronicle_bus::sched::Backpressure;
-use toml::{Table, Value};
+use chronicle_metrics::config::{ConfigError, Doc, toml_key};
+use toml::Value;
 
 /// A parsed, validated router config. `None`: the key is absent (the default stays).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -192,96 +195,49 @@ fn backpressure_name(b: Backpressure) -> &'static str {
     }
 }
 
-/// A bare TOML key when it is one, else quoted.
-fn toml_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        k.to_string()
-    } else {
-        Value::from(k).to_string()
-    }
-}
-
 /// Reads and validates a config file. The error is one sentence naming the file and the key.
 pub fn load(path: &Path) -> anyhow::Result<RouterFile> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => "check the path given to --config",
-            std::io::ErrorKind::PermissionDenied => "run as a user who may read it",
-            _ => "check that it is a readable text file",
-        };
-        anyhow::anyhow!("cannot read the router config {name}: {e} ({hint})")
-    })?;
-    parse(&name, &text).map_err(anyhow::Error::msg)
+    let doc = Doc::read(path, "router config")?;
+    Ok(from_doc(&doc)?)
 }
 
-/// Parses and validates a config's text; `name` goes into the messages.
+/// Parses and validates a config's text; `name` goes into the messages (the tests' entry).
+#[cfg(test)]
 pub fn parse(name: &str, text: &str) -> Result<RouterFile, String> {
-    let table: Table = text.parse().map_err(|e: toml::de::Error| {
-        format!(
-            "{name}: not valid TOML: {}",
-            e.to_string().trim().replace('\n', " ")
-        )
-    })?;
+    Doc::parse(name, text)
+        .and_then(|doc| from_doc(&doc))
+        .map_err(|e| e.to_string())
+}
+
+/// The router's keys, walked with the shared checks of [`chronicle_metrics::config`].
+fn from_doc(doc: &Doc) -> Result<RouterFile, ConfigError> {
     let mut f = RouterFile::default();
-    let err = |key: &str, what: &str| format!("{name}: key `{key}`: {what}");
-    for (k, v) in &table {
-        match k.as_str() {
+    for sec in doc.root().entries() {
+        match sec.name() {
             "router" => {
-                let t = section(v, "router").map_err(|w| err("router", &w))?;
-                for (k2, v2) in t {
-                    let key = format!("router.{k2}");
-                    match k2.as_str() {
-                        "rate_limit" => f.rate_limit = Some(int(v2, 0).map_err(|w| err(&key, &w))?),
-                        "hold_us" => f.hold_us = Some(int(v2, 0).map_err(|w| err(&key, &w))?),
-                        "drain_timeout_ms" => {
-                            f.drain_timeout_ms = Some(int(v2, 1).map_err(|w| err(&key, &w))?);
-                        }
-                        _ => {
-                            return Err(unknown(
-                                name,
-                                &key,
-                                "rate_limit, hold_us, drain_timeout_ms",
-                            ));
-                        }
+                for k in sec.table()?.entries() {
+                    match k.name() {
+                        "rate_limit" => f.rate_limit = Some(k.uint(0)?),
+                        "hold_us" => f.hold_us = Some(k.uint(0)?),
+                        "drain_timeout_ms" => f.drain_timeout_ms = Some(k.uint(1)?),
+                        _ => return Err(k.unknown("rate_limit, hold_us, drain_timeout_ms")),
                     }
                 }
             }
             "scheduler" => {
-                let t = section(v, "scheduler").map_err(|w| err("scheduler", &w))?;
-                for (k2, v2) in t {
-                    let key = format!("scheduler.{k2}");
-                    let size = |min| {
-                        int(v2, min)
-                            .and_then(|n| usize::try_from(n).map_err(|_| "too large".to_string()))
-                            .map_err(|w| err(&key, &w))
-                    };
-                    match k2.as_str() {
-                        "max_per_tenant" => f.max_per_tenant = Some(size(1)?),
-                        "max_global" => f.max_global = Some(size(1)?),
-                        "cancel_reserve" => f.cancel_reserve = Some(size(0)?),
+                for k in sec.table()?.entries() {
+                    match k.name() {
+                        "max_per_tenant" => f.max_per_tenant = Some(k.usize(1)?),
+                        "max_global" => f.max_global = Some(k.usize(1)?),
+                        "cancel_reserve" => f.cancel_reserve = Some(k.usize(0)?),
                         "backpressure" => {
-                            f.backpressure = Some(match v2.as_str() {
-                                Some("reject") => Backpressure::Reject,
-                                Some("evict_oldest") => Backpressure::EvictOldest,
-                                _ => {
-                                    return Err(err(
-                                        &key,
-                                        &format!(
-                                            "expected \"reject\" or \"evict_oldest\", found {}",
-                                            shown(v2)
-                                        ),
-                                    ));
-                                }
+                            f.backpressure = Some(match k.choice(&["reject", "evict_oldest"])? {
+                                "evict_oldest" => Backpressure::EvictOldest,
+                                _ => Backpressure::Reject,
                             });
                         }
                         _ => {
-                            return Err(unknown(
-                                name,
-                                &key,
+                            return Err(k.unknown(
                                 "max_per_tenant, max_global, cancel_reserve, backpressure",
                             ));
                         }
@@ -289,110 +245,48 @@ pub fn parse(name: &str, text: &str) -> Result<RouterFile, String> {
                 }
             }
             "metrics" => {
-                let t = section(v, "metrics").map_err(|w| err("metrics", &w))?;
-                for (k2, v2) in t {
-                    let key = format!("metrics.{k2}");
-                    match k2.as_str() {
-                        "listen" => match v2.as_str() {
-                            Some(a) if a.contains(':') => f.metrics_listen = Some(a.to_string()),
-                            _ => {
-                                return Err(err(
-                                    &key,
-                                    &format!(
-                                        "expected an address \"HOST:PORT\", found {}",
-                                        shown(v2)
-                                    ),
-                                ));
-                            }
-                        },
-                        _ => return Err(unknown(name, &key, "listen")),
+                for k in sec.table()?.entries() {
+                    match k.name() {
+                        "listen" => f.metrics_listen = Some(k.address()?),
+                        _ => return Err(k.unknown("listen")),
                     }
                 }
             }
             "strategies" => {
-                let t = section(v, "strategies").map_err(|w| err("strategies", &w))?;
-                for (id, sv) in t {
-                    let skey = format!("strategies.{}", toml_key(id));
+                for strat in sec.table()?.entries() {
+                    let id = strat.name();
                     if id.is_empty() || id.contains('/') || id == "." || id == ".." {
-                        return Err(err(
-                            &skey,
-                            "not a strategy id (a directory name under strategies/)",
-                        ));
+                        return Err(
+                            strat.error("not a strategy id (a directory name under strategies/)")
+                        );
                     }
-                    let st = section(sv, "strategy").map_err(|w| err(&skey, &w))?;
-                    for (k3, v3) in st {
-                        let key = format!("{skey}.{k3}");
-                        match k3.as_str() {
+                    for k in strat.table_named("strategy")?.entries() {
+                        match k.name() {
                             "weight" => {
-                                let w = int(v3, 1)
-                                    .and_then(|n| u32::try_from(n).map_err(|_| too_big(v3)))
+                                let w = k
+                                    .uint(1)
                                     .ok()
+                                    .and_then(|n| u32::try_from(n).ok())
                                     .and_then(NonZeroU32::new)
                                     .ok_or_else(|| {
-                                        err(
-                                            &key,
-                                            &format!(
-                                                "expected a positive integer (1 to {}), found {}",
-                                                u32::MAX,
-                                                shown(v3)
-                                            ),
-                                        )
+                                        k.expected(&format!(
+                                            "a positive integer (1 to {})",
+                                            u32::MAX
+                                        ))
                                     })?;
-                                f.weights.push((id.clone(), w));
+                                f.weights.push((id.to_string(), w));
                             }
-                            _ => return Err(unknown(name, &key, "weight")),
+                            _ => return Err(k.unknown("weight")),
                         }
                     }
                 }
             }
             _ => {
-                return Err(unknown(
-                    name,
-                    k,
-                    "the sections router, scheduler, metrics, strategies",
-                ));
+                return Err(sec.unknown("the sections router, scheduler, metrics, strategies"));
             }
         }
     }
     Ok(f)
-}
-
-fn unknown(name: &str, key: &str, known: &str) -> String {
-    format!("{name}: key `{key}`: unknown key (known here: {known})")
-}
-
-fn section<'a>(v: &'a Value, what: &str) -> Result<&'a Table, String> {
-    v.as_table()
-        .ok_or_else(|| format!("expected a table ([{what}] section), found {}", shown(v)))
-}
-
-fn too_big(v: &Value) -> String {
-    format!("too large: {}", shown(v))
-}
-
-/// An integer at least `min`.
-fn int(v: &Value, min: u64) -> Result<u64, String> {
-    let what = if min == 0 {
-        "a non-negative integer"
-    } else {
-        "a positive integer"
-    };
-    match v.as_integer() {
-        Some(n) => match u64::try_from(n) {
-            Ok(n) if n >= min => Ok(n),
-            _ => Err(format!("expected {what}, found {n}")),
-        },
-        None => Err(format!("expected {what}, found {}", shown(v))),
-    }
-}
-
-/// A value as the message shows it: its TOML text and type.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::Table(_) => "a table".to_string(),
-        Value::Array(_) => "an array".to_string(),
-        other => format!("{other} ({})", other.type_str()),
-    }
 }
 
 #[cfg(test)]
