@@ -383,14 +383,15 @@ mod tests {
         assert_eq!(rec, Recovered::default());
         let runs = runs_of([("h/q", 100), ("h/q", 101), ("g/q", 7)]);
         st.begin(10, &runs).unwrap();
-        // Crash before any append.
+        // Crash before any append: the sources the intent introduced keep their starts.
         let (st0, rec) = ImportState::load(&path, 10).unwrap();
-        assert_eq!(st0.expected("h/q"), None);
+        assert_eq!(st0.expected("h/q"), Some(100));
+        assert_eq!(st0.expected("g/q"), Some(7));
         assert_eq!(rec.dropped, 3);
         // Crash after two appends.
         let (st2, rec) = ImportState::load(&path, 12).unwrap();
         assert_eq!(st2.expected("h/q"), Some(102));
-        assert_eq!(st2.expected("g/q"), None);
+        assert_eq!(st2.expected("g/q"), Some(7));
         assert_eq!((rec.applied, rec.dropped), (2, 1));
         // All appended, and later someone else appended two more.
         let (st3, rec) = ImportState::load(&path, 15).unwrap();
