@@ -19,9 +19,9 @@
 //! are acknowledged. A message is acknowledged only after all its records are in the local queue
 //! (with `sync_batches`, on stable storage).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use crate::connect::{self, NatsConfig, StreamSpec};
 use crate::envelope::WireRecord;
 use crate::error::{BridgeError, Result};
 use crate::headers;
-use crate::state::{ImportState, runs_of};
+use crate::state::{ImportState, Recovered, runs_of};
 use crate::stats::{self, Counters, Reporter};
 
 /// Settings of an in-bridge.
@@ -140,7 +140,7 @@ struct Importer {
     /// the state file can lose its newest slot while the queue keeps the batch it announced.
     /// The records arriving next are compared with them and, while they match, taken as
     /// already imported instead of appended again.
-    foreign: std::collections::VecDeque<Fingerprint>,
+    foreign: VecDeque<Fingerprint>,
     sync_batches: bool,
     /// Per source with held records: since when it has been waiting for the missing one.
     gap_since: HashMap<String, Instant>,
@@ -165,12 +165,16 @@ pub async fn run(
     stats::serve_metrics(cfg.metrics_listen.as_deref(), "in", &cfg.queue, &counters)?;
     // Local mistakes first (URLs, TLS files, credentials, then the queue), the network last.
     let dialer = connect::prepare(&nats, counters.clone())?;
-    let writer = QueueWriter::open(&cfg.queue, cfg.writer.clone())
+    let writer = QueueWriter::open(&cfg.queue, writer_config(&cfg.writer, cfg.sync_batches))
         .map_err(|e| BridgeError::queue(&cfg.queue, "open writer on", e))?;
     let (client, mut fatal) = dialer.dial().await?;
     let js = connect::jetstream(client.clone(), &nats);
     let stream = connect::ensure_stream(&js, &cfg.stream, cfg.create.as_ref()).await?;
-    let (state, rec) = ImportState::load(&cfg.state, writer.next_seq())?;
+    let Resume {
+        state,
+        recovered: rec,
+        foreign,
+    } = Resume::load(&cfg.state, &cfg.queue, writer.next_seq())?;
     if rec.applied + rec.dropped + rec.foreign > 0 {
         tracing::warn!(
             applied = rec.applied,
@@ -203,17 +207,13 @@ pub async fn run(
         cfg.queue.display(),
         cfg.state.display()
     );
-    let foreign = if rec.foreign > 0 {
-        let f = read_fingerprints(&cfg.queue, writer.next_seq() - rec.foreign, rec.foreign)?;
+    if !foreign.is_empty() {
         tracing::warn!(
-            foreign = f.len(),
+            foreign = foreign.len(),
             "{} records follow the state's last batch in the queue (a state file that lost its newest write?); records that match them are taken as already imported",
-            f.len()
+            foreign.len()
         );
-        f
-    } else {
-        std::collections::VecDeque::new()
-    };
+    }
     let mut imp = Importer {
         state,
         held: HashMap::new(),
@@ -448,31 +448,17 @@ impl Importer {
             dups.push(unit.msg);
             return next;
         }
-        let mut from = unit.records.iter().take_while(|r| r.seq < next).count();
-        while let (Some(f), Some(r)) = (self.foreign.front(), unit.records.get(from)) {
-            if *f == Fingerprint::of(r.timestamp_ns, r.type_id, &r.payload) {
-                self.foreign.pop_front();
-                self.state.adopt(&unit.source, r.seq + 1);
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                from += 1;
-                if self.foreign.is_empty() {
-                    tracing::info!(
-                        "every record after the state's last batch matched a record of the stream: none imported twice"
-                    );
-                }
-            } else {
-                tracing::warn!(
-                    source = %unit.source,
-                    seq = r.seq,
-                    unmatched = self.foreign.len(),
-                    "source {} seq {} does not match the next of the {} records that follow the state's last batch; they are taken as written by someone else",
-                    unit.source,
-                    r.seq,
-                    self.foreign.len()
-                );
-                self.foreign.clear();
-            }
-        }
+        let from = unit.records.iter().take_while(|r| r.seq < next).count();
+        let (from, matched) = match_foreign(
+            &mut self.foreign,
+            &mut self.state,
+            &unit.source,
+            &unit.records,
+            from,
+        );
+        self.counters
+            .duplicates
+            .fetch_add(matched, Ordering::Relaxed);
         let last = unit.last();
         if from == unit.records.len() {
             dups.push(unit.msg);
@@ -750,12 +736,111 @@ impl Importer {
     }
 }
 
+/// The configuration the in-bridge opens its queue's writer with. With `sync_batches` a
+/// `PageCache` writer becomes `EveryRecords(u64::MAX)`: the count never fires (the in-bridge
+/// syncs each chunk itself), but the queue is in a sync mode, so a roll makes the full segment,
+/// its PAD and the next segment's header durable, and the queue's file names are fsynced; with
+/// `PageCache` an explicit sync covers only the current segment, and a power cut could take
+/// acknowledged records with a segment's or `queue.meta`'s name (found by the simulator).
+pub fn writer_config(writer: &WriterConfig, sync_batches: bool) -> WriterConfig {
+    let mut w = writer.clone();
+    if sync_batches && w.durability == chronicle_core::Durability::PageCache {
+        w.durability = chronicle_core::Durability::EveryRecords(u64::MAX);
+    }
+    w
+}
+
+/// Compares `records[from..]` of `source`, in order, with the records found in the queue after
+/// the state's last intent (`foreign`): each match is taken as already imported (the table
+/// adopts it, the fingerprint is consumed); the first mismatch clears `foreign` (the rest is
+/// taken as written by someone else). Returns the index of the first record to append and the
+/// number matched.
+fn match_foreign(
+    foreign: &mut VecDeque<Fingerprint>,
+    state: &mut ImportState,
+    source: &str,
+    records: &[WireRecord],
+    mut from: usize,
+) -> (usize, u64) {
+    let mut matched = 0;
+    while let (Some(f), Some(r)) = (foreign.front(), records.get(from)) {
+        if *f == Fingerprint::of(r.timestamp_ns, r.type_id, &r.payload) {
+            foreign.pop_front();
+            state.adopt(source, r.seq + 1);
+            matched += 1;
+            from += 1;
+            if foreign.is_empty() {
+                tracing::info!(
+                    "every record after the state's last batch matched a record of the stream: none imported twice"
+                );
+            }
+        } else {
+            tracing::warn!(
+                source = %source,
+                seq = r.seq,
+                unmatched = foreign.len(),
+                "source {} seq {} does not match the next of the {} records that follow the state's last batch; they are taken as written by someone else",
+                source,
+                r.seq,
+                foreign.len()
+            );
+            foreign.clear();
+        }
+    }
+    (from, matched)
+}
+
+/// What an in-bridge knows when it starts, before it talks to the server: the import table
+/// reconciled with the local queue ([`ImportState::load`]) and the records found in the queue
+/// after the state's last intent (a state file that lost its newest write), which the records
+/// arriving next are matched against ([`Resume::take_imported`]). `run` starts from exactly
+/// this; the power-loss simulator (`tests/powercut.rs`) checks it without a server.
+#[derive(Debug)]
+pub struct Resume {
+    /// The import table.
+    pub state: ImportState,
+    /// What loading found.
+    pub recovered: Recovered,
+    foreign: VecDeque<Fingerprint>,
+}
+
+impl Resume {
+    /// Loads the state at `state_path` against `queue`, whose writer (open: recovery done)
+    /// reports `queue_next_seq`, and fingerprints the records after the state's last intent.
+    pub fn load(state_path: &Path, queue: &Path, queue_next_seq: u64) -> Result<Resume> {
+        let (state, recovered) = ImportState::load(state_path, queue_next_seq)?;
+        let foreign = if recovered.foreign > 0 {
+            read_fingerprints(queue, queue_next_seq - recovered.foreign, recovered.foreign)?
+        } else {
+            VecDeque::new()
+        };
+        Ok(Resume {
+            state,
+            recovered,
+            foreign,
+        })
+    }
+
+    /// Records found in the queue after the state's last intent and not matched yet.
+    pub fn unmatched(&self) -> usize {
+        self.foreign.len()
+    }
+
+    /// What the import does with records of `source` that arrive (in source order) from the
+    /// expected one on: the leading ones that match the records after the last intent are
+    /// already in the queue (the table adopts them). Returns how many of `records` those are;
+    /// the rest are to be appended.
+    pub fn take_imported(&mut self, source: &str, records: &[WireRecord]) -> usize {
+        match_foreign(&mut self.foreign, &mut self.state, source, records, 0).0
+    }
+}
+
 /// Fingerprints of the `count` records of `queue` from seq `from` on.
 fn read_fingerprints(
     queue: &std::path::Path,
     from: u64,
     count: u64,
-) -> Result<std::collections::VecDeque<Fingerprint>> {
+) -> Result<VecDeque<Fingerprint>> {
     let cfg = chronicle_core::ReaderConfig::default().start(chronicle_core::StartAt::Seq(from));
     let mut r = chronicle_core::QueueReader::open(queue, cfg)
         .map_err(|e| BridgeError::queue(queue, "open reader on", e))?;

@@ -165,6 +165,15 @@ impl ImportState {
             rec.stream_floor = intent.stream_floor;
             st.stream_floor = intent.stream_floor;
             st.apply(&intent.runs, rec.applied);
+            // A source the intent introduced keeps the start it was given even when none of
+            // its records reached the queue: records from there on are expected, so any that
+            // cannot come again (acknowledged, then lost with the queue's pages in a power
+            // cut) are a visible gap rather than a silent new start further on.
+            for r in &intent.runs {
+                if !st.sources.contains_key(&r.source) {
+                    st.sources.insert(r.source.clone(), r.first);
+                }
+            }
         }
         Ok((st, rec))
     }
@@ -214,7 +223,9 @@ impl ImportState {
         buf.extend_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&crc.to_le_bytes());
         buf.extend_from_slice(&json);
+        let mut created = false;
         if self.file.is_none() {
+            created = !self.path.exists();
             let f = fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -239,6 +250,19 @@ impl ImportState {
                 op: "write",
                 source,
             })?;
+        if created {
+            // Once per state file: its first slot and its name reach the disk before anything
+            // is appended, so a power cut never leaves a queue with records and no state file
+            // (which would import them again). Later writes are synced only by `sync`.
+            self.sync()?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                chronicle_core::sys::fsync_path(dir).map_err(|source| BridgeError::State {
+                    path: dir.to_path_buf(),
+                    op: "sync the directory of",
+                    source,
+                })?;
+            }
+        }
         self.generation = generation;
         self.dirty = false;
         Ok(())
@@ -247,11 +271,16 @@ impl ImportState {
     /// Forces the last write to stable storage (fdatasync).
     pub fn sync(&self) -> Result<()> {
         match &self.file {
-            Some(f) => f.sync_data().map_err(|source| BridgeError::State {
-                path: self.path.clone(),
-                op: "sync",
-                source,
-            }),
+            Some(f) => {
+                f.sync_data().map_err(|source| BridgeError::State {
+                    path: self.path.clone(),
+                    op: "sync",
+                    source,
+                })?;
+                // The power-loss simulator's log (a no-op unless a test enabled it).
+                chronicle_core::powercut::record_file(&self.path);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -354,14 +383,15 @@ mod tests {
         assert_eq!(rec, Recovered::default());
         let runs = runs_of([("h/q", 100), ("h/q", 101), ("g/q", 7)]);
         st.begin(10, &runs).unwrap();
-        // Crash before any append.
+        // Crash before any append: the sources the intent introduced keep their starts.
         let (st0, rec) = ImportState::load(&path, 10).unwrap();
-        assert_eq!(st0.expected("h/q"), None);
+        assert_eq!(st0.expected("h/q"), Some(100));
+        assert_eq!(st0.expected("g/q"), Some(7));
         assert_eq!(rec.dropped, 3);
         // Crash after two appends.
         let (st2, rec) = ImportState::load(&path, 12).unwrap();
         assert_eq!(st2.expected("h/q"), Some(102));
-        assert_eq!(st2.expected("g/q"), None);
+        assert_eq!(st2.expected("g/q"), Some(7));
         assert_eq!((rec.applied, rec.dropped), (2, 1));
         // All appended, and later someone else appended two more.
         let (st3, rec) = ImportState::load(&path, 15).unwrap();

@@ -156,6 +156,7 @@ pub struct Merged<'a> {
     view: MessageView<'a>,
     late: bool,
     at: Position,
+    epoch: u64,
 }
 
 impl<'a> Merged<'a> {
@@ -187,6 +188,12 @@ impl<'a> Merged<'a> {
     /// [`FanInReader::commit_with`]) makes a restart read the record again.
     pub fn position(&self) -> Position {
         self.at
+    }
+    /// The history epoch of its source queue when it was read (see
+    /// [`FanInReader::source_history`]): a consumer keeping state keyed by seq compares it
+    /// with the epoch its state was checked against.
+    pub fn history_epoch(&self) -> u64 {
+        self.epoch
     }
     /// The merge key (timestamp, source id, seq).
     pub fn key(&self) -> (u64, u64, u64) {
@@ -354,6 +361,15 @@ impl FanInReader {
         Ok(())
     }
 
+    /// The history record (DESIGN.md section 8) of one source queue: for state kept by seq
+    /// (the router's journal) that must not take a re-assigned seq for the one it saw.
+    pub fn source_history(&self, id: SourceId) -> Option<chronicle_core::History> {
+        self.sources
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.reader.history())
+    }
+
     /// The sources: (id, name, next seq to read), ordered by id.
     pub fn sources(&self) -> impl Iterator<Item = (SourceId, &str, u64)> {
         self.sources
@@ -506,12 +522,14 @@ impl FanInReader {
         let source = s.id;
         s.last_ts = s.last_ts.max(key.0);
         let at = s.reader.position();
+        let epoch = s.reader.queue_history_epoch();
         match s.reader.peek() {
             Ok(Some(view)) => Ok(Some(Merged {
                 source,
                 view,
                 late,
                 at,
+                epoch,
             })),
             Ok(None) => Ok(None),
             Err(e) => Err(BusError::queue(&s.path, e)),

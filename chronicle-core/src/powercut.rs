@@ -82,6 +82,19 @@ pub(crate) fn record_dir(path: &Path) {
     }
 }
 
+/// Records that the whole of file `path` is durable now: for a test of another crate whose
+/// code made it so (an `fdatasync` of its own file, like the bridge's state file). A no-op
+/// unless the feature is on and [`enable`] was called; the file is read to take its bytes.
+pub fn record_file(path: &Path) {
+    #[cfg(feature = "power-model")]
+    if enabled() {
+        if let Ok(bytes) = std::fs::read(path) {
+            record(path, 0, &bytes);
+        }
+    }
+    let _ = path;
+}
+
 /// Records that `bytes` at `offset` of `path` are durable now (no-op without `power-model`).
 #[cfg(not(feature = "power-model"))]
 #[inline(always)]

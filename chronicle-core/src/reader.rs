@@ -629,6 +629,14 @@ impl QueueReader {
         self.control.history()
     }
 
+    /// The queue's current history epoch alone (one relaxed load of `queue.meta`; a change is
+    /// followed by a consistent [`history`](Self::history)). It can be ahead of
+    /// [`history_epoch`](Self::history_epoch) until this reader's next commit.
+    #[inline]
+    pub fn queue_history_epoch(&self) -> u64 {
+        self.control.history_epoch()
+    }
+
     /// The history epoch this reader's positions are valid under.
     pub fn history_epoch(&self) -> u64 {
         self.hist_epoch

@@ -8,6 +8,10 @@
 //!   record of `router/out` has a `routed` fate: nothing else is there, nothing is there twice;
 //! - nothing in `router/out` was written after its order's deadline.
 //!
+//! After a power cut rewrote a strategy's order queue's history (DESIGN.md section 8), fates of
+//! an older history epoch at or past the rewrite point answer orders that are gone: they are
+//! counted as `voided` (with the `router/out` records they name) and checked no further.
+//!
 //! Orders that retention has already deleted from a strategy's queue are not checked. While a
 //! router runs, the orders it is working on are legitimately unanswered: audit a stopped bus (the
 //! report says whether `router/out` had a live writer).
@@ -211,6 +215,9 @@ pub struct StrategyAudit {
     pub answered_twice: u64,
     /// Orders in `router/out` more than once.
     pub sent_twice: u64,
+    /// Fates (and the `router/out` records they name) of orders that a power cut took from the
+    /// order queue, written before its history was rewritten: not checked, not a problem.
+    pub voided: u64,
     /// The (first) fate of each checked order, by code.
     pub fates: FateCounts,
     /// Origin-to-route latency of its orders in `router/out` (the record's timestamp minus the
@@ -274,6 +281,10 @@ struct Side {
     fates: HashMap<u64, (Vec<u64>, Fate)>,
     /// order seq -> out seqs
     sent: HashMap<u64, Vec<u64>>,
+    /// Fates of orders a rewrite of the order queue's history took away.
+    voided: u64,
+    /// The `router/out` seqs those fates name.
+    voided_out: std::collections::HashSet<u64>,
     latency: Histogram<u64>,
 }
 
@@ -305,6 +316,8 @@ pub fn audit(layout: &BusLayout) -> Result<AuditReport> {
             next_seq: 0,
             fates: HashMap::new(),
             sent: HashMap::new(),
+            voided: 0,
+            voided_out: std::collections::HashSet::new(),
             latency: latency_histogram()?,
         };
         let mut next = 0;
@@ -326,12 +339,23 @@ pub fn audit(layout: &BusLayout) -> Result<AuditReport> {
                 continue;
             }
         }
+        let history = QueueReader::open(&orders_path, ReaderConfig::default())
+            .map(|r| r.history())
+            .unwrap_or_default();
         let fates_path = layout.strategy_fates(&id)?;
         if fates_path.exists() {
             let read = read_all(&fates_path, |fate_seq, _, ty, p| {
                 let Some(f) = (ty == FATE).then(|| Fate::decode(p)).flatten() else {
                     return;
                 };
+                if history
+                    .rewritten_since(u64::from(f.order_epoch))
+                    .is_some_and(|from| f.order_seq >= from)
+                {
+                    side.voided += 1;
+                    side.voided_out.extend(f.out_seq);
+                    return;
+                }
                 side.fates
                     .entry(f.order_seq)
                     .and_modify(|(seqs, _)| seqs.push(fate_seq))
@@ -382,6 +406,9 @@ pub fn audit(layout: &BusLayout) -> Result<AuditReport> {
                 return;
             };
             let Some(side) = sides.get_mut(i) else { return };
+            if side.voided_out.contains(&out_seq) {
+                return; // its order is gone (the order queue's history was rewritten)
+            }
             out_orders.insert(out_seq, (i, r.order_seq, r.order.order_id));
             if r.order_seq < side.first_seq {
                 return; // its order is gone (retention)
@@ -417,6 +444,7 @@ pub fn audit(layout: &BusLayout) -> Result<AuditReport> {
             unanswered: 0,
             answered_twice: 0,
             sent_twice: 0,
+            voided: side.voided,
             fates: FateCounts::default(),
             latency: side.latency,
         };

@@ -13,11 +13,21 @@
 //! router reads exactly that and never answers an order twice. The router commits its position
 //! in a strategy's order queue only up to the first order without a fate ([`Journal::hold`]),
 //! so whatever is not answered is read again after a crash.
+//!
+//! The ledger is keyed by order seq, and a power cut can make the order queue assign a seq
+//! again (its history is rewritten, DESIGN.md section 8). So every fate also carries the order
+//! queue's history epoch under which the order was read (`order_epoch`), and the ledger is
+//! checked against the queue's [`History`] when the source attaches and whenever the queue's
+//! epoch moves ([`Journal::rebase`]): a fate of an older epoch at or past the point from which
+//! seqs were assigned again answers an order that is gone, so it no longer counts (the frontier
+//! drops to that point); the fate stays in the queue for the audit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use chronicle_core::{Position, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
+use chronicle_core::{
+    History, Position, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
+};
 
 use super::record::{FATE, Fate, FateCode, RejectCode};
 use crate::error::{BusError, Result};
@@ -55,8 +65,13 @@ pub(crate) struct Journal {
     merged_next: u64,
     /// Merged, not yet answered: seq -> where it starts in the order queue.
     pending: BTreeMap<u64, Position>,
-    /// Answered, at or above the frontier: seq -> seq of its fate.
-    ahead: BTreeMap<u64, u64>,
+    /// The order queue's history epoch `frontier` is valid under.
+    frontier_epoch: u64,
+    /// The order queue's history epoch the ledger was last checked against (and that new
+    /// fates carry).
+    epoch: u64,
+    /// Answered, at or above the frontier: seq -> (seq of its fate, its order epoch).
+    ahead: BTreeMap<u64, (u64, u64)>,
     /// The fate seqs of `ahead`.
     ahead_fates: BTreeSet<u64>,
 }
@@ -72,6 +87,8 @@ impl Journal {
             path,
             frontier: 0,
             merged_next: 0,
+            frontier_epoch: 0,
+            epoch: 0,
             pending: BTreeMap::new(),
             ahead: BTreeMap::new(),
             ahead_fates: BTreeSet::new(),
@@ -88,13 +105,54 @@ impl Journal {
             };
             j.frontier = last.frontier;
             j.merged_next = last.frontier;
+            j.frontier_epoch = u64::from(last.order_epoch);
+            j.epoch = j.frontier_epoch;
             for (fate_seq, f) in read_fates(&j.path, last.scan_from.min(next - 1), Some(next))? {
-                if f.order_seq >= j.frontier && j.ahead.insert(f.order_seq, fate_seq).is_none() {
+                let entry = (fate_seq, u64::from(f.order_epoch));
+                if f.order_seq >= j.frontier && j.ahead.insert(f.order_seq, entry).is_none() {
                     j.ahead_fates.insert(fate_seq);
                 }
             }
         }
         Ok(j)
+    }
+
+    /// The order queue's history epoch the ledger was last checked against.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Checks the ledger against the order queue's history `h` (a no-op when its epoch is the
+    /// one checked last). What the ledger says about seqs that were assigned again since the
+    /// epoch it was written under is void: the frontier drops to the rewrite point and answers
+    /// of older epochs at or past it are forgotten (their orders are gone). Returns the number
+    /// of answers forgotten.
+    pub(crate) fn rebase(&mut self, h: &History) -> usize {
+        if h.epoch == self.epoch {
+            return 0;
+        }
+        let mut voided = 0;
+        if let Some(from) = h.rewritten_since(self.frontier_epoch) {
+            if self.frontier > from {
+                voided += usize::try_from(self.frontier - from).unwrap_or(usize::MAX);
+                self.frontier = from;
+            }
+            self.merged_next = self.merged_next.min(from);
+        }
+        let gone: Vec<(u64, u64)> = self
+            .ahead
+            .iter()
+            .filter(|(seq, (_, e))| h.rewritten_since(*e).is_some_and(|from| **seq >= from))
+            .map(|(seq, (fate_seq, _))| (*seq, *fate_seq))
+            .collect();
+        for (seq, fate_seq) in gone {
+            self.ahead.remove(&seq);
+            self.ahead_fates.remove(&fate_seq);
+            voided += 1;
+        }
+        self.frontier_epoch = h.epoch;
+        self.epoch = h.epoch;
+        voided
     }
 
     /// Classifies the order at `seq` that the merge handed on.
@@ -127,7 +185,8 @@ impl Journal {
         self.pending.remove(&a.order_seq);
         self.refresh();
         let fate_seq = self.fates.next_seq();
-        if a.order_seq >= self.frontier && self.ahead.insert(a.order_seq, fate_seq).is_none() {
+        let entry = (fate_seq, self.epoch);
+        if a.order_seq >= self.frontier && self.ahead.insert(a.order_seq, entry).is_none() {
             self.ahead_fates.insert(fate_seq);
         }
         let scan_from = self
@@ -145,6 +204,9 @@ impl Journal {
             out_seq: a.out_seq,
             frontier: self.frontier,
             scan_from,
+            // An epoch past u32::MAX (four billion rewrites) saturates: still newer than any
+            // fate before it.
+            order_epoch: u32::try_from(self.epoch).unwrap_or(u32::MAX),
         };
         self.fates
             .append(FATE, &fate.encode())
@@ -179,7 +241,7 @@ impl Journal {
             .first_key_value()
             .map_or(self.merged_next, |(s, _)| *s);
         self.frontier = self.frontier.max(f);
-        while let Some((&seq, &fate_seq)) = self.ahead.first_key_value() {
+        while let Some((&seq, &(fate_seq, _))) = self.ahead.first_key_value() {
             if seq >= self.frontier {
                 break;
             }

@@ -12,7 +12,9 @@
 //!
 //! fate    (type 3, strategies/<id>/fates, written by the router)             48 bytes
 //!   0 order_id u64 | 8 kind u8 (the order's kind byte, 0xFF if unreadable) | 9 fate u8
-//!   10 reason u8 (rejected: why; else 0) | 11..16 zero
+//!   10 reason u8 (rejected: why; else 0) | 11 zero
+//!   12 order_epoch u32 (history epoch of the order queue the order was read under; 0 in
+//!      records written before epochs existed, which is what they meant)
 //!   16 order_seq u64 | 24 out_seq u64 (routed: seq in router/out; else u64::MAX)
 //!   32 frontier u64 | 40 scan_from u64  (the router's restart journal, see `orders`)
 //! ```
@@ -57,11 +59,13 @@ const F_ID: usize = 0;
 const F_KIND: usize = F_ID + 8;
 const F_FATE: usize = F_KIND + 1;
 const F_REASON: usize = F_FATE + 1;
-const F_SEQ: usize = 16;
+const F_EPOCH: usize = 12;
+const F_SEQ: usize = F_EPOCH + 4;
 const F_OUT: usize = F_SEQ + 8;
 const F_FRONTIER: usize = F_OUT + 8;
 const F_SCAN: usize = F_FRONTIER + 8;
-const _: () = assert!(F_FATE == 9 && F_REASON + 1 + 5 == F_SEQ && F_SCAN + 8 == FATE_LEN);
+const _: () =
+    assert!(F_FATE == 9 && F_REASON + 2 == F_EPOCH && F_SEQ == 16 && F_SCAN + 8 == FATE_LEN);
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -343,6 +347,11 @@ pub struct Fate {
     /// Router journal: the seq of this fates queue from which every fate of an order at or
     /// above `frontier` can be found.
     pub scan_from: u64,
+    /// Router journal: the history epoch of the strategy's order queue (DESIGN.md section 8)
+    /// under which the order at `order_seq` was read. After a power cut rewrote that queue's
+    /// history, a fate of an older epoch at or past the rewrite point answers an order that is
+    /// gone: the router's journal ignores it, the audit reports it as voided.
+    pub order_epoch: u32,
 }
 
 impl Fate {
@@ -366,6 +375,7 @@ impl Fate {
         );
         put(&mut b, F_FRONTIER, &self.frontier.to_le_bytes());
         put(&mut b, F_SCAN, &self.scan_from.to_le_bytes());
+        put(&mut b, F_EPOCH, &self.order_epoch.to_le_bytes());
         b
     }
 
@@ -386,6 +396,7 @@ impl Fate {
             out_seq: (code == FateCode::Routed && out != NO_OUT_SEQ).then_some(out),
             frontier: u64_at(b, F_FRONTIER)?,
             scan_from: u64_at(b, F_SCAN)?,
+            order_epoch: u32_at(b, F_EPOCH)?,
         })
     }
 }
@@ -442,8 +453,11 @@ mod tests {
             out_seq: None,
             frontier: 70,
             scan_from: 5,
+            order_epoch: 0x0A0B_0C0D,
         };
         let b = f.encode();
+        assert_eq!(b[11], 0);
+        assert_eq!(&b[12..16], &0x0A0B_0C0Du32.to_le_bytes());
         assert_eq!(&b[0..8], &0x0102_0304_0506_0708u64.to_le_bytes());
         assert_eq!((b[8], b[9], b[10]), (1, 1, 1));
         assert_eq!(&b[24..32], &u64::MAX.to_le_bytes());
@@ -466,6 +480,10 @@ mod tests {
         let mut unknown = b;
         unknown[9] = 6;
         assert_eq!(Fate::decode(&unknown), None);
+        // A record written before epochs existed (bytes 11..16 zero) reads as epoch 0.
+        let mut old = b;
+        old[12..16].fill(0);
+        assert_eq!(Fate::decode(&old).map(|f| f.order_epoch), Some(0));
     }
 
     #[test]

@@ -153,6 +153,17 @@ pub enum RouterEvent {
         /// Its seq in `router/out`.
         out_seq: u64,
     },
+    /// A power cut rewrote the strategy's order queue's history (DESIGN.md section 8): fates
+    /// of orders at or past `rewritten_from` written under the old history answer orders that
+    /// are gone, and no longer count; the orders now at those seqs are answered as new.
+    HistoryRewritten {
+        /// Strategy id.
+        id: String,
+        /// The first seq assigned again.
+        rewritten_from: u64,
+        /// Answers (old fates, or seqs below the old frontier) that no longer count.
+        voided: usize,
+    },
 }
 
 /// Counters of one strategy in this router's life (they restart at 0 with the process; the
@@ -275,6 +286,20 @@ struct Strategy {
 }
 
 impl Strategy {
+    /// Checks the journal against the order queue's history `h` (at attach, and when a merged
+    /// order carries another epoch than the journal's); an event when answers no longer count.
+    fn rebase(&mut self, h: Option<chronicle_core::History>, events: &mut Vec<RouterEvent>) {
+        let Some(h) = h else { return };
+        let voided = self.journal.rebase(&h);
+        if voided > 0 {
+            events.push(RouterEvent::HistoryRewritten {
+                id: self.stats.id.clone(),
+                rewritten_from: h.rewritten_from,
+                voided,
+            });
+        }
+    }
+
     fn answer(&mut self, a: Answer) -> Result<u64> {
         let seq = self.journal.answer(a)?;
         self.stats.fates.add(a.code);
@@ -643,6 +668,7 @@ impl Router {
             match self.fanin.add_source(&ep.id, &ep.orders) {
                 Ok(sid) => {
                     if let Some(st) = self.strategies.get_mut(&sid) {
+                        st.rebase(self.fanin.source_history(sid), &mut self.events);
                         st.stats.attached += 1;
                         self.events.push(RouterEvent::Attached {
                             id: ep.id.clone(),
@@ -674,6 +700,7 @@ impl Router {
             let Some(m) = self.fanin.next()? else { break };
             moved += 1;
             let (sid, seq, pos, written_ns) = (m.source(), m.seq(), m.position(), m.timestamp_ns());
+            let epoch = m.history_epoch();
             let order = if m.type_id() == ORDER {
                 Order::decode(m.payload())
             } else {
@@ -684,6 +711,9 @@ impl Router {
             let Some(st) = self.strategies.get_mut(&sid) else {
                 continue;
             };
+            if epoch != st.journal.epoch() {
+                st.rebase(self.fanin.source_history(sid), &mut self.events);
+            }
             if st.journal.classify(seq) == Merge::Skip {
                 st.stats.skipped += 1;
                 continue;

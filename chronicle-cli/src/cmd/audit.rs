@@ -66,7 +66,7 @@ fn to_json(r: &AuditReport) -> Value {
             json!({"id": s.id, "orders": s.orders, "first_seq": s.first_seq,
                 "answered": s.answered, "unanswered": s.unanswered,
                 "answered_twice": s.answered_twice, "sent_twice": s.sent_twice,
-                "fates": fates,
+                "voided": s.voided, "fates": fates,
                 "origin_to_route_ns": {"p50": q(&s.latency, 0.5), "p99": q(&s.latency, 0.99),
                     "max": s.latency.max()}})
         })
@@ -79,6 +79,12 @@ fn to_json(r: &AuditReport) -> Value {
 fn print_text(r: &AuditReport) {
     for p in &r.problems {
         println!("{p}");
+    }
+    for s in r.strategies.iter().filter(|s| s.voided > 0) {
+        println!(
+            "{}: {} fates of orders lost in a power cut (the order queue's history was rewritten) are void, not checked",
+            s.id, s.voided
+        );
     }
     let mut rows = vec![
         [

@@ -539,6 +539,16 @@ fn log_event(ev: &RouterEvent) {
             out_seq,
             "answered routed the order the previous router sent but did not answer"
         ),
+        RouterEvent::HistoryRewritten {
+            id,
+            rewritten_from,
+            voided,
+        } => warn!(
+            strategy = %id,
+            rewritten_from,
+            voided,
+            "the strategy's order queue lost orders in a power cut: old answers from that seq on no longer count"
+        ),
         other => info!(event = ?other, "router event"),
     }
 }
@@ -560,6 +570,12 @@ fn event_json(ev: &RouterEvent) -> Value {
             out_seq,
         } => json!({"role": "router", "event": "recovered", "id": id,
             "reason": format!("order seq {order_seq} answered routed as router/out seq {out_seq}")}),
+        RouterEvent::HistoryRewritten {
+            id,
+            rewritten_from,
+            voided,
+        } => json!({"role": "router", "event": "history-rewritten", "id": id,
+            "reason": format!("order queue rewritten from seq {rewritten_from}: {voided} old answers no longer count")}),
         _ => json!({"role": "router", "event": "other", "id": "", "reason": format!("{ev:?}")}),
     }
 }
