@@ -256,7 +256,7 @@ impl ImportState {
             // (which would import them again). Later writes are synced only by `sync`.
             self.sync()?;
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                chronicle_core::sys::fsync_path(dir).map_err(|source| BridgeError::State {
+                chronicle_core::os::fsync_path(dir).map_err(|source| BridgeError::State {
                     path: dir.to_path_buf(),
                     op: "sync the directory of",
                     source,

@@ -360,7 +360,7 @@ fn import_state_and_queue_survive_power_cuts() {
     let base: u64 = std::env::var("CHRONICLE_POWERCUT_SEED")
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(chronicle_core::sys::realtime_ns);
+        .unwrap_or_else(chronicle_core::os::realtime_ns);
     println!("bridge power cuts: {cuts}, CHRONICLE_POWERCUT_SEED={base:#x}");
     powercut::enable();
     let mut total = Outcome::default();

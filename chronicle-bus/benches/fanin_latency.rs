@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chronicle_bus::{FanInConfig, FanInReader, MergeMode};
-use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, sys};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, os};
 use hdrhistogram::Histogram;
 
 const ROLE: &str = "CHRONICLE_FANIN_LAT_ROLE";
@@ -69,15 +69,15 @@ fn writer(dir: &Path) {
         assert!(Instant::now() < end);
         std::thread::sleep(Duration::from_micros(100));
     }
-    let mut next = sys::realtime_ns();
+    let mut next = os::realtime_ns();
     for k in 0..n {
-        while sys::realtime_ns() < next {
+        while os::realtime_ns() < next {
             std::hint::spin_loop();
         }
         next += gap;
         let w = &mut ws[(k % queues) as usize];
         let _ = k;
-        w.append(1, &sys::realtime_ns().to_le_bytes()).unwrap();
+        w.append(1, &os::realtime_ns().to_le_bytes()).unwrap();
     }
     for w in ws {
         w.close().unwrap();
@@ -119,7 +119,7 @@ fn run(mode: &str) -> Histogram<u64> {
     let mut got = 0u64;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut record = |ts: u64, got: &mut u64| {
-        let lat = sys::realtime_ns().saturating_sub(ts);
+        let lat = os::realtime_ns().saturating_sub(ts);
         if *got >= warmup {
             h.record(lat.max(1)).unwrap();
         }

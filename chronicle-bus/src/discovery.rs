@@ -342,7 +342,7 @@ impl RouterDiscovery {
             self.rescan()?;
         }
         let dirty = std::mem::take(&mut self.dirty);
-        let now = chronicle_core::sys::realtime_ns();
+        let now = chronicle_core::os::realtime_ns();
         for id in dirty {
             if validate_name(&id).is_err() {
                 continue;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::{
-    QueueDir, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, list_readers, sys,
+    QueueDir, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig, list_readers, os,
 };
 
 use crate::error::{BusError, Result};
@@ -70,7 +70,7 @@ impl StrategyEndpoints {
         create_dir_all(&dir)?;
         let ready_path = layout.strategy_ready(id)?;
         let lease_path = layout.strategy_lease(id)?;
-        let now = sys::realtime_ns();
+        let now = os::realtime_ns();
         match Lease::read(&lease_path) {
             Ok(l) if l.pid != std::process::id() && l.state(now) == LeaseState::Live => {
                 return Err(BusError::LeaseHeld {
@@ -145,13 +145,13 @@ impl StrategyEndpoints {
     /// Publishes READY (atomically): routers may attach from now on. Call once the strategy is
     /// fully initialized; calling it again just rewrites it.
     pub fn mark_ready(&mut self) -> Result<()> {
-        let ready = Ready::new(self.writer.geometry().queue_uid, sys::realtime_ns());
+        let ready = Ready::new(self.writer.geometry().queue_uid, os::realtime_ns());
         ready.write(&self.ready_path, self.mode)
     }
 
     /// Rewrites the lease with a fresh heartbeat and expiry.
     pub fn renew_lease(&mut self) -> Result<()> {
-        let now = sys::realtime_ns();
+        let now = os::realtime_ns();
         self.lease.heartbeat_ns = now;
         self.lease.expiry_ns = now.saturating_add(self.ttl_ns);
         self.lease.write(&self.lease_path, self.mode)
@@ -161,7 +161,7 @@ impl StrategyEndpoints {
     /// the lease once a third of its time-to-live has passed since the last renewal.
     pub fn heartbeat(&mut self) -> Result<()> {
         self.writer.heartbeat();
-        let now = sys::realtime_ns();
+        let now = os::realtime_ns();
         if now.saturating_sub(self.lease.heartbeat_ns) >= self.ttl_ns / 3 {
             self.renew_lease()?;
         }

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use chronicle_core::{
     CommitPolicy, Doorbell, MessageView, Position, QueueReader, ReaderConfig, Ring, StartAt,
-    WriterStatus, sys,
+    WriterStatus, os,
 };
 
 use crate::error::{BusError, Result};
@@ -261,7 +261,7 @@ pub struct FanInReader {
     doorbell: Option<Doorbell>,
     stats: FanInStats,
     /// Cheap clock (TSC-extrapolated CLOCK_REALTIME) for liveness-probe intervals only.
-    clock: sys::RecordClock,
+    clock: os::RecordClock,
 }
 
 impl FanInReader {
@@ -284,7 +284,7 @@ impl FanInReader {
             blocked_until_ns: None,
             doorbell,
             stats: FanInStats::default(),
-            clock: sys::RecordClock::new(),
+            clock: os::RecordClock::new(),
         })
     }
 
@@ -477,7 +477,7 @@ impl FanInReader {
             // source that blocks, instead of reading every writer's control block.
             // The system clock, like the writers' stamps (an extrapolated clock could release a
             // record a few ns before its hold has really passed).
-            let now_ns = sys::realtime_ns();
+            let now_ns = os::realtime_ns();
             let hold_over = self.config.max_hold.is_some_and(|h| {
                 now_ns
                     >= key
@@ -497,7 +497,7 @@ impl FanInReader {
                     .saturating_add(u64::try_from(h.as_nanos()).unwrap_or(u64::MAX))
             });
             match deadline {
-                Some(d) if sys::realtime_ns() >= d => break (key, idx, true),
+                Some(d) if os::realtime_ns() >= d => break (key, idx, true),
                 _ => {
                     self.blocked_until_ns = deadline;
                     return Ok(None);
@@ -615,7 +615,7 @@ impl FanInReader {
             if s.probed_at == 0 || now.saturating_sub(s.probed_at) >= probe_every {
                 s.probed_at = now.max(1);
                 self.stats.probes += 1;
-                let before = sys::realtime_ns();
+                let before = os::realtime_ns();
                 s.dead_wm = match s.reader.writer_status() {
                     WriterStatus::Alive => 0,
                     _ => {
@@ -649,7 +649,7 @@ impl FanInReader {
     pub fn wait(&mut self, timeout: Duration) -> Result<FanInWait> {
         let mut timeout = timeout;
         if let Some(d) = self.blocked_until_ns {
-            let now = sys::realtime_ns();
+            let now = os::realtime_ns();
             if now >= d {
                 return Ok(FanInWait::Ready);
             }

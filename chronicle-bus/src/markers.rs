@@ -87,7 +87,7 @@ impl Lease {
         let pid = std::process::id();
         Lease {
             pid,
-            start_time: chronicle_core::sys::process_start_time(pid).unwrap_or(0),
+            start_time: chronicle_core::os::process_start_time(pid).unwrap_or(0),
             heartbeat_ns: now_ns,
             expiry_ns: now_ns.saturating_add(ttl_ns),
         }
@@ -95,7 +95,7 @@ impl Lease {
 
     /// The lease's state at `now_ns` (checks `/proc/<pid>/stat`).
     pub fn state(&self, now_ns: u64) -> LeaseState {
-        if !chronicle_core::sys::process_alive(self.pid, Some(self.start_time)) {
+        if !chronicle_core::os::process_alive(self.pid, Some(self.start_time)) {
             LeaseState::HolderGone
         } else if now_ns > self.expiry_ns {
             LeaseState::Expired

@@ -139,7 +139,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         poll_until(&mut disc, "beta added", |e| added(e, "beta"));
         let beta_lease = layout.strategy_lease("beta").unwrap();
         Lease {
-            expiry_ns: chronicle_core::sys::realtime_ns().saturating_sub(1_000_000),
+            expiry_ns: chronicle_core::os::realtime_ns().saturating_sub(1_000_000),
             ..b.lease()
         }
         .write(&beta_lease, 0o660)
@@ -199,7 +199,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         let n = layout.strategy_dir("noqueue").unwrap();
         std::fs::create_dir(&n).unwrap();
         Ready::new(1, 1).write(&n.join("READY"), 0o660).unwrap();
-        Lease::for_current_process(chronicle_core::sys::realtime_ns(), 60_000_000_000)
+        Lease::for_current_process(chronicle_core::os::realtime_ns(), 60_000_000_000)
             .write(&n.join("LEASE"), 0o660)
             .unwrap();
         std::thread::sleep(Duration::from_millis(60));

@@ -105,7 +105,7 @@ proptest! {
 }
 
 fn now() -> u64 {
-    chronicle_core::sys::realtime_ns()
+    chronicle_core::os::realtime_ns()
 }
 
 /// Waits (with a watchdog) until `next` yields a record; returns (source, seq, ts).

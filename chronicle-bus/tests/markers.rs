@@ -112,7 +112,7 @@ fn markers_round_trip_and_bad_input_is_a_typed_error() {
 
 #[test]
 fn lease_staleness() {
-    let now = chronicle_core::sys::realtime_ns();
+    let now = chronicle_core::os::realtime_ns();
     let live = Lease::for_current_process(now, 1_000_000_000);
     assert_eq!(live.state(now), LeaseState::Live);
     assert_eq!(live.state(now + 2_000_000_000), LeaseState::Expired);
@@ -160,10 +160,10 @@ fn strategy_lifecycle_writes_markers_in_order() {
     let ppid = std::os::unix::process::parent_id();
     s.close().unwrap();
     assert!(!ready.exists() && !lease.exists());
-    let now = chronicle_core::sys::realtime_ns();
+    let now = chronicle_core::os::realtime_ns();
     let foreign = Lease {
         pid: ppid,
-        start_time: chronicle_core::sys::process_start_time(ppid).unwrap(),
+        start_time: chronicle_core::os::process_start_time(ppid).unwrap(),
         heartbeat_ns: now,
         expiry_ns: now + 60_000_000_000,
     };

@@ -19,7 +19,7 @@ use chronicle_bus::orders::{
 };
 use chronicle_bus::sched::Backpressure;
 use chronicle_bus::{BusLayout, SourceId, StrategyConfig, StrategyEndpoints};
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
 
 /// Watchdog for waiting on the router (a hang is a failure; no timing is asserted).

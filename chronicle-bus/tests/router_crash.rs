@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use chronicle_bus::orders::record::ORDER;
 use chronicle_bus::orders::{FateCode, Kind, Order, Problem, Router, RouterConfig, audit};
 use chronicle_bus::{BusLayout, StrategyConfig, StrategyEndpoints};
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, WriterConfig, list_readers};
 use common::{Lines, ROLE, Rng, kill9, spawn_child};
 

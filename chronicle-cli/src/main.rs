@@ -90,7 +90,7 @@ pub fn log_format() -> LogFormat {
 
 fn main() -> ExitCode {
     // A re-executed bench reader child takes this branch and never reaches the CLI.
-    if let Some(code) = chronicle_core::harness::run_child_if_requested() {
+    if let Some(code) = chronicle_lab::harness::run_child_if_requested() {
         std::process::exit(code);
     }
     // Output piped into `head` ends quietly, like any Unix tool.

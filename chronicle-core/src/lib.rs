@@ -28,6 +28,7 @@ pub mod eventfd;
 pub(crate) mod index;
 pub mod layout;
 pub(crate) mod map;
+pub mod os;
 #[doc(hidden)]
 pub mod powercut;
 pub mod reader;
@@ -53,5 +54,3 @@ pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{Damage, RecoveryAction, RecoveryReport, TailCheck, check_tail, find_damage};
 pub use retention::{QuarantineReport, RetentionReport, quarantine};
 pub use writer::{Batch, Claim, QueueWriter};
-#[cfg(feature = "harness")]
-pub mod harness;

@@ -1,6 +1,7 @@
 //! Thin, checked wrappers over the Linux system calls the engine needs.
 //!
-//! Each wrapper turns `-1/errno` into `io::Error`; none of them panics.
+//! Each wrapper turns `-1/errno` into `io::Error`; none of them panics. What users of the bus need
+//! for their own threads is public as [`crate::os`]; the rest is the engine's.
 
 use std::fs::File;
 use std::io;

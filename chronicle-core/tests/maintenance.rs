@@ -52,7 +52,7 @@ fn maintenance_thread_runs_on_the_configured_cpus() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Re-pinned at run time (to every CPU this thread may use).
-    let all = chronicle_core::sys::thread_affinity().unwrap();
+    let all = chronicle_core::os::thread_affinity().unwrap();
     w.pin_maintenance(&all);
     let want = if all.len() == 1 {
         all[0].to_string()

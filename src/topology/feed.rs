@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chronicle_bus::BusLayout;
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 
 use super::{Error, Market, TICK};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chronicle_bus::orders::{FateCounts, FateReader, ROUTER_READER};
 use chronicle_bus::{BusLayout, StrategyConfig, StrategyEndpoints};
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 
 use super::{Error, ORDER, Tick, Trader, TraderConfig, strategy_tag};

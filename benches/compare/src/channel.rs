@@ -2,7 +2,7 @@
 //!
 //! The in-process reference: what handing a message to another thread costs with the
 //! usual Rust channel, no shared-memory file and no second process. It only exists inside
-//! one process, so it runs through [`chronicle_core::harness::run_in_threads`]: `create`
+//! one process, so it runs through [`chronicle_lab::harness::run_in_threads`]: `create`
 //! parks the receiving end in a process-global hand-off slot keyed by the run directory
 //! and `open` (on the harness's reader thread) takes it out.
 //!
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chronicle_core::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
 use crossbeam_channel as cb;
 
 /// Largest payload the reference channel carries.

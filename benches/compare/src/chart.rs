@@ -10,7 +10,7 @@
 //! estimate, so drawing needs no font files and no system libraries.
 
 use anyhow::{Result, anyhow};
-use chronicle_core::harness::WaitMode;
+use chronicle_lab::harness::WaitMode;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 

@@ -21,7 +21,7 @@
 use std::io;
 use std::path::Path;
 
-use chronicle_core::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;

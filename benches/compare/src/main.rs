@@ -1,6 +1,6 @@
 //! Side-by-side cross-process latency and throughput: chronicle next to iceoryx2, a Unix
 //! socket, a pipe, crossbeam-channel (threads) and a bare shared-memory SPSC ring, all
-//! measured by chronicle-core's harness with the same payloads, pacing and core pinning.
+//! measured by chronicle-lab's harness with the same payloads, pacing and core pinning.
 //!
 //! The floor is the `ring` transport: fixed slots of the payload's size rounded up to a
 //! cache line (a 64-byte message is one line, no length header) and a read cursor released
@@ -29,7 +29,7 @@
 //! message, except that chronicle's reader verifies its CRC over the whole record, so at
 //! 1 KiB chronicle is the only transport whose reader touches every cache line of the
 //! payload. `--touch-payload` sets the harness's
-//! [`RunConfig::touch_payload`](chronicle_core::harness::RunConfig::touch_payload): the
+//! [`RunConfig::touch_payload`](chronicle_lab::harness::RunConfig::touch_payload): the
 //! shared reader loop (the same for every transport, threads included) then reads every
 //! payload byte, as a consumer would, before taking the receive timestamp, so latency runs
 //! to "reader has read the whole message" and the cost shows in throughput too. Run it
@@ -49,7 +49,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use chronicle_core::harness::{
+use chronicle_lab::harness::{
     self, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
 };
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use chronicle_core::harness::{LatencyStats, WaitMode};
+use chronicle_lab::harness::{LatencyStats, WaitMode};
 
 use crate::machine::Machine;
 use crate::options::Options;

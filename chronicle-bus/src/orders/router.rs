@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{
     QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, StartAt, WriterConfig,
 };

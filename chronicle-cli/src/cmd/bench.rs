@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chronicle_core::harness::{self, Mode, PinOutcome, Registry, RunConfig, RunReport, WaitMode};
+use chronicle_lab::harness::{self, Mode, PinOutcome, Registry, RunConfig, RunReport, WaitMode};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

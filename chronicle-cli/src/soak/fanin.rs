@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use chronicle_bus::{FanInConfig, FanInReader, MergeMode, SourceId};
 use chronicle_core::StartAt;
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use serde_json::{Value, json};
 
 use super::{DATA, END, buckets, check, histogram, read_u64};

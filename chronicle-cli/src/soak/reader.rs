@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chronicle_core::sys::realtime_ns;
+use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 use serde_json::{Value, json};
 

@@ -38,7 +38,7 @@ pub struct WaitArgs {
 pub fn pin(cpu: Option<usize>) -> anyhow::Result<()> {
     use anyhow::Context as _;
     if let Some(c) = cpu {
-        chronicle_core::sys::set_thread_affinity(&[c])
+        chronicle_core::os::set_thread_affinity(&[c])
             .with_context(|| format!("cannot pin to CPU {c}"))?;
     }
     Ok(())

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::affinity::{PinOutcome, SavedAffinity, try_pin};
 use super::child::{ChildProc, READY, emit};
-use super::clock::{monotonic_ns, spin_until};
+use super::clock::spin_until;
 use super::config::{ChildSpec, Mode, RunConfig};
 use super::error::{HarnessError, Phase};
 use super::report::{ChildResults, LINE_PREFIX, LatencyStats, RunReport, new_histogram};
 use super::transport::{Receiver, Sender, Transport};
+use chronicle_core::os::monotonic_ns;
 
 /// A private per-run directory, removed on drop.
 struct RunDir(PathBuf);

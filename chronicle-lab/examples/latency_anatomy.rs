@@ -3,7 +3,7 @@
 //! the record sits in the segment.
 //!
 //! ```text
-//! cargo run --release -p chronicle-core --features harness --example latency_anatomy -- \
+//! cargo run --release -p chronicle-lab --example latency_anatomy -- \
 //!     [--size 64] [--count 300000] [--rate 100000] [--segment-mib 64] [--cores 0,1] \
 //!     [--no-crc] [--bursts]
 //! ```
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WriterConfig, sys};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WriterConfig, os};
 use hdrhistogram::Histogram;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -93,7 +93,7 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     };
     let tmp = tempfile::tempdir_in(base)?;
     let dir = tmp.path().join("q");
-    sys::set_thread_affinity(&[o.cores.0])?;
+    os::set_thread_affinity(&[o.cores.0])?;
     let cfg = WriterConfig {
         segment_size: o.segment_mib << 20,
         maintenance_cpus: Some(vec![o.cores.0]),
@@ -116,20 +116,20 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     let mut slow: Vec<(u64, u64)> = Vec::new(); // (ns, measured message index), slowest first
     let mut rolls: Vec<u64> = Vec::new(); // append time of each record that rolled
     let mut last_seg = w.tail().segment;
-    let start = sys::monotonic_ns();
+    let start = os::monotonic_ns();
     for i in 0..o.count + WARMUP {
         let due = start + i * gap;
-        let mut now = sys::monotonic_ns();
+        let mut now = os::monotonic_ns();
         while now < due {
             std::hint::spin_loop();
-            now = sys::monotonic_ns();
+            now = os::monotonic_ns();
         }
-        let t0 = sys::monotonic_ns();
+        let t0 = os::monotonic_ns();
         if let Some(stamp) = buf.first_chunk_mut::<8>() {
             *stamp = t0.to_ne_bytes();
         }
         w.append(1, &buf)?;
-        let took = sys::monotonic_ns().saturating_sub(t0);
+        let took = os::monotonic_ns().saturating_sub(t0);
         let seg = w.tail().segment;
         if seg != last_seg && i >= WARMUP {
             rolls.push(took);
@@ -162,7 +162,7 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
 }
 
 fn reader(dir: &Path, o: &Opts) -> Res<()> {
-    sys::set_thread_affinity(&[o.cores.1])?;
+    os::set_thread_affinity(&[o.cores.1])?;
     let cfg = ReaderConfig {
         verify_crc: o.verify_crc,
         ..ReaderConfig::default()
@@ -184,7 +184,7 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
             std::hint::spin_loop();
             continue;
         };
-        let now = sys::monotonic_ns();
+        let now = os::monotonic_ns();
         let p = m.payload();
         let stamp = p.first_chunk::<8>().map_or(now, |s| u64::from_ne_bytes(*s));
         let lat = now.saturating_sub(stamp);

@@ -85,7 +85,7 @@
 //! # Driving the harness from a binary
 //!
 //! ```no_run
-//! use chronicle_core::harness::{self, Mode, Registry, RunConfig, WaitMode};
+//! use chronicle_lab::harness::{self, Mode, Registry, RunConfig, WaitMode};
 //!
 //! fn main() {
 //!     // First thing: a re-executed reader child takes this branch and exits.
@@ -328,11 +328,9 @@ pub fn run_child_if_requested() -> Option<i32> {
 /// Call it first thing in `main`:
 ///
 /// ```no_run
-/// # #[cfg(feature = "harness")] {
-/// if let Some(code) = chronicle_core::harness::run_child_if_requested() {
+/// if let Some(code) = chronicle_lab::harness::run_child_if_requested() {
 ///     std::process::exit(code);
 /// }
-/// # }
 /// ```
 ///
 /// Exit codes: 0 success, 1 the run failed (details on stderr), 2 malformed request or

@@ -1,5 +1,4 @@
 //! End-to-end runs of every built-in transport through the cross-process harness.
-#![cfg(feature = "harness")]
 // Test helpers outside `#[test]` functions: panicking on failure is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,8 +7,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chronicle_core::harness::pipe::Pipe;
-use chronicle_core::harness::{
+use chronicle_lab::harness::pipe::Pipe;
+use chronicle_lab::harness::{
     ChannelConfig, ChildLauncher, HarnessError, Mode, Receiver, Registry, RunConfig, RunReport,
     Sender, Transport, WaitMode, run, run_child_if_requested_with, run_in_threads,
 };
@@ -255,7 +254,7 @@ fn touch_payload_runs_complete_for_every_transport() {
     };
     assert_clean(&r, &cfg);
     assert!(r.touch_payload);
-    let table = chronicle_core::harness::format_table(&[r], &["ring"]);
+    let table = chronicle_lab::harness::format_table(&[r], &["ring"]);
     assert!(table.contains("reader read whole payload"), "{table}");
 }
 
@@ -356,7 +355,7 @@ fn thread_runner_measures_in_process_and_cross_process_transports() {
         matches!(
             err,
             HarnessError::Transport {
-                phase: chronicle_core::harness::Phase::Open,
+                phase: chronicle_lab::harness::Phase::Open,
                 ..
             }
         ),

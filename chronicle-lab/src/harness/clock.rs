@@ -1,4 +1,5 @@
-//! `CLOCK_MONOTONIC` timestamps and busy-wait pacing.
+//! Busy-wait pacing and the cost of a clock read, on `CLOCK_MONOTONIC`
+//! ([`chronicle_core::os::monotonic_ns`]).
 //!
 //! Both ends of a measurement read the same system-wide clock, so a stamp taken in the
 //! writer process can be subtracted from a reading taken in the reader process. glibc
@@ -7,27 +8,7 @@
 
 use std::hint::spin_loop;
 
-/// Nanoseconds on `CLOCK_MONOTONIC`, comparable across processes on the same host.
-///
-/// Returns 0 in the (never observed on Linux) case that the clock cannot be read.
-#[inline(always)]
-#[must_use]
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call and
-    // `CLOCK_MONOTONIC` is a clock id every Linux kernel supports.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    // Monotonic time is non-negative; the casts cannot lose information.
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
+use chronicle_core::os::monotonic_ns;
 
 /// Busy-waits until [`monotonic_ns`] reaches `deadline_ns` and returns the reading that
 /// crossed it. Spinning (rather than sleeping) keeps the sender's core hot and gives

@@ -1,7 +1,7 @@
 //! Cross-process latency and throughput of every registered transport, in one run.
 //!
 //! ```text
-//! cargo bench -p chronicle-core --features harness --bench latency -- [options]
+//! cargo bench -p chronicle-lab --bench latency -- [options]
 //! ```
 //!
 //! Options (each also readable from the environment variable in brackets):
@@ -37,7 +37,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chronicle_core::harness::{
+use chronicle_lab::harness::{
     self, HarnessError, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
 };
 

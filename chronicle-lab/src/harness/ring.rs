@@ -44,8 +44,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use super::clock::monotonic_ns;
 use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use chronicle_core::os::{self, monotonic_ns};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"CHRNRING");
 const VERSION: u32 = 2;
@@ -193,30 +193,6 @@ impl Mapping {
     }
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: `word` is a live, 4-byte-aligned u32 in a MAP_SHARED mapping. FUTEX_WAIT
-    // (without FUTEX_PRIVATE_FLAG, because the waker is another process) only reads it;
-    // a null timeout means wait until woken. Spurious returns are handled by the caller's
-    // loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned u32 in a MAP_SHARED mapping; FUTEX_WAKE does not
-    // access memory beyond looking up waiters keyed on that address.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
-}
-
 /// Writing end of the ring.
 pub struct RingTx<const FUTEX: bool, const FIXED: bool> {
     m: Mapping,
@@ -350,7 +326,7 @@ impl<const FUTEX: bool, const FIXED: bool> RingTx<FUTEX, FIXED> {
                 // before it sets `waiters`: a reader that observes this bump also
                 // observes the `waiters = 0` store above, so its own `waiters = 1` wins.
                 header.wake.seq.fetch_add(1, Ordering::Release);
-                futex_wake_all(&header.wake.seq);
+                os::futex_wake(&header.wake.seq, i32::MAX);
             }
         }
     }
@@ -463,7 +439,8 @@ impl<const FUTEX: bool, const FIXED: bool> RingRx<FUTEX, FIXED> {
                 self.write_cache = published;
                 return;
             }
-            futex_wait(&header.wake.seq, seq);
+            // Any outcome (woken, value changed, interrupted) re-checks the ring.
+            let _ = os::futex_wait(&header.wake.seq, seq, None);
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Pinning the calling thread to one CPU with `sched_setaffinity`.
+//! Pinning the calling thread to one CPU ([`chronicle_core::os::set_thread_affinity`]).
 //!
 //! Pinning failures are not fatal for a measurement: the harness records the outcome in
 //! the report ([`PinOutcome`]) and carries on unpinned.
 
 use std::fmt;
 use std::io;
+
+use chronicle_core::os;
 
 /// What happened when a side of the run tried to pin itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,68 +35,30 @@ impl fmt::Display for PinOutcome {
     }
 }
 
-/// A saved CPU mask of the calling thread; [`restore`](Self::restore) puts it back.
+/// A saved CPU list of the calling thread; [`restore`](Self::restore) puts it back.
 #[derive(Debug)]
 pub struct SavedAffinity {
-    set: libc::cpu_set_t,
+    cpus: Vec<usize>,
 }
 
 impl SavedAffinity {
-    /// Reads the calling thread's current mask.
+    /// Reads the calling thread's current CPU list.
     ///
     /// # Errors
     /// The OS error from `sched_getaffinity`.
     pub fn current() -> io::Result<Self> {
-        // SAFETY: `cpu_set_t` is a plain bit array; all-zero is a valid (empty) set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid, writable `cpu_set_t` and the size passed matches it;
-        // pid 0 means the calling thread.
-        let rc =
-            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { set })
+        Ok(Self {
+            cpus: os::thread_affinity()?,
+        })
     }
 
-    /// Re-applies the saved mask to the calling thread.
+    /// Re-applies the saved CPU list to the calling thread.
     ///
     /// # Errors
     /// The OS error from `sched_setaffinity`.
     pub fn restore(&self) -> io::Result<()> {
-        set_affinity(&self.set)
+        os::set_thread_affinity(&self.cpus)
     }
-}
-
-fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
-    // SAFETY: `set` points to a valid `cpu_set_t` of the size passed; pid 0 means the
-    // calling thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Pins the calling thread to `core`.
-///
-/// # Errors
-/// `InvalidInput` if `core` does not fit a `cpu_set_t`, otherwise the OS error (e.g.
-/// `EINVAL` when the core does not exist or is outside the allowed cpuset).
-pub fn pin_current_thread(core: usize) -> io::Result<()> {
-    let bits = std::mem::size_of::<libc::cpu_set_t>() * 8;
-    if core >= bits {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("core {core} is beyond the cpu_set_t capacity of {bits}"),
-        ));
-    }
-    // SAFETY: all-zero is a valid empty `cpu_set_t`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `core` is below the bit capacity of `set` (checked above), so CPU_SET writes
-    // inside the set.
-    unsafe { libc::CPU_SET(core, &mut set) };
-    set_affinity(&set)
 }
 
 /// Pins the calling thread if `core` is `Some`, turning the result into a [`PinOutcome`].
@@ -102,7 +66,7 @@ pub fn pin_current_thread(core: usize) -> io::Result<()> {
 pub fn try_pin(core: Option<usize>) -> PinOutcome {
     match core {
         None => PinOutcome::NotRequested,
-        Some(core) => match pin_current_thread(core) {
+        Some(core) => match os::set_thread_affinity(&[core]) {
             Ok(()) => PinOutcome::Pinned(core),
             Err(e) => PinOutcome::Failed {
                 core,

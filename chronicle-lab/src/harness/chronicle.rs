@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
-use crate::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig};
+use chronicle_core::{
+    QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig,
+};
 
 /// The chronicle queue (see the module docs).
 #[derive(Debug)]
@@ -30,7 +32,7 @@ pub struct ChronicleRx {
     r: QueueReader,
 }
 
-fn err(e: crate::Error) -> io::Error {
+fn err(e: chronicle_core::Error) -> io::Error {
     io::Error::other(e)
 }
 
@@ -84,7 +86,7 @@ impl Sender for ChronicleTx {
     /// the spinning reader's core would stall the reader for the milliseconds a 64 MiB
     /// pre-fault takes.
     fn connect(&mut self) -> io::Result<()> {
-        let cpus = crate::sys::thread_affinity()?;
+        let cpus = chronicle_core::os::thread_affinity()?;
         self.w.pin_maintenance(&cpus);
         Ok(())
     }
@@ -158,7 +160,7 @@ impl ChronicleRx {
     fn writer_gone(&mut self) -> bool {
         matches!(
             self.r.writer_status(),
-            crate::WriterStatus::Dead | crate::WriterStatus::Closed
+            chronicle_core::WriterStatus::Dead | chronicle_core::WriterStatus::Closed
         ) && !self.r.has_next()
     }
 }
