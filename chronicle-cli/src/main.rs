@@ -12,12 +12,12 @@ mod cmd;
 mod output;
 mod queue;
 mod signals;
-mod soak;
 mod topology;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+use chronicle_lab::soak;
 use chronicle_metrics::logs::{self, LogFormat};
 use clap::{Parser, Subcommand};
 
@@ -128,7 +128,8 @@ fn main() -> ExitCode {
         Command::Feed(a) => topology::feed::run(a),
         Command::Strategy(a) => topology::strategy::run(a),
         Command::Router(a) => topology::router::run(a),
-        Command::SoakWriter(a) => soak::writer::run(a),
+        Command::SoakWriter(a) => signals::install_stop_handler()
+            .and_then(|()| soak::writer::run(a, signals::stop_requested)),
         Command::SoakReader(a) => soak::reader::run(a),
         Command::SoakFanin(a) => soak::fanin::run(a),
     };

@@ -6,11 +6,25 @@
 //!   pipe, Unix socket, the chronicle queue), HDR histograms and report tables. `cargo bench -p
 //!   chronicle-lab --bench latency`, `chron-cli bench` and the comparison in `benches/compare`
 //!   run it.
+//! - [`soak`]: the soak framework of `chron-cli bench --soak`: paced writers, checking readers
+//!   and a checking fan-in as processes for a long run, RSS and disk tracking, the verdict.
 //!
 //! The rule: this crate uses only the public APIs of `chronicle-core` and `chronicle-bus` (for
-//! its own threads' pinning, clocks and futexes, [`chronicle_core::os`]). Nothing in the product
-//! crates depends on it, except `chron-cli`'s `bench`, `demo` and `bench --soak` front ends and
-//! the role subcommands they start, which are thin dispatchers into this crate.
+//! its own threads' pinning, clocks and futexes, [`chronicle_core::os`]), plus the text and log
+//! helpers of `chronicle-metrics` that the binaries share. Nothing in the product crates depends
+//! on it, except `chron-cli`'s `bench`, `demo` and `bench --soak` front ends and the role
+//! subcommands they start, which are thin dispatchers into this crate. Signals stay with the
+//! front end: the long-running loops here take a `stop_requested` function to poll.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod harness;
+pub mod soak;
+
+/// Prints one JSON line on stdout and flushes it: how a role process reports to the parent that
+/// started it (stdout is a pipe then).
+pub fn emit(v: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}

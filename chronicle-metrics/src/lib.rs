@@ -10,10 +10,12 @@
 //! [`logs`] sets up the binaries' structured logs (`tracing`, human or JSON, filtered by
 //! `CHRONICLE_LOG`): the other half of what an operator watches, kept next to the metrics so
 //! both binaries share one setup. [`config`] reads their TOML config files (`--config`) with
-//! errors that name the file and the key, for the same reason: one walker, not one per binary.
+//! errors that name the file and the key, for the same reason: one walker, not one per binary. [`text`] renders aligned tables and
+//! human units for the binaries' and the lab's reports.
 
 pub mod config;
 pub mod logs;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use chronicle_lab::harness::{self, Mode, PinOutcome, Registry, RunConfig, RunReport, WaitMode};
+use chronicle_lab::harness::{
+    self, Latency, Mode, PinOutcome, Registry, RunConfig, RunReport, WaitMode,
+};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -95,32 +97,6 @@ pub struct Args {
     /// Soak: keep the queues after a passing run (a failing run always keeps them).
     #[arg(long, requires = "soak")]
     keep: bool,
-}
-
-/// Latency percentiles in ns (the `latency_ns` object of every bench JSON report).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub(crate) struct Latency {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p99_9: u64,
-    pub p99_99: u64,
-    pub max: u64,
-}
-
-impl Latency {
-    /// The percentiles of `h` (all zero when it is empty).
-    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
-        let q = |x: f64| h.value_at_quantile(x);
-        Latency {
-            p50: q(0.50),
-            p90: q(0.90),
-            p99: q(0.99),
-            p99_9: q(0.999),
-            p99_99: q(0.9999),
-            max: h.max(),
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -219,7 +195,8 @@ fn write_hist(path: &PathBuf, h: &Histogram<u64>) -> Result<()> {
 
 pub fn run(args: Args) -> Result<u8> {
     if args.soak {
-        return crate::cmd::soak::run(&crate::cmd::soak::Opts {
+        crate::signals::install_stop_handler()?;
+        let opts = chronicle_lab::soak::Opts {
             secs: args.secs,
             rate: args.rate.unwrap_or(50_000),
             size: args.size,
@@ -231,7 +208,8 @@ pub fn run(args: Args) -> Result<u8> {
             rss_slack: args.rss_slack,
             keep: args.keep,
             json: args.json,
-        });
+        };
+        return chronicle_lab::soak::run(&opts, crate::signals::stop_requested);
     }
     let rate_arg = args.rate.unwrap_or(100_000);
     if !args.json {

@@ -7,5 +7,4 @@ pub mod demo;
 pub mod doctor;
 pub mod inspect;
 pub mod metrics;
-pub mod soak;
 pub mod tail;

@@ -90,6 +90,39 @@ impl LatencyStats {
     }
 }
 
+/// Latency percentiles in ns, as `chron-cli bench` and the soak report them (the `latency_ns`
+/// objects of their JSON reports).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p99_9: u64,
+    /// 99.99th percentile.
+    pub p99_99: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Latency {
+    /// The percentiles of `h` (all zero when it is empty).
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let q = |x: f64| h.value_at_quantile(x);
+        Latency {
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            p99_99: q(0.9999),
+            max: h.max(),
+        }
+    }
+}
+
 /// The outcome of one run of one transport.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

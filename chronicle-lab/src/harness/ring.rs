@@ -659,7 +659,7 @@ mod tests {
         );
         assert_eq!(
             rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap(),
-            vec![]
+            Vec::<u8>::new()
         );
         // Released per message: one read makes room for one send.
         tx.send_with(64, |b| b.fill(9)).unwrap();

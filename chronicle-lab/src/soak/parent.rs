@@ -1,6 +1,6 @@
 //! `bench --soak`: a long run of real processes on queues with small segments and retention.
 //!
-//! Processes (this executable re-run with hidden roles, see `crate::soak`): writers `w0` (queue
+//! Processes (this executable re-run with hidden roles, see [`crate::soak`]): writers `w0` (queue
 //! `q0`) and `w1` (queue `q1`), each paced at `--rate`; readers `r1`..`r4` on `q0` (`r4` stalls
 //! on purpose unless `--slow-stall-ms 0`); `fanin`, a live timestamp merge of `q0` and `q1`.
 //! Every reader and the fan-in check every record. Each interval the parent prints records
@@ -28,10 +28,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cmd::bench::Latency;
-use crate::output::{self, bytes, duration_ns};
-use crate::soak::{MIN_SIZE, add_buckets, histogram};
-use crate::topology::{install_stop_handler, stop_requested};
+use chronicle_metrics::text::{bytes, duration_ns, table};
+
+use super::{MIN_SIZE, add_buckets, histogram};
+use crate::harness::Latency;
 
 /// Settings of a soak run (from `bench --soak ...`).
 #[derive(Debug, Clone)]
@@ -317,7 +317,7 @@ fn s(v: &str) -> String {
 }
 
 /// Runs the soak.
-pub fn run(o: &Opts) -> Result<u8> {
+pub fn run(o: &Opts, stop_requested: fn() -> bool) -> Result<u8> {
     if o.size < MIN_SIZE {
         bail!(
             "--size {}: the soak payload needs at least {MIN_SIZE} bytes",
@@ -330,7 +330,6 @@ pub fn run(o: &Opts) -> Result<u8> {
     if o.retain_segments < 2 {
         bail!("--retain-segments must be at least 2");
     }
-    install_stop_handler()?;
     let base = match &o.dir {
         Some(d) => d.clone(),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
@@ -339,7 +338,7 @@ pub fn run(o: &Opts) -> Result<u8> {
     let run_dir = base.join(format!("chronicle-soak-{}", std::process::id()));
     std::fs::create_dir(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    match soak(o, &run_dir) {
+    match soak(o, &run_dir, stop_requested) {
         Ok(0) if !o.keep => {
             let _ = std::fs::remove_dir_all(&run_dir);
             Ok(0)
@@ -350,7 +349,7 @@ pub fn run(o: &Opts) -> Result<u8> {
     }
 }
 
-fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
+fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
     let say = |line: &str| {
         if o.json {
             eprintln!("{line}");
@@ -598,7 +597,9 @@ fn soak(o: &Opts, run_dir: &Path) -> Result<u8> {
     )?;
     if o.json {
         let mut out = std::io::stdout().lock();
-        output::json_line(&mut out, &summary)?;
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+        out.flush()?;
     } else {
         print_summary(&summary);
     }
@@ -995,7 +996,7 @@ fn print_summary(sm: &Summary) {
     rows.push(row);
     print!(
         "{}",
-        output::table(
+        table(
             &rows,
             &[false, true, true, true, true, true, true, true, true, true],
             "  "
@@ -1049,7 +1050,7 @@ fn print_summary(sm: &Summary) {
     );
     print!(
         "{}",
-        output::table(
+        table(
             &rows,
             &[false, true, true, true, true, true, true, true, true, true],
             "  "

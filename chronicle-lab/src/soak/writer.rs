@@ -17,7 +17,7 @@ use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 use serde_json::json;
 
 use super::{DATA, END, HEADER, buckets, fill, histogram, nanos};
-use crate::topology::{emit, install_stop_handler, stop_requested};
+use crate::emit;
 
 /// Arguments of `chron-cli soak-writer`.
 #[derive(Debug, clap::Args)]
@@ -52,8 +52,7 @@ pub struct Args {
 }
 
 /// Runs the writer until stopped.
-pub fn run(a: Args) -> Result<u8> {
-    install_stop_handler()?;
+pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
     let rate = a.rate.max(1);
     let cfg = WriterConfig {
         segment_size: a.segment_size,

@@ -1,5 +1,9 @@
-//! The roles of `chron-cli bench --soak`, each run as its own OS process (this executable
-//! re-executed with a hidden subcommand, as `demo` runs the trading topology):
+//! The soak framework behind `chron-cli bench --soak`: [`run`] (in `parent.rs`) starts the roles
+//! below, each as its own OS process (the calling executable re-executed with a hidden
+//! subcommand, as the demo runs the trading topology), reads their reports and gives the verdict.
+//! The executable must therefore dispatch the subcommands `soak-writer`, `soak-reader` and
+//! `soak-fanin` to [`writer::run`], [`reader::run`] and [`fanin::run`] with their [`clap`]
+//! arguments ([`writer::Args`], ...):
 //!
 //! - `soak-writer`: appends paced records of a deterministic pattern to one queue, heartbeats,
 //!   and ends with an end record that carries the number of records written;
@@ -12,8 +16,11 @@
 //! with the latency of that interval as HdrHistogram buckets for the parent to merge.
 
 pub mod fanin;
+mod parent;
 pub mod reader;
 pub mod writer;
+
+pub use parent::{Opts, run};
 
 use anyhow::{Result, anyhow};
 use hdrhistogram::Histogram;

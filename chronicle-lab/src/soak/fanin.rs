@@ -15,7 +15,7 @@ use chronicle_core::os::realtime_ns;
 use serde_json::{Value, json};
 
 use super::{DATA, END, buckets, check, histogram, read_u64};
-use crate::topology::emit;
+use crate::emit;
 
 /// Arguments of `chron-cli soak-fanin`.
 #[derive(Debug, clap::Args)]

@@ -14,7 +14,7 @@ use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 use serde_json::{Value, json};
 
 use super::{DATA, END, buckets, check, histogram, read_u64};
-use crate::topology::emit;
+use crate::emit;
 
 /// Arguments of `chron-cli soak-reader`.
 #[derive(Debug, clap::Args)]
