@@ -6,14 +6,14 @@
 //!     [--symbols 16] [--secs 0]
 //! ```
 //!
-//! The loop is `chronicle::topology::feed::run`, the same one `chron-cli feed` (and so
+//! The loop is `chronicle_lab::topology::feed::run`, the same one `chron-cli feed` (and so
 //! `chron-cli demo`) runs; this program adds arguments and human-readable status lines.
 
 mod common;
 
 use std::time::Instant;
 
-use chronicle::topology::feed::{self, FeedConfig};
+use chronicle_lab::topology::feed::{self, FeedConfig};
 use common::Args;
 
 const USAGE: &str = "feed --bus DIR [--name md] [--rate TICKS_PER_S] [--symbols N] [--secs S]";

@@ -13,15 +13,15 @@
 //! `--hot` makes it order on every tick it sees and burst four orders each time. It trades only
 //! while a router has its order queue open, and not on ticks older than `--max-tick-age-us`.
 //!
-//! The loop is `chronicle::topology::strategy::run`, the same one `chron-cli strategy` (and so
+//! The loop is `chronicle_lab::topology::strategy::run`, the same one `chron-cli strategy` (and so
 //! `chron-cli demo`) runs; this program adds arguments and human-readable status lines.
 
 mod common;
 
 use std::time::Instant;
 
-use chronicle::topology::strategy::{self, StrategyArgs};
-use chronicle::topology::{FateCode, TraderConfig};
+use chronicle_lab::topology::strategy::{self, StrategyArgs};
+use chronicle_lab::topology::{FateCode, TraderConfig};
 use common::Args;
 
 const USAGE: &str = "strategy --bus DIR --id ID [--feed md] [--every N] [--slot K --slots N] \

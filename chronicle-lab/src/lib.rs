@@ -8,6 +8,12 @@
 //!   run it.
 //! - [`soak`]: the soak framework of `chron-cli bench --soak`: paced writers, checking readers
 //!   and a checking fan-in as processes for a long run, RSS and disk tracking, the verdict.
+//! - [`topology`]: the demo trading topology: tick format, [`Market`](topology::Market),
+//!   [`Trader`](topology::Trader), and the feed and strategy process loops (the programs in
+//!   `examples/` run them).
+//! - [`demo`]: `chron-cli demo`: the topology's processes started, watched, killed and restarted,
+//!   their JSON status lines aggregated, the bus audited and the report; [`demo::roles`] are the
+//!   feed and strategy loops with the status lines the demo reads.
 //!
 //! The rule: this crate uses only the public APIs of `chronicle-core` and `chronicle-bus` (for
 //! its own threads' pinning, clocks and futexes, [`chronicle_core::os`]), plus the text and log
@@ -17,8 +23,10 @@
 //! front end: the long-running loops here take a `stop_requested` function to poll.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod demo;
 pub mod harness;
 pub mod soak;
+pub mod topology;
 
 /// Prints one JSON line on stdout and flushes it: how a role process reports to the parent that
 /// started it (stdout is a pipe then).

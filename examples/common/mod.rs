@@ -1,5 +1,5 @@
 //! Argument parsing shared by the feed, strategy and router examples. The message formats are
-//! `chronicle::topology` (shared with the `chron-cli` roles).
+//! `chronicle_lab::topology` (shared with the `chron-cli` roles).
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -1,10 +1,11 @@
-//! `chron-cli feed`: the feed loop ([`chronicle::topology::feed::run`]) with JSON status lines.
+//! `chron-cli feed`: the feed role of the demo ([`chronicle_lab::demo::roles::feed`]: the loop
+//! with JSON status lines); this module parses its arguments.
 
 use anyhow::{Context, Result};
-use chronicle::topology::feed::{self, FeedConfig, FeedStatus};
-use serde_json::json;
+use chronicle_lab::demo::roles;
+use chronicle_lab::topology::feed::FeedConfig;
 
-use super::{emit, install_stop_handler, stop_requested};
+use super::{install_stop_handler, stop_requested};
 
 /// Arguments of `chron-cli feed`.
 #[derive(Debug, clap::Args)]
@@ -41,13 +42,6 @@ pub fn run(a: Args) -> Result<u8> {
         symbols: a.symbols,
         spin_before: std::time::Duration::from_micros(a.spin_us),
     };
-    tracing::info!(bus = %cfg.bus.display(), feed = %cfg.name, rate = cfg.rate, "feed started");
-    feed::run(&cfg, stop_requested, |s: &FeedStatus, fin| {
-        if fin {
-            tracing::info!(ticks = s.ticks, next_seq = s.next_seq, "feed stopped");
-        }
-        emit(&json!({"role": "feed", "ticks": s.ticks, "seq": s.next_seq, "final": fin}));
-    })
-    .context("feed")?;
+    roles::feed(&cfg, stop_requested).context("feed")?;
     Ok(0)
 }

@@ -1,7 +1,8 @@
-//! The trading topology as `chron-cli` roles: `feed`, `strategy` and `router` run the library's
-//! loops (`chronicle::topology::{feed,strategy}::run`, `chronicle_bus::orders::Router::run`, the
-//! same ones the programs in `examples/` run), built into the CLI binary so that `chron-cli demo`
-//! can start each of them as a separate OS process from this one executable. Each role prints one
+//! The trading topology as `chron-cli` roles: `feed`, `strategy` and `router` run the loops
+//! (`chronicle_lab::topology::{feed,strategy}::run` through `chronicle_lab::demo::roles`, and the
+//! product's `chronicle_bus::orders::Router::run`, the same ones the programs in `examples/` run),
+//! built into the CLI binary so that `chron-cli demo` can start each of them as a separate OS
+//! process from this one executable. Each role prints one
 //! JSON line per second on stdout (and a final one with `"final":true`) for `demo` to aggregate,
 //! and stops cleanly on SIGTERM or SIGINT.
 

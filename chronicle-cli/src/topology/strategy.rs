@@ -1,16 +1,13 @@
-//! `chron-cli strategy`: the strategy loop ([`chronicle::topology::strategy::run`]) with JSON
-//! status lines. `--hot` floods: an order burst on every tick it sees. The final line reports
-//! `committed` (its order queue's next seq: every order this strategy id ever committed, across
-//! restarts) and the fates it read, by code, and the ticks it did not trade on: `held_back` (its
-//! back-off window was full), `stale` (older than `--max-tick-age-us`), `not_connected` (no
-//! router had its order queue open).
+//! `chron-cli strategy`: a strategy role of the demo ([`chronicle_lab::demo::roles::strategy`]:
+//! the loop with JSON status lines); this module parses its arguments. `--hot` floods: an order
+//! burst on every tick it sees.
 
 use anyhow::{Context, Result};
-use chronicle::topology::strategy::{self, StrategyArgs, StrategyStatus};
-use chronicle::topology::{FateCode, TraderConfig};
-use serde_json::{Value, json};
+use chronicle_lab::demo::roles;
+use chronicle_lab::topology::TraderConfig;
+use chronicle_lab::topology::strategy::StrategyArgs;
 
-use super::{emit, install_stop_handler, stop_requested};
+use super::{install_stop_handler, stop_requested};
 
 /// Arguments of `chron-cli strategy`.
 #[derive(Debug, clap::Args)]
@@ -52,14 +49,6 @@ pub struct Args {
     pub wait: super::WaitArgs,
 }
 
-fn fates_json(s: &StrategyStatus) -> Value {
-    let mut m = serde_json::Map::new();
-    for c in FateCode::ALL {
-        m.insert(c.name().to_string(), json!(s.fates.get(c)));
-    }
-    Value::Object(m)
-}
-
 /// Runs the strategy until stopped.
 pub fn run(a: Args) -> Result<u8> {
     install_stop_handler()?;
@@ -81,31 +70,6 @@ pub fn run(a: Args) -> Result<u8> {
         spin_limit: a.wait.spin,
         yield_limit: a.wait.yields,
     };
-    let id = a.id;
-    strategy::run(
-        &args,
-        stop_requested,
-        |s| {
-            tracing::info!(strategy = %id, hot = a.hot, next_seq = s.next_seq,
-                first_order_id = s.first_order_id, "strategy started");
-            emit(
-                &json!({"role": "strategy", "id": id, "start": true, "hot": a.hot,
-                "next_seq": s.next_seq, "first_order_id": s.first_order_id,
-                "feed_seq": s.feed_seq}),
-            );
-        },
-        |s, fin| {
-            if fin {
-                tracing::info!(strategy = %id, orders = s.orders, committed = s.committed,
-                    "strategy stopped");
-            }
-            emit(
-                &json!({"role": "strategy", "id": id, "orders": s.orders, "ticks": s.ticks,
-                "committed": s.committed, "fates": fates_json(s), "held_back": s.held_back,
-                "stale": s.stale, "not_connected": s.not_connected, "window": s.window, "final": fin}),
-            );
-        },
-    )
-    .with_context(|| format!("strategy {id}"))?;
+    roles::strategy(&args, stop_requested).with_context(|| format!("strategy {}", args.id))?;
     Ok(0)
 }
