@@ -1,7 +1,6 @@
 //! `bench`: throughput and cross-process one-way latency on a temporary queue, with the reader in
 //! a separate process (the harness re-executes this binary as the reader child).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -150,46 +149,9 @@ fn pin_note(what: &str, p: &PinOutcome) {
     }
 }
 
-/// The classic HdrHistogram percentile distribution text (as `outputPercentileDistribution`
-/// prints it), values in ns.
+/// Writes the latency distribution to `path` in HdrHistogram's percentile text format.
 fn write_hist(path: &PathBuf, h: &Histogram<u64>) -> Result<()> {
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
-    );
-    let mut body = String::new();
-    body.push_str("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-    let mut total = 0u64;
-    for v in h.iter_quantiles(5) {
-        let q = v.quantile_iterated_to();
-        total += v.count_since_last_iteration();
-        let line = if q < 1.0 {
-            format!(
-                "{:12.3} {:14.12} {:10} {:14.2}",
-                v.value_iterated_to() as f64,
-                q,
-                total,
-                1.0 / (1.0 - q)
-            )
-        } else {
-            format!(
-                "{:12.3} {:14.12} {:10}",
-                v.value_iterated_to() as f64,
-                q,
-                total
-            )
-        };
-        body.push_str(&line);
-        body.push('\n');
-    }
-    body.push_str(&format!(
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n",
-        h.mean(),
-        h.stdev(),
-        h.max() as f64,
-        h.len(),
-    ));
-    f.write_all(body.as_bytes())
-        .and_then(|()| f.flush())
+    std::fs::write(path, harness::percentile_distribution(h))
         .with_context(|| format!("write {}", path.display()))
 }
 

@@ -123,6 +123,45 @@ impl Latency {
     }
 }
 
+/// The classic HdrHistogram percentile distribution text (as `outputPercentileDistribution`
+/// prints it), values in ns: what `chron-cli bench --hist FILE` writes.
+#[must_use]
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut body = String::new();
+    body.push_str("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        total += v.count_since_last_iteration();
+        let line = if q < 1.0 {
+            format!(
+                "{:12.3} {:14.12} {:10} {:14.2}",
+                v.value_iterated_to() as f64,
+                q,
+                total,
+                1.0 / (1.0 - q)
+            )
+        } else {
+            format!(
+                "{:12.3} {:14.12} {:10}",
+                v.value_iterated_to() as f64,
+                q,
+                total
+            )
+        };
+        body.push_str(&line);
+        body.push('\n');
+    }
+    body.push_str(&format!(
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n",
+        h.mean(),
+        h.stdev(),
+        h.max() as f64,
+        h.len(),
+    ));
+    body
+}
+
 /// The outcome of one run of one transport.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
