@@ -25,6 +25,7 @@
 
 pub mod demo;
 pub mod harness;
+mod procs;
 pub mod soak;
 pub mod topology;
 

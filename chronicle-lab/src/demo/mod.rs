@@ -17,10 +17,10 @@
 //! limit while the demo runs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use chronicle_bus::BusLayout;
 use chronicle_bus::orders::{AuditReport, FateCode, audit};
 
 use chronicle_metrics::text::{duration_ns, table};
+
+use crate::procs::{Proc, role_command};
 
 pub mod roles;
 
@@ -114,93 +116,22 @@ pub struct Args {
     pub metrics_listen: Option<String>,
 }
 
-/// A child process, killed and reaped if still running when dropped.
-#[derive(Debug)]
-struct Proc {
-    label: String,
-    child: Child,
-}
-
-impl Proc {
-    fn signal(&self, sig: libc::c_int) {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: sending a signal to our own child (not yet reaped, so the pid is ours).
-            unsafe {
-                libc::kill(pid, sig);
-            }
-        }
-    }
-
-    /// SIGTERM, then wait up to `grace` before SIGKILL; returns whether it exited on its own.
-    fn stop(&mut self, grace: Duration) -> bool {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return true;
-        }
-        self.signal(libc::SIGTERM);
-        let until = Instant::now() + grace;
-        while Instant::now() < until {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        tracing::warn!(process = %self.label, ?grace, "did not stop within its grace period: killed");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Starts this executable with `args`; its JSON stdout lines go to `tx` labelled `label`.
+/// Starts this executable with `args`; its stdout lines go to `tx` labelled `label`.
 fn spawn(
     label: &str,
     args: &[String],
-    tx: &mpsc::Sender<(String, Value)>,
+    tx: &mpsc::Sender<(String, String)>,
     log_format: &str,
 ) -> Result<Proc> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env(chronicle_metrics::logs::LOG_FORMAT_ENV, log_format);
+    let mut cmd = role_command(args)?;
+    cmd.env(chronicle_metrics::logs::LOG_FORMAT_ENV, log_format)
+        .stdin(Stdio::null());
     // The demo prints the router's events itself: its processes log only what goes wrong,
     // unless CHRONICLE_LOG says otherwise.
     if std::env::var_os(chronicle_metrics::logs::LOG_ENV).is_none() {
         cmd.env(chronicle_metrics::logs::LOG_ENV, "warn");
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        // Its own process group: Ctrl-C reaches the demo only, which stops children in order.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start the {label}"))?;
-    if let Some(out) = child.stdout.take() {
-        let tx = tx.clone();
-        let label = label.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send((label.clone(), v));
-                }
-            }
-        });
-    }
-    Ok(Proc {
-        label: label.to_string(),
-        child,
-    })
+    Proc::spawn(label, cmd, tx).with_context(|| format!("cannot start the {label}"))
 }
 
 /// What the demo knows about each process, from their JSON lines.
@@ -214,7 +145,10 @@ struct State {
 }
 
 impl State {
-    fn absorb(&mut self, label: &str, v: Value) {
+    fn absorb(&mut self, label: &str, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
         match v.get("role").and_then(Value::as_str) {
             Some("feed") => self.feed = v,
             Some("router") if v.get("event").is_some() => {
@@ -384,8 +318,8 @@ pub fn run(a: Args, host: &Host) -> Result<u8> {
     let mut prev: (u64, u64, u64, BTreeMap<String, u64>) = (0, 0, 0, BTreeMap::new());
     let mut interrupted = false;
     loop {
-        while let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
-            st.absorb(&label, v);
+        while let Ok((label, line)) = rx.recv_timeout(Duration::from_millis(20)) {
+            st.absorb(&label, &line);
             if Instant::now() >= next_status {
                 break;
             }
@@ -405,8 +339,7 @@ pub fn run(a: Args, host: &Host) -> Result<u8> {
             restarted = true;
             if let Some(p) = strategies.first_mut() {
                 say("demo: killing strategy s1 (SIGKILL) and starting it again");
-                let _ = p.child.kill();
-                let _ = p.child.wait();
+                p.kill();
                 *p = spawn(
                     "strategy s1 (restarted)",
                     &strategy_args("s1", 0, false),
@@ -425,8 +358,7 @@ pub fn run(a: Args, host: &Host) -> Result<u8> {
                 "demo: killing the router (SIGKILL, {router_kills} of {}) and starting it again",
                 a.kill_router
             ));
-            let _ = router.child.kill();
-            let _ = router.child.wait();
+            router.kill();
             router = spawn("router", &router_args, &tx, host.log_format)?;
         }
         if now >= next_status {
@@ -449,8 +381,8 @@ pub fn run(a: Args, host: &Host) -> Result<u8> {
     drop(tx);
     // The reader threads end with their pipes; collect every last line.
     let until = Instant::now() + Duration::from_secs(5);
-    while let Ok((label, v)) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-        st.absorb(&label, v);
+    while let Ok((label, line)) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        st.absorb(&label, &line);
     }
     for e in st.events.drain(..) {
         say(&format!("  {e}"));

@@ -17,9 +17,9 @@
 //! old segments and the processes unmap them; growth beyond that is a leak.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use chronicle_metrics::text::{bytes, duration_ns, table};
 
 use super::{MIN_SIZE, add_buckets, histogram};
 use crate::harness::Latency;
+use crate::procs::{Proc, role_command};
 
 /// Settings of a soak run (from `bench --soak ...`).
 #[derive(Debug, Clone)]
@@ -54,79 +55,12 @@ const SLOW: &str = "r4";
 /// How long children get to open their queues and to drain at the end.
 const GRACE: Duration = Duration::from_secs(60);
 
-/// A child process, killed and reaped if still running when dropped.
-#[derive(Debug)]
-struct Proc {
-    label: String,
-    pid: u32,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    exit: Option<std::process::ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, String)>) -> Result<Proc> {
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe().context("cannot find the chron-cli executable")?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Its own process group: Ctrl-C reaches the parent only, which stops children in
-            // order.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start the soak {label}"))?;
-        if let Some(out) = child.stdout.take() {
-            let tx = tx.clone();
-            let label = label.to_string();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    // Parsed on the parent's main thread: one allocator arena for all of it.
-                    if tx.send((label.clone(), line)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(Proc {
-            label: label.to_string(),
-            pid: child.id(),
-            stdin: child.stdin.take(),
-            child,
-            exit: None,
-        })
-    }
-
-    /// Whether it has exited (and its status is recorded).
-    fn exited(&mut self) -> bool {
-        if self.exit.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.exit = Some(st);
-            }
-        }
-        self.exit.is_some()
-    }
-
-    fn terminate(&self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: sending a signal to our own child, not yet reaped, so the pid is ours.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.exited() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts this executable with `args` (stdin a pipe: the "go" line); its stdout lines go to
+/// `tx` labelled `label`.
+fn spawn(label: &str, args: &[String], tx: &mpsc::Sender<(String, String)>) -> Result<Proc> {
+    let mut cmd = role_command(args)?;
+    cmd.stdin(Stdio::piped());
+    Proc::spawn(label, cmd, tx).with_context(|| format!("cannot start the soak {label}"))
 }
 
 /// Resident memory of a process, from `/proc/PID/status`, in KiB.
@@ -390,7 +324,7 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
             s("--interval-ms"),
             interval_ms.clone(),
         ];
-        procs.push(Proc::spawn(label, &args, &tx)?);
+        procs.push(spawn(label, &args, &tx)?);
         roles.insert(label.to_string(), Role::new()?);
     }
     wait_ready(&rx, &mut procs, &mut roles)?;
@@ -411,10 +345,10 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
         if name == SLOW && o.slow_stall_ms > 0 {
             args.extend([s("--stall-ms"), o.slow_stall_ms.to_string()]);
         }
-        procs.push(Proc::spawn(name, &args, &tx)?);
+        procs.push(spawn(name, &args, &tx)?);
         roles.insert(name.to_string(), Role::new()?);
     }
-    procs.push(Proc::spawn(
+    procs.push(spawn(
         "fanin",
         &[
             s("soak-fanin"),
@@ -553,8 +487,8 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
         if interrupted { "interrupted; " } else { "" }
     ));
     let elapsed = start.elapsed();
-    for pr in procs.iter().filter(|pr| pr.label.starts_with('w')) {
-        pr.terminate();
+    for pr in procs.iter_mut().filter(|pr| pr.label.starts_with('w')) {
+        pr.signal(libc::SIGTERM);
     }
     let until = Instant::now() + GRACE;
     let mut problems = Vec::new();
