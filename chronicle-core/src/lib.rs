@@ -30,6 +30,7 @@ pub mod layout;
 pub(crate) mod map;
 #[doc(hidden)]
 pub mod powercut;
+pub mod probe;
 pub mod reader;
 pub mod reader_meta;
 pub mod recovery;
