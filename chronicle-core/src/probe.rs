@@ -181,12 +181,12 @@ pub struct Lag {
 
 /// A private copy of the first bytes of a file, read with `pread` into 8-byte aligned memory,
 /// viewed through the same `layout` structs as a mapping, so the engine's decoders run on it.
-struct Copy {
+struct FileCopy {
     words: Vec<u64>,
 }
 
-impl Copy {
-    fn read(file: &File, len: usize, path: &Path) -> Result<Copy> {
+impl FileCopy {
+    fn read(file: &File, len: usize, path: &Path) -> Result<FileCopy> {
         let mut words = vec![0u64; len.div_ceil(8)];
         // SAFETY: `len <= 8 * words.len()`, so the pointer and length cover initialized `u64`s
         // of `words`, which this function borrows exclusively; `u8` has no alignment
@@ -194,7 +194,7 @@ impl Copy {
         let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
         file.read_exact_at(buf, 0)
             .map_err(|e| Error::io(path, "read", e))?;
-        Ok(Copy { words })
+        Ok(FileCopy { words })
     }
 
     /// The struct at the start of the copy; `None` if it does not fit or needs more than
@@ -235,9 +235,9 @@ pub fn read_meta(dir: &QueueDir) -> Result<QueueMeta> {
     // The tail span is a seqlock the writer updates on every commit: a copy taken while it
     // was odd, or that a second read contradicts, may mix two tails. Two equal copies with an
     // even lock cannot (the lock only grows, and changes before and after every update).
-    let mut copy = Copy::read(&file, size, &path)?;
+    let mut copy = FileCopy::read(&file, size, &path)?;
     for _ in 0..META_READS {
-        let again = Copy::read(&file, size, &path)?;
+        let again = FileCopy::read(&file, size, &path)?;
         let settled = copy.words == again.words
             && control_block(&copy, &path)?
                 .tail_lock
@@ -264,7 +264,7 @@ pub fn read_meta(dir: &QueueDir) -> Result<QueueMeta> {
     })
 }
 
-fn control_block<'a>(copy: &'a Copy, path: &Path) -> Result<&'a ControlBlock> {
+fn control_block<'a>(copy: &'a FileCopy, path: &Path) -> Result<&'a ControlBlock> {
     copy.view::<ControlBlock>()
         .ok_or_else(|| Error::corrupted(path, 0, "control block does not fit"))
 }
@@ -432,7 +432,7 @@ pub fn segment_header(dir: &QueueDir, id: u64, geometry: &Geometry) -> Result<Se
     if len < SEGMENT_HEADER_SIZE {
         crate::segment::check_size(&path, len, geometry)?;
     }
-    let copy = Copy::read(&file, std::mem::size_of::<SegmentHeader>(), &path)?;
+    let copy = FileCopy::read(&file, std::mem::size_of::<SegmentHeader>(), &path)?;
     let h = copy
         .view::<SegmentHeader>()
         .ok_or_else(|| Error::corrupted(&path, 0, "segment header does not fit"))?;
