@@ -89,18 +89,24 @@ impl QueueDir {
     /// `PositionLost`, as before the cut) and retention removes it again.
     pub fn list_reachable_segments(&self) -> Result<Vec<u64>> {
         let mut ids = self.list_segments()?;
-        let mut start = ids.len();
-        while start > 0 {
-            let consecutive = start == ids.len()
-                || ids.get(start - 1).map(|&id| id + 1) == ids.get(start).copied();
-            if !consecutive {
-                break;
-            }
-            start -= 1;
-        }
-        ids.drain(..start);
+        ids.drain(..reachable_start(&ids));
         Ok(ids)
     }
+}
+
+/// Index in `ids` (ascending segment ids) of the first segment readers can reach: the newest
+/// and the run of consecutive ids before it (see [`QueueDir::list_reachable_segments`]).
+pub(crate) fn reachable_start(ids: &[u64]) -> usize {
+    let mut start = ids.len();
+    while start > 0 {
+        let consecutive =
+            start == ids.len() || ids.get(start - 1).map(|&id| id + 1) == ids.get(start).copied();
+        if !consecutive {
+            break;
+        }
+        start -= 1;
+    }
+    start
 }
 
 /// Queue geometry, fixed when the queue is created and read back from `queue.meta`.
@@ -333,26 +339,13 @@ impl Control {
                 sys::open_ro_nofollow(&path).map_err(|e| Error::io(&path, "open", e))?,
                 false,
             ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.root.exists() => {
-                return Err(Error::io(&dir.root, "open queue", e));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotAQueue {
-                    path: dir.root.clone(),
-                });
-            }
-            Err(e) => return Err(Error::io(&path, "open", e)),
+            Err(e) => return Err(open_error(dir, e)),
         };
         let len = file
             .metadata()
             .map_err(|e| Error::io(&path, "stat", e))?
             .len();
-        if len < CONTROL_FILE_SIZE {
-            if len == 0 {
-                return Err(Error::NotYetInitialized { path });
-            }
-            return Err(Error::corrupted(&path, len, "queue.meta is truncated"));
-        }
+        check_len(&path, len)?;
         let map = if writable {
             Map::rw(&file, CONTROL_FILE_SIZE, &path)?
         } else {
@@ -361,43 +354,7 @@ impl Control {
         let cb = map
             .view::<ControlBlock>(0)
             .ok_or_else(|| Error::corrupted(&path, 0, "control block does not fit"))?;
-        // SYNC POINT: Acquire pairs with the Release store of the magic in `create_or_open`.
-        let magic = cb.magic.load(Ordering::Acquire);
-        if magic == 0 {
-            return Err(Error::NotYetInitialized { path });
-        }
-        if magic != CONTROL_MAGIC {
-            return Err(Error::corrupted(
-                &path,
-                0,
-                "bad magic: not a chronicle queue.meta",
-            ));
-        }
-        let version = cb.version.load(Ordering::Relaxed);
-        if version != FORMAT_VERSION {
-            return Err(Error::VersionMismatch {
-                path,
-                found: version,
-                expected: FORMAT_VERSION,
-            });
-        }
-        if cb.control_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<ControlBlock>() {
-            return Err(Error::corrupted(
-                &path,
-                12,
-                "control block size does not match",
-            ));
-        }
-        let geometry = Geometry {
-            segment_size: cb.segment_size.load(Ordering::Relaxed),
-            max_payload: cb.max_payload.load(Ordering::Relaxed),
-            index_stride: cb.index_stride.load(Ordering::Relaxed),
-            queue_uid: cb.queue_uid.load(Ordering::Relaxed),
-            file_mode: cb.file_mode.load(Ordering::Relaxed),
-        };
-        geometry
-            .validate()
-            .map_err(|what| Error::corrupted(&path, 16, what))?;
+        let geometry = validate(cb, &path)?;
         let cb = std::ptr::NonNull::from(cb);
         Ok(Control {
             map,
@@ -418,25 +375,139 @@ impl Control {
                 std::hint::spin_loop();
                 continue;
             }
-            let t = Tail {
-                segment: cb.tail_segment.load(Ordering::Relaxed),
-                offset: cb.tail_offset.load(Ordering::Relaxed),
-                next_seq: cb.next_seq.load(Ordering::Relaxed),
-                last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
-            };
+            let t = tail_fields(cb);
             // Order the field loads before the re-check of the version.
             std::sync::atomic::fence(Ordering::Acquire);
             if cb.tail_lock.load(Ordering::Relaxed) == v1 {
                 return t;
             }
         }
-        Tail {
-            segment: cb.tail_segment.load(Ordering::Relaxed),
-            offset: cb.tail_offset.load(Ordering::Relaxed),
-            next_seq: cb.next_seq.load(Ordering::Relaxed),
-            last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
+        tail_fields(cb)
+    }
+}
+
+// The decoders below are shared by `Control` (over the mapping) and `probe` (over a private
+// copy read with pread): `queue.meta` is parsed in one place.
+
+/// The error for a failed open of `queue.meta` in `dir`: no such directory, a directory that
+/// is not a queue, or the open's own error.
+pub(crate) fn open_error(dir: &QueueDir, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound && !dir.root.exists() {
+        Error::io(&dir.root, "open queue", e)
+    } else if e.kind() == io::ErrorKind::NotFound {
+        Error::NotAQueue {
+            path: dir.root.clone(),
+        }
+    } else {
+        Error::io(dir.control(), "open", e)
+    }
+}
+
+/// Checks the length of `queue.meta` (`len` bytes): empty is a creator that has not finished,
+/// shorter than the format is damage.
+pub(crate) fn check_len(path: &Path, len: u64) -> Result<()> {
+    if len < CONTROL_FILE_SIZE {
+        if len == 0 {
+            return Err(Error::NotYetInitialized {
+                path: path.to_path_buf(),
+            });
+        }
+        return Err(Error::corrupted(path, len, "queue.meta is truncated"));
+    }
+    Ok(())
+}
+
+/// Validates the identity span of a control block (magic, version, block size, geometry) and
+/// returns the queue's geometry.
+pub(crate) fn validate(cb: &ControlBlock, path: &Path) -> Result<Geometry> {
+    // SYNC POINT: Acquire pairs with the Release store of the magic in `create_or_open`.
+    let magic = cb.magic.load(Ordering::Acquire);
+    if magic == 0 {
+        return Err(Error::NotYetInitialized {
+            path: path.to_path_buf(),
+        });
+    }
+    if magic != CONTROL_MAGIC {
+        return Err(Error::corrupted(
+            path,
+            0,
+            "bad magic: not a chronicle queue.meta",
+        ));
+    }
+    let version = cb.version.load(Ordering::Relaxed);
+    if version != FORMAT_VERSION {
+        return Err(Error::VersionMismatch {
+            path: path.to_path_buf(),
+            found: version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    if cb.control_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<ControlBlock>() {
+        return Err(Error::corrupted(
+            path,
+            12,
+            "control block size does not match",
+        ));
+    }
+    let geometry = Geometry {
+        segment_size: cb.segment_size.load(Ordering::Relaxed),
+        max_payload: cb.max_payload.load(Ordering::Relaxed),
+        index_stride: cb.index_stride.load(Ordering::Relaxed),
+        queue_uid: cb.queue_uid.load(Ordering::Relaxed),
+        file_mode: cb.file_mode.load(Ordering::Relaxed),
+    };
+    geometry
+        .validate()
+        .map_err(|what| Error::corrupted(path, 16, what))?;
+    Ok(geometry)
+}
+
+/// The tail words of a control block, loaded one by one (callers hold the seqlock: see
+/// `Control::tail`).
+#[inline(always)]
+pub(crate) fn tail_fields(cb: &ControlBlock) -> Tail {
+    Tail {
+        segment: cb.tail_segment.load(Ordering::Relaxed),
+        offset: cb.tail_offset.load(Ordering::Relaxed),
+        next_seq: cb.next_seq.load(Ordering::Relaxed),
+        last_timestamp_ns: cb.last_timestamp_ns.load(Ordering::Relaxed),
+    }
+}
+
+/// Reads the history record of a control block. The words change only while a recovering
+/// writer (holding the lock) records a rewrite; a reader racing it re-reads until the epoch is
+/// stable.
+pub(crate) fn history(cb: &ControlBlock) -> History {
+    let mut h = History::default();
+    for _ in 0..1000 {
+        // SYNC POINT: Acquire pairs with the Release store of `history_epoch` in
+        // `record_rewrite`: the words below are those stored before it.
+        let e = cb.history_epoch.load(Ordering::Acquire);
+        h = History {
+            epoch: e,
+            rewritten_from: cb.rewritten_from.load(Ordering::Relaxed),
+            rewritten_floor: cb.rewritten_floor.load(Ordering::Relaxed),
+        };
+        // Order the word loads before the re-check of the epoch.
+        std::sync::atomic::fence(Ordering::Acquire);
+        if cb.history_epoch.load(Ordering::Relaxed) == e {
+            break;
         }
     }
+    h
+}
+
+/// The holder recorded in `writer.lock` (`"pid start_time"`, written by the writer that took
+/// the lock): its pid and, when known (non-zero), its start time. Either is `None` when the
+/// text does not hold it.
+pub(crate) fn parse_lock_holder(text: &str) -> (Option<u32>, Option<u64>) {
+    let mut it = text.split_whitespace();
+    let pid = it.next().and_then(|p| p.parse().ok());
+    let start = it
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s: &u64| s != 0);
+    (pid, start)
 }
 
 /// The queue's history record (`queue.meta` words 56-80; DESIGN.md section 8): how many times
@@ -476,24 +547,7 @@ impl Control {
     /// Reads the history record. The words change only while a recovering writer (holding the
     /// lock) records a rewrite; a reader racing it re-reads until the epoch is stable.
     pub(crate) fn history(&self) -> History {
-        let cb = self.cb();
-        let mut h = History::default();
-        for _ in 0..1000 {
-            // SYNC POINT: Acquire pairs with the Release store of `history_epoch` in
-            // `record_rewrite`: the words below are those stored before it.
-            let e = cb.history_epoch.load(Ordering::Acquire);
-            h = History {
-                epoch: e,
-                rewritten_from: cb.rewritten_from.load(Ordering::Relaxed),
-                rewritten_floor: cb.rewritten_floor.load(Ordering::Relaxed),
-            };
-            // Order the word loads before the re-check of the epoch.
-            std::sync::atomic::fence(Ordering::Acquire);
-            if cb.history_epoch.load(Ordering::Relaxed) == e {
-                break;
-            }
-        }
-        h
+        history(self.cb())
     }
 
     /// The history epoch alone (a reader's commit compares it with the one it saw last).

@@ -31,6 +31,7 @@ pub(crate) mod map;
 pub mod os;
 #[doc(hidden)]
 pub mod powercut;
+pub mod probe;
 pub mod reader;
 pub mod reader_meta;
 pub mod recovery;

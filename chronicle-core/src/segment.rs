@@ -110,43 +110,7 @@ impl Segment {
     }
 
     fn validate(&self, geom: &Geometry) -> Result<()> {
-        let h = self.header()?;
-        // SYNC POINT: Acquire pairs with the Release store of the magic in `create`.
-        let magic = h.magic.load(Ordering::Acquire);
-        if magic == 0 {
-            return Err(Error::NotYetInitialized {
-                path: self.path.clone(),
-            });
-        }
-        if magic != SEGMENT_MAGIC {
-            return Err(Error::corrupted(&self.path, 0, "bad segment magic"));
-        }
-        let version = h.version.load(Ordering::Relaxed);
-        if version != FORMAT_VERSION {
-            return Err(Error::VersionMismatch {
-                path: self.path.clone(),
-                found: version,
-                expected: FORMAT_VERSION,
-            });
-        }
-        if u64::from(h.header_size.load(Ordering::Relaxed)) != SEGMENT_HEADER_SIZE {
-            return Err(Error::corrupted(&self.path, 12, "bad segment header size"));
-        }
-        if h.segment_id.load(Ordering::Relaxed) != self.id {
-            return Err(Error::corrupted(
-                &self.path,
-                16,
-                "segment id does not match its file name",
-            ));
-        }
-        if h.queue_uid.load(Ordering::Relaxed) != geom.queue_uid {
-            return Err(Error::corrupted(
-                &self.path,
-                24,
-                "segment belongs to another queue",
-            ));
-        }
-        Ok(())
+        validate_header(self.header()?, &self.path, self.id, geom)
     }
 
     /// The segment header.
@@ -266,6 +230,53 @@ pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -
     Ok(file)
 }
 
+/// Validates the header of segment `id` (file `path`) of the queue with geometry `geom`: magic,
+/// version, header size, id and queue uid. Shared by `Segment` (over the mapping) and `probe`
+/// (over a copy read with pread).
+pub(crate) fn validate_header(
+    h: &SegmentHeader,
+    path: &std::path::Path,
+    id: u64,
+    geom: &Geometry,
+) -> Result<()> {
+    // SYNC POINT: Acquire pairs with the Release store of the magic in `Segment::create`.
+    let magic = h.magic.load(Ordering::Acquire);
+    if magic == 0 {
+        return Err(Error::NotYetInitialized {
+            path: path.to_path_buf(),
+        });
+    }
+    if magic != SEGMENT_MAGIC {
+        return Err(Error::corrupted(path, 0, "bad segment magic"));
+    }
+    let version = h.version.load(Ordering::Relaxed);
+    if version != FORMAT_VERSION {
+        return Err(Error::VersionMismatch {
+            path: path.to_path_buf(),
+            found: version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    if u64::from(h.header_size.load(Ordering::Relaxed)) != SEGMENT_HEADER_SIZE {
+        return Err(Error::corrupted(path, 12, "bad segment header size"));
+    }
+    if h.segment_id.load(Ordering::Relaxed) != id {
+        return Err(Error::corrupted(
+            path,
+            16,
+            "segment id does not match its file name",
+        ));
+    }
+    if h.queue_uid.load(Ordering::Relaxed) != geom.queue_uid {
+        return Err(Error::corrupted(
+            path,
+            24,
+            "segment belongs to another queue",
+        ));
+    }
+    Ok(())
+}
+
 fn identity(file: &File) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     // A failed fstat gives an identity no file has, so `is_at_path` answers false.
@@ -278,6 +289,11 @@ fn check_len(file: &File, path: &std::path::Path, geom: &Geometry) -> Result<()>
         .metadata()
         .map_err(|e| Error::io(path, "stat", e))?
         .len();
+    check_size(path, len, geom)
+}
+
+/// Checks that a segment file of `len` bytes holds a whole segment of the queue's geometry.
+pub(crate) fn check_size(path: &std::path::Path, len: u64, geom: &Geometry) -> Result<()> {
     if len < geom.segment_size {
         return Err(Error::corrupted(
             path,

@@ -140,7 +140,7 @@ pub fn run(args: Args) -> Result<u8> {
     }
     if !args.create {
         // Refuse to create a queue by accident: it must already be one.
-        crate::queue::read_meta(&dir).map_err(|e| match e {
+        chronicle_core::probe::read_meta(&dir).map_err(|e| match e {
             chronicle_core::Error::NotAQueue { .. } => {
                 anyhow!("{e} (pass --create to create a queue there)")
             }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::Result;
 use chronicle_bus::markers::{Lease, LeaseState, Ready};
 use chronicle_bus::{BusLayout, layout};
-use chronicle_core::layout::WRITER_OPEN;
+use chronicle_core::probe::{self, QueueMeta, ReaderState};
 use chronicle_core::{
     Error, Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RecoveryAction,
-    RetentionPolicy, WriterConfig, check_tail, find_damage, list_readers, quarantine,
-    remove_reader, retention, sys,
+    RetentionPolicy, WriterConfig, WriterStatus, find_damage, quarantine, remove_reader, retention,
+    sys,
 };
 use serde::Serialize;
 
@@ -189,7 +189,7 @@ impl Doctor<'_> {
         }
         let dir = QueueDir::new(q);
         self.check_tree_perms(q);
-        let meta = match queue::read_meta(&dir) {
+        let meta = match probe::read_meta(&dir) {
             Ok(m) => m,
             Err(e) => {
                 self.add(
@@ -205,8 +205,8 @@ impl Doctor<'_> {
         };
         let geom = meta.geometry;
         // Segment files of the wrong size.
-        let ids = match dir.list_segments() {
-            Ok(ids) => ids,
+        let files = match probe::segments(&dir, &meta) {
+            Ok(s) => s.files,
             Err(e) => {
                 self.add(
                     Severity::Error,
@@ -220,18 +220,18 @@ impl Doctor<'_> {
             }
         };
         let mut truncated_tail = false;
-        for &id in &ids {
-            let p = dir.segment(id);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.len() < geom.segment_size => {
+        for s in &files {
+            let (id, p) = (s.id, &s.path);
+            match &s.size {
+                Ok(len) if s.short.is_some() => {
                     truncated_tail |= id >= meta.tail.segment;
                     self.add(
                         Severity::Error,
                         "truncated-segment",
-                        &p,
+                        p,
                         format!(
                             "segment {id} is {} but the queue's segments are {} (truncated)",
-                            output::bytes(m.len()),
+                            output::bytes(*len),
                             output::bytes(geom.segment_size)
                         ),
                         "no automatic fix: restore the file, or copy the readable records to a new queue (chron-cli tail --json | chron-cli append --create --format json)",
@@ -239,14 +239,20 @@ impl Doctor<'_> {
                     );
                 }
                 Ok(_) => {}
-                Err(e) => self.add(
-                    Severity::Error,
-                    "unreadable",
-                    &p,
-                    format!("cannot stat segment {id}: {e}"),
-                    "check the file's permissions",
-                    None,
-                ),
+                Err(e) => {
+                    let why = match e {
+                        Error::Io { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    self.add(
+                        Severity::Error,
+                        "unreadable",
+                        p,
+                        format!("cannot stat segment {id}: {why}"),
+                        "check the file's permissions",
+                        None,
+                    );
+                }
             }
             // The sparse index only speeds seeks up: a bad one is a warning.
             if let Err(e) = chronicle_core::check_index(&dir, id) {
@@ -267,10 +273,10 @@ impl Doctor<'_> {
         }
         self.check_history(&dir, &geom, meta.tail.segment);
         // Writer: a crashed one leaves queue.meta saying "open" with a free lock.
-        let live = queue::liveness(&dir);
-        if !live.lock_held && meta.writer_state == WRITER_OPEN {
-            let pid = live
-                .lock_pid
+        let lock = probe::writer_lock(&dir);
+        if meta.writer_status(&lock) == Some(WriterStatus::Dead) {
+            let pid = lock
+                .pid
                 .map_or("its writer".to_string(), |p| format!("writer pid {p}"));
             self.add(
                 Severity::Error,
@@ -284,10 +290,8 @@ impl Doctor<'_> {
             );
         }
         // Torn tail (only meaningful with no live writer).
-        if !live.lock_held && !truncated_tail && !ids.is_empty() {
-            let hint = (meta.writer_state != chronicle_core::layout::WRITER_NEVER)
-                .then_some(meta.tail.segment);
-            match check_tail(&dir, &geom, hint) {
+        if !lock.held && !truncated_tail && !files.is_empty() {
+            match probe::check_tail(&dir, &meta) {
                 Ok(c) => {
                     if let Some((off, n)) = c.torn {
                         self.add(
@@ -316,7 +320,7 @@ impl Doctor<'_> {
         if self.args.verify {
             self.verify(q, &meta);
         }
-        self.check_readers(&dir, &meta, &ids);
+        self.check_readers(&dir, &meta, files.first().map(|s| s.id));
         self.check_retention(&dir, &meta);
         self.check_space(q, geom.segment_size);
     }
@@ -372,7 +376,7 @@ impl Doctor<'_> {
         }
     }
 
-    fn verify(&mut self, q: &Path, meta: &queue::Meta) {
+    fn verify(&mut self, q: &Path, meta: &QueueMeta) {
         let cfg = ReaderConfig {
             verify_crc: true,
             ..ReaderConfig::default()
@@ -452,8 +456,9 @@ impl Doctor<'_> {
         self.verified += n;
     }
 
-    fn check_readers(&mut self, dir: &QueueDir, meta: &queue::Meta, ids: &[u64]) {
-        let readers = match list_readers(dir) {
+    /// The named readers of the queue; `oldest` is its oldest segment on disk.
+    fn check_readers(&mut self, dir: &QueueDir, meta: &QueueMeta, oldest: Option<u64>) {
+        let readers = match probe::readers(dir, meta) {
             Ok(r) => r,
             Err(e) => {
                 self.add(
@@ -469,8 +474,8 @@ impl Doctor<'_> {
         };
         let ttl = u64::try_from(self.args.reader_ttl.as_nanos()).unwrap_or(u64::MAX);
         for r in readers {
-            let info = match r {
-                Ok(i) => i,
+            let (info, state) = match r {
+                Ok(r) => (r.info, r.state),
                 Err(e) => {
                     let path = match &e {
                         Error::Corrupted { path, .. }
@@ -494,7 +499,7 @@ impl Doctor<'_> {
                 }
             };
             let path = dir.reader_meta(&info.name);
-            let alive = info.in_use || sys::process_alive(info.pid, Some(info.start_time));
+            let alive = state != ReaderState::Gone;
             let idle_ns = self.now.saturating_sub(info.heartbeat_ns);
             if !alive && idle_ns > ttl {
                 let at = info.position.map_or("no position".to_string(), |p| {
@@ -536,7 +541,7 @@ impl Doctor<'_> {
                     None,
                 );
             }
-            if let (Some(p), Some(&oldest)) = (info.position, ids.first()) {
+            if let (Some(p), Some(oldest)) = (info.position, oldest) {
                 if p.segment < oldest {
                     self.add(
                         Severity::Warning,
@@ -554,7 +559,7 @@ impl Doctor<'_> {
         }
     }
 
-    fn check_retention(&mut self, dir: &QueueDir, meta: &queue::Meta) {
+    fn check_retention(&mut self, dir: &QueueDir, meta: &QueueMeta) {
         let policy = RetentionPolicy {
             max_bytes: match (self.args.max_bytes, self.args.max_age) {
                 (None, None) => Some(0),
@@ -670,7 +675,7 @@ impl Doctor<'_> {
                     Some(Action::RemoveMarker(ready.clone())),
                 ),
                 Ok(r) => {
-                    if let Ok(m) = queue::read_meta(&QueueDir::new(&orders)) {
+                    if let Ok(m) = probe::read_meta(&QueueDir::new(&orders)) {
                         if m.geometry.queue_uid != r.queue_uid {
                             self.add(
                                 Severity::Warning,

@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use chronicle_core::probe::{self, QueueMeta, QueueProbe};
 use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, sys};
 use serde::Serialize;
 
 use crate::output::{self, Style};
-use crate::queue::{self, Meta};
+use crate::queue;
 
 /// Window over which the append rate is measured.
 const RATE_WINDOW_NS: u64 = 5_000_000_000;
@@ -103,7 +104,7 @@ struct ReaderJ {
 /// Records appended in the `RATE_WINDOW_NS` before `now`, per second (from record timestamps,
 /// so it needs no waiting and works on a queue whose writer is gone).
 /// Records per second over the window, or why the records of the window could not be read.
-fn append_rate(q: &PathBuf, meta: &Meta, now: u64) -> std::result::Result<f64, String> {
+fn append_rate(q: &PathBuf, meta: &QueueMeta, now: u64) -> std::result::Result<f64, String> {
     let since = now.saturating_sub(RATE_WINDOW_NS);
     if meta.tail.last_timestamp_ns < since {
         return Ok(0.0);
@@ -129,33 +130,31 @@ pub fn run(args: Args) -> Result<u8> {
     queue::check_queue(&args.queue)?;
     let dir = QueueDir::new(&args.queue);
     let now = args.now.unwrap_or_else(sys::realtime_ns);
-    let f = queue::gather(&dir, now)?;
-    let (meta, geom, tail, ids, live) = (
-        f.meta,
-        f.meta.geometry,
-        f.meta.tail,
-        &f.segments,
-        f.liveness,
-    );
-    let oldest = ids.first().copied();
-    let readers = f
-        .readers
-        .into_iter()
-        .map(|r| ReaderJ {
-            next_seq: r.lag.map(|l| l.next_seq),
-            segment: r.info.position.map(|p| p.segment),
-            offset: r.info.position.map(|p| p.offset),
-            lag_records: r.lag.map(|l| l.records),
-            lag_bytes: r.lag.map(|l| l.bytes),
-            lag_ns: r.lag.map(|l| l.ns),
-            heartbeat_ns: r.info.heartbeat_ns,
-            heartbeat_age_ns: r.heartbeat_age_ns,
-            pid: r.info.pid,
-            in_use: r.info.in_use,
-            state: r.state,
-            name: r.info.name,
-        })
-        .collect();
+    let p = QueueProbe::read(&dir)?;
+    let (meta, geom, tail, live) = (p.meta, p.meta.geometry, p.meta.tail, &p.lock);
+    let oldest = p.segments.files.first().map(|s| s.id);
+    let newest = p.segments.files.last().map(|s| s.id);
+    let mut readers = Vec::new();
+    let mut reader_errors = Vec::new();
+    for r in &p.readers {
+        match r {
+            Ok(r) => readers.push(ReaderJ {
+                next_seq: r.lag.map(|l| l.next_seq),
+                segment: r.info.position.map(|p| p.segment),
+                offset: r.info.position.map(|p| p.offset),
+                lag_records: r.lag.map(|l| l.records),
+                lag_bytes: r.lag.map(|l| l.bytes),
+                lag_ns: r.lag.map(|l| l.ns),
+                heartbeat_ns: r.info.heartbeat_ns,
+                heartbeat_age_ns: now.saturating_sub(r.info.heartbeat_ns),
+                pid: r.info.pid,
+                in_use: r.info.in_use,
+                state: queue::reader_word(r.state),
+                name: r.info.name.clone(),
+            }),
+            Err(e) => reader_errors.push(e.to_string()),
+        }
+    }
     let rate = append_rate(&args.queue, &meta, now);
     let report = Report {
         queue: args.queue.display().to_string(),
@@ -171,17 +170,21 @@ pub fn run(args: Args) -> Result<u8> {
             file_mode: format!("{:04o}", geom.file_mode),
         },
         segments: SegmentsJ {
-            count: ids.len() as u64,
-            bytes: f.segment_bytes,
+            count: p.segments.files.len() as u64,
+            bytes: p.segments.bytes(),
             oldest,
-            newest: ids.last().copied(),
-            oldest_seq: oldest.and_then(|id| queue::segment_base_seq(&dir, id)),
+            newest,
+            oldest_seq: oldest.and_then(|id| {
+                probe::segment_header(&dir, id, &geom)
+                    .ok()
+                    .map(|h| h.base_seq)
+            }),
         },
         writer: WriterJ {
-            status: f.writer,
-            lock_held: live.lock_held,
+            status: queue::writer_word(p.writer_status()),
+            lock_held: live.held,
             pid: live
-                .lock_pid
+                .pid
                 .or((meta.writer_pid != 0).then_some(meta.writer_pid)),
             pid_alive: live.pid_alive,
         },
@@ -195,7 +198,7 @@ pub fn run(args: Args) -> Result<u8> {
         append_rate_error: rate.err(),
         append_rate_window_s: RATE_WINDOW_NS / 1_000_000_000,
         readers,
-        reader_errors: f.reader_errors,
+        reader_errors,
     };
     if args.json {
         output::print_json(&report)?;

@@ -1,11 +1,13 @@
 //! `metrics`: queues and buses in the Prometheus text format, served over HTTP (`--listen`) or
 //! printed once (`--once`). Every scrape reads the shared files afresh through
-//! [`queue::gather`], without mapping or locking anything, so it can watch any running bus; a
+//! [`QueueProbe::read`], without locking anything or mapping anything writable, so it can
+//! watch any running bus; a
 //! bus is expanded to its queues at each scrape, so queues created later appear by themselves.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use chronicle_core::probe::QueueProbe;
 use chronicle_core::{QueueDir, sys};
 
 use crate::queue::{self, Target};
@@ -74,7 +76,7 @@ const READER_STATES: [&str; 3] = ["active", "idle", "gone"];
 /// (its path under the bus, or as given).
 fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u64) {
     let l = [("bus", bus), ("queue", name)];
-    let facts = queue::gather(&QueueDir::new(path), now);
+    let facts = QueueProbe::read(&QueueDir::new(path));
     e.family(
         "chronicle_queue_up",
         Kind::Gauge,
@@ -83,6 +85,7 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
     .sample(&l, facts.is_ok());
     let Ok(f) = facts else { return };
     let tail = f.meta.tail;
+    let writer = queue::writer_word(f.writer_status());
     e.family(
         "chronicle_queue_appended_records_total",
         Kind::Counter,
@@ -94,7 +97,7 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
         Kind::Counter,
         "Bytes the writer has moved through the log since the queue was created (framing, padding and segment headers included).",
     )
-    .sample(&l, queue::appended_bytes(&f.meta));
+    .sample(&l, f.meta.appended_bytes());
     e.family(
         "chronicle_queue_last_append_timestamp_seconds",
         Kind::Gauge,
@@ -106,13 +109,13 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
         Kind::Gauge,
         "Segment files on disk.",
     )
-    .sample(&l, f.segments.len() as u64);
+    .sample(&l, f.segments.files.len() as u64);
     e.family(
         "chronicle_queue_segments_bytes",
         Kind::Gauge,
         "Size of the segment files on disk.",
     )
-    .sample(&l, f.segment_bytes);
+    .sample(&l, f.segments.bytes());
     e.family(
         "chronicle_queue_segment_size_bytes",
         Kind::Gauge,
@@ -133,15 +136,15 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
         "Writer state, one series per state, 1 for the current one: alive (writer.lock held), closed (closed cleanly), dead (died without closing), never (never opened), unknown.",
     );
     for s in WRITER_STATES {
-        w.sample(&[l[0], l[1], ("state", s)], f.writer == s);
+        w.sample(&[l[0], l[1], ("state", s)], writer == s);
     }
     e.family(
         "chronicle_queue_reader_meta_errors",
         Kind::Gauge,
         "Reader meta files that could not be read.",
     )
-    .sample(&l, f.reader_errors.len() as u64);
-    for r in &f.readers {
+    .sample(&l, f.readers.iter().filter(|r| r.is_err()).count() as u64);
+    for r in f.readers.iter().flatten() {
         let rl = [l[0], l[1], ("reader", r.info.name.as_str())];
         if let Some(lag) = r.lag {
             e.family(
@@ -174,14 +177,17 @@ fn queue_metrics(e: &mut Exposition, bus: &str, path: &Path, name: &str, now: u6
             Kind::Gauge,
             "Time since the named reader's last heartbeat.",
         )
-        .sample(&rl, seconds(r.heartbeat_age_ns));
+        .sample(&rl, seconds(now.saturating_sub(r.info.heartbeat_ns)));
         let st = e.family(
             "chronicle_reader_state",
             Kind::Gauge,
             "Named reader state, one series per state, 1 for the current one: active (a process holds it), idle (its process lives but does not hold it), gone.",
         );
         for s in READER_STATES {
-            st.sample(&[rl[0], rl[1], rl[2], ("state", s)], r.state == s);
+            st.sample(
+                &[rl[0], rl[1], rl[2], ("state", s)],
+                queue::reader_word(r.state) == s,
+            );
         }
     }
 }
