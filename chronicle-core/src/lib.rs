@@ -32,6 +32,7 @@ pub(crate) mod map;
 pub mod powercut;
 pub mod reader;
 pub mod reader_meta;
+pub(crate) mod record;
 pub mod recovery;
 pub mod retention;
 pub(crate) mod segment;
