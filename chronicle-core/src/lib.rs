@@ -45,7 +45,7 @@ pub use config::{
     WriterConfig,
 };
 pub use control::{Geometry, History, QueueDir, Tail};
-pub use doorbell::{Doorbell, Ring};
+pub use doorbell::{Doorbell, DoorbellWaitOutcome};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
 pub use index::check_index;

@@ -14,7 +14,7 @@ use crate::reader_meta::{Position, ReaderMeta};
 use crate::record::{self, DataRecord, RecordCursor, Slot};
 use crate::segment::Segment;
 use crate::sys;
-use crate::wait::{self, Backoff, Sleep};
+use crate::wait::{self, Backoff, NotifyWaitOutcome};
 
 /// A record, borrowed from the mapping (zero-copy). Valid until the reader moves on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,8 +439,8 @@ impl QueueReader {
                 },
             );
             match outcome {
-                Sleep::Ready => return Ok(WaitOutcome::Ready),
-                Sleep::Deadline => {
+                NotifyWaitOutcome::Ready => return Ok(WaitOutcome::Ready),
+                NotifyWaitOutcome::Deadline => {
                     return Ok(match self.writer_status() {
                         s @ (WriterStatus::Dead | WriterStatus::Closed) => {
                             WaitOutcome::WriterGone(s)
@@ -448,7 +448,7 @@ impl QueueReader {
                         _ => WaitOutcome::TimedOut,
                     });
                 }
-                Sleep::Slice => {
+                NotifyWaitOutcome::Slice => {
                     self.busy_heartbeat();
                     let s = self.writer_status();
                     if matches!(s, WriterStatus::Dead | WriterStatus::Closed) && !self.has_next() {

@@ -70,7 +70,7 @@ pub(crate) struct Recovered {
 }
 
 /// Where a walk over committed records ended.
-struct Walk {
+struct WalkEnd {
     /// The segment holding the tail (read-write or read-only, as requested).
     seg: Segment,
     /// Offset of the first uncommitted position.
@@ -189,7 +189,7 @@ impl RecordCursor for Walker<'_> {
 /// Walks committed records from the start of segment `start`, following PADs, to the first zero
 /// commit word. Checks sequence continuity (within and across segments) and collects the tail
 /// segment's index entries. Never writes: `writable` only chooses how segments are mapped.
-fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> Result<Walk> {
+fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> Result<WalkEnd> {
     let seg = if writable {
         Segment::open_rw(dir, start, geom)?
     } else {
@@ -229,7 +229,7 @@ fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> 
             Some(None) | None => break w.offset,
         }
     };
-    Ok(Walk {
+    Ok(WalkEnd {
         seg: w.seg,
         tail_offset,
         next_seq: w.next_seq,
@@ -277,7 +277,7 @@ fn walk_checked(
     ids: &[u64],
     start: u64,
     writable: bool,
-) -> Result<Walk> {
+) -> Result<WalkEnd> {
     let mut s = start;
     loop {
         let Some(prev) = s.checked_sub(1).filter(|p| ids.contains(p)) else {
@@ -344,7 +344,7 @@ pub(crate) fn recover(
         });
     };
     let start = walk_start(&ids, hint_segment).unwrap_or(newest);
-    let Walk {
+    let WalkEnd {
         seg,
         tail_offset,
         next_seq,
