@@ -64,8 +64,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chronicle_core::{
-    CommitPolicy, Doorbell, MessageView, Position, QueueReader, ReaderConfig, Ring, StartAt,
-    WriterStatus, os,
+    CommitPolicy, Doorbell, DoorbellWaitOutcome, MessageView, Position, QueueReader, ReaderConfig,
+    StartAt, WriterStatus, os,
 };
 
 use crate::error::{BusError, Result};
@@ -142,7 +142,7 @@ pub struct FanInStats {
 /// Result of [`FanInReader::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum FanInWait {
+pub enum FanInWaitOutcome {
     /// Something changed: call `next`.
     Ready,
     /// The timeout passed.
@@ -646,12 +646,12 @@ impl FanInReader {
 
     /// Waits until `next` may have something (a source got a record or a new watermark, a hold
     /// deadline or probe is due) or `timeout` passes. Sleeps on the doorbell when configured.
-    pub fn wait(&mut self, timeout: Duration) -> Result<FanInWait> {
+    pub fn wait(&mut self, timeout: Duration) -> Result<FanInWaitOutcome> {
         let mut timeout = timeout;
         if let Some(d) = self.blocked_until_ns {
             let now = os::realtime_ns();
             if now >= d {
-                return Ok(FanInWait::Ready);
+                return Ok(FanInWaitOutcome::Ready);
             }
             timeout = timeout.min(Duration::from_nanos(d - now));
         }
@@ -678,7 +678,7 @@ impl FanInReader {
             })
         };
         if ready() {
-            return Ok(FanInWait::Ready);
+            return Ok(FanInWaitOutcome::Ready);
         }
         match &self.doorbell {
             Some(d) => Ok(
@@ -688,8 +688,8 @@ impl FanInReader {
                     self.config.yield_limit,
                     ready,
                 ) {
-                    Ring::Ready => FanInWait::Ready,
-                    Ring::TimedOut => FanInWait::TimedOut,
+                    DoorbellWaitOutcome::Ready => FanInWaitOutcome::Ready,
+                    DoorbellWaitOutcome::TimedOut => FanInWaitOutcome::TimedOut,
                 },
             ),
             None => {
@@ -697,10 +697,10 @@ impl FanInReader {
                 let mut spins = 0u32;
                 loop {
                     if ready() {
-                        return Ok(FanInWait::Ready);
+                        return Ok(FanInWaitOutcome::Ready);
                     }
                     if Instant::now() >= until {
-                        return Ok(FanInWait::TimedOut);
+                        return Ok(FanInWaitOutcome::TimedOut);
                     }
                     if spins < self.config.spin_limit {
                         spins += 1;

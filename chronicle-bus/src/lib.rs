@@ -15,6 +15,6 @@ pub use discovery::{DiscoveryConfig, DiscoveryEvent, Endpoint, RemoveReason, Rou
 pub use endpoints::{ReaderRegistration, StrategyConfig, StrategyEndpoints};
 pub use error::{BusError, NameProblem, Result};
 
-pub use fanin::{FanInConfig, FanInReader, FanInStats, FanInWait, MergeMode, Merged};
+pub use fanin::{FanInConfig, FanInReader, FanInStats, FanInWaitOutcome, MergeMode, Merged};
 pub use layout::{BusLayout, SourceId, validate_name};
 pub use markers::{Lease, LeaseState, Ready};

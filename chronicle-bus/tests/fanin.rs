@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chronicle_bus::{FanInConfig, FanInReader, FanInWait, MergeMode, SourceId};
+use chronicle_bus::{FanInConfig, FanInReader, FanInWaitOutcome, MergeMode, SourceId};
 use chronicle_core::{Preallocate, QueueWriter, WriterConfig};
 use proptest::prelude::*;
 
@@ -147,12 +147,15 @@ fn live_mode_waits_for_an_idle_sources_watermark() {
     assert!(f.next().unwrap().is_none());
     assert_eq!(
         f.wait(Duration::from_millis(20)).unwrap(),
-        FanInWait::TimedOut
+        FanInWaitOutcome::TimedOut
     );
     assert!(f.next().unwrap().is_none());
     // B heartbeats: the watermark passes the record, which is released.
     b.heartbeat();
-    assert_eq!(f.wait(Duration::from_secs(5)).unwrap(), FanInWait::Ready);
+    assert_eq!(
+        f.wait(Duration::from_secs(5)).unwrap(),
+        FanInWaitOutcome::Ready
+    );
     let (src, seq, _) = next_within(&mut f, Duration::from_secs(5)).unwrap();
     assert_eq!((src, seq), (ida, 0));
     // B's record with an earlier timestamp than A's next one comes first, even if appended
@@ -417,11 +420,14 @@ fn an_idle_writer_holds_nobody() {
     );
     assert_eq!(
         f.wait(Duration::from_millis(20)).unwrap(),
-        FanInWait::TimedOut
+        FanInWaitOutcome::TimedOut
     );
     // B announces idle: that rings the doorbell and releases A's record.
     b.idle();
-    assert_eq!(f.wait(Duration::from_secs(5)).unwrap(), FanInWait::Ready);
+    assert_eq!(
+        f.wait(Duration::from_secs(5)).unwrap(),
+        FanInWaitOutcome::Ready
+    );
     let r = next_within(&mut f, Duration::from_secs(5)).expect("watchdog");
     assert_eq!((r.0, r.1), (ida, 1));
     assert_eq!((f.stats().forced, f.stats().late), (0, 0));
@@ -539,10 +545,13 @@ fn wait_ignores_watermarks_while_nothing_is_held() {
     assert!(f.next().unwrap().is_none());
     assert_eq!(
         f.wait(Duration::from_millis(20)).unwrap(),
-        FanInWait::TimedOut
+        FanInWaitOutcome::TimedOut
     );
     a.append(1, b"x").unwrap();
-    assert_eq!(f.wait(Duration::from_secs(5)).unwrap(), FanInWait::Ready);
+    assert_eq!(
+        f.wait(Duration::from_secs(5)).unwrap(),
+        FanInWaitOutcome::Ready
+    );
 }
 
 /// A fan-in's saved source position past a tail that a power cut took (the pages of records

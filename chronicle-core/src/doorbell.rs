@@ -22,7 +22,7 @@ use crate::layout::{
 };
 use crate::map::Map;
 use crate::sys;
-use crate::wait::{self, Backoff, Barrier, Sleep};
+use crate::wait::{self, Backoff, Barrier, NotifyWaitOutcome};
 
 /// A mapped doorbell file.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ unsafe impl Sync for Doorbell {}
 
 /// Outcome of [`Doorbell::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ring {
+pub enum DoorbellWaitOutcome {
     /// `ready()` returned true.
     Ready,
     /// The timeout passed.
@@ -183,7 +183,7 @@ impl Doorbell {
         spin_limit: u32,
         yield_limit: u32,
         ready: impl FnMut() -> bool,
-    ) -> Ring {
+    ) -> DoorbellWaitOutcome {
         let until = Instant::now() + timeout;
         let backoff = Backoff {
             spin_limit,
@@ -198,8 +198,8 @@ impl Doorbell {
             timeout,
             ready,
         ) {
-            Sleep::Ready => Ring::Ready,
-            Sleep::Deadline | Sleep::Slice => Ring::TimedOut,
+            NotifyWaitOutcome::Ready => DoorbellWaitOutcome::Ready,
+            NotifyWaitOutcome::Deadline | NotifyWaitOutcome::Slice => DoorbellWaitOutcome::TimedOut,
         }
     }
 }

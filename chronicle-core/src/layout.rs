@@ -201,8 +201,129 @@ const _: () = {
     assert!(offset_of!(SegmentHeader, base_seq) == 40);
 };
 
+/// The header at the start of every record; the payload follows it.
+///
+/// ```text
+///   +0 commit u32 = kind << 30 | payload_len  (0 = not written; Release-stored last, the only
+///                                              field read before that store is seen)
+///   +4 crc u32    CRC-32C of bytes +8..+32+payload_len (the fields below and the payload)
+///   +8 seq u64   +16 timestamp_ns u64   +24 type_id u32   +28 payload_len u32 (a copy of the
+///                                              commit word's length, CRC-covered)
+///  +32 payload
+/// ```
+///
+/// Little-endian like every mapped format (big-endian hosts are refused at compile time). The
+/// writer stores the fields as bytes ([`RecordHeader::covered_fields`]); the commit word is
+/// accessed only as an atomic at [`REC_COMMIT_OFFSET`]; readers decode the other fields with
+/// [`RecordHeader::decode`] from bytes they may read (after the Acquire load of the commit word).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `kind << 30 | payload_len` ([`commit_word`]).
+    pub commit: u32,
+    /// CRC-32C of the bytes from [`REC_CRC_START`] to the end of the payload.
+    pub crc: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// Timestamp, ns since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Application-defined type id.
+    pub type_id: u32,
+    /// Copy of the commit word's length.
+    pub payload_len: u32,
+}
+
 /// Size of a record header; the payload follows it.
-pub const RECORD_HEADER_SIZE: u64 = 32;
+pub const RECORD_HEADER_SIZE: u64 = size_of::<RecordHeader>() as u64;
+/// Offset of the commit word in a record header.
+pub const REC_COMMIT_OFFSET: u64 = offset_of!(RecordHeader, commit) as u64;
+/// Offset of the CRC.
+pub const REC_CRC_OFFSET: u64 = offset_of!(RecordHeader, crc) as u64;
+/// Offset of the sequence number.
+pub const REC_SEQ_OFFSET: u64 = offset_of!(RecordHeader, seq) as u64;
+/// Offset of the timestamp.
+pub const REC_TIMESTAMP_OFFSET: u64 = offset_of!(RecordHeader, timestamp_ns) as u64;
+/// Offset of the type id.
+pub const REC_TYPE_OFFSET: u64 = offset_of!(RecordHeader, type_id) as u64;
+/// Offset of the CRC-covered copy of the payload length.
+pub const REC_LEN_OFFSET: u64 = offset_of!(RecordHeader, payload_len) as u64;
+/// Start of the CRC-covered bytes of a record: the fields after the CRC, then the payload.
+pub const REC_CRC_START: u64 = REC_SEQ_OFFSET;
+/// Number of CRC-covered header bytes (`REC_CRC_START..RECORD_HEADER_SIZE`).
+pub const REC_COVERED_FIELDS: usize = (RECORD_HEADER_SIZE - REC_CRC_START) as usize;
+
+const _: () = {
+    assert!(RECORD_HEADER_SIZE == 32);
+    assert!(REC_COMMIT_OFFSET == 0);
+    assert!(REC_CRC_OFFSET == 4);
+    assert!(REC_SEQ_OFFSET == 8);
+    assert!(REC_TIMESTAMP_OFFSET == 16);
+    assert!(REC_TYPE_OFFSET == 24);
+    assert!(REC_LEN_OFFSET == 28);
+    assert!(REC_COVERED_FIELDS == 24);
+    // Records are 8-aligned, so the commit word and the u64 fields are naturally aligned.
+    assert!(RECORD_HEADER_SIZE % RECORD_ALIGN == 0);
+    assert!(REC_SEQ_OFFSET % 8 == 0 && REC_TIMESTAMP_OFFSET % 8 == 0);
+};
+
+impl RecordHeader {
+    /// Decodes a header from its 32 little-endian bytes. Fields the caller does not use cost
+    /// nothing (the loads are dropped).
+    #[inline(always)]
+    pub fn decode(b: &[u8; RECORD_HEADER_SIZE as usize]) -> RecordHeader {
+        RecordHeader {
+            commit: u32::from_le_bytes(field(b, REC_COMMIT_OFFSET)),
+            crc: u32::from_le_bytes(field(b, REC_CRC_OFFSET)),
+            seq: u64::from_le_bytes(field(b, REC_SEQ_OFFSET)),
+            timestamp_ns: u64::from_le_bytes(field(b, REC_TIMESTAMP_OFFSET)),
+            type_id: u32::from_le_bytes(field(b, REC_TYPE_OFFSET)),
+            payload_len: u32::from_le_bytes(field(b, REC_LEN_OFFSET)),
+        }
+    }
+
+    /// The CRC-covered header bytes (`REC_CRC_START..RECORD_HEADER_SIZE`: seq, timestamp, type
+    /// id, payload length), as the writer stores them in one copy.
+    #[inline(always)]
+    pub fn covered_fields(
+        seq: u64,
+        timestamp_ns: u64,
+        type_id: u32,
+        payload_len: u32,
+    ) -> [u8; REC_COVERED_FIELDS] {
+        const fn at(offset: u64) -> usize {
+            (offset - REC_CRC_START) as usize
+        }
+        let mut f = [0u8; REC_COVERED_FIELDS];
+        put(&mut f, at(REC_SEQ_OFFSET), &seq.to_le_bytes());
+        put(
+            &mut f,
+            at(REC_TIMESTAMP_OFFSET),
+            &timestamp_ns.to_le_bytes(),
+        );
+        put(&mut f, at(REC_TYPE_OFFSET), &type_id.to_le_bytes());
+        put(&mut f, at(REC_LEN_OFFSET), &payload_len.to_le_bytes());
+        f
+    }
+}
+
+/// The `N` bytes at `offset` of a header (offsets are the asserted constants above, so the
+/// range is always inside; the fallback is never taken).
+#[inline(always)]
+fn field<const N: usize>(b: &[u8; RECORD_HEADER_SIZE as usize], offset: u64) -> [u8; N] {
+    let at = offset as usize;
+    b.get(at..at + N)
+        .and_then(|s| <[u8; N]>::try_from(s).ok())
+        .unwrap_or([0; N])
+}
+
+/// Copies `v` into `f` at `at` (inside by construction, as for `field`).
+#[inline(always)]
+fn put(f: &mut [u8; REC_COVERED_FIELDS], at: usize, v: &[u8]) {
+    if let Some(d) = f.get_mut(at..at + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
 /// Records start and end on this alignment.
 pub const RECORD_ALIGN: u64 = 8;
 /// Bytes always kept free at the end of a segment so a PAD record fits.
@@ -213,21 +334,6 @@ pub const COMMIT_LEN_MASK: u32 = (1 << 30) - 1;
 pub const COMMIT_KIND_SHIFT: u32 = 30;
 /// Largest payload the format can describe (the commit word has 30 length bits).
 pub const MAX_PAYLOAD_LIMIT: u32 = COMMIT_LEN_MASK - RECORD_HEADER_SIZE as u32;
-
-/// Offsets inside a record header.
-pub const REC_COMMIT_OFFSET: u64 = 0;
-/// Offset of the CRC.
-pub const REC_CRC_OFFSET: u64 = 4;
-/// Offset of the sequence number.
-pub const REC_SEQ_OFFSET: u64 = 8;
-/// Offset of the timestamp.
-pub const REC_TIMESTAMP_OFFSET: u64 = 16;
-/// Offset of the type id.
-pub const REC_TYPE_OFFSET: u64 = 24;
-/// Offset of the CRC-covered copy of the payload length.
-pub const REC_LEN_OFFSET: u64 = 28;
-/// Start of the CRC-covered bytes of a record.
-pub const REC_CRC_START: u64 = 8;
 
 /// Kind of a record, from the top two bits of its commit word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,6 +587,32 @@ mod tests {
             None,
             "kind 0 with a length is not a record"
         );
+    }
+
+    #[test]
+    fn record_header_fields_round_trip() {
+        let fields = RecordHeader::covered_fields(0x0102_0304_0506_0708, 42, 7, 64);
+        let mut bytes = [0u8; RECORD_HEADER_SIZE as usize];
+        bytes[..4].copy_from_slice(&commit_word(KIND_DATA, 64).to_le_bytes());
+        bytes[4..8].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
+        bytes[REC_CRC_START as usize..].copy_from_slice(&fields);
+        assert_eq!(
+            RecordHeader::decode(&bytes),
+            RecordHeader {
+                commit: commit_word(KIND_DATA, 64),
+                crc: 0xdead_beef,
+                seq: 0x0102_0304_0506_0708,
+                timestamp_ns: 42,
+                type_id: 7,
+                payload_len: 64,
+            }
+        );
+        // Little-endian at the documented offsets (DESIGN.md section 2).
+        assert_eq!(bytes[8], 0x08);
+        assert_eq!(bytes[15], 0x01);
+        assert_eq!(bytes[16], 42);
+        assert_eq!(bytes[24], 7);
+        assert_eq!(bytes[28], 64);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod powercut;
 pub mod probe;
 pub mod reader;
 pub mod reader_meta;
+pub(crate) mod record;
 pub mod recovery;
 pub mod retention;
 pub(crate) mod segment;
@@ -46,7 +47,7 @@ pub use config::{
     WriterConfig,
 };
 pub use control::{Geometry, History, QueueDir, Tail};
-pub use doorbell::{Doorbell, Ring};
+pub use doorbell::{Doorbell, DoorbellWaitOutcome};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
 pub use index::check_index;

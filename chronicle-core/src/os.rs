@@ -10,7 +10,7 @@
 //!   process-local wall clock for deadlines and intervals.
 //! - Futex: [`futex_wait`] and [`futex_wake`] on an [`AtomicU32`](std::sync::atomic::AtomicU32)
 //!   that may live in a mapping shared between processes (shared futexes, not private), with the
-//!   wait's outcome as [`FutexWait`].
+//!   wait's outcome as [`FutexWaitOutcome`].
 //! - Process liveness: [`process_start_time`] and [`process_alive`] identify a process by pid and
 //!   start time, so a reused pid is not taken for the process that died.
 //! - Durability: [`fsync_path`] makes a file's allocation, or a directory's entries, durable.
@@ -26,7 +26,7 @@
 //! let word = AtomicU32::new(0);
 //! // Returns at once: the word no longer holds 1.
 //! let outcome = os::futex_wait(&word, 1, Some(std::time::Duration::from_millis(1)));
-//! assert_eq!(outcome, os::FutexWait::ValueChanged);
+//! assert_eq!(outcome, os::FutexWaitOutcome::ValueChanged);
 //! word.store(1, Ordering::Release);
 //! os::futex_wake(&word, i32::MAX);
 //! println!("{} ns", os::monotonic_ns() - t0);
@@ -35,6 +35,6 @@
 //! ```
 
 pub use crate::sys::{
-    FutexWait, RecordClock, fsync_path, futex_wait, futex_wake, monotonic_ns, process_alive,
+    FutexWaitOutcome, RecordClock, fsync_path, futex_wait, futex_wake, monotonic_ns, process_alive,
     process_start_time, realtime_ns, set_thread_affinity, thread_affinity,
 };

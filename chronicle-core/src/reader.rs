@@ -9,16 +9,12 @@ use crate::config::{CommitPolicy, OnLost, ReaderConfig, StartAt, validate_name};
 use crate::control::{Control, Geometry, QueueDir, Tail, check_queue_access};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::layout::{
-    REC_CRC_OFFSET, REC_CRC_START, REC_LEN_OFFSET, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET,
-    REC_TYPE_OFFSET, RECORD_HEADER_SIZE, RecordKind, SEGMENT_HEADER_SIZE, WRITER_CLOSED,
-    WRITER_NEVER, decode_commit, record_crc, record_len,
-};
+use crate::layout::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, WRITER_CLOSED, WRITER_NEVER};
 use crate::reader_meta::{Position, ReaderMeta};
-use crate::recovery::{le_u32, le_u64};
+use crate::record::{self, DataRecord, RecordCursor, Slot};
 use crate::segment::Segment;
 use crate::sys;
-use crate::wait::{self, Backoff, Sleep};
+use crate::wait::{self, Backoff, NotifyWaitOutcome};
 
 /// A record, borrowed from the mapping (zero-copy). Valid until the reader moves on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +84,7 @@ pub struct QueueReader {
     auto_commit: bool,
     uncommitted: bool,
     /// The validated record at the position, after `peek` (cleared whenever the position moves).
-    peeked: Option<Head>,
+    peeked: Option<CheckedRecord>,
     hb_countdown: u32,
     idle_polls: u32,
     /// Idle polls until the next `check_hole` (0: at the next one).
@@ -137,11 +133,13 @@ impl std::fmt::Debug for QueueReader {
 
 const HEARTBEAT_EVERY: u32 = 1024;
 
-/// Header of a validated record at the reader's position (see `QueueReader::peek`).
+/// A record at the reader's position that passed every check `next` makes (see
+/// `QueueReader::head`), kept by `peek` for the `next` that follows.
 #[derive(Debug, Clone, Copy)]
-struct Head {
+struct CheckedRecord {
     offset: u64,
-    total: u64,
+    /// Where the record after it starts.
+    next: u64,
     seq: u64,
     timestamp_ns: u64,
     type_id: u32,
@@ -273,7 +271,7 @@ impl QueueReader {
                 None => return Ok(None),
             },
         };
-        self.offset = h.offset + h.total;
+        self.offset = h.next;
         // Wrapping: a damaged segment header can put seq at u64::MAX (the next record then
         // fails validation instead of overflowing).
         self.next_seq = h.seq.wrapping_add(1);
@@ -305,7 +303,7 @@ impl QueueReader {
     }
 
     #[inline]
-    fn view(&self, h: &Head) -> MessageView<'_> {
+    fn view(&self, h: &CheckedRecord) -> MessageView<'_> {
         let payload = self
             .seg
             .bytes(h.offset + RECORD_HEADER_SIZE, u64::from(h.len))
@@ -319,99 +317,58 @@ impl QueueReader {
     }
 
     /// Validates the record at the position (following PADs and skipping ABORTED records) and
-    /// returns its header without consuming it.
+    /// returns it without consuming it.
     #[inline]
-    fn head(&mut self) -> Result<Option<Head>> {
-        loop {
-            let Some(word) = self.seg.commit_at(self.offset) else {
-                return Err(Error::corrupted(
-                    &self.seg.path,
-                    self.offset,
-                    "reader position outside the segment",
-                ));
-            };
-            // SYNC POINT: Acquire pairs with the writer's Release store of the commit word in
-            // `QueueWriter::finish` (or of a PAD in `roll`, or of an ABORTED in recovery):
-            // the header and payload bytes are complete once this is non-zero.
-            let c = word.load(Ordering::Acquire);
-            if c == 0 {
-                // Idle at the tail: keep the translation (and a line) of the page two ahead
-                // warm, so crossing into a new page costs less on the critical path of the
-                // next record (with the writer's own prefetch, see DESIGN.md section 3 and the
-                // `latency_anatomy` example for the measurement). Two pages ahead, not one, so
-                // it never contends for the line the writer is prefetching for ownership
-                // (`QueueWriter::publish`).
-                self.seg.prefetch(self.offset + READ_PREFETCH_AHEAD, false);
-                self.fault_ahead();
-                self.idle_heartbeat();
-                if self.hole_check == 0 {
-                    self.check_hole()?;
-                }
-                self.hole_check -= 1;
-                return Ok(None);
+    fn head(&mut self) -> Result<Option<CheckedRecord>> {
+        let found = self.seek_data(|r, d| r.check(d))?;
+        if found.is_none() {
+            // Idle at the tail: keep the translation (and a line) of the page two ahead
+            // warm, so crossing into a new page costs less on the critical path of the
+            // next record (with the writer's own prefetch, see DESIGN.md section 3 and the
+            // `latency_anatomy` example for the measurement). Two pages ahead, not one, so
+            // it never contends for the line the writer is prefetching for ownership
+            // (`QueueWriter::publish`).
+            self.seg.prefetch(self.offset + READ_PREFETCH_AHEAD, false);
+            self.fault_ahead();
+            self.idle_heartbeat();
+            if self.hole_check == 0 {
+                self.check_hole()?;
             }
-            match decode_commit(c) {
-                Some((RecordKind::Data, len)) => {
-                    let offset = self.offset;
-                    let total = record_len(u64::from(len));
-                    if len > self.geom.max_payload || offset + total > self.geom.data_end() {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            offset,
-                            "record length out of range",
-                        ));
-                    }
-                    let Some(rec) = self.seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len))
-                    else {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            offset,
-                            "record outside the segment",
-                        ));
-                    };
-                    let seq = le_u64(rec, REC_SEQ_OFFSET);
-                    if seq != self.next_seq {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            offset,
-                            "unexpected sequence number",
-                        ));
-                    }
-                    if le_u32(rec, REC_LEN_OFFSET) != len {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            offset,
-                            "length fields disagree",
-                        ));
-                    }
-                    if self.verify_crc {
-                        let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
-                        if record_crc(covered) != le_u32(rec, REC_CRC_OFFSET) {
-                            return Err(Error::corrupted(&self.seg.path, offset, "CRC mismatch"));
-                        }
-                    }
-                    let timestamp_ns = le_u64(rec, REC_TIMESTAMP_OFFSET);
-                    let type_id = le_u32(rec, REC_TYPE_OFFSET);
-                    return Ok(Some(Head {
-                        offset,
-                        total,
-                        seq,
-                        timestamp_ns,
-                        type_id,
-                        len,
-                    }));
-                }
-                Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
-                Some((RecordKind::Aborted, len)) => self.skip_aborted(len)?,
-                None => {
-                    return Err(Error::corrupted(
-                        &self.seg.path,
-                        self.offset,
-                        "invalid commit word",
-                    ));
-                }
-            }
+            self.hole_check -= 1;
         }
+        Ok(found)
+    }
+
+    /// The checks `next` makes beyond the record cursor's: the expected sequence number, the
+    /// length copy, and the CRC unless disabled.
+    #[inline(always)]
+    fn check(&self, d: DataRecord<'_>) -> Result<CheckedRecord> {
+        let h = d.header();
+        if h.seq != self.next_seq {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                d.offset,
+                "unexpected sequence number",
+            ));
+        }
+        if h.payload_len != d.len {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                d.offset,
+                "length fields disagree",
+            ));
+        }
+        if self.verify_crc && !d.crc_matches() {
+            return Err(Error::corrupted(&self.seg.path, d.offset, "CRC mismatch"));
+        }
+        Ok(CheckedRecord {
+            offset: d.offset,
+            next: d.next,
+            seq: h.seq,
+            timestamp_ns: h.timestamp_ns,
+            type_id: h.type_id,
+            len: d.len,
+        })
     }
 
     /// An empty slot is the tail only in the segment the writer writes: if the published tail
@@ -429,77 +386,27 @@ impl QueueReader {
     /// unusable, skips to the next segment. Returns the number of sequence numbers skipped.
     pub fn skip_record(&mut self) -> Result<u64> {
         self.peeked = None;
-        let Some(word) = self.seg.commit_at(self.offset) else {
-            return self.skip_segment();
+        let next = match record::slot_at(&self.seg, &self.geom, self.offset) {
+            Ok(Slot::Data(d)) => d.next,
+            _ => return self.skip_segment(),
         };
-        let c = word.load(Ordering::Acquire);
-        match decode_commit(c) {
-            Some((RecordKind::Data, len))
-                if len <= self.geom.max_payload
-                    && self.offset + record_len(u64::from(len)) <= self.geom.data_end() =>
-            {
-                let Some(next) = self.next_seq.checked_add(1) else {
-                    return Err(Error::corrupted(
-                        &self.seg.path,
-                        self.offset,
-                        "sequence number overflows",
-                    ));
-                };
-                self.offset += record_len(u64::from(len));
-                self.next_seq = next;
-                self.uncommitted = true;
-                Ok(1)
-            }
-            _ => self.skip_segment(),
-        }
+        let Some(next_seq) = self.next_seq.checked_add(1) else {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "sequence number overflows",
+            ));
+        };
+        self.offset = next;
+        self.next_seq = next_seq;
+        self.uncommitted = true;
+        Ok(1)
     }
 
     fn skip_segment(&mut self) -> Result<u64> {
         let before = self.next_seq;
         self.enter_next_segment()?;
         Ok(self.next_seq.saturating_sub(before))
-    }
-
-    fn enter_next_segment(&mut self) -> Result<()> {
-        self.peeked = None;
-        let id = self.seg.id + 1;
-        let opened = match self.next_seg.take() {
-            // Still the file that is at the path (a segment left prepared by a writer that
-            // died is replaced by its successor's own).
-            Some(s) if s.id == id && s.is_at_path() => Ok(s),
-            _ => Segment::open_ro(&self.dir, id, &self.geom),
-        };
-        match opened {
-            Ok(s) => {
-                self.next_seq = s.base_seq();
-                let old = std::mem::replace(&mut self.seg, s);
-                self.retired = Some((old, 0));
-                self.offset = SEGMENT_HEADER_SIZE;
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => {
-                let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
-                if self.on_lost == OnLost::Earliest {
-                    let from = self.seg.id;
-                    self.seek(StartAt::Earliest)?;
-                    if self.seg.id <= from {
-                        // Going back would loop: the PAD points at a segment that never existed.
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            0,
-                            "PAD leads to a missing segment",
-                        ));
-                    }
-                    Ok(())
-                } else {
-                    Err(Error::PositionLost {
-                        wanted_seq: self.next_seq,
-                        oldest_seq: Some(oldest),
-                    })
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// True when `next` would return a record (or move to the next segment) right now.
@@ -532,8 +439,8 @@ impl QueueReader {
                 },
             );
             match outcome {
-                Sleep::Ready => return Ok(WaitOutcome::Ready),
-                Sleep::Deadline => {
+                NotifyWaitOutcome::Ready => return Ok(WaitOutcome::Ready),
+                NotifyWaitOutcome::Deadline => {
                     return Ok(match self.writer_status() {
                         s @ (WriterStatus::Dead | WriterStatus::Closed) => {
                             WaitOutcome::WriterGone(s)
@@ -541,7 +448,7 @@ impl QueueReader {
                         _ => WaitOutcome::TimedOut,
                     });
                 }
-                Sleep::Slice => {
+                NotifyWaitOutcome::Slice => {
                     self.busy_heartbeat();
                     let s = self.writer_status();
                     if matches!(s, WriterStatus::Dead | WriterStatus::Closed) && !self.has_next() {
@@ -888,76 +795,24 @@ impl QueueReader {
         self.uncommitted = true;
     }
 
-    /// Steps over an ABORTED region of `len` payload bytes at the current offset (bounds
-    /// checked: the length comes from the mapping).
-    fn skip_aborted(&mut self, len: u32) -> Result<()> {
-        let total = record_len(u64::from(len));
-        if self.offset + total > self.geom.data_end() {
-            return Err(Error::corrupted(
-                &self.seg.path,
-                self.offset,
-                "aborted region out of range",
-            ));
-        }
-        self.offset += total;
-        Ok(())
-    }
-
     /// Advances over committed records while `keep(seq, timestamp)` holds, without CRC checks.
     fn skip_while(&mut self, keep: impl Fn(u64, u64) -> bool) -> Result<()> {
         self.peeked = None;
         loop {
-            let Some(word) = self.seg.commit_at(self.offset) else {
-                return Err(Error::corrupted(
-                    &self.seg.path,
-                    self.offset,
-                    "position outside the segment",
-                ));
+            let Some((seq, ts, next)) = self.seek_data(|_, d| {
+                let h = d.header();
+                Ok((h.seq, h.timestamp_ns, d.next))
+            })?
+            else {
+                return Ok(());
             };
-            let c = word.load(Ordering::Acquire);
-            if c == 0 {
+            if !keep(seq, ts) {
+                self.next_seq = seq;
                 return Ok(());
             }
-            match decode_commit(c) {
-                Some((RecordKind::Data, len)) => {
-                    let total = record_len(u64::from(len));
-                    if len > self.geom.max_payload || self.offset + total > self.geom.data_end() {
-                        return Err(Error::corrupted(
-                            &self.seg.path,
-                            self.offset,
-                            "record length out of range",
-                        ));
-                    }
-                    let hdr = self
-                        .seg
-                        .bytes(self.offset, RECORD_HEADER_SIZE)
-                        .ok_or_else(|| {
-                            Error::corrupted(
-                                &self.seg.path,
-                                self.offset,
-                                "record outside the segment",
-                            )
-                        })?;
-                    let seq = le_u64(hdr, REC_SEQ_OFFSET);
-                    let ts = le_u64(hdr, REC_TIMESTAMP_OFFSET);
-                    if !keep(seq, ts) {
-                        self.next_seq = seq;
-                        return Ok(());
-                    }
-                    self.offset += total;
-                    self.next_seq = seq.wrapping_add(1);
-                    self.last_ts = ts;
-                }
-                Some((RecordKind::Pad, _)) => self.enter_next_segment()?,
-                Some((RecordKind::Aborted, len)) => self.skip_aborted(len)?,
-                None => {
-                    return Err(Error::corrupted(
-                        &self.seg.path,
-                        self.offset,
-                        "invalid commit word",
-                    ));
-                }
-            }
+            self.offset = next;
+            self.next_seq = seq.wrapping_add(1);
+            self.last_ts = ts;
         }
     }
 
@@ -1188,6 +1043,72 @@ impl QueueReader {
     }
 }
 
+/// The reader walks records with the shared cursor; a PAD leads it to the next segment as the
+/// reader's `OnLost` policy says.
+impl RecordCursor for QueueReader {
+    #[inline(always)]
+    fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    #[inline(always)]
+    fn geometry(&self) -> &Geometry {
+        &self.geom
+    }
+
+    #[inline(always)]
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    #[inline(always)]
+    fn set_offset(&mut self, offset: u64) {
+        self.offset = offset;
+    }
+
+    fn enter_next_segment(&mut self) -> Result<()> {
+        self.peeked = None;
+        let id = self.seg.id + 1;
+        let opened = match self.next_seg.take() {
+            // Still the file that is at the path (a segment left prepared by a writer that
+            // died is replaced by its successor's own).
+            Some(s) if s.id == id && s.is_at_path() => Ok(s),
+            _ => Segment::open_ro(&self.dir, id, &self.geom),
+        };
+        match opened {
+            Ok(s) => {
+                self.next_seq = s.base_seq();
+                let old = std::mem::replace(&mut self.seg, s);
+                self.retired = Some((old, 0));
+                self.offset = SEGMENT_HEADER_SIZE;
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                let oldest = self.control.cb().oldest_seq.load(Ordering::Acquire);
+                if self.on_lost == OnLost::Earliest {
+                    let from = self.seg.id;
+                    self.seek(StartAt::Earliest)?;
+                    if self.seg.id <= from {
+                        // Going back would loop: the PAD points at a segment that never existed.
+                        return Err(Error::corrupted(
+                            &self.seg.path,
+                            0,
+                            "PAD leads to a missing segment",
+                        ));
+                    }
+                    Ok(())
+                } else {
+                    Err(Error::PositionLost {
+                        wanted_seq: self.next_seq,
+                        oldest_seq: Some(oldest),
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// `Corrupted` when the slot at `offset` of `seg` is empty although the published tail names a
 /// later segment: pages were lost there (see `QueueReader::check_hole`).
 fn no_hole_at(control: &Control, seg: &Segment, offset: u64) -> Result<()> {
@@ -1214,14 +1135,7 @@ fn holds_record(seg: &Segment, geom: &Geometry, offset: u64, seq: u64) -> bool {
     if offset < SEGMENT_HEADER_SIZE || offset % 8 != 0 || offset >= geom.data_end() {
         return false;
     }
-    // SYNC POINT: Acquire pairs with the writer's Release store of the commit word.
-    let Some(c) = seg.commit_at(offset).map(|w| w.load(Ordering::Acquire)) else {
-        return false;
-    };
-    matches!(decode_commit(c), Some((RecordKind::Data, _)))
-        && seg
-            .bytes(offset, RECORD_HEADER_SIZE)
-            .is_some_and(|h| le_u64(h, REC_SEQ_OFFSET) == seq)
+    record::data_header_at(seg, offset).is_some_and(|h| h.seq == seq)
 }
 
 /// Opens a segment to hold until the reader seeks: the newest published one that opens, so

@@ -21,10 +21,9 @@ use crate::control::{Geometry, QueueDir};
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
-    KIND_ABORTED, REC_CRC_OFFSET, REC_CRC_START, REC_SEQ_OFFSET, REC_TIMESTAMP_OFFSET,
-    RECORD_HEADER_SIZE, RecordKind, SEGMENT_HEADER_SIZE, commit_word, decode_commit, record_crc,
-    record_len,
+    KIND_ABORTED, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, commit_word, record_len,
 };
+use crate::record::{DataRecord, RecordCursor};
 use crate::segment::Segment;
 
 /// What recovery did to the tail.
@@ -63,94 +62,6 @@ pub struct RecoveryReport {
     pub removed_prepared: Vec<u64>,
 }
 
-/// One step of walking a segment's records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// A DATA record at `offset`.
-    Data {
-        offset: u64,
-        len: u32,
-        seq: u64,
-        timestamp_ns: u64,
-    },
-    /// An ABORTED region at `offset` of `total` bytes.
-    Aborted { offset: u64, total: u64 },
-    /// A PAD at `offset`: the segment ends.
-    Pad { offset: u64 },
-    /// No record at `offset` yet.
-    Tail { offset: u64 },
-}
-
-/// Decodes the record at `offset` without checking its CRC.
-pub(crate) fn step(seg: &Segment, geom: &Geometry, offset: u64) -> Result<Step> {
-    let word = seg.commit_at(offset).ok_or_else(|| {
-        Error::corrupted(&seg.path, offset, "record position outside the segment")
-    })?;
-    // SYNC POINT: Acquire pairs with the writer's Release store of the commit word.
-    let c = word.load(Ordering::Acquire);
-    if c == 0 {
-        return Ok(Step::Tail { offset });
-    }
-    match decode_commit(c) {
-        Some((RecordKind::Data, len)) => {
-            if len > geom.max_payload {
-                return Err(Error::corrupted(
-                    &seg.path,
-                    offset,
-                    "record length exceeds the maximum payload",
-                ));
-            }
-            if offset + record_len(u64::from(len)) > geom.data_end() {
-                return Err(Error::corrupted(
-                    &seg.path,
-                    offset,
-                    "record runs past the segment end",
-                ));
-            }
-            let hdr = seg.bytes(offset, RECORD_HEADER_SIZE).ok_or_else(|| {
-                Error::corrupted(&seg.path, offset, "record header outside the segment")
-            })?;
-            Ok(Step::Data {
-                offset,
-                len,
-                seq: le_u64(hdr, REC_SEQ_OFFSET),
-                timestamp_ns: le_u64(hdr, REC_TIMESTAMP_OFFSET),
-            })
-        }
-        Some((RecordKind::Aborted, len)) => {
-            let total = record_len(u64::from(len));
-            if offset + total > geom.data_end() {
-                return Err(Error::corrupted(
-                    &seg.path,
-                    offset,
-                    "aborted region runs past the segment end",
-                ));
-            }
-            Ok(Step::Aborted { offset, total })
-        }
-        Some((RecordKind::Pad, _)) => Ok(Step::Pad { offset }),
-        None => Err(Error::corrupted(&seg.path, offset, "invalid commit word")),
-    }
-}
-
-/// Little-endian u64 at `at` in `b` (0 if out of range; callers pass checked slices).
-#[inline]
-pub(crate) fn le_u64(b: &[u8], at: u64) -> u64 {
-    let at = at as usize;
-    b.get(at..at + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-/// Little-endian u32 at `at` in `b`.
-#[inline]
-pub(crate) fn le_u32(b: &[u8], at: u64) -> u32 {
-    let at = at as usize;
-    b.get(at..at + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
 /// The recovered writer state: open tail segment and index plus the report.
 pub(crate) struct Recovered {
     pub(crate) segment: Segment,
@@ -159,7 +70,7 @@ pub(crate) struct Recovered {
 }
 
 /// Where a walk over committed records ended.
-struct Walk {
+struct WalkEnd {
     /// The segment holding the tail (read-write or read-only, as requested).
     seg: Segment,
     /// Offset of the first uncommitted position.
@@ -172,106 +83,173 @@ struct Walk {
     entries: Vec<Entry>,
 }
 
+/// Recovery's record cursor: a walk from the start of a segment that maps segments read-write
+/// or read-only, checks sequence continuity across PADs and collects the index entries of the
+/// segment it is in.
+struct Walker<'a> {
+    dir: &'a QueueDir,
+    geom: &'a Geometry,
+    writable: bool,
+    seg: Segment,
+    offset: u64,
+    next_seq: u64,
+    last_ts: u64,
+    scanned: u64,
+    entries: Vec<Entry>,
+    next_index_at: u64,
+}
+
+impl Walker<'_> {
+    fn open(&self, id: u64) -> Result<Segment> {
+        if self.writable {
+            Segment::open_rw(self.dir, id, self.geom)
+        } else {
+            Segment::open_ro(self.dir, id, self.geom)
+        }
+    }
+
+    /// Takes the DATA record `d` at the position into the walk (continuity, index entry,
+    /// next seq) and moves past it.
+    fn take(&mut self, d: Taken) -> Result<()> {
+        if self.scanned > 0 && d.seq != self.next_seq {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                d.offset,
+                "sequence numbers are not contiguous",
+            ));
+        }
+        if d.offset >= self.next_index_at {
+            self.entries.push(Entry {
+                seq: d.seq,
+                timestamp_ns: d.timestamp_ns,
+                offset: d.offset,
+            });
+            let stride = u64::from(self.geom.index_stride);
+            self.next_index_at = (d.offset / stride + 1) * stride;
+        }
+        self.next_seq = d.seq.wrapping_add(1);
+        self.last_ts = d.timestamp_ns;
+        self.scanned += 1;
+        self.offset = d.next;
+        Ok(())
+    }
+}
+
+/// What the walk keeps of a DATA record (`None` from `seek_data`'s callback: a lost page).
+#[derive(Clone, Copy)]
+struct Taken {
+    offset: u64,
+    next: u64,
+    seq: u64,
+    timestamp_ns: u64,
+}
+
+impl RecordCursor for Walker<'_> {
+    fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    fn geometry(&self) -> &Geometry {
+        self.geom
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn set_offset(&mut self, offset: u64) {
+        self.offset = offset;
+    }
+
+    fn enter_next_segment(&mut self) -> Result<()> {
+        let seg = self.open(self.seg.id + 1).map_err(|e| match e {
+            Error::Io { .. } => Error::corrupted(
+                &self.seg.path,
+                self.offset,
+                "PAD leads to a missing segment",
+            ),
+            other => other,
+        })?;
+        if self.scanned > 0 && seg.base_seq() != self.next_seq {
+            return Err(Error::corrupted(
+                &seg.path,
+                40,
+                "segment base sequence does not follow its predecessor",
+            ));
+        }
+        self.next_seq = seg.base_seq();
+        self.seg = seg;
+        self.offset = SEGMENT_HEADER_SIZE;
+        self.entries.clear();
+        self.next_index_at = 0;
+        Ok(())
+    }
+}
+
 /// Walks committed records from the start of segment `start`, following PADs, to the first zero
 /// commit word. Checks sequence continuity (within and across segments) and collects the tail
 /// segment's index entries. Never writes: `writable` only chooses how segments are mapped.
-fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> Result<Walk> {
-    let open = |id: u64| {
-        if writable {
-            Segment::open_rw(dir, id, geom)
-        } else {
-            Segment::open_ro(dir, id, geom)
-        }
+fn walk_to_tail(dir: &QueueDir, geom: &Geometry, start: u64, writable: bool) -> Result<WalkEnd> {
+    let seg = if writable {
+        Segment::open_rw(dir, start, geom)?
+    } else {
+        Segment::open_ro(dir, start, geom)?
     };
-    let mut seg = open(start)?;
-    let mut next_seq = seg.base_seq();
-    let mut last_ts = 0u64;
-    let mut offset = SEGMENT_HEADER_SIZE;
-    let mut scanned = 0u64;
-    let mut entries: Vec<Entry> = Vec::new();
-    let stride = u64::from(geom.index_stride);
-    let mut next_index_at = 0u64;
-    let tail_offset = loop {
-        match step(&seg, geom, offset)? {
-            Step::Data {
-                offset: o,
-                len,
-                seq,
-                timestamp_ns,
-            } => {
-                if lost_page(&seg, o, len) {
-                    // A page of this record never reached the disk (a power cut: its commit
-                    // word did, another page of it did not). History ends before it; recovery
-                    // fences it and whatever follows (`torn_extent`).
-                    break o;
-                }
-                if scanned > 0 && seq != next_seq {
-                    return Err(Error::corrupted(
-                        &seg.path,
-                        o,
-                        "sequence numbers are not contiguous",
-                    ));
-                }
-                if o >= next_index_at {
-                    entries.push(Entry {
-                        seq,
-                        timestamp_ns,
-                        offset: o,
-                    });
-                    next_index_at = (o / stride + 1) * stride;
-                }
-                next_seq = seq.wrapping_add(1);
-                last_ts = timestamp_ns;
-                scanned += 1;
-                offset = o + record_len(u64::from(len));
-            }
-            Step::Aborted { offset: o, total } => offset = o + total,
-            Step::Pad { .. } => {
-                seg = open(seg.id + 1).map_err(|e| match e {
-                    Error::Io { .. } => {
-                        Error::corrupted(&seg.path, offset, "PAD leads to a missing segment")
-                    }
-                    other => other,
-                })?;
-                if scanned > 0 && seg.base_seq() != next_seq {
-                    return Err(Error::corrupted(
-                        &seg.path,
-                        40,
-                        "segment base sequence does not follow its predecessor",
-                    ));
-                }
-                next_seq = seg.base_seq();
-                offset = SEGMENT_HEADER_SIZE;
-                entries.clear();
-                next_index_at = 0;
-            }
-            Step::Tail { offset: o } => break o,
-        }
-    };
-    Ok(Walk {
+    let mut w = Walker {
+        dir,
+        geom,
+        writable,
+        next_seq: seg.base_seq(),
         seg,
+        offset: SEGMENT_HEADER_SIZE,
+        last_ts: 0,
+        scanned: 0,
+        entries: Vec::new(),
+        next_index_at: 0,
+    };
+    let tail_offset = loop {
+        let found = w.seek_data(|_, d| {
+            // A page of this record never reached the disk (a power cut: its commit word did,
+            // another page of it did not). History ends before it; recovery fences it and
+            // whatever follows (`torn_extent`).
+            if lost_page(&d) {
+                return Ok(None);
+            }
+            let h = d.header();
+            Ok(Some(Taken {
+                offset: d.offset,
+                next: d.next,
+                seq: h.seq,
+                timestamp_ns: h.timestamp_ns,
+            }))
+        })?;
+        match found {
+            Some(Some(d)) => w.take(d)?,
+            // A lost page, or the first empty slot.
+            Some(None) | None => break w.offset,
+        }
+    };
+    Ok(WalkEnd {
+        seg: w.seg,
         tail_offset,
-        next_seq,
-        last_ts,
-        scanned,
-        entries,
+        next_seq: w.next_seq,
+        last_ts: w.last_ts,
+        scanned: w.scanned,
+        entries: w.entries,
     })
 }
 
-/// True when the DATA record at `offset` (header already checked by `step`) fails its CRC
-/// and one of the 4 KiB pages it spans holds only zeroes within it: what a power cut leaves
-/// when that page's older version (from before the record was written: zeroes there) is what
-/// reached the disk. A record that fails its CRC otherwise (a flipped bit) is damage, not a
-/// lost page: recovery keeps it, readers report it (`Corrupted`), `skip_record` passes it.
-fn lost_page(seg: &Segment, offset: u64, len: u32) -> bool {
+/// True when the DATA record `d` fails its CRC and one of the 4 KiB pages it spans holds only
+/// zeroes within it: what a power cut leaves when that page's older version (from before the
+/// record was written: zeroes there) is what reached the disk. A record that fails its CRC
+/// otherwise (a flipped bit) is damage, not a lost page: recovery keeps it, readers report it
+/// (`Corrupted`), `skip_record` passes it.
+fn lost_page(d: &DataRecord<'_>) -> bool {
     const PAGE: u64 = 4096;
-    let Some(rec) = seg.bytes(offset, RECORD_HEADER_SIZE + u64::from(len)) else {
-        return false;
-    };
-    let covered = rec.get(REC_CRC_START as usize..).unwrap_or(&[]);
-    if record_crc(covered) == le_u32(rec, REC_CRC_OFFSET) {
+    if d.crc_matches() {
         return false;
     }
+    let (offset, rec) = (d.offset, d.bytes());
     let end = offset + rec.len() as u64;
     let mut from = offset;
     while from < end {
@@ -299,7 +277,7 @@ fn walk_checked(
     ids: &[u64],
     start: u64,
     writable: bool,
-) -> Result<Walk> {
+) -> Result<WalkEnd> {
     let mut s = start;
     loop {
         let Some(prev) = s.checked_sub(1).filter(|p| ids.contains(p)) else {
@@ -366,7 +344,7 @@ pub(crate) fn recover(
         });
     };
     let start = walk_start(&ids, hint_segment).unwrap_or(newest);
-    let Walk {
+    let WalkEnd {
         seg,
         tail_offset,
         next_seq,

@@ -58,7 +58,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 /// Outcome of a futex wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FutexWait {
+pub enum FutexWaitOutcome {
     /// Woken (or spurious wake-up): re-check the condition.
     Woken,
     /// The word no longer held the expected value.
@@ -70,7 +70,7 @@ pub enum FutexWait {
 }
 
 /// `FUTEX_WAIT` (shared, not private: the word lives in a mapping shared between processes).
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWait {
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> FutexWaitOutcome {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -92,13 +92,13 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
         )
     };
     if r == 0 {
-        return FutexWait::Woken;
+        return FutexWaitOutcome::Woken;
     }
     match io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => FutexWait::ValueChanged,
-        Some(libc::ETIMEDOUT) => FutexWait::TimedOut,
-        Some(libc::EINTR) => FutexWait::Interrupted,
-        _ => FutexWait::Woken,
+        Some(libc::EAGAIN) => FutexWaitOutcome::ValueChanged,
+        Some(libc::ETIMEDOUT) => FutexWaitOutcome::TimedOut,
+        Some(libc::EINTR) => FutexWaitOutcome::Interrupted,
+        _ => FutexWaitOutcome::Woken,
     }
 }
 
@@ -411,11 +411,11 @@ mod tests {
         let w = AtomicU32::new(7);
         assert_eq!(
             futex_wait(&w, 8, Some(Duration::from_millis(1))),
-            FutexWait::ValueChanged
+            FutexWaitOutcome::ValueChanged
         );
         assert_eq!(
             futex_wait(&w, 7, Some(Duration::from_millis(1))),
-            FutexWait::TimedOut
+            FutexWaitOutcome::TimedOut
         );
         assert_eq!(futex_wake(&w, 1), 0);
     }

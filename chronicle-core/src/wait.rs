@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::AtomicU32;
 
 use crate::layout::{ControlBlock, NOTIFY_WAITERS, WAKE_MODE_ASYMMETRIC};
-use crate::sys::{self, FutexWait};
+use crate::sys::{self, FutexWaitOutcome};
 
 /// Spin/yield limits before parking.
 #[derive(Debug, Clone, Copy)]
@@ -34,9 +34,9 @@ pub(crate) struct Backoff {
     pub(crate) yield_limit: u32,
 }
 
-/// Why a sleep ended.
+/// How a wait on a notify word (`wait_on`, `wait_until`) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sleep {
+pub(crate) enum NotifyWaitOutcome {
     /// The condition holds.
     Ready,
     /// `until` passed.
@@ -73,7 +73,7 @@ pub(crate) fn wait_until(
     until: Instant,
     slice: Duration,
     ready: impl FnMut() -> bool,
-) -> Sleep {
+) -> NotifyWaitOutcome {
     wait_on(
         &cb.notify,
         queue_barrier(cb),
@@ -94,19 +94,19 @@ pub(crate) fn wait_on(
     until: Instant,
     slice: Duration,
     mut ready: impl FnMut() -> bool,
-) -> Sleep {
+) -> NotifyWaitOutcome {
     for _ in 0..backoff.spin_limit {
         if ready() {
-            return Sleep::Ready;
+            return NotifyWaitOutcome::Ready;
         }
         std::hint::spin_loop();
     }
     for _ in 0..backoff.yield_limit {
         if ready() {
-            return Sleep::Ready;
+            return NotifyWaitOutcome::Ready;
         }
         if Instant::now() >= until {
-            return Sleep::Deadline;
+            return NotifyWaitOutcome::Deadline;
         }
         std::thread::yield_now();
     }
@@ -114,13 +114,13 @@ pub(crate) fn wait_on(
     loop {
         let now = Instant::now();
         if ready() {
-            return Sleep::Ready;
+            return NotifyWaitOutcome::Ready;
         }
         if now >= until {
-            return Sleep::Deadline;
+            return NotifyWaitOutcome::Deadline;
         }
         if now >= slice_end {
-            return Sleep::Slice;
+            return NotifyWaitOutcome::Slice;
         }
         let remaining = until.min(slice_end) - now;
         if !can_arm {
@@ -157,13 +157,13 @@ pub(crate) fn wait_on(
             fence(Ordering::SeqCst);
         }
         if ready() {
-            return Sleep::Ready;
+            return NotifyWaitOutcome::Ready;
         }
         match sys::futex_wait(word, expected, Some(timeout)) {
-            FutexWait::Woken
-            | FutexWait::ValueChanged
-            | FutexWait::Interrupted
-            | FutexWait::TimedOut => {}
+            FutexWaitOutcome::Woken
+            | FutexWaitOutcome::ValueChanged
+            | FutexWaitOutcome::Interrupted
+            | FutexWaitOutcome::TimedOut => {}
         }
     }
 }

@@ -25,8 +25,9 @@ use crate::crc::Crc32c;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index};
 use crate::layout::{
-    KIND_DATA, KIND_PAD, NOTIFY_WAITERS, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    WAKE_MODE_ASYMMETRIC, WAKE_MODE_FENCE, WRITER_CLOSED, WRITER_OPEN, commit_word, record_len,
+    KIND_DATA, KIND_PAD, NOTIFY_WAITERS, PAD_RESERVE, REC_COVERED_FIELDS, REC_CRC_OFFSET,
+    REC_CRC_START, RECORD_HEADER_SIZE, RecordHeader, SEGMENT_HEADER_SIZE, WAKE_MODE_ASYMMETRIC,
+    WAKE_MODE_FENCE, WRITER_CLOSED, WRITER_OPEN, commit_word, record_len,
 };
 use crate::recovery::{self, RecoveryReport};
 use crate::retention::{self, RetentionReport, nanos};
@@ -355,12 +356,17 @@ impl QueueWriter {
     fn write_record(&mut self, type_id: u32, timestamp_ns: u64, payload: &[u8]) -> Result<u64> {
         let len = payload.len();
         let ptr = self.reserve(len)?;
-        let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
+        let fields = RecordHeader::covered_fields(self.next_seq, timestamp_ns, type_id, len as u32);
         // SAFETY: `reserve` returned `record_len(len)` writable bytes at the tail of the current
-        // segment: header fields go to +8..+32, the payload to +32..+32+len. No reader looks at
-        // them before the commit word is published.
+        // segment: the covered header fields go to +8..+32 (`REC_CRC_START..RECORD_HEADER_SIZE`),
+        // the payload to +32..+32+len. No reader looks at them before the commit word is
+        // published.
         unsafe {
-            std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
+            std::ptr::copy_nonoverlapping(
+                fields.as_ptr(),
+                ptr.add(REC_CRC_START as usize),
+                REC_COVERED_FIELDS,
+            );
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
                 ptr.add(RECORD_HEADER_SIZE as usize),
@@ -465,14 +471,18 @@ impl QueueWriter {
     /// Writes the header fields of a claimed record (whose payload is in the mapping) and
     /// publishes it.
     fn finish_claim(&mut self, ptr: *mut u8, type_id: u32, timestamp_ns: u64, len: usize) -> u64 {
-        let fields = header_fields(self.next_seq, timestamp_ns, type_id, len);
+        let fields = RecordHeader::covered_fields(self.next_seq, timestamp_ns, type_id, len as u32);
         // SAFETY: `ptr` addresses `record_len(len)` writable bytes reserved by `reserve`; bytes
         // +8..+32 are this record's header fields, +32..+32+len its payload written by the
         // caller. Nobody else reads them before the commit word is published.
         let crc = unsafe {
-            std::ptr::copy_nonoverlapping(fields.as_ptr(), ptr.add(8), 24);
+            let covered = ptr.add(REC_CRC_START as usize);
+            std::ptr::copy_nonoverlapping(fields.as_ptr(), covered, REC_COVERED_FIELDS);
             Crc32c::new()
-                .update(std::slice::from_raw_parts(ptr.add(8), 24 + len))
+                .update(std::slice::from_raw_parts(
+                    covered,
+                    REC_COVERED_FIELDS + len,
+                ))
                 .finish()
         };
         self.publish(ptr, timestamp_ns, len, crc)
@@ -492,8 +502,15 @@ impl QueueWriter {
     #[inline(always)]
     fn commit_record(&mut self, ptr: *mut u8, timestamp_ns: u64, len: usize, crc: u32) -> u64 {
         let seq = self.next_seq;
-        // SAFETY: +4..+8 is the CRC field of the reserved record.
-        unsafe { std::ptr::copy_nonoverlapping(crc.to_le_bytes().as_ptr(), ptr.add(4), 4) };
+        // SAFETY: +4..+8 (`REC_CRC_OFFSET`) is the CRC field of the reserved record.
+        unsafe {
+            let crc = crc.to_le_bytes();
+            std::ptr::copy_nonoverlapping(
+                crc.as_ptr(),
+                ptr.add(REC_CRC_OFFSET as usize),
+                crc.len(),
+            );
+        };
         let offset = self.offset;
         crash::point("append.before_commit");
         if let Some(word) = self.seg.commit_at(offset) {
@@ -684,7 +701,7 @@ impl QueueWriter {
             // next segment is: otherwise a power cut could keep msynced records of the next
             // segment behind a full segment that does not lead to it (recovery would then end
             // history in the full one).
-            let _ = self.sync_to(offset + 8);
+            let _ = self.sync_to(offset + PAD_RESERVE);
         }
         crash::point("roll.after_pad");
         let old = std::mem::replace(&mut self.seg, next);
@@ -989,17 +1006,6 @@ impl Drop for Claim<'_> {
             };
         }
     }
-}
-
-/// Header bytes +8..+32: seq, timestamp, type id, payload length.
-#[inline]
-fn header_fields(seq: u64, timestamp_ns: u64, type_id: u32, len: usize) -> [u8; 24] {
-    let mut f = [0u8; 24];
-    f[0..8].copy_from_slice(&seq.to_le_bytes());
-    f[8..16].copy_from_slice(&timestamp_ns.to_le_bytes());
-    f[16..20].copy_from_slice(&type_id.to_le_bytes());
-    f[20..24].copy_from_slice(&(len as u32).to_le_bytes());
-    f
 }
 
 /// Creates, allocates and pre-faults segment `id` and its index. `durable`: also fsync both

@@ -554,7 +554,11 @@ fn doorbell_wakes_a_consumer_of_many_queues() {
         let ring = d.wait(Duration::from_secs(30), 0, 0, || {
             readers.iter().any(|r| r.has_next())
         });
-        assert_eq!(ring, chronicle_core::Ring::Ready, "doorbell never rang");
+        assert_eq!(
+            ring,
+            chronicle_core::DoorbellWaitOutcome::Ready,
+            "doorbell never rang"
+        );
         for r in readers.iter_mut() {
             while let Some(m) = r.next().unwrap() {
                 got.push(u64::from_le_bytes(m.payload().try_into().unwrap()));
