@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use chronicle_core::layout::{
+use chronicle_core::testing::layout::{
     CONTROL_FILE_SIZE, CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
     WRITER_CLOSED, WRITER_NEVER, WRITER_OPEN,
 };
@@ -205,7 +205,8 @@ pub fn lag_bytes(seg_size: u64, from: (u64, u64), to: (u64, u64)) -> u64 {
 
 /// True when `path` is a queue directory (has `queue.meta`).
 pub fn is_queue(path: &Path) -> bool {
-    path.join(chronicle_core::layout::CONTROL_FILE).exists()
+    path.join(chronicle_core::testing::layout::CONTROL_FILE)
+        .exists()
 }
 
 /// Bytes the writer has moved through the log since the queue was created: framing, padding
@@ -441,7 +442,7 @@ pub fn bus_queues(root: &Path) -> Vec<PathBuf> {
 /// (its check then says permission denied), not skipped as if it were not there.
 pub fn maybe_queue(path: &Path) -> bool {
     !matches!(
-        std::fs::metadata(path.join(chronicle_core::layout::CONTROL_FILE)),
+        std::fs::metadata(path.join(chronicle_core::testing::layout::CONTROL_FILE)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound
     )
 }
@@ -458,7 +459,7 @@ pub fn denied_path(path: &Path) -> Option<PathBuf> {
     if std::fs::read_dir(path).is_err_and(|e| denied(&e)) {
         return Some(path.to_path_buf());
     }
-    let meta = path.join(chronicle_core::layout::CONTROL_FILE);
+    let meta = path.join(chronicle_core::testing::layout::CONTROL_FILE);
     std::fs::File::open(&meta)
         .is_err_and(|e| denied(&e))
         .then_some(meta)

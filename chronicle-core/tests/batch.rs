@@ -131,7 +131,8 @@ fn a_sleeping_reader_is_woken_by_the_end_of_a_batch() {
 #[cfg(feature = "power-model")]
 #[test]
 fn every_records_durability_syncs_a_batch_once_at_its_end() {
-    use chronicle_core::{Preallocate, powercut};
+    use chronicle_core::Preallocate;
+    use chronicle_core::testing::powercut;
     powercut::enable();
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");

@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::Result;
 use chronicle_bus::markers::{Lease, LeaseState, Ready};
 use chronicle_bus::{BusLayout, layout};
-use chronicle_core::layout::WRITER_OPEN;
+use chronicle_core::testing::layout::WRITER_OPEN;
 use chronicle_core::{
     Error, Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RecoveryAction,
     RetentionPolicy, WriterConfig, check_tail, find_damage, list_readers, quarantine,
-    remove_reader, retention, sys,
+    remove_reader, sys,
 };
 use serde::Serialize;
 
@@ -285,7 +285,7 @@ impl Doctor<'_> {
         }
         // Torn tail (only meaningful with no live writer).
         if !live.lock_held && !truncated_tail && !ids.is_empty() {
-            let hint = (meta.writer_state != chronicle_core::layout::WRITER_NEVER)
+            let hint = (meta.writer_state != chronicle_core::testing::layout::WRITER_NEVER)
                 .then_some(meta.tail.segment);
             match check_tail(&dir, &geom, hint) {
                 Ok(c) => {
@@ -563,7 +563,13 @@ impl Doctor<'_> {
             max_age: self.args.max_age,
             reader_ttl: self.args.reader_ttl,
         };
-        match retention::plan(dir, &meta.geometry, meta.tail.segment, &policy, self.now) {
+        match chronicle_core::plan_retention(
+            dir,
+            &meta.geometry,
+            meta.tail.segment,
+            &policy,
+            self.now,
+        ) {
             Ok((victims, held)) if !victims.is_empty() => {
                 let (first, last) = (
                     victims.first().copied().unwrap_or(0),
