@@ -125,7 +125,7 @@ impl Fingerprint {
             timestamp_ns,
             type_id,
             len: payload.len(),
-            crc: chronicle_core::crc::crc32c(payload),
+            crc: chronicle_core::crc32c(payload),
         }
     }
 }
@@ -573,7 +573,7 @@ impl Importer {
                 n += 1;
                 if i == 0 {
                     // A crash here leaves a batch half appended (crash-point tests).
-                    chronicle_core::crash::point("bridge.in.first_append");
+                    chronicle_core::testing::crash::point("bridge.in.first_append");
                 }
             }
             if self.sync_batches {

@@ -235,7 +235,7 @@ pub async fn run(
             counters.sent.fetch_add(1, Ordering::Relaxed);
             pending.push_back(batch);
             // A crash here leaves messages published and not acknowledged (crash-point tests).
-            chronicle_core::crash::point("bridge.out.published");
+            chronicle_core::testing::crash::point("bridge.out.published");
         }
         counters
             .in_flight

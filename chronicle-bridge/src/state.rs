@@ -215,7 +215,7 @@ impl ImportState {
             });
         }
         let generation = self.generation + 1;
-        let crc = chronicle_core::crc::crc32c(&json);
+        let crc = chronicle_core::crc32c(&json);
         let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
         let mut buf = Vec::with_capacity(SLOT_HEADER + json.len());
         buf.extend_from_slice(&MAGIC.to_le_bytes());
@@ -278,7 +278,7 @@ impl ImportState {
                     source,
                 })?;
                 // The power-loss simulator's log (a no-op unless a test enabled it).
-                chronicle_core::powercut::record_file(&self.path);
+                chronicle_core::testing::powercut::record_file(&self.path);
                 Ok(())
             }
             None => Ok(()),
@@ -341,7 +341,7 @@ fn parse_slot(bytes: &[u8], offset: u64) -> Option<(u64, &[u8])> {
     }
     let body = start + SLOT_HEADER;
     let json = bytes.get(body..body.checked_add(len)?)?;
-    (chronicle_core::crc::crc32c(json) == crc).then_some((generation, json))
+    (chronicle_core::crc32c(json) == crc).then_some((generation, json))
 }
 
 /// Groups `(source, seq)` pairs, in append order, into runs.
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!((rec.stream_floor, rec.foreign), (Some(41), 2));
         // A state written before the field existed loads without it.
         let old = br#"{"version":1,"sources":{},"intent":{"first_local_seq":0,"runs":[]}}"#;
-        let crc = chronicle_core::crc::crc32c(old);
+        let crc = chronicle_core::crc32c(old);
         let mut buf = Vec::new();
         buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.extend_from_slice(&7u64.to_le_bytes());

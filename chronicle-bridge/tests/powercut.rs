@@ -43,7 +43,7 @@ use chronicle_bridge::BridgeError;
 use chronicle_bridge::envelope::WireRecord;
 use chronicle_bridge::inbound::{self, Resume};
 use chronicle_bridge::state::{ImportState, runs_of};
-use chronicle_core::powercut::{self, Recorder, Rng};
+use chronicle_core::testing::powercut::{self, Recorder, Rng};
 use chronicle_core::{Preallocate, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
 
 const SRC: &str = "host/q";

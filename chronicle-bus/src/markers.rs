@@ -290,9 +290,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .map_err(|e| BusError::io(&tmp, "chmod", e))?;
         f.write_all(bytes)
             .map_err(|e| BusError::io(&tmp, "write", e))?;
-        chronicle_core::crash::point("marker.before_rename");
+        chronicle_core::testing::crash::point("marker.before_rename");
         fs::rename(&tmp, path).map_err(|e| BusError::io(path, "rename", e))?;
-        chronicle_core::crash::point("marker.after_rename");
+        chronicle_core::testing::crash::point("marker.after_rename");
         Ok(())
     })();
     if res.is_err() {

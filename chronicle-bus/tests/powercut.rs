@@ -34,7 +34,7 @@ use chronicle_bus::{
     BusError, BusLayout, DiscoveryConfig, FanInConfig, FanInReader, Lease, MergeMode, Ready,
     RouterDiscovery, SourceId, StrategyConfig, StrategyEndpoints,
 };
-use chronicle_core::powercut::{self, Recorder, Rng};
+use chronicle_core::testing::powercut::{self, Recorder, Rng};
 use chronicle_core::{
     Durability, Error, Preallocate, QueueReader, ReaderConfig, StartAt, WriterConfig,
 };

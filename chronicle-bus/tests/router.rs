@@ -546,7 +546,9 @@ fn orders_at_seqs_a_power_cut_took_are_answered_as_new() {
         .position();
     let seg = orders_q
         .join("segments")
-        .join(chronicle_core::layout::segment_file_name(at.segment));
+        .join(chronicle_core::testing::layout::segment_file_name(
+            at.segment,
+        ));
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(&[0u8; 8192], at.offset).unwrap();
     drop(f);

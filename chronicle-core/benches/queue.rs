@@ -106,7 +106,7 @@ fn crc(c: &mut Criterion) {
         let data: Vec<u8> = (0..24 + payload).map(|i| (i % 251) as u8).collect();
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.bench_function(BenchmarkId::new("crc32c_dependent", payload), |b| {
-            let mut st = chronicle_core::crc::Crc32c::new();
+            let mut st = chronicle_core::Crc32c::new();
             b.iter(|| {
                 st = st.update(black_box(&data));
                 st

@@ -17,36 +17,36 @@
 //! See `DESIGN.md` for the file formats and the commit, wait and recovery protocols.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod config;
-pub mod control;
-#[doc(hidden)]
-pub mod crash;
-pub mod crc;
-pub mod doorbell;
-pub mod error;
-pub mod eventfd;
-pub(crate) mod index;
-pub mod layout;
-pub(crate) mod map;
+mod config;
+mod control;
+mod crash;
+mod crc;
+mod doorbell;
+mod error;
+mod eventfd;
+mod index;
+mod layout;
+mod map;
 pub mod os;
-#[doc(hidden)]
-pub mod powercut;
+mod powercut;
 pub mod probe;
-pub mod reader;
-pub mod reader_meta;
-pub(crate) mod record;
-pub mod recovery;
-pub mod retention;
-pub(crate) mod segment;
-pub mod sys;
-pub(crate) mod wait;
-pub mod writer;
+mod reader;
+mod reader_meta;
+mod record;
+mod recovery;
+mod retention;
+mod segment;
+mod sys;
+pub mod testing;
+mod wait;
+mod writer;
 
 pub use config::{
     CommitPolicy, Durability, OnLost, Preallocate, ReaderConfig, RetentionPolicy, StartAt,
     WriterConfig,
 };
 pub use control::{Geometry, History, QueueDir, Tail};
+pub use crc::{Crc32c, crc32c};
 pub use doorbell::{Doorbell, DoorbellWaitOutcome};
 pub use error::{Error, Result};
 pub use eventfd::EventFdBridge;
@@ -54,5 +54,5 @@ pub use index::check_index;
 pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{Damage, RecoveryAction, RecoveryReport, TailCheck, check_tail, find_damage};
-pub use retention::{QuarantineReport, RetentionReport, quarantine};
+pub use retention::{QuarantineReport, RetentionReport, plan as plan_retention, quarantine};
 pub use writer::{Batch, Claim, QueueWriter};

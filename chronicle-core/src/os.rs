@@ -12,7 +12,9 @@
 //!   that may live in a mapping shared between processes (shared futexes, not private), with the
 //!   wait's outcome as [`FutexWaitOutcome`].
 //! - Process liveness: [`process_start_time`] and [`process_alive`] identify a process by pid and
-//!   start time, so a reused pid is not taken for the process that died.
+//!   start time, so a reused pid is not taken for the process that died; [`is_locked`] says
+//!   whether an open file holds the write lock (`F_OFD_GETLK`, never taken) on a file such as a
+//!   queue's `writer.lock` or a named reader's meta.
 //! - Durability: [`fsync_path`] makes a file's allocation, or a directory's entries, durable.
 //!
 //! ```no_run
@@ -35,6 +37,6 @@
 //! ```
 
 pub use crate::sys::{
-    FutexWaitOutcome, RecordClock, fsync_path, futex_wait, futex_wake, monotonic_ns, process_alive,
-    process_start_time, realtime_ns, set_thread_affinity, thread_affinity,
+    FutexWaitOutcome, RecordClock, fsync_path, futex_wait, futex_wake, is_locked, monotonic_ns,
+    process_alive, process_start_time, realtime_ns, set_thread_affinity, thread_affinity,
 };

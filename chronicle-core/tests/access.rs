@@ -109,7 +109,7 @@ fn modes_are_exact_whatever_the_umask() {
     assert_eq!(
         mode(
             &q.join("segments")
-                .join(chronicle_core::layout::segment_file_name(0))
+                .join(chronicle_core::testing::layout::segment_file_name(0))
         ),
         0o660
     );
@@ -134,7 +134,7 @@ fn world_writable_queues_are_refused_unless_allowed() {
         (q.join("readers"), 0o3770),
         (
             q.join("segments")
-                .join(chronicle_core::layout::segment_file_name(0)),
+                .join(chronicle_core::testing::layout::segment_file_name(0)),
             0o660,
         ),
     ] {
@@ -224,7 +224,7 @@ fn read_only_user(q: &Path) {
     );
     let seg = q
         .join("segments")
-        .join(chronicle_core::layout::segment_file_name(0));
+        .join(chronicle_core::testing::layout::segment_file_name(0));
     for p in [
         q.join("queue.meta"),
         seg.clone(),

@@ -512,7 +512,7 @@ fn files_get_the_configured_mode() {
     assert_eq!(
         mode(
             &q.join("segments")
-                .join(chronicle_core::layout::segment_file_name(0))
+                .join(chronicle_core::testing::layout::segment_file_name(0))
         ),
         0o640
     );

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 mod common;
 
-use chronicle_core::{
-    Durability, Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
-};
+use chronicle_core::{Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
 use common::{payload, small_segments as small};
 
 #[test]
@@ -131,7 +129,8 @@ fn a_sleeping_reader_is_woken_by_the_end_of_a_batch() {
 #[cfg(feature = "power-model")]
 #[test]
 fn every_records_durability_syncs_a_batch_once_at_its_end() {
-    use chronicle_core::{Preallocate, powercut};
+    use chronicle_core::testing::powercut;
+    use chronicle_core::{Durability, Preallocate, WriterConfig};
     powercut::enable();
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");

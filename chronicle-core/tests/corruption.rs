@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use chronicle_core::layout::{FORMAT_VERSION, KIND_DATA, commit_word, segment_file_name};
+use chronicle_core::testing::layout::{FORMAT_VERSION, KIND_DATA, commit_word, segment_file_name};
 use chronicle_core::{
     Error, QueueReader, QueueWriter, ReaderConfig, RecoveryAction, Tail, WriterConfig,
 };
@@ -405,7 +405,7 @@ fn every_queue_file_kind_refuses_a_symbolic_link() {
     let (_d, q, _t) = filled(3);
     let idx = q
         .join("index")
-        .join(chronicle_core::layout::index_file_name(0));
+        .join(chronicle_core::testing::layout::index_file_name(0));
     let t = victim("idx");
     std::fs::remove_file(&idx).unwrap();
     std::os::unix::fs::symlink(&t, &idx).unwrap();

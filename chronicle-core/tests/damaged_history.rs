@@ -13,7 +13,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use chronicle_core::layout::segment_file_name;
+use chronicle_core::testing::layout::segment_file_name;
 use chronicle_core::{
     Error, Position, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
 };

@@ -10,7 +10,7 @@
 
 mod fuzz_checks;
 
-use chronicle_core::layout::{CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE};
+use chronicle_core::testing::layout::{CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE};
 use chronicle_core::{Error, QueueDir, QueueReader, ReaderConfig, remove_reader};
 use fuzz_checks::*;
 use proptest::prelude::*;
@@ -62,7 +62,7 @@ fn real_records() -> Vec<u8> {
     let q = filled_queue(tmp.path());
     let seg = std::fs::read(
         q.join("segments")
-            .join(chronicle_core::layout::segment_file_name(0)),
+            .join(chronicle_core::testing::layout::segment_file_name(0)),
     )
     .unwrap();
     // Selector byte 0 (data region), then the records and some of the zeroed tail.

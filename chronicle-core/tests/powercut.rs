@@ -1,7 +1,7 @@
 //! Power-loss simulator (DESIGN.md section 8, "After a power loss").
 //!
 //! Each cut builds a queue with a writer (single appends and batches) and three named readers,
-//! in steps, with or without a retention cap; `chronicle_core::powercut::Recorder` remembers every version of every file
+//! in steps, with or without a retention cap; `chronicle_core::testing::powercut::Recorder` remembers every version of every file
 //! and every range and directory the library made durable, and composes the disk image a cut
 //! can leave: each 4 KiB page of each file its latest content or any version at or after the
 //! last time it was made durable (zeroes if never), in segments, indexes, `queue.meta` and
@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chronicle_core::powercut::{self, Recorder, Rng};
+use chronicle_core::testing::powercut::{self, Recorder, Rng};
 use chronicle_core::{
     Durability, Error, Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy,
     StartAt, WriterConfig,

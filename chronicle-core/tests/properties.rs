@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use chronicle_core::layout::{
+use chronicle_core::testing::layout::{
     KIND_ABORTED, KIND_DATA, KIND_PAD, RecordKind, commit_word, decode_commit, record_crc,
     record_len,
 };
@@ -64,7 +64,7 @@ proptest! {
             w.append(i as u32, &i.to_le_bytes().repeat((i % 20) as usize)).unwrap();
         }
         drop(w);
-        let seg = q.join("segments").join(chronicle_core::layout::segment_file_name(0));
+        let seg = q.join("segments").join(chronicle_core::testing::layout::segment_file_name(0));
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         let at = at.min((64 << 10) - junk.len() as u64);
         f.write_all_at(&junk, at).unwrap();

@@ -765,7 +765,7 @@ impl Router {
             }
             match self.sched.enqueue_at(tenant, task, now) {
                 Ok(Enqueued::Queued) => {
-                    chronicle_core::crash::point("router.enqueued");
+                    chronicle_core::testing::crash::point("router.enqueued");
                 }
                 Ok(Enqueued::Evicted(victim)) => {
                     st.answer_order(victim.into_payload(), FateCode::Evicted)?;
@@ -825,7 +825,7 @@ impl Router {
                 .out
                 .append_at(ROUTED, ts, &routed.encode())
                 .map_err(|e| BusError::queue(self.layout.router_out(), e))?;
-            chronicle_core::crash::point("router.after_out");
+            chronicle_core::testing::crash::point("router.after_out");
             st.answer(Answer {
                 order_id: q.order.order_id,
                 kind: q.order.kind.byte(),
@@ -834,7 +834,7 @@ impl Router {
                 order_seq: q.seq,
                 out_seq: Some(out_seq),
             })?;
-            chronicle_core::crash::point("router.after_fate");
+            chronicle_core::testing::crash::point("router.after_fate");
             let latency = ts.saturating_sub(q.order.origin_ns).max(1);
             st.stats.latency.saturating_record(latency);
             st.stats.stages.record(&q, dequeued_ns, realtime_ns());

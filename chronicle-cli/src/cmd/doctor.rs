@@ -12,8 +12,8 @@ use chronicle_bus::{BusLayout, layout};
 use chronicle_core::probe::{self, QueueMeta, ReaderState};
 use chronicle_core::{
     Error, Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RecoveryAction,
-    RetentionPolicy, WriterConfig, WriterStatus, find_damage, quarantine, remove_reader, retention,
-    sys,
+    RetentionPolicy, WriterConfig, WriterStatus, find_damage, os, plan_retention, quarantine,
+    remove_reader,
 };
 use serde::Serialize;
 
@@ -568,7 +568,7 @@ impl Doctor<'_> {
             max_age: self.args.max_age,
             reader_ttl: self.args.reader_ttl,
         };
-        match retention::plan(dir, &meta.geometry, meta.tail.segment, &policy, self.now) {
+        match plan_retention(dir, &meta.geometry, meta.tail.segment, &policy, self.now) {
             Ok((victims, held)) if !victims.is_empty() => {
                 let (first, last) = (
                     victims.first().copied().unwrap_or(0),
@@ -797,7 +797,7 @@ impl Doctor<'_> {
             .collect();
         found.sort();
         for (path, pid) in found {
-            let alive = pid.is_some_and(|p| chronicle_core::sys::process_start_time(p).is_some());
+            let alive = pid.is_some_and(|p| chronicle_core::os::process_start_time(p).is_some());
             if alive {
                 continue;
             }
@@ -946,7 +946,7 @@ pub fn run(args: Args) -> Result<u8> {
     };
     let mut d = Doctor {
         args: &args,
-        now: sys::realtime_ns(),
+        now: os::realtime_ns(),
         findings: Vec::new(),
         queues: 0,
         strategies: 0,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use chronicle_core::probe::{self, QueueMeta, QueueProbe};
-use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, sys};
+use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, os};
 use serde::Serialize;
 
 use crate::output::{self, Style};
@@ -129,7 +129,7 @@ fn append_rate(q: &PathBuf, meta: &QueueMeta, now: u64) -> std::result::Result<f
 pub fn run(args: Args) -> Result<u8> {
     queue::check_queue(&args.queue)?;
     let dir = QueueDir::new(&args.queue);
-    let now = args.now.unwrap_or_else(sys::realtime_ns);
+    let now = args.now.unwrap_or_else(os::realtime_ns);
     let p = QueueProbe::read(&dir)?;
     let (meta, geom, tail, live) = (p.meta, p.meta.geometry, p.meta.tail, &p.lock);
     let oldest = p.segments.files.first().map(|s| s.id);

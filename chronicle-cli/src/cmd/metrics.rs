@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chronicle_core::probe::QueueProbe;
-use chronicle_core::{QueueDir, sys};
+use chronicle_core::{QueueDir, os};
 
 use crate::queue::{self, Target};
 use chronicle_metrics::{Exposition, Kind, seconds};
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<u8> {
 
 /// One exposition of every queue of `targets`.
 fn scrape(targets: &[(PathBuf, Target)]) -> String {
-    let now = sys::realtime_ns();
+    let now = os::realtime_ns();
     let mut e = Exposition::new();
     for (path, kind) in targets {
         match kind {

@@ -128,7 +128,7 @@ pub fn wait_unlocked(dir: &Path) {
 pub fn wait_file_unlocked(path: &Path) {
     let lock = std::fs::File::open(path).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while chronicle_core::sys::is_locked(&lock).unwrap() {
+    while chronicle_core::os::is_locked(&lock).unwrap() {
         assert!(
             std::time::Instant::now() < deadline,
             "lock of {} still held 30 s after close",

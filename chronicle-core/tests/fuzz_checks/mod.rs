@@ -14,7 +14,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use chronicle_core::layout::{SEGMENT_HEADER_SIZE, segment_file_name};
+use chronicle_core::testing::layout::{SEGMENT_HEADER_SIZE, segment_file_name};
 use chronicle_core::{
     Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
     check_tail, list_readers, remove_reader,
