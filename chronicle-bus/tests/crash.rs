@@ -10,7 +10,7 @@
 //!   positions (named reader `router`), appending every merged record to an output queue and
 //!   committing after each.
 //!
-//! Each iteration arms one crash point (`CHRONICLE_CRASH_AT=NAME:N`, see `chronicle_core::crash`)
+//! Each iteration arms one crash point (`CHRONICLE_CRASH_AT=NAME:N`, see `chronicle_core::testing::crash`)
 //! in turn, with a random pass count N, or (one iteration in five) kills the process from
 //! outside after a random delay. After every death the test checks:
 //!

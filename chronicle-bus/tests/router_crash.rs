@@ -7,7 +7,7 @@
 //! few milliseconds away (those often pass while the router is down). The router runs under a
 //! rate limit and a small per-strategy limit, so orders are queued, rejected and expired all the
 //! time. Each iteration arms one crash point (`CHRONICLE_CRASH_AT=NAME:N`, see
-//! `chronicle_core::crash`) or, one in five, kills the router from outside after a random delay:
+//! `chronicle_core::testing::crash`) or, one in five, kills the router from outside after a random delay:
 //!
 //! | point | where the router dies |
 //! |---|---|

@@ -14,7 +14,27 @@
 //! # let _ = seq; Ok(()) }
 //! ```
 //!
-//! See `DESIGN.md` for the file formats and the commit, wait and recovery protocols.
+//! # The API, by what you do with it
+//!
+//! Every name is reachable once, from the crate root or from one of the three public modules.
+//!
+//! | to | use |
+//! |---|---|
+//! | write | [`QueueWriter`] (`append`, `claim`/[`Claim`], `batch`/[`Batch`]), [`WriterConfig`], [`Durability`], [`Preallocate`], [`RetentionPolicy`] |
+//! | read | [`QueueReader`] (`next` → [`MessageView`], `seek`, `wait` → [`WaitOutcome`], `writer_status` → [`WriterStatus`]), [`ReaderConfig`], [`StartAt`], [`CommitPolicy`], [`OnLost`], [`Position`] |
+//! | sleep in epoll, or wake many queues' readers at once | [`EventFdBridge`], [`Doorbell`] ([`DoorbellWaitOutcome`]) |
+//! | name a queue's files, read its geometry | [`QueueDir`], [`Geometry`], [`Tail`], [`History`] |
+//! | manage readers and retention | [`list_readers`], [`ReaderInfo`], [`remove_reader`], [`plan_retention`], [`RetentionReport`], [`quarantine`], [`QuarantineReport`] |
+//! | check and repair after a crash | [`check_tail`], [`TailCheck`], [`find_damage`], [`Damage`], [`RecoveryReport`], [`RecoveryAction`], [`check_index`] |
+//! | checksum like the engine | [`crc32c`], [`Crc32c`] |
+//! | errors | [`Error`] (one enum, `#[non_exhaustive]`), [`Result`] |
+//! | look at a queue without touching it (monitoring, `chron-cli inspect`/`doctor`) | [`probe`] |
+//! | pin threads, read clocks, futexes, process liveness, fsync | [`os`] |
+//! | crash points, the power-loss model, the format constants (tests only) | [`testing`] |
+//!
+//! Everything else (the mapped layouts, the record cursor, the wait loop, the segment and index
+//! files, the system-call wrappers) is private to the engine. See `DESIGN.md` for the file
+//! formats and the commit, wait and recovery protocols.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod config;

@@ -153,7 +153,7 @@ pub fn assert_one_sentence(o: &Out, code: i32, needle: &str) {
 pub const NO_SUCH_PID: u32 = 0x7fff_fff0;
 
 /// Overwrites the liveness fields of a reader meta file (pid at 128, start time at 136,
-/// heartbeat at 144; see `chronicle_core::layout`).
+/// heartbeat at 144; see `chronicle_core::testing::layout`).
 pub fn set_reader_liveness(meta: &Path, pid: u32, start_time: u64, heartbeat_ns: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(meta).unwrap();
