@@ -380,7 +380,6 @@ pub fn file_key(cmd: &str, id: &str) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::{CommandFactory, Parser};
 

@@ -363,7 +363,6 @@ fn records(section: Bytes, count: u32) -> Result<Vec<WireRecord>, EnvelopeError>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

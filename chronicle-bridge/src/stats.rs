@@ -305,7 +305,6 @@ pub fn serve_metrics(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -200,12 +200,6 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     #[test]

@@ -362,7 +362,6 @@ pub fn toml_key(k: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -363,7 +363,6 @@ pub fn hdr_buckets(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

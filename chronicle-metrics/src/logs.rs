@@ -147,7 +147,6 @@ pub fn one_line(messages: impl IntoIterator<Item = String>) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

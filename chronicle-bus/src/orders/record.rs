@@ -403,7 +403,6 @@ impl Fate {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     fn order(kind: Kind) -> Order {

@@ -290,7 +290,6 @@ fn from_doc(doc: &Doc) -> Result<RouterFile, ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
