@@ -68,14 +68,7 @@ impl QueueDir {
 
     /// Ids of all segment files present, ascending.
     pub fn list_segments(&self) -> Result<Vec<u64>> {
-        let dir = self.segments();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&dir, "read directory", e)),
-        };
-        let mut ids: Vec<u64> = rd
-            .filter_map(|e| e.ok())
+        let mut ids: Vec<u64> = entries_of(&self.segments())?
             .filter_map(|e| crate::layout::parse_segment_file_name(e.file_name().to_str()?))
             .collect();
         ids.sort_unstable();
@@ -92,6 +85,17 @@ impl QueueDir {
         ids.drain(..reachable_start(&ids));
         Ok(ids)
     }
+}
+
+/// The entries of `dir` that could be read; a directory that does not exist has none (a queue
+/// whose writer has not created it yet).
+pub(crate) fn entries_of(dir: &Path) -> Result<impl Iterator<Item = fs::DirEntry>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => Some(rd),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(dir, "read directory", e)),
+    };
+    Ok(rd.into_iter().flatten().filter_map(|e| e.ok()))
 }
 
 /// Index in `ids` (ascending segment ids) of the first segment readers can reach: the newest
@@ -282,12 +286,7 @@ impl Control {
             .root
             .join(format!(".{CONTROL_FILE}.{}.tmp", sys::current_pid()));
         let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(wanted.file_mode)
-            .open(&tmp)
+        let file = sys::create_new_nofollow(&tmp, wanted.file_mode)
             .map_err(|e| Error::io(&tmp, "create", e))?;
         set_mode(&file, &tmp, wanted.file_mode)?;
         // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.

@@ -59,14 +59,8 @@ impl Doorbell {
         // A leftover of an earlier process with our pid (or a planted link): unlink it, which
         // never touches a link's target, then create exclusively without following links.
         let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "create", e))?;
+        let file =
+            sys::create_new_nofollow(&tmp, mode).map_err(|e| Error::io(&tmp, "create", e))?;
         set_mode(&file, &tmp, mode)?;
         // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
         sys::fallocate(&file, DOORBELL_FILE_SIZE)

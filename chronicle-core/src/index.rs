@@ -42,9 +42,20 @@ pub fn check_index(dir: &QueueDir, segment: u64) -> Result<()> {
 }
 
 impl Index {
+    fn capacity(geom: &Geometry) -> u64 {
+        index_capacity(geom.segment_size, u64::from(geom.index_stride))
+    }
+
+    fn mapped(map: Map, path: PathBuf, geom: &Geometry) -> Index {
+        Index {
+            map,
+            path,
+            capacity: Self::capacity(geom),
+        }
+    }
+
     fn file_len(geom: &Geometry) -> u64 {
-        INDEX_HEADER_SIZE
-            + index_capacity(geom.segment_size, u64::from(geom.index_stride)) * INDEX_ENTRY_SIZE
+        INDEX_HEADER_SIZE + Self::capacity(geom) * INDEX_ENTRY_SIZE
     }
 
     /// Creates (replacing any leftover) the index for segment `id`.
@@ -53,18 +64,13 @@ impl Index {
         let len = Self::file_len(geom);
         let file = create_preallocated(&path, len, geom.file_mode)?;
         let map = Map::rw(&file, len, &path)?;
-        let capacity = index_capacity(geom.segment_size, u64::from(geom.index_stride));
-        let idx = Index {
-            map,
-            path,
-            capacity,
-        };
+        let idx = Index::mapped(map, path, geom);
         let h = idx.header()?;
         h.version.store(FORMAT_VERSION, Ordering::Relaxed);
         h.header_size
             .store(INDEX_HEADER_SIZE as u32, Ordering::Relaxed);
         h.segment_id.store(id, Ordering::Relaxed);
-        h.capacity.store(capacity, Ordering::Relaxed);
+        h.capacity.store(idx.capacity, Ordering::Relaxed);
         h.count.store(0, Ordering::Relaxed);
         // SYNC POINT: publishes the header; pairs with the Acquire in `open`.
         h.magic.store(INDEX_MAGIC, Ordering::Release);
@@ -93,12 +99,7 @@ impl Index {
         } else {
             Map::ro(&file, len, &path, false)?
         };
-        let capacity = index_capacity(geom.segment_size, u64::from(geom.index_stride));
-        let idx = Index {
-            map,
-            path,
-            capacity,
-        };
+        let idx = Index::mapped(map, path, geom);
         let h = idx.header()?;
         // SYNC POINT: Acquire pairs with the Release of the magic in `create`.
         let magic = h.magic.load(Ordering::Acquire);
@@ -116,7 +117,7 @@ impl Index {
             });
         }
         if h.segment_id.load(Ordering::Relaxed) != id
-            || h.capacity.load(Ordering::Relaxed) != capacity
+            || h.capacity.load(Ordering::Relaxed) != idx.capacity
         {
             return Err(Error::corrupted(
                 &idx.path,

@@ -178,7 +178,8 @@ impl ReaderMeta {
     }
 }
 
-fn validate(block: &ReaderMetaBlock, path: &Path, queue_uid: u64) -> Result<()> {
+/// A meta whose magic is not yet stored is being created; any other value is damage.
+fn check_magic(block: &ReaderMetaBlock, path: &Path) -> Result<()> {
     let magic = block.magic.load(Ordering::Acquire);
     if magic == 0 {
         return Err(Error::NotYetInitialized {
@@ -188,6 +189,11 @@ fn validate(block: &ReaderMetaBlock, path: &Path, queue_uid: u64) -> Result<()> 
     if magic != READER_MAGIC {
         return Err(Error::corrupted(path, 0, "bad reader meta magic"));
     }
+    Ok(())
+}
+
+fn validate(block: &ReaderMetaBlock, path: &Path, queue_uid: u64) -> Result<()> {
+    check_magic(block, path)?;
     let version = block.version.load(Ordering::Relaxed);
     if version != FORMAT_VERSION {
         return Err(Error::VersionMismatch {
@@ -268,15 +274,7 @@ pub fn read_info(path: &Path) -> Result<ReaderInfo> {
     let block = map
         .view::<ReaderMetaBlock>(0)
         .ok_or_else(|| Error::corrupted(path, 0, "reader meta does not fit"))?;
-    let magic = block.magic.load(Ordering::Acquire);
-    if magic == 0 {
-        return Err(Error::NotYetInitialized {
-            path: path.to_path_buf(),
-        });
-    }
-    if magic != READER_MAGIC {
-        return Err(Error::corrupted(path, 0, "bad reader meta magic"));
-    }
+    check_magic(block, path)?;
     let in_use = sys::is_locked(&file).unwrap_or(false);
     let saved = load_position(block);
     Ok(ReaderInfo {
@@ -293,14 +291,7 @@ pub fn read_info(path: &Path) -> Result<ReaderInfo> {
 /// Lists the named readers of a queue (files that cannot be read are returned as errors so a
 /// caller like `doctor` can report them).
 pub fn list_readers(dir: &QueueDir) -> Result<Vec<std::result::Result<ReaderInfo, Error>>> {
-    let rdir = dir.readers();
-    let rd = match fs::read_dir(&rdir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&rdir, "read directory", e)),
-    };
-    let mut paths: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
+    let mut paths: Vec<PathBuf> = crate::control::entries_of(&dir.readers())?
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "meta"))
         .collect();

@@ -1,9 +1,8 @@
 //! Segment files: creation (preallocated, pre-faulted), validation, and record access.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::control::{Geometry, QueueDir, set_mode};
@@ -38,10 +37,7 @@ impl Segment {
     pub(crate) fn create(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
         let path = dir.segment(id);
         let file = create_preallocated(&path, geom.segment_size, geom.file_mode)?;
-        let mut map = Map::rw(&file, geom.segment_size, &path)?;
-        let base = map
-            .as_mut_ptr()
-            .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
+        let (map, base) = map_rw(&file, &path, geom)?;
         // SAFETY: `base..base+segment_size` is the writable mapping just created; the file is
         // fresh and all zeroes, and no reader can be using it yet.
         unsafe { sys::populate_write(base, geom.segment_size as usize) };
@@ -87,11 +83,7 @@ impl Segment {
         check_len(&file, &path, geom)?;
         crate::control::check_not_world_writable(dir, &path)?;
         let (map, base) = if writable {
-            let mut map = Map::rw(&file, geom.segment_size, &path)?;
-            let base = map
-                .as_mut_ptr()
-                .ok_or_else(|| Error::corrupted(&path, 0, "segment mapping is not writable"))?;
-            (map, base)
+            map_rw(&file, &path, geom)?
         } else {
             let map = Map::ro(&file, geom.segment_size, &path, false)?;
             let base = map.as_ptr() as *mut u8;
@@ -212,14 +204,7 @@ pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, "remove stale file", e)),
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::space(path, "create", e))?;
+    let file = sys::create_new_nofollow(path, mode).map_err(|e| Error::space(path, "create", e))?;
     set_mode(&file, path, mode)?;
     if let Err(e) = sys::fallocate(&file, len) {
         let err = Error::space(path, "fallocate", e);
@@ -275,6 +260,15 @@ pub(crate) fn validate_header(
         ));
     }
     Ok(())
+}
+
+/// Maps a segment file read-write: the mapping and its base address.
+fn map_rw(file: &File, path: &Path, geom: &Geometry) -> Result<(Map, *mut u8)> {
+    let mut map = Map::rw(file, geom.segment_size, path)?;
+    let base = map
+        .as_mut_ptr()
+        .ok_or_else(|| Error::corrupted(path, 0, "segment mapping is not writable"))?;
+    Ok((map, base))
 }
 
 fn identity(file: &File) -> (u64, u64) {

@@ -308,6 +308,19 @@ pub fn open_rw_nofollow(path: &std::path::Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Creates `path` read-write with permission bits `mode`; fails if anything (a link included)
+/// is already there.
+pub fn create_new_nofollow(path: &std::path::Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// This process's pid.
 pub fn current_pid() -> u32 {
     std::process::id()
