@@ -173,7 +173,12 @@ fn single_thread(c: &mut Criterion) {
 }
 
 /// `iters` tasks from a producer thread to a consumer thread; both spin (no blocking waits).
-fn two_threads_sched(shards: usize, iters: u64) -> Duration {
+/// `take` drains what it can in one call and returns how many tasks it took.
+fn two_threads_sched_with(
+    shards: usize,
+    iters: u64,
+    mut take: impl FnMut(&Scheduler<u64>) -> u64,
+) -> Duration {
     let s = Arc::new(
         Scheduler::<u64>::new(
             SchedulerConfig::default()
@@ -207,12 +212,9 @@ fn two_threads_sched(shards: usize, iters: u64) -> Duration {
     let start = Instant::now();
     let mut got = 0;
     while got < iters {
-        match s.try_dequeue() {
-            Dequeued::Task(_, t) => {
-                black_box(t);
-                got += 1;
-            }
-            _ => std::hint::spin_loop(),
+        match take(&s) {
+            0 => std::hint::spin_loop(),
+            n => got += n,
         }
     }
     let elapsed = start.elapsed();
@@ -220,52 +222,29 @@ fn two_threads_sched(shards: usize, iters: u64) -> Duration {
     elapsed
 }
 
+/// One task per dequeue call.
+fn two_threads_sched(shards: usize, iters: u64) -> Duration {
+    two_threads_sched_with(shards, iters, |s| match s.try_dequeue() {
+        Dequeued::Task(_, t) => {
+            black_box(t);
+            1
+        }
+        _ => 0,
+    })
+}
+
 /// As `two_threads_sched`, the consumer taking up to 64 tasks per call.
 fn two_threads_sched_batch(shards: usize, iters: u64) -> Duration {
-    let s = Arc::new(
-        Scheduler::<u64>::new(
-            SchedulerConfig::default()
-                .with_shards(shards)
-                .with_max_global(4096)
-                .with_max_per_tenant(4096),
-        )
-        .unwrap(),
-    );
-    let go = Arc::new(Barrier::new(2));
-    let producer = {
-        let s = Arc::clone(&s);
-        let go = Arc::clone(&go);
-        thread::spawn(move || {
-            go.wait();
-            for i in 0..iters {
-                let mut task = Task::new(i);
-                loop {
-                    match s.enqueue(TenantKey::new(i % 8), task) {
-                        Ok(_) => break,
-                        Err(e) => {
-                            task = e.into_task();
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-            }
-        })
-    };
-    go.wait();
-    let start = Instant::now();
-    let mut got = 0;
     let mut out = Vec::with_capacity(64);
-    while got < iters {
+    two_threads_sched_with(shards, iters, move |s| {
         out.clear();
-        match s.try_dequeue_batch(64, &mut out) {
-            chronicle_bus::sched::BatchDequeued::Tasks(n) => got += n as u64,
-            _ => std::hint::spin_loop(),
-        }
+        let n = match s.try_dequeue_batch(64, &mut out) {
+            chronicle_bus::sched::BatchDequeued::Tasks(n) => n as u64,
+            _ => 0,
+        };
         black_box(&out);
-    }
-    let elapsed = start.elapsed();
-    producer.join().unwrap();
-    elapsed
+        n
+    })
 }
 
 fn two_threads_fifo(iters: u64) -> Duration {
