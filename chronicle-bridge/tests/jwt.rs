@@ -24,7 +24,7 @@ use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args,
 use common::jwt::{self, Account, Operator};
 use common::{
     Bridge, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port,
-    nats_server_bin, verify_arrival, write_records, writer_config,
+    nats_server_bin, spawn_writer, verify_arrival, write_records, writer_config,
 };
 
 /// An operator-mode server and the identities around it.
@@ -205,10 +205,7 @@ fn records_flow_with_creds_against_a_jwt_configured_server(mode: Mode) {
     for b in [&mut out, &mut inb] {
         wait_running(b, &s.server);
     }
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, n / 2, n, 20);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, n / 2, n, 20);
     verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
     writer.join().unwrap();
     finish_transfer(&mut out, &mut inb, &s.server, &s.b, n);

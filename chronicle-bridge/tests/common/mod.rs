@@ -512,6 +512,19 @@ pub fn write_records(w: &mut QueueWriter, from: u64, to: u64, per_ms: u64) {
     }
 }
 
+/// Appends records `[from, to)` from a thread as `write_records` does, then closes the queue.
+pub fn spawn_writer(
+    mut w: QueueWriter,
+    from: u64,
+    to: u64,
+    per_ms: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        write_records(&mut w, from, to, per_ms);
+        w.close().unwrap();
+    })
+}
+
 /// Waits until the queue at `q` holds `n` records, checking each one against the source
 /// records 0..n as it arrives (payload, type id, timestamp, order). Panics with `diag()` on a
 /// mismatch or after the deadline.
