@@ -135,6 +135,67 @@ pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process
     }
 }
 
+/// How a crash-test child's run ended.
+pub struct CrashRun {
+    /// It died of SIGKILL: at a crash point or by the parent's timer.
+    pub killed: bool,
+    /// Its `resume ...` line, printed once open (`None`: it died while opening).
+    pub resume: Option<String>,
+    /// Its `done ...` line, printed when it finished cleanly.
+    pub done: Option<String>,
+}
+
+/// Runs a crash-test child to its end. The child prints `resume ...` once open and `done ...`
+/// when finished; with `kill_after` the parent SIGKILLs it that long after `resume`. Dying of
+/// anything but SIGKILL, or exiting unsuccessfully, fails; each wait is bounded by `deadline`.
+pub fn run_crash_child(
+    mut child: Child,
+    kill_after: Option<Duration>,
+    deadline: Duration,
+) -> CrashRun {
+    use std::os::unix::process::ExitStatusExt as _;
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let Some(resume) = lines.expect_or_eof("resume", deadline) else {
+        // Died while opening (a crash point in recovery, the lease write, ...).
+        let st = child.wait().unwrap();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "child failed to start: {st:?}"
+        );
+        return CrashRun {
+            killed: true,
+            resume: None,
+            done: None,
+        };
+    };
+    let resume = Some(resume);
+    if let Some(after) = kill_after {
+        std::thread::sleep(after);
+        kill9(&mut child);
+        return CrashRun {
+            killed: true,
+            resume,
+            done: None,
+        };
+    }
+    let status = wait_with_deadline(&mut child, deadline);
+    if status.signal() == Some(libc::SIGKILL) {
+        return CrashRun {
+            killed: true,
+            resume,
+            done: None,
+        };
+    }
+    assert!(status.success(), "child failed: {status:?}");
+    let done = Some(lines.expect("done", deadline));
+    CrashRun {
+        killed: false,
+        resume,
+        done,
+    }
+}
+
 /// Small xorshift generator: tests print their seed so a failure can be replayed.
 pub struct Rng(pub u64);
 
