@@ -11,10 +11,13 @@
     clippy::panic
 )]
 
+#[path = "../../chronicle-core/tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +26,8 @@ use chronicle_bus::{
     RouterDiscovery, SourceId, StrategyConfig, StrategyEndpoints,
 };
 use chronicle_core::{Preallocate, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
+use common::{ROLE, spawn_child};
 
-const ROLE: &str = "CHRONICLE_BUS_TEST_ROLE";
 const ENTRY: &str = "child_entry";
 
 fn env(k: &str) -> String {
@@ -161,22 +164,7 @@ struct Kid {
 
 impl Kid {
     fn spawn(role: &str, envs: &[(&str, String)]) -> Kid {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            ENTRY,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
+        let mut child = spawn_child(ENTRY, role, envs);
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
