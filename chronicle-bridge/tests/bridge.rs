@@ -123,12 +123,7 @@ fn transfers_records_byte_identical_in_order(mode: Mode) {
     assert_eq!(count_records(&h.b), n);
     // The in-bridge's last JSON stats line accounts for every record.
     let log = inb.log_text();
-    let last: serde_json::Value = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
+    let last = common::last_json_line(&log);
     assert_eq!(last["direction"], "in", "{last}");
     assert_eq!(last["done"], n, "{last}");
     assert_eq!(last["position"], n, "{last}");

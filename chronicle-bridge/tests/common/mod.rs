@@ -627,6 +627,15 @@ impl Rng {
     }
 }
 
+/// The last JSON line of a bridge log (its last stats line); panics, showing the log, if none.
+pub fn last_json_line(log: &str) -> serde_json::Value {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"))
+}
+
 /// Two hosts' queue paths (`hostA/feed`, `hostB/feed`) under one temporary directory.
 pub struct Hosts {
     pub _dir: tempfile::TempDir,
