@@ -6,6 +6,8 @@
     clippy::panic
 )]
 
+mod discovery_common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use chronicle_bus::{
     RouterDiscovery, StrategyConfig, StrategyEndpoints,
 };
 use chronicle_core::{Preallocate, WriterConfig};
+use discovery_common::{dead_pid, poll_until, removed};
 
 fn cfg() -> StrategyConfig {
     StrategyConfig {
@@ -34,44 +37,9 @@ fn fast(use_inotify: bool) -> DiscoveryConfig {
     }
 }
 
-/// Polls until `pred` accepts the events gathered so far (watchdog: 10 s).
-fn poll_until(
-    d: &mut RouterDiscovery,
-    what: &str,
-    mut pred: impl FnMut(&[DiscoveryEvent]) -> bool,
-) -> Vec<DiscoveryEvent> {
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut all = Vec::new();
-    loop {
-        d.poll_into(&mut all).unwrap();
-        if pred(&all) {
-            return all;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}: {all:?}"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 fn added(ev: &[DiscoveryEvent], id: &str) -> bool {
     ev.iter()
         .any(|e| matches!(e, DiscoveryEvent::Added(ep) if ep.id == id))
-}
-
-fn removed(ev: &[DiscoveryEvent], id: &str) -> Option<RemoveReason> {
-    ev.iter().find_map(|e| match e {
-        DiscoveryEvent::Removed(ep, r) if ep.id == id => Some(*r),
-        _ => None,
-    })
-}
-
-fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
 }
 
 #[test]
@@ -88,7 +56,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         std::thread::sleep(Duration::from_millis(10));
         assert!(disc.poll().unwrap().is_empty());
         s.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "alpha added", |e| added(e, "alpha"));
+        let ev = poll_until(&mut disc, false, "alpha added", |e| added(e, "alpha"));
         assert_eq!(ev.len(), 1, "{ev:?}");
         let DiscoveryEvent::Added(ep) = &ev[0] else {
             panic!()
@@ -104,7 +72,7 @@ fn attaches_only_ready_queues_with_live_leases() {
 
         // Clean close: READY removed.
         s.close().unwrap();
-        let ev = poll_until(&mut disc, "alpha removed", |e| {
+        let ev = poll_until(&mut disc, false, "alpha removed", |e| {
             removed(e, "alpha").is_some()
         });
         assert_eq!(ev.len(), 1, "{ev:?}");
@@ -113,7 +81,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         // Restart, then the holder dies: stale lease.
         let mut s = StrategyEndpoints::open(&layout, "alpha", cfg()).unwrap();
         s.mark_ready().unwrap();
-        poll_until(&mut disc, "alpha re-added", |e| added(e, "alpha"));
+        poll_until(&mut disc, false, "alpha re-added", |e| added(e, "alpha"));
         let lease_path = layout.strategy_lease("alpha").unwrap();
         Lease {
             pid: dead_pid(),
@@ -121,14 +89,14 @@ fn attaches_only_ready_queues_with_live_leases() {
         }
         .write(&lease_path, 0o660)
         .unwrap();
-        let ev = poll_until(&mut disc, "stale", |e| removed(e, "alpha").is_some());
+        let ev = poll_until(&mut disc, false, "stale", |e| removed(e, "alpha").is_some());
         assert_eq!(
             removed(&ev, "alpha"),
             Some(RemoveReason::LeaseStale(LeaseState::HolderGone))
         );
         // Renewed by a live holder: attached again.
         s.renew_lease().unwrap();
-        poll_until(&mut disc, "renewed", |e| added(e, "alpha"));
+        poll_until(&mut disc, false, "renewed", |e| added(e, "alpha"));
         drop(s);
 
         // Expiry: a live holder whose lease was not renewed in time. The expired lease is
@@ -136,7 +104,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         // a loaded machine.
         let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
         b.mark_ready().unwrap();
-        poll_until(&mut disc, "beta added", |e| added(e, "beta"));
+        poll_until(&mut disc, false, "beta added", |e| added(e, "beta"));
         let beta_lease = layout.strategy_lease("beta").unwrap();
         Lease {
             expiry_ns: chronicle_core::os::realtime_ns().saturating_sub(1_000_000),
@@ -144,7 +112,9 @@ fn attaches_only_ready_queues_with_live_leases() {
         }
         .write(&beta_lease, 0o660)
         .unwrap();
-        let ev = poll_until(&mut disc, "beta expired", |e| removed(e, "beta").is_some());
+        let ev = poll_until(&mut disc, false, "beta expired", |e| {
+            removed(e, "beta").is_some()
+        });
         assert_eq!(
             removed(&ev, "beta"),
             Some(RemoveReason::LeaseStale(LeaseState::Expired))
@@ -152,13 +122,13 @@ fn attaches_only_ready_queues_with_live_leases() {
 
         // Queue re-created from scratch under the same id: Removed(QueueReplaced) + Added.
         b.renew_lease().unwrap();
-        poll_until(&mut disc, "beta back", |e| added(e, "beta"));
+        poll_until(&mut disc, false, "beta back", |e| added(e, "beta"));
         let orders = layout.strategy_orders("beta").unwrap();
         drop(b);
         std::fs::remove_dir_all(&orders).unwrap();
         let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
         b.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "beta replaced", |e| added(e, "beta"));
+        let ev = poll_until(&mut disc, false, "beta replaced", |e| added(e, "beta"));
         let uid = b.writer().geometry().queue_uid;
         let last_added = ev.iter().rev().find_map(|e| match e {
             DiscoveryEvent::Added(ep) => Some(ep.queue_uid),
@@ -178,7 +148,9 @@ fn attaches_only_ready_queues_with_live_leases() {
         // Directory deleted.
         drop(b);
         std::fs::remove_dir_all(layout.strategy_dir("beta").unwrap()).unwrap();
-        let ev = poll_until(&mut disc, "beta deleted", |e| removed(e, "beta").is_some());
+        let ev = poll_until(&mut disc, false, "beta deleted", |e| {
+            removed(e, "beta").is_some()
+        });
         assert_eq!(removed(&ev, "beta"), Some(RemoveReason::DirectoryRemoved));
 
         // Things that must never attach: a symlinked strategy directory, a bad name, garbage
@@ -223,7 +195,7 @@ fn churn_sequential(use_inotify: bool, cycles: usize) {
         let id = format!("s{}", i % 7);
         let mut s = StrategyEndpoints::open(&layout, &id, cfg()).unwrap();
         s.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "added", |e| added(e, &id));
+        let ev = poll_until(&mut disc, false, "added", |e| added(e, &id));
         assert_eq!(ev.len(), 1, "cycle {i}: {ev:?}");
         // Alternate the ways an endpoint goes away.
         let want = match i % 3 {
@@ -242,7 +214,7 @@ fn churn_sequential(use_inotify: bool, cycles: usize) {
                 RemoveReason::ReadyRemoved
             }
         };
-        let ev = poll_until(&mut disc, "removed", |e| removed(e, &id).is_some());
+        let ev = poll_until(&mut disc, false, "removed", |e| removed(e, &id).is_some());
         assert_eq!(ev.len(), 1, "cycle {i}: {ev:?}");
         assert_eq!(removed(&ev, &id), Some(want), "cycle {i}");
         assert_eq!(disc.attached().count(), 0);

@@ -6,6 +6,8 @@
     clippy::panic
 )]
 
+mod discovery_common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use chronicle_bus::{
 use chronicle_core::{
     Preallocate, QueueDir, QueueReader, ReaderConfig, StartAt, WriterConfig, list_readers,
 };
+use discovery_common::dead_pid;
 
 pub fn small_writer() -> WriterConfig {
     WriterConfig {
@@ -31,13 +34,6 @@ fn cfg() -> StrategyConfig {
         writer: small_writer(),
         ..StrategyConfig::default()
     }
-}
-
-fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
 }
 
 #[test]
