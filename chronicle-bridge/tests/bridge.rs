@@ -219,12 +219,17 @@ fn nats_server_restart_mid_stream_loses_nothing(mode: Mode) {
     finish(&mut out, &mut inb, &h.b, n, &[&server]);
 }
 
-/// The name of the stream's current leader, asked through `url`.
-fn stream_leader(url: &str) -> Option<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for the tests' own NATS client calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The name of the stream's current leader, asked through `url`.
+fn stream_leader(url: &str) -> Option<String> {
+    let rt = runtime();
     rt.block_on(async {
         let client = async_nats::connect(url).await.ok()?;
         let js = async_nats::jetstream::new(client);
@@ -236,10 +241,7 @@ fn stream_leader(url: &str) -> Option<String> {
 
 /// Waits until the cluster's JetStream answers API requests (a meta leader is elected).
 fn wait_jetstream_ready(url: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let end = std::time::Instant::now() + Duration::from_secs(60);
     rt.block_on(async {
         loop {
@@ -526,20 +528,9 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let js = rt.block_on(async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: STREAM.to_string(),
-            subjects: vec![SUBJECT.to_string()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let js = stream_on(&server.url()).await;
         // Out of source order (as after a publish lost in a failover and re-sent later), a
         // re-send outside the de-dup window, and a message that is not a bridged record.
         for seq in [0, 1, 3, 4] {
@@ -659,10 +650,7 @@ fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let js = stream_on(&server.url()).await;
         publish_envelope(&js, &[0, 1, 2, 3], "").await;
@@ -723,10 +711,7 @@ fn lost_state_write(acks_delivered: bool) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (n1, n2) = (600u64, 900u64);
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;

@@ -23,7 +23,7 @@ use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::jwt::{self, Account, Operator};
 use common::{
-    Bridge, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port,
+    Bridge, Hosts, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, hosts,
     nats_server_bin, spawn_writer, verify_arrival, write_records, writer_config,
 };
 
@@ -46,12 +46,12 @@ struct Setup {
 }
 
 fn setup(bin: &Path) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let a = root.join("hostA").join("feed");
-    let b = root.join("hostB").join("feed");
-    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    let Hosts {
+        _dir: dir,
+        root,
+        a,
+        b,
+    } = hosts();
     let operator = Operator::new("chronicle-test");
     let system = operator.account("SYS", false);
     let account = operator.account("TRADING", true);
