@@ -15,10 +15,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chronicle_bus::{
@@ -26,7 +24,7 @@ use chronicle_bus::{
     RouterDiscovery, SourceId, StrategyConfig, StrategyEndpoints,
 };
 use chronicle_core::{Preallocate, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
-use common::{ROLE, spawn_child};
+use common::{Lines, ROLE, spawn_child};
 
 const ENTRY: &str = "child_entry";
 
@@ -157,7 +155,7 @@ fn strategy(bus: &Path) {
 /// A spawned child with its stdout lines; killed and reaped on drop.
 struct Kid {
     child: Child,
-    rx: mpsc::Receiver<String>,
+    lines: Lines,
     /// Lines read but not yet matched by `expect`.
     backlog: Vec<String>,
 }
@@ -165,19 +163,10 @@ struct Kid {
 impl Kid {
     fn spawn(role: &str, envs: &[(&str, String)]) -> Kid {
         let mut child = spawn_child(ENTRY, role, envs);
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = Lines::new(child.stdout.take().unwrap());
         Kid {
             child,
-            rx,
+            lines,
             backlog: Vec::new(),
         }
     }
@@ -191,7 +180,7 @@ impl Kid {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(l) => self.backlog.push(l),
                 Err(e) => panic!("no {prefix:?} within {limit:?}: {e:?}"),

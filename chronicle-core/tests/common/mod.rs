@@ -84,6 +84,12 @@ impl Lines {
         Lines { rx }
     }
 
+    /// The next line, whatever it is; an error after `timeout` or once the child's output
+    /// closed.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
     /// Next line starting with `prefix` (others are skipped); `None` if the child closed its
     /// output first (it died); panics after `deadline`.
     pub fn expect_or_eof(&self, prefix: &str, deadline: Duration) -> Option<String> {
