@@ -6,29 +6,16 @@
     clippy::panic
 )]
 
-mod discovery_common;
+mod bus_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bus_common::{dead_pid, poll_until, removed, small_strategy};
 use chronicle_bus::{
     BusLayout, DiscoveryConfig, DiscoveryEvent, Lease, LeaseState, Ready, RemoveReason,
-    RouterDiscovery, StrategyConfig, StrategyEndpoints,
+    RouterDiscovery, StrategyEndpoints,
 };
-use chronicle_core::{Preallocate, WriterConfig};
-use discovery_common::{dead_pid, poll_until, removed};
-
-fn cfg() -> StrategyConfig {
-    StrategyConfig {
-        writer: WriterConfig {
-            segment_size: 64 << 10,
-            index_stride: 1024,
-            preallocate: Preallocate::Inline,
-            ..WriterConfig::default()
-        },
-        ..StrategyConfig::default()
-    }
-}
 
 fn fast(use_inotify: bool) -> DiscoveryConfig {
     DiscoveryConfig {
@@ -52,7 +39,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         assert!(disc.poll().unwrap().is_empty());
 
         // Queue exists, no READY: not attached.
-        let mut s = StrategyEndpoints::open(&layout, "alpha", cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, "alpha", small_strategy()).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         assert!(disc.poll().unwrap().is_empty());
         s.mark_ready().unwrap();
@@ -79,7 +66,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         assert_eq!(removed(&ev, "alpha"), Some(RemoveReason::ReadyRemoved));
 
         // Restart, then the holder dies: stale lease.
-        let mut s = StrategyEndpoints::open(&layout, "alpha", cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, "alpha", small_strategy()).unwrap();
         s.mark_ready().unwrap();
         poll_until(&mut disc, false, "alpha re-added", |e| added(e, "alpha"));
         let lease_path = layout.strategy_lease("alpha").unwrap();
@@ -102,7 +89,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         // Expiry: a live holder whose lease was not renewed in time. The expired lease is
         // written directly (expiry in the past), so the test does not race a short TTL against
         // a loaded machine.
-        let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
+        let mut b = StrategyEndpoints::open(&layout, "beta", small_strategy()).unwrap();
         b.mark_ready().unwrap();
         poll_until(&mut disc, false, "beta added", |e| added(e, "beta"));
         let beta_lease = layout.strategy_lease("beta").unwrap();
@@ -126,7 +113,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         let orders = layout.strategy_orders("beta").unwrap();
         drop(b);
         std::fs::remove_dir_all(&orders).unwrap();
-        let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
+        let mut b = StrategyEndpoints::open(&layout, "beta", small_strategy()).unwrap();
         b.mark_ready().unwrap();
         let ev = poll_until(&mut disc, false, "beta replaced", |e| added(e, "beta"));
         let uid = b.writer().geometry().queue_uid;
@@ -157,7 +144,7 @@ fn attaches_only_ready_queues_with_live_leases() {
         // markers, READY without a queue.
         let outside = tempfile::tempdir().unwrap();
         let other = BusLayout::create(outside.path()).unwrap();
-        let mut o = StrategyEndpoints::open(&other, "ext", cfg()).unwrap();
+        let mut o = StrategyEndpoints::open(&other, "ext", small_strategy()).unwrap();
         o.mark_ready().unwrap();
         std::os::unix::fs::symlink(
             other.strategy_dir("ext").unwrap(),
@@ -193,7 +180,7 @@ fn churn_sequential(use_inotify: bool, cycles: usize) {
     let mut disc = RouterDiscovery::new(&layout, fast(use_inotify)).unwrap();
     for i in 0..cycles {
         let id = format!("s{}", i % 7);
-        let mut s = StrategyEndpoints::open(&layout, &id, cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, &id, small_strategy()).unwrap();
         s.mark_ready().unwrap();
         let ev = poll_until(&mut disc, false, "added", |e| added(e, &id));
         assert_eq!(ev.len(), 1, "cycle {i}: {ev:?}");
@@ -247,7 +234,7 @@ fn concurrent_churn_has_no_phantoms() {
         for i in 0..200usize {
             let id = format!("c{}", i % 13);
             created.insert(id.clone());
-            let mut s = StrategyEndpoints::open(&l2, &id, cfg()).unwrap();
+            let mut s = StrategyEndpoints::open(&l2, &id, small_strategy()).unwrap();
             s.mark_ready().unwrap();
             if i >= 190 {
                 keep.insert(id);

@@ -8,18 +8,17 @@
     clippy::panic
 )]
 
-mod discovery_common;
+mod bus_common;
 mod fuzz_checks;
 
 use std::path::Path;
 use std::time::Duration;
 
+use bus_common::{poll_until, removed, small_strategy};
 use chronicle_bus::{
     BusError, BusLayout, DiscoveryConfig, DiscoveryEvent, NameProblem, RemoveReason,
     RouterDiscovery, StrategyConfig, StrategyEndpoints, validate_name,
 };
-use chronicle_core::{Preallocate, WriterConfig};
-use discovery_common::{poll_until, removed};
 use fuzz_checks::*;
 use proptest::prelude::*;
 
@@ -174,14 +173,8 @@ fn hostile_bus_names_are_refused() {
 
 fn cfg() -> StrategyConfig {
     StrategyConfig {
-        writer: WriterConfig {
-            segment_size: 64 << 10,
-            index_stride: 1024,
-            preallocate: Preallocate::Inline,
-            ..WriterConfig::default()
-        },
         lease_ttl: Duration::from_secs(600),
-        ..StrategyConfig::default()
+        ..small_strategy()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the discovery tests (`discovery.rs`, `hostile.rs`) and the marker tests.
+//! Helpers shared by the bus tests: small endpoint configs, discovery polling, a dead pid.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -9,7 +9,26 @@
 
 use std::time::{Duration, Instant};
 
-use chronicle_bus::{DiscoveryEvent, RemoveReason, RouterDiscovery};
+use chronicle_bus::{DiscoveryEvent, RemoveReason, RouterDiscovery, StrategyConfig};
+use chronicle_core::{Preallocate, WriterConfig};
+
+/// 64 KiB segments, an index entry every KiB, preallocated inline: small queues that roll often.
+pub fn small_writer() -> WriterConfig {
+    WriterConfig {
+        segment_size: 64 << 10,
+        index_stride: 1024,
+        preallocate: Preallocate::Inline,
+        ..WriterConfig::default()
+    }
+}
+
+/// Strategy endpoints on `small_writer` queues.
+pub fn small_strategy() -> StrategyConfig {
+    StrategyConfig {
+        writer: small_writer(),
+        ..StrategyConfig::default()
+    }
+}
 
 /// Polls until `pred` accepts the events gathered so far (watchdog: 10 s). With `force_rescan`
 /// each poll first asks for a rescan (for discovery that only rescans when told to).
