@@ -7,21 +7,15 @@
     clippy::panic
 )]
 
+mod bus_common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bus_common::small_writer;
 use chronicle_bus::{FanInConfig, FanInReader, FanInWaitOutcome, MergeMode, SourceId};
-use chronicle_core::{Preallocate, QueueWriter, WriterConfig};
+use chronicle_core::{QueueWriter, WriterConfig};
 use proptest::prelude::*;
-
-fn wcfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
-}
 
 type Rec = (u64, u64, u64, Vec<u8>);
 
@@ -45,7 +39,7 @@ fn write_sources(root: &Path, ts_lists: &[Vec<u64>]) -> (Vec<PathBuf>, Vec<Rec>)
     let mut all = Vec::new();
     for (i, list) in ts_lists.iter().enumerate() {
         let p = root.join(format!("q{i}"));
-        let mut w = QueueWriter::open(&p, wcfg()).unwrap();
+        let mut w = QueueWriter::open(&p, small_writer()).unwrap();
         let sid = SourceId::of(&format!("s{i}")).0;
         for &ts in list {
             let payload = format!("{i}:{ts}").into_bytes();
@@ -112,7 +106,7 @@ fn now() -> u64 {
 fn belled_writer(root: &Path, name: &str) -> QueueWriter {
     let cfg = WriterConfig {
         doorbell: Some(root.join("doorbell")),
-        ..wcfg()
+        ..small_writer()
     };
     QueueWriter::open(root.join(name), cfg).unwrap()
 }
@@ -213,8 +207,8 @@ fn live_mode_waits_for_an_idle_sources_watermark() {
 #[test]
 fn max_hold_releases_a_record_behind_a_silent_live_source() {
     let d = tempfile::tempdir().unwrap();
-    let mut a = QueueWriter::open(d.path().join("a"), wcfg()).unwrap();
-    let _b = QueueWriter::open(d.path().join("b"), wcfg()).unwrap(); // alive, never heartbeats
+    let mut a = QueueWriter::open(d.path().join("a"), small_writer()).unwrap();
+    let _b = QueueWriter::open(d.path().join("b"), small_writer()).unwrap(); // alive, never heartbeats
     let mut f = FanInReader::new(FanInConfig {
         mode: MergeMode::Live,
         max_hold: Some(Duration::from_millis(20)),
@@ -537,7 +531,7 @@ fn source_position_past_a_lost_tail_is_refused_not_resumed_mid_record() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, wcfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_writer()).unwrap();
     for i in 0..100u64 {
         w.append_at(1, 1000 + i, &vec![i as u8; 10 + (i as usize % 40)])
             .unwrap();
@@ -579,7 +573,7 @@ fn source_position_past_a_lost_tail_is_refused_not_resumed_mid_record() {
         other => panic!("expected SeqNotWritten {{ 100, 90 }}, got {other:?}"),
     }
     drop(f);
-    let mut w = QueueWriter::open(&q, wcfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_writer()).unwrap();
     assert_eq!(w.next_seq(), 90);
     let refused = || {
         let mut f = FanInReader::new(cfg()).unwrap();

@@ -11,6 +11,8 @@
     clippy::panic
 )]
 
+mod bus_common;
+
 #[path = "../../chronicle-core/tests/common/mod.rs"]
 mod common;
 
@@ -19,26 +21,18 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use bus_common::small_writer;
 use chronicle_bus::{
     BusLayout, DiscoveryConfig, DiscoveryEvent, FanInConfig, FanInReader, MergeMode,
     RouterDiscovery, SourceId, StrategyConfig, StrategyEndpoints,
 };
-use chronicle_core::{Preallocate, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig};
 use common::{Lines, ROLE, spawn_child};
 
 const ENTRY: &str = "child_entry";
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
-}
-
-fn wcfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
 }
 
 #[test]
@@ -75,7 +69,7 @@ fn router(bus: &Path) {
         ..FanInConfig::default()
     })
     .unwrap();
-    let mut out = QueueWriter::open(layout.router_out(), wcfg()).unwrap();
+    let mut out = QueueWriter::open(layout.router_out(), small_writer()).unwrap();
     println!("router-up");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -123,7 +117,7 @@ fn strategy(bus: &Path) {
         &layout,
         &id,
         StrategyConfig {
-            writer: wcfg(),
+            writer: small_writer(),
             ..StrategyConfig::default()
         },
     )
