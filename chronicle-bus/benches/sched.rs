@@ -36,35 +36,26 @@ trait Pairs {
     fn take_at(&mut self, now: Instant) -> Dequeued<u64>;
 }
 
-impl Pairs for Scheduler<u64> {
-    fn put(&mut self, k: TenantKey, i: u64) {
-        let _ = self.enqueue(k, Task::new(i)).unwrap();
-    }
-    fn put_at(&mut self, k: TenantKey, i: u64, now: Instant) {
-        let _ = self.enqueue_at(k, Task::new(i), now).unwrap();
-    }
-    fn take(&mut self) -> Dequeued<u64> {
-        self.try_dequeue()
-    }
-    fn take_at(&mut self, now: Instant) -> Dequeued<u64> {
-        self.try_dequeue_at(now)
-    }
+// Both schedulers have the same calls (`&self` on the shared one, `&mut self` on the local one).
+macro_rules! impl_pairs {
+    ($($t:ty),*) => {$(
+        impl Pairs for $t {
+            fn put(&mut self, k: TenantKey, i: u64) {
+                let _ = self.enqueue(k, Task::new(i)).unwrap();
+            }
+            fn put_at(&mut self, k: TenantKey, i: u64, now: Instant) {
+                let _ = self.enqueue_at(k, Task::new(i), now).unwrap();
+            }
+            fn take(&mut self) -> Dequeued<u64> {
+                self.try_dequeue()
+            }
+            fn take_at(&mut self, now: Instant) -> Dequeued<u64> {
+                self.try_dequeue_at(now)
+            }
+        }
+    )*};
 }
-
-impl Pairs for LocalScheduler<u64> {
-    fn put(&mut self, k: TenantKey, i: u64) {
-        let _ = self.enqueue(k, Task::new(i)).unwrap();
-    }
-    fn put_at(&mut self, k: TenantKey, i: u64, now: Instant) {
-        let _ = self.enqueue_at(k, Task::new(i), now).unwrap();
-    }
-    fn take(&mut self) -> Dequeued<u64> {
-        self.try_dequeue()
-    }
-    fn take_at(&mut self, now: Instant) -> Dequeued<u64> {
-        self.try_dequeue_at(now)
-    }
-}
+impl_pairs!(Scheduler<u64>, LocalScheduler<u64>);
 
 type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
