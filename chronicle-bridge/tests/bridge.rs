@@ -22,8 +22,8 @@ use std::time::Duration;
 use chronicle_core::QueueWriter;
 use common::args::{STREAM, SUBJECT, out_args};
 use common::{
-    Bridge, Mode, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, hosts,
-    nats_server_bin, run_bridge, verify_arrival, write_records, writer_config,
+    Bridge, Hosts, Mode, NatsServer, Rng, TRANSFER_DEADLINE, count_records, env_u64, hosts,
+    nats_server_bin, run_bridge, spawn_writer, verify_arrival, write_records, writer_config,
 };
 
 /// The in-bridge's command line here: the shared one with a short acknowledgement wait, so
@@ -32,6 +32,14 @@ fn in_args(url: &str, queue: &Path, extra: &[&str]) -> Vec<String> {
     let mut v = common::args::in_args(url, queue, &["--ack-wait", "5"]);
     v.extend(extra.iter().map(|e| e.to_string()));
     v
+}
+
+/// The out-bridge from host A's queue and the in-bridge into host B's, both against `url`,
+/// logging to `out.log` and `in.log` under the hosts' root; not started.
+fn bridge_pair(h: &Hosts, url: &str, out_extra: &[String], in_extra: &[&str]) -> (Bridge, Bridge) {
+    let out = Bridge::new(&out_args(url, &h.a, out_extra), h.root.join("out.log"));
+    let inb = Bridge::new(&in_args(url, &h.b, in_extra), h.root.join("in.log"));
+    (out, inb)
 }
 
 fn diag(out: &Bridge, inb: &Bridge, servers: &[&NatsServer]) -> String {
@@ -86,30 +94,21 @@ fn transfers_records_byte_identical_in_order(mode: Mode) {
     // Half the records exist before the bridges start, half are written while they run.
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
-    let mut out = Bridge::new(
+    let (mut out, mut inb) = bridge_pair(
+        &h,
+        &server.url(),
         // Batched, the envelopes are also LZ4-compressed here (where that makes them smaller).
-        &out_args(
-            &server.url(),
-            &h.a,
-            &mode.with(if mode == Mode::Batched {
-                &["--exit-at-end", "--compress", "lz4"]
-            } else {
-                &["--exit-at-end"]
-            }),
-        ),
-        h.root.join("out.log"),
-    );
-    let mut inb = Bridge::new(
+        &mode.with(if mode == Mode::Batched {
+            &["--exit-at-end", "--compress", "lz4"]
+        } else {
+            &["--exit-at-end"]
+        }),
         // --sync-batches: the durable path (fdatasync of the state, msync of the records).
-        &in_args(&server.url(), &h.b, &["--stats-json", "--sync-batches"]),
-        h.root.join("in.log"),
+        &["--stats-json", "--sync-batches"],
     );
     out.start();
     inb.start();
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, n / 2, n, 50);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, n / 2, n, 50);
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
     writer.join().unwrap();
     // The writer closed and everything is acknowledged: --exit-at-end stops the out-bridge.
@@ -124,12 +123,7 @@ fn transfers_records_byte_identical_in_order(mode: Mode) {
     assert_eq!(count_records(&h.b), n);
     // The in-bridge's last JSON stats line accounts for every record.
     let log = inb.log_text();
-    let last: serde_json::Value = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
+    let last = common::last_json_line(&log);
     assert_eq!(last["direction"], "in", "{last}");
     assert_eq!(last["done"], n, "{last}");
     assert_eq!(last["position"], n, "{last}");
@@ -153,19 +147,12 @@ fn sigkilled_bridges_restart_without_loss_or_duplicates(mode: Mode) {
     let kills = env_u64("CHRONICLE_BRIDGE_KILLS", 6);
     let mut rng = Rng::from_env();
 
-    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
-    let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &mode.with(&["--window", "512"])),
-        h.root.join("out.log"),
-    );
-    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    let w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let (mut out, mut inb) = bridge_pair(&h, &server.url(), &mode.with(&["--window", "512"]), &[]);
     out.start();
     inb.start();
     // Paced so that kills land while records are flowing.
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, 0, n, 4);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, 0, n, 4);
     for round in 0..kills * 2 {
         std::thread::sleep(Duration::from_millis(rng.range(150, 700)));
         let which = rng.range(0, 3);
@@ -203,18 +190,11 @@ fn nats_server_restart_mid_stream_loses_nothing(mode: Mode) {
     let mut server = NatsServer::single(&bin, &h.root, &[]);
     let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
 
-    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
-    let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &mode.with(&[])),
-        h.root.join("out.log"),
-    );
-    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    let w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let (mut out, mut inb) = bridge_pair(&h, &server.url(), &mode.with(&[]), &[]);
     out.start();
     inb.start();
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, 0, n, 4);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, 0, n, 4);
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(1200));
         eprintln!(
@@ -239,12 +219,17 @@ fn nats_server_restart_mid_stream_loses_nothing(mode: Mode) {
     finish(&mut out, &mut inb, &h.b, n, &[&server]);
 }
 
-/// The name of the stream's current leader, asked through `url`.
-fn stream_leader(url: &str) -> Option<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for the tests' own NATS client calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The name of the stream's current leader, asked through `url`.
+fn stream_leader(url: &str) -> Option<String> {
+    let rt = runtime();
     rt.block_on(async {
         let client = async_nats::connect(url).await.ok()?;
         let js = async_nats::jetstream::new(client);
@@ -256,10 +241,7 @@ fn stream_leader(url: &str) -> Option<String> {
 
 /// Waits until the cluster's JetStream answers API requests (a meta leader is elected).
 fn wait_jetstream_ready(url: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let end = std::time::Instant::now() + Duration::from_secs(60);
     rt.block_on(async {
         loop {
@@ -289,7 +271,7 @@ fn cluster_node_loss_with_three_replicas_loses_nothing(mode: Mode) {
     wait_jetstream_ready(&nodes[0].url());
     let n = env_u64("CHRONICLE_BRIDGE_FAULT_RECORDS", 20_000);
 
-    let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
+    let w = QueueWriter::open(&h.a, writer_config()).unwrap();
     let mut out = Bridge::new(
         &out_args(&urls, &h.a, &mode.with(&["--replicas", "3"])),
         h.root.join("out.log"),
@@ -310,10 +292,7 @@ fn cluster_node_loss_with_three_replicas_loses_nothing(mode: Mode) {
         h.root.join("in.log"),
     );
     inb.start();
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, 0, n, 4);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, 0, n, 4);
     std::thread::sleep(Duration::from_millis(1500));
     // Kill the node that leads the stream: the hardest one to lose.
     let leader = stream_leader(&nodes[0].url()).unwrap_or_else(|| "n0".to_string());
@@ -549,20 +528,9 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let js = rt.block_on(async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: STREAM.to_string(),
-            subjects: vec![SUBJECT.to_string()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let js = stream_on(&server.url()).await;
         // Out of source order (as after a publish lost in a failover and re-sent later), a
         // re-send outside the de-dup window, and a message that is not a bridged record.
         for seq in [0, 1, 3, 4] {
@@ -682,10 +650,7 @@ fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let js = stream_on(&server.url()).await;
         publish_envelope(&js, &[0, 1, 2, 3], "").await;
@@ -746,10 +711,7 @@ fn lost_state_write(acks_delivered: bool) {
     let Some(bin) = nats_server_bin() else { return };
     let h = hosts();
     let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (n1, n2) = (600u64, 900u64);
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;
@@ -823,11 +785,7 @@ fn kills_inside_a_batch_lose_and_duplicate_nothing(mode: Mode) {
     let mut w = QueueWriter::open(&h.a, writer_config()).unwrap();
     write_records(&mut w, 0, n, 0);
     w.close().unwrap();
-    let mut out = Bridge::new(
-        &out_args(&server.url(), &h.a, &mode.with(&["--exit-at-end"])),
-        h.root.join("out.log"),
-    );
-    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
+    let (mut out, mut inb) = bridge_pair(&h, &server.url(), &mode.with(&["--exit-at-end"]), &[]);
     let published = if mode == Mode::Batched { "7" } else { "700" };
     out.envs.push((
         "CHRONICLE_CRASH_AT".to_string(),

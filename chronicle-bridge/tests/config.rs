@@ -135,12 +135,7 @@ fn bridges_configured_by_files_alone_carry_records() {
     assert!(msg.contains("linger 200 us, lz4"), "{msg}");
     // The in-bridge's stats are bare JSON lines ([stats] json) accounting for every record.
     let log = inb.log_text();
-    let last: serde_json::Value = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"));
+    let last = common::last_json_line(&log);
     assert_eq!(last["direction"], "in", "{last}");
     assert_eq!(last["done"], n, "{last}");
 }

@@ -23,8 +23,8 @@ use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::jwt::{self, Account, Operator};
 use common::{
-    Bridge, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port,
-    nats_server_bin, verify_arrival, write_records, writer_config,
+    Bridge, Hosts, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, free_port, hosts,
+    nats_server_bin, spawn_writer, verify_arrival, write_records, writer_config,
 };
 
 /// An operator-mode server and the identities around it.
@@ -46,12 +46,12 @@ struct Setup {
 }
 
 fn setup(bin: &Path) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let a = root.join("hostA").join("feed");
-    let b = root.join("hostB").join("feed");
-    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    let Hosts {
+        _dir: dir,
+        root,
+        a,
+        b,
+    } = hosts();
     let operator = Operator::new("chronicle-test");
     let system = operator.account("SYS", false);
     let account = operator.account("TRADING", true);
@@ -205,10 +205,7 @@ fn records_flow_with_creds_against_a_jwt_configured_server(mode: Mode) {
     for b in [&mut out, &mut inb] {
         wait_running(b, &s.server);
     }
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, n / 2, n, 20);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, n / 2, n, 20);
     verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
     writer.join().unwrap();
     finish_transfer(&mut out, &mut inb, &s.server, &s.b, n);

@@ -22,7 +22,7 @@ use chronicle_core::QueueWriter;
 use common::args::{closed_empty_queue, diag, finish_transfer, in_args, out_args, p, run, strings};
 use common::{
     Bridge, Hosts, Mode, NatsServer, TRANSFER_DEADLINE, count_records, env_u64, nats_server_bin,
-    tls_args, verify_arrival, write_records, writer_config,
+    spawn_writer, tls_args, verify_arrival, write_records, writer_config,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -163,10 +163,7 @@ fn records_flow_through_a_tls_only_server_byte_identical_in_order(mode: Mode) {
     inb.envs.push(("NATS_CA".to_string(), p(&pki.ca)));
     out.start();
     inb.start();
-    let writer = std::thread::spawn(move || {
-        write_records(&mut w, n / 2, n, 20);
-        w.close().unwrap();
-    });
+    let writer = spawn_writer(w, n / 2, n, 20);
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &server));
     writer.join().unwrap();
     finish_transfer(&mut out, &mut inb, &server, &h.b, n);

@@ -28,43 +28,98 @@ fn sched(shards: usize) -> Scheduler<u64> {
     .unwrap()
 }
 
+/// The calls these benches make, on the shared scheduler and on its single-owner variant.
+trait Pairs {
+    fn put(&mut self, k: TenantKey, i: u64);
+    fn put_at(&mut self, k: TenantKey, i: u64, now: Instant);
+    fn take(&mut self) -> Dequeued<u64>;
+    fn take_at(&mut self, now: Instant) -> Dequeued<u64>;
+}
+
+// Both schedulers have the same calls (`&self` on the shared one, `&mut self` on the local one).
+macro_rules! impl_pairs {
+    ($($t:ty),*) => {$(
+        impl Pairs for $t {
+            fn put(&mut self, k: TenantKey, i: u64) {
+                let _ = self.enqueue(k, Task::new(i)).unwrap();
+            }
+            fn put_at(&mut self, k: TenantKey, i: u64, now: Instant) {
+                let _ = self.enqueue_at(k, Task::new(i), now).unwrap();
+            }
+            fn take(&mut self) -> Dequeued<u64> {
+                self.try_dequeue()
+            }
+            fn take_at(&mut self, now: Instant) -> Dequeued<u64> {
+                self.try_dequeue_at(now)
+            }
+        }
+    )*};
+}
+impl_pairs!(Scheduler<u64>, LocalScheduler<u64>);
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One tenant, empty between pairs: each pair activates the tenant and retires it.
+fn one_tenant(g: &mut Group, id: BenchmarkId, s: &mut impl Pairs) {
+    let k = TenantKey::new(7);
+    g.bench_function(id, |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            s.put(k, i);
+            black_box(s.take())
+        });
+    });
+}
+
+/// 64 tenants, 8 tasks each queued: pairs run against a standing backlog and a full ring.
+fn backlog_64_tenants(g: &mut Group, id: BenchmarkId, s: &mut impl Pairs) {
+    for t in 0..64u64 {
+        for j in 0..8 {
+            s.put(TenantKey::new(t), j);
+        }
+    }
+    g.bench_function(id, |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            s.put(TenantKey::new(i % 64), i);
+            black_box(s.take())
+        });
+    });
+}
+
+/// One tenant, the clock read once per 64 pairs (`enqueue_at` / `try_dequeue_at`).
+fn one_tenant_clock_per_64(g: &mut Group, id: BenchmarkId, s: &mut impl Pairs) {
+    let k = TenantKey::new(7);
+    g.bench_function(id, |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            let now = Instant::now();
+            for _ in 0..64 {
+                i += 1;
+                s.put_at(k, i, now);
+                let _ = black_box(s.take_at(now));
+            }
+        });
+    });
+}
+
 fn single_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("sched_pairs_1thread");
     g.throughput(Throughput::Elements(1));
 
     for shards in [1, 4] {
-        // One tenant, empty between pairs: each pair activates the tenant and retires it.
-        let s = sched(shards);
-        let k = TenantKey::new(7);
-        g.bench_function(
-            BenchmarkId::new("1_tenant", format!("shards_{shards}")),
-            |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    let _ = s.enqueue(k, Task::new(i)).unwrap();
-                    black_box(s.try_dequeue())
-                });
-            },
+        let shards_id = format!("shards_{shards}");
+        one_tenant(
+            &mut g,
+            BenchmarkId::new("1_tenant", &shards_id),
+            &mut sched(shards),
         );
-
-        // 64 tenants, 8 tasks each queued: pairs run against a standing backlog and a full ring.
-        let s = sched(shards);
-        for t in 0..64u64 {
-            for j in 0..8 {
-                let _ = s.enqueue(TenantKey::new(t), Task::new(j)).unwrap();
-            }
-        }
-        g.bench_function(
-            BenchmarkId::new("64_tenants_backlog", format!("shards_{shards}")),
-            |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    let _ = s.enqueue(TenantKey::new(i % 64), Task::new(i)).unwrap();
-                    black_box(s.try_dequeue())
-                });
-            },
+        backlog_64_tenants(
+            &mut g,
+            BenchmarkId::new("64_tenants_backlog", &shards_id),
+            &mut sched(shards),
         );
     }
 
@@ -72,21 +127,10 @@ fn single_thread(c: &mut Criterion) {
     // a router loop that timestamps a batch does.
     g.throughput(Throughput::Elements(64));
     for shards in [1, 4] {
-        let s = sched(shards);
-        let k = TenantKey::new(7);
-        g.bench_function(
+        one_tenant_clock_per_64(
+            &mut g,
             BenchmarkId::new("1_tenant_clock_per_64", format!("shards_{shards}")),
-            |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    let now = Instant::now();
-                    for _ in 0..64 {
-                        i += 1;
-                        let _ = s.enqueue_at(k, Task::new(i), now).unwrap();
-                        let _ = black_box(s.try_dequeue_at(now));
-                    }
-                });
-            },
+            &mut sched(shards),
         );
     }
 
@@ -114,49 +158,27 @@ fn single_thread(c: &mut Criterion) {
     }
 
     // The single-owner variant: same DRR state, no locks.
-    let local_cfg = || {
-        SchedulerConfig::default()
-            .with_max_global(1 << 20)
-            .with_max_per_tenant(1 << 16)
+    let local = || {
+        LocalScheduler::<u64>::new(
+            SchedulerConfig::default()
+                .with_max_global(1 << 20)
+                .with_max_per_tenant(1 << 16),
+        )
+        .unwrap()
     };
     g.throughput(Throughput::Elements(1));
-    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
-    let k = TenantKey::new(7);
-    g.bench_function("local/1_tenant", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            let _ = l.enqueue(k, Task::new(i)).unwrap();
-            black_box(l.try_dequeue())
-        });
-    });
-    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
-    for t in 0..64u64 {
-        for j in 0..8 {
-            let _ = l.enqueue(TenantKey::new(t), Task::new(j)).unwrap();
-        }
-    }
-    g.bench_function("local/64_tenants_backlog", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            let _ = l.enqueue(TenantKey::new(i % 64), Task::new(i)).unwrap();
-            black_box(l.try_dequeue())
-        });
-    });
+    one_tenant(&mut g, BenchmarkId::new("local", "1_tenant"), &mut local());
+    backlog_64_tenants(
+        &mut g,
+        BenchmarkId::new("local", "64_tenants_backlog"),
+        &mut local(),
+    );
     g.throughput(Throughput::Elements(64));
-    let mut l = LocalScheduler::<u64>::new(local_cfg()).unwrap();
-    g.bench_function("local/1_tenant_clock_per_64", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            let now = Instant::now();
-            for _ in 0..64 {
-                i += 1;
-                let _ = l.enqueue_at(k, Task::new(i), now).unwrap();
-                let _ = black_box(l.try_dequeue_at(now));
-            }
-        });
-    });
+    one_tenant_clock_per_64(
+        &mut g,
+        BenchmarkId::new("local", "1_tenant_clock_per_64"),
+        &mut local(),
+    );
 
     // Floor: a plain locked FIFO.
     g.throughput(Throughput::Elements(1));
@@ -173,7 +195,12 @@ fn single_thread(c: &mut Criterion) {
 }
 
 /// `iters` tasks from a producer thread to a consumer thread; both spin (no blocking waits).
-fn two_threads_sched(shards: usize, iters: u64) -> Duration {
+/// `take` drains what it can in one call and returns how many tasks it took.
+fn two_threads_sched_with(
+    shards: usize,
+    iters: u64,
+    mut take: impl FnMut(&Scheduler<u64>) -> u64,
+) -> Duration {
     let s = Arc::new(
         Scheduler::<u64>::new(
             SchedulerConfig::default()
@@ -207,12 +234,9 @@ fn two_threads_sched(shards: usize, iters: u64) -> Duration {
     let start = Instant::now();
     let mut got = 0;
     while got < iters {
-        match s.try_dequeue() {
-            Dequeued::Task(_, t) => {
-                black_box(t);
-                got += 1;
-            }
-            _ => std::hint::spin_loop(),
+        match take(&s) {
+            0 => std::hint::spin_loop(),
+            n => got += n,
         }
     }
     let elapsed = start.elapsed();
@@ -220,52 +244,29 @@ fn two_threads_sched(shards: usize, iters: u64) -> Duration {
     elapsed
 }
 
+/// One task per dequeue call.
+fn two_threads_sched(shards: usize, iters: u64) -> Duration {
+    two_threads_sched_with(shards, iters, |s| match s.try_dequeue() {
+        Dequeued::Task(_, t) => {
+            black_box(t);
+            1
+        }
+        _ => 0,
+    })
+}
+
 /// As `two_threads_sched`, the consumer taking up to 64 tasks per call.
 fn two_threads_sched_batch(shards: usize, iters: u64) -> Duration {
-    let s = Arc::new(
-        Scheduler::<u64>::new(
-            SchedulerConfig::default()
-                .with_shards(shards)
-                .with_max_global(4096)
-                .with_max_per_tenant(4096),
-        )
-        .unwrap(),
-    );
-    let go = Arc::new(Barrier::new(2));
-    let producer = {
-        let s = Arc::clone(&s);
-        let go = Arc::clone(&go);
-        thread::spawn(move || {
-            go.wait();
-            for i in 0..iters {
-                let mut task = Task::new(i);
-                loop {
-                    match s.enqueue(TenantKey::new(i % 8), task) {
-                        Ok(_) => break,
-                        Err(e) => {
-                            task = e.into_task();
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-            }
-        })
-    };
-    go.wait();
-    let start = Instant::now();
-    let mut got = 0;
     let mut out = Vec::with_capacity(64);
-    while got < iters {
+    two_threads_sched_with(shards, iters, move |s| {
         out.clear();
-        match s.try_dequeue_batch(64, &mut out) {
-            chronicle_bus::sched::BatchDequeued::Tasks(n) => got += n as u64,
-            _ => std::hint::spin_loop(),
-        }
+        let n = match s.try_dequeue_batch(64, &mut out) {
+            chronicle_bus::sched::BatchDequeued::Tasks(n) => n as u64,
+            _ => 0,
+        };
         black_box(&out);
-    }
-    let elapsed = start.elapsed();
-    producer.join().unwrap();
-    elapsed
+        n
+    })
 }
 
 fn two_threads_fifo(iters: u64) -> Duration {

@@ -40,7 +40,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chronicle_bus::{
     BusLayout, FanInConfig, FanInReader, Lease, MergeMode, SourceId, StrategyConfig,
@@ -50,7 +50,7 @@ use chronicle_core::{
     Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome,
     WriterConfig, list_readers,
 };
-use common::{Lines, ROLE, Rng, kill9, payload, spawn_child};
+use common::{ROLE, Rng, payload, run_crash_child, spawn_child};
 
 const ENTRY: &str = "child_entry";
 const CRASH_VAR: &str = "CHRONICLE_CRASH_AT";
@@ -217,39 +217,13 @@ fn plan(i: u64, points: &[Point], rng: &mut Rng) -> Plan {
 
 /// Runs `child` under `plan`; returns whether it died of SIGKILL (fired or killed), the line
 /// it printed once started (`None` if it died while starting) and its final line.
-fn run_once(mut child: Child, plan: &Plan) -> (bool, Option<String>, Option<String>) {
-    use std::os::unix::process::ExitStatusExt as _;
-    let lines = Lines::new(child.stdout.take().unwrap());
-    let Some(resume) = lines.expect_or_eof("resume", T) else {
-        // Died while opening (a crash point in recovery, the lease write, ...).
-        let st = child.wait().unwrap();
-        assert_eq!(
-            st.signal(),
-            Some(libc::SIGKILL),
-            "child failed to start: {st:?}"
-        );
-        return (true, None, None);
+fn run_once(child: Child, plan: &Plan) -> (bool, Option<String>, Option<String>) {
+    let kill_after = match plan {
+        Plan::Timer(us) => Some(Duration::from_micros(*us)),
+        Plan::At(..) => None,
     };
-    let resume = Some(resume);
-    if let Plan::Timer(us) = plan {
-        std::thread::sleep(Duration::from_micros(*us));
-        kill9(&mut child);
-        return (true, resume, None);
-    }
-    let end = Instant::now() + T;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "child neither finished nor crashed");
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    if status.signal() == Some(libc::SIGKILL) {
-        return (true, resume, None);
-    }
-    assert!(status.success(), "child failed: {status:?}");
-    let done = lines.expect("done", T);
-    (false, resume, Some(done))
+    let run = run_crash_child(child, kill_after, T);
+    (run.killed, run.resume, run.done)
 }
 
 fn crash_env(plan: &Plan) -> Option<(&'static str, String)> {

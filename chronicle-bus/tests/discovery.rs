@@ -6,26 +6,16 @@
     clippy::panic
 )]
 
+mod bus_common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bus_common::{dead_pid, poll_until, removed, small_strategy};
 use chronicle_bus::{
     BusLayout, DiscoveryConfig, DiscoveryEvent, Lease, LeaseState, Ready, RemoveReason,
-    RouterDiscovery, StrategyConfig, StrategyEndpoints,
+    RouterDiscovery, StrategyEndpoints,
 };
-use chronicle_core::{Preallocate, WriterConfig};
-
-fn cfg() -> StrategyConfig {
-    StrategyConfig {
-        writer: WriterConfig {
-            segment_size: 64 << 10,
-            index_stride: 1024,
-            preallocate: Preallocate::Inline,
-            ..WriterConfig::default()
-        },
-        ..StrategyConfig::default()
-    }
-}
 
 fn fast(use_inotify: bool) -> DiscoveryConfig {
     DiscoveryConfig {
@@ -34,44 +24,9 @@ fn fast(use_inotify: bool) -> DiscoveryConfig {
     }
 }
 
-/// Polls until `pred` accepts the events gathered so far (watchdog: 10 s).
-fn poll_until(
-    d: &mut RouterDiscovery,
-    what: &str,
-    mut pred: impl FnMut(&[DiscoveryEvent]) -> bool,
-) -> Vec<DiscoveryEvent> {
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut all = Vec::new();
-    loop {
-        d.poll_into(&mut all).unwrap();
-        if pred(&all) {
-            return all;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}: {all:?}"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 fn added(ev: &[DiscoveryEvent], id: &str) -> bool {
     ev.iter()
         .any(|e| matches!(e, DiscoveryEvent::Added(ep) if ep.id == id))
-}
-
-fn removed(ev: &[DiscoveryEvent], id: &str) -> Option<RemoveReason> {
-    ev.iter().find_map(|e| match e {
-        DiscoveryEvent::Removed(ep, r) if ep.id == id => Some(*r),
-        _ => None,
-    })
-}
-
-fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
 }
 
 #[test]
@@ -84,11 +39,11 @@ fn attaches_only_ready_queues_with_live_leases() {
         assert!(disc.poll().unwrap().is_empty());
 
         // Queue exists, no READY: not attached.
-        let mut s = StrategyEndpoints::open(&layout, "alpha", cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, "alpha", small_strategy()).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         assert!(disc.poll().unwrap().is_empty());
         s.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "alpha added", |e| added(e, "alpha"));
+        let ev = poll_until(&mut disc, false, "alpha added", |e| added(e, "alpha"));
         assert_eq!(ev.len(), 1, "{ev:?}");
         let DiscoveryEvent::Added(ep) = &ev[0] else {
             panic!()
@@ -104,16 +59,16 @@ fn attaches_only_ready_queues_with_live_leases() {
 
         // Clean close: READY removed.
         s.close().unwrap();
-        let ev = poll_until(&mut disc, "alpha removed", |e| {
+        let ev = poll_until(&mut disc, false, "alpha removed", |e| {
             removed(e, "alpha").is_some()
         });
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert_eq!(removed(&ev, "alpha"), Some(RemoveReason::ReadyRemoved));
 
         // Restart, then the holder dies: stale lease.
-        let mut s = StrategyEndpoints::open(&layout, "alpha", cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, "alpha", small_strategy()).unwrap();
         s.mark_ready().unwrap();
-        poll_until(&mut disc, "alpha re-added", |e| added(e, "alpha"));
+        poll_until(&mut disc, false, "alpha re-added", |e| added(e, "alpha"));
         let lease_path = layout.strategy_lease("alpha").unwrap();
         Lease {
             pid: dead_pid(),
@@ -121,22 +76,22 @@ fn attaches_only_ready_queues_with_live_leases() {
         }
         .write(&lease_path, 0o660)
         .unwrap();
-        let ev = poll_until(&mut disc, "stale", |e| removed(e, "alpha").is_some());
+        let ev = poll_until(&mut disc, false, "stale", |e| removed(e, "alpha").is_some());
         assert_eq!(
             removed(&ev, "alpha"),
             Some(RemoveReason::LeaseStale(LeaseState::HolderGone))
         );
         // Renewed by a live holder: attached again.
         s.renew_lease().unwrap();
-        poll_until(&mut disc, "renewed", |e| added(e, "alpha"));
+        poll_until(&mut disc, false, "renewed", |e| added(e, "alpha"));
         drop(s);
 
         // Expiry: a live holder whose lease was not renewed in time. The expired lease is
         // written directly (expiry in the past), so the test does not race a short TTL against
         // a loaded machine.
-        let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
+        let mut b = StrategyEndpoints::open(&layout, "beta", small_strategy()).unwrap();
         b.mark_ready().unwrap();
-        poll_until(&mut disc, "beta added", |e| added(e, "beta"));
+        poll_until(&mut disc, false, "beta added", |e| added(e, "beta"));
         let beta_lease = layout.strategy_lease("beta").unwrap();
         Lease {
             expiry_ns: chronicle_core::os::realtime_ns().saturating_sub(1_000_000),
@@ -144,7 +99,9 @@ fn attaches_only_ready_queues_with_live_leases() {
         }
         .write(&beta_lease, 0o660)
         .unwrap();
-        let ev = poll_until(&mut disc, "beta expired", |e| removed(e, "beta").is_some());
+        let ev = poll_until(&mut disc, false, "beta expired", |e| {
+            removed(e, "beta").is_some()
+        });
         assert_eq!(
             removed(&ev, "beta"),
             Some(RemoveReason::LeaseStale(LeaseState::Expired))
@@ -152,13 +109,13 @@ fn attaches_only_ready_queues_with_live_leases() {
 
         // Queue re-created from scratch under the same id: Removed(QueueReplaced) + Added.
         b.renew_lease().unwrap();
-        poll_until(&mut disc, "beta back", |e| added(e, "beta"));
+        poll_until(&mut disc, false, "beta back", |e| added(e, "beta"));
         let orders = layout.strategy_orders("beta").unwrap();
         drop(b);
         std::fs::remove_dir_all(&orders).unwrap();
-        let mut b = StrategyEndpoints::open(&layout, "beta", cfg()).unwrap();
+        let mut b = StrategyEndpoints::open(&layout, "beta", small_strategy()).unwrap();
         b.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "beta replaced", |e| added(e, "beta"));
+        let ev = poll_until(&mut disc, false, "beta replaced", |e| added(e, "beta"));
         let uid = b.writer().geometry().queue_uid;
         let last_added = ev.iter().rev().find_map(|e| match e {
             DiscoveryEvent::Added(ep) => Some(ep.queue_uid),
@@ -178,14 +135,16 @@ fn attaches_only_ready_queues_with_live_leases() {
         // Directory deleted.
         drop(b);
         std::fs::remove_dir_all(layout.strategy_dir("beta").unwrap()).unwrap();
-        let ev = poll_until(&mut disc, "beta deleted", |e| removed(e, "beta").is_some());
+        let ev = poll_until(&mut disc, false, "beta deleted", |e| {
+            removed(e, "beta").is_some()
+        });
         assert_eq!(removed(&ev, "beta"), Some(RemoveReason::DirectoryRemoved));
 
         // Things that must never attach: a symlinked strategy directory, a bad name, garbage
         // markers, READY without a queue.
         let outside = tempfile::tempdir().unwrap();
         let other = BusLayout::create(outside.path()).unwrap();
-        let mut o = StrategyEndpoints::open(&other, "ext", cfg()).unwrap();
+        let mut o = StrategyEndpoints::open(&other, "ext", small_strategy()).unwrap();
         o.mark_ready().unwrap();
         std::os::unix::fs::symlink(
             other.strategy_dir("ext").unwrap(),
@@ -221,9 +180,9 @@ fn churn_sequential(use_inotify: bool, cycles: usize) {
     let mut disc = RouterDiscovery::new(&layout, fast(use_inotify)).unwrap();
     for i in 0..cycles {
         let id = format!("s{}", i % 7);
-        let mut s = StrategyEndpoints::open(&layout, &id, cfg()).unwrap();
+        let mut s = StrategyEndpoints::open(&layout, &id, small_strategy()).unwrap();
         s.mark_ready().unwrap();
-        let ev = poll_until(&mut disc, "added", |e| added(e, &id));
+        let ev = poll_until(&mut disc, false, "added", |e| added(e, &id));
         assert_eq!(ev.len(), 1, "cycle {i}: {ev:?}");
         // Alternate the ways an endpoint goes away.
         let want = match i % 3 {
@@ -242,7 +201,7 @@ fn churn_sequential(use_inotify: bool, cycles: usize) {
                 RemoveReason::ReadyRemoved
             }
         };
-        let ev = poll_until(&mut disc, "removed", |e| removed(e, &id).is_some());
+        let ev = poll_until(&mut disc, false, "removed", |e| removed(e, &id).is_some());
         assert_eq!(ev.len(), 1, "cycle {i}: {ev:?}");
         assert_eq!(removed(&ev, &id), Some(want), "cycle {i}");
         assert_eq!(disc.attached().count(), 0);
@@ -275,7 +234,7 @@ fn concurrent_churn_has_no_phantoms() {
         for i in 0..200usize {
             let id = format!("c{}", i % 13);
             created.insert(id.clone());
-            let mut s = StrategyEndpoints::open(&l2, &id, cfg()).unwrap();
+            let mut s = StrategyEndpoints::open(&l2, &id, small_strategy()).unwrap();
             s.mark_ready().unwrap();
             if i >= 190 {
                 keep.insert(id);

@@ -8,54 +8,21 @@
     clippy::panic
 )]
 
+#[path = "../../chronicle-core/tests/tmpfs/mod.rs"]
+mod tmpfs;
+
 use std::io::Write as _;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use chronicle_bus::{BusLayout, Lease, StrategyConfig, StrategyEndpoints};
 use chronicle_core::{Preallocate, WriterConfig};
 
-struct Unmount<'a>(&'a Path);
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let ok = Command::new("umount")
-                .arg(self.0)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn markers_on_a_full_disk_fail_cleanly_and_keep_the_previous_version() {
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED disk-full marker test: cannot mount a tmpfs here (needs root)");
-        assert!(
-            !(std::env::var("CI").is_ok_and(|v| v == "true") && is_root()),
-            "running as root under CI but mount failed"
-        );
+    let Some(_guard) = tmpfs::mount_or_skip(dir.path(), "disk-full marker test") else {
         return;
-    }
-    let _guard = Unmount(dir.path());
+    };
     let layout = BusLayout::create(dir.path().join("bus")).unwrap();
     let mut ep = StrategyEndpoints::open(
         &layout,

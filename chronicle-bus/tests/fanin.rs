@@ -7,21 +7,15 @@
     clippy::panic
 )]
 
+mod bus_common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bus_common::small_writer;
 use chronicle_bus::{FanInConfig, FanInReader, FanInWaitOutcome, MergeMode, SourceId};
-use chronicle_core::{Preallocate, QueueWriter, WriterConfig};
+use chronicle_core::{QueueWriter, WriterConfig};
 use proptest::prelude::*;
-
-fn wcfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
-}
 
 type Rec = (u64, u64, u64, Vec<u8>);
 
@@ -45,7 +39,7 @@ fn write_sources(root: &Path, ts_lists: &[Vec<u64>]) -> (Vec<PathBuf>, Vec<Rec>)
     let mut all = Vec::new();
     for (i, list) in ts_lists.iter().enumerate() {
         let p = root.join(format!("q{i}"));
-        let mut w = QueueWriter::open(&p, wcfg()).unwrap();
+        let mut w = QueueWriter::open(&p, small_writer()).unwrap();
         let sid = SourceId::of(&format!("s{i}")).0;
         for &ts in list {
             let payload = format!("{i}:{ts}").into_bytes();
@@ -108,6 +102,36 @@ fn now() -> u64 {
     chronicle_core::os::realtime_ns()
 }
 
+/// A writer on `root/name` ringing the doorbell shared by the scenario, `root/doorbell`.
+fn belled_writer(root: &Path, name: &str) -> QueueWriter {
+    let cfg = WriterConfig {
+        doorbell: Some(root.join("doorbell")),
+        ..small_writer()
+    };
+    QueueWriter::open(root.join(name), cfg).unwrap()
+}
+
+/// A live merger woken by the doorbell `root/doorbell`, with the given hold limit.
+fn belled_live_reader(root: &Path, max_hold: Option<Duration>) -> FanInReader {
+    FanInReader::new(FanInConfig {
+        mode: MergeMode::Live,
+        max_hold,
+        doorbell: Some(root.join("doorbell")),
+        ..FanInConfig::default()
+    })
+    .unwrap()
+}
+
+/// Belled writers `a` and `b` and a live merger over both with no hold limit.
+fn belled_pair(root: &Path) -> (QueueWriter, QueueWriter, FanInReader, SourceId, SourceId) {
+    let a = belled_writer(root, "a");
+    let b = belled_writer(root, "b");
+    let mut f = belled_live_reader(root, None);
+    let ida = f.add_source("a", root.join("a")).unwrap();
+    let idb = f.add_source("b", root.join("b")).unwrap();
+    (a, b, f, ida, idb)
+}
+
 /// Waits (with a watchdog) until `next` yields a record; returns (source, seq, ts).
 fn next_within(f: &mut FanInReader, limit: Duration) -> Option<(SourceId, u64, u64)> {
     let end = Instant::now() + limit;
@@ -125,22 +149,7 @@ fn next_within(f: &mut FanInReader, limit: Duration) -> Option<(SourceId, u64, u
 #[test]
 fn live_mode_waits_for_an_idle_sources_watermark() {
     let d = tempfile::tempdir().unwrap();
-    let bell = d.path().join("doorbell");
-    let cfg = || WriterConfig {
-        doorbell: Some(bell.clone()),
-        ..wcfg()
-    };
-    let mut a = QueueWriter::open(d.path().join("a"), cfg()).unwrap();
-    let mut b = QueueWriter::open(d.path().join("b"), cfg()).unwrap();
-    let mut f = FanInReader::new(FanInConfig {
-        mode: MergeMode::Live,
-        max_hold: None,
-        doorbell: Some(bell.clone()),
-        ..FanInConfig::default()
-    })
-    .unwrap();
-    let ida = f.add_source("a", d.path().join("a")).unwrap();
-    let idb = f.add_source("b", d.path().join("b")).unwrap();
+    let (mut a, mut b, mut f, ida, idb) = belled_pair(d.path());
     b.heartbeat();
     a.append(1, b"x").unwrap();
     // B is alive and its watermark is behind A's record: held (no max_hold).
@@ -198,8 +207,8 @@ fn live_mode_waits_for_an_idle_sources_watermark() {
 #[test]
 fn max_hold_releases_a_record_behind_a_silent_live_source() {
     let d = tempfile::tempdir().unwrap();
-    let mut a = QueueWriter::open(d.path().join("a"), wcfg()).unwrap();
-    let _b = QueueWriter::open(d.path().join("b"), wcfg()).unwrap(); // alive, never heartbeats
+    let mut a = QueueWriter::open(d.path().join("a"), small_writer()).unwrap();
+    let _b = QueueWriter::open(d.path().join("b"), small_writer()).unwrap(); // alive, never heartbeats
     let mut f = FanInReader::new(FanInConfig {
         mode: MergeMode::Live,
         max_hold: Some(Duration::from_millis(20)),
@@ -386,22 +395,7 @@ fn commit_with_holds_each_source_at_its_first_unfinished_record() {
 #[test]
 fn an_idle_writer_holds_nobody() {
     let d = tempfile::tempdir().unwrap();
-    let bell = d.path().join("doorbell");
-    let cfg = || WriterConfig {
-        doorbell: Some(bell.clone()),
-        ..wcfg()
-    };
-    let mut a = QueueWriter::open(d.path().join("a"), cfg()).unwrap();
-    let mut b = QueueWriter::open(d.path().join("b"), cfg()).unwrap();
-    let mut f = FanInReader::new(FanInConfig {
-        mode: MergeMode::Live,
-        max_hold: None,
-        doorbell: Some(bell.clone()),
-        ..FanInConfig::default()
-    })
-    .unwrap();
-    let ida = f.add_source("a", d.path().join("a")).unwrap();
-    let idb = f.add_source("b", d.path().join("b")).unwrap();
+    let (mut a, mut b, mut f, ida, idb) = belled_pair(d.path());
     b.idle();
     a.append(1, b"a0").unwrap();
     let r = f.next().unwrap().map(|m| (m.source(), m.seq()));
@@ -433,7 +427,7 @@ fn an_idle_writer_holds_nobody() {
     assert_eq!((f.stats().forced, f.stats().late), (0, 0));
     // A writer that died idle leaves the announcement up; its successor withdraws it first.
     drop(b);
-    let mut b = QueueWriter::open(d.path().join("b"), cfg()).unwrap();
+    let mut b = belled_writer(d.path(), "b");
     b.append(2, b"b1").unwrap();
     b.idle();
     let r = next_within(&mut f, Duration::from_secs(5)).expect("watchdog");
@@ -447,32 +441,13 @@ fn an_idle_writer_holds_nobody() {
 fn idle_announcements_keep_the_live_merge_exact() {
     use std::sync::{Arc, Barrier};
     let d = tempfile::tempdir().unwrap();
-    let bell = d.path().join("doorbell");
     const N: u64 = 3_000;
     let names = ["w0", "w1", "w2"];
-    let mut writers: Vec<QueueWriter> = names
-        .iter()
-        .map(|n| {
-            QueueWriter::open(
-                d.path().join(n),
-                WriterConfig {
-                    doorbell: Some(bell.clone()),
-                    ..wcfg()
-                },
-            )
-            .unwrap()
-        })
-        .collect();
+    let mut writers: Vec<QueueWriter> = names.iter().map(|n| belled_writer(d.path(), n)).collect();
     for w in &mut writers {
         w.idle();
     }
-    let mut f = FanInReader::new(FanInConfig {
-        mode: MergeMode::Live,
-        max_hold: None,
-        doorbell: Some(bell.clone()),
-        ..FanInConfig::default()
-    })
-    .unwrap();
+    let mut f = belled_live_reader(d.path(), None);
     for n in names {
         f.add_source(n, d.path().join(n)).unwrap();
     }
@@ -527,18 +502,8 @@ fn idle_announcements_keep_the_live_merge_exact() {
 #[test]
 fn wait_ignores_watermarks_while_nothing_is_held() {
     let d = tempfile::tempdir().unwrap();
-    let bell = d.path().join("doorbell");
-    let cfg = || WriterConfig {
-        doorbell: Some(bell.clone()),
-        ..wcfg()
-    };
-    let mut a = QueueWriter::open(d.path().join("a"), cfg()).unwrap();
-    let mut f = FanInReader::new(FanInConfig {
-        mode: MergeMode::Live,
-        doorbell: Some(bell.clone()),
-        ..FanInConfig::default()
-    })
-    .unwrap();
+    let mut a = belled_writer(d.path(), "a");
+    let mut f = belled_live_reader(d.path(), FanInConfig::default().max_hold);
     f.add_source("a", d.path().join("a")).unwrap();
     a.heartbeat();
     a.idle();
@@ -566,7 +531,7 @@ fn source_position_past_a_lost_tail_is_refused_not_resumed_mid_record() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, wcfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_writer()).unwrap();
     for i in 0..100u64 {
         w.append_at(1, 1000 + i, &vec![i as u8; 10 + (i as usize % 40)])
             .unwrap();
@@ -608,7 +573,7 @@ fn source_position_past_a_lost_tail_is_refused_not_resumed_mid_record() {
         other => panic!("expected SeqNotWritten {{ 100, 90 }}, got {other:?}"),
     }
     drop(f);
-    let mut w = QueueWriter::open(&q, wcfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_writer()).unwrap();
     assert_eq!(w.next_seq(), 90);
     let refused = || {
         let mut f = FanInReader::new(cfg()).unwrap();

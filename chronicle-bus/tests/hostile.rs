@@ -8,16 +8,17 @@
     clippy::panic
 )]
 
+mod bus_common;
 mod fuzz_checks;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bus_common::{poll_until, removed, small_strategy};
 use chronicle_bus::{
     BusError, BusLayout, DiscoveryConfig, DiscoveryEvent, NameProblem, RemoveReason,
     RouterDiscovery, StrategyConfig, StrategyEndpoints, validate_name,
 };
-use chronicle_core::{Preallocate, WriterConfig};
 use fuzz_checks::*;
 use proptest::prelude::*;
 
@@ -172,14 +173,8 @@ fn hostile_bus_names_are_refused() {
 
 fn cfg() -> StrategyConfig {
     StrategyConfig {
-        writer: WriterConfig {
-            segment_size: 64 << 10,
-            index_stride: 1024,
-            preallocate: Preallocate::Inline,
-            ..WriterConfig::default()
-        },
         lease_ttl: Duration::from_secs(600),
-        ..StrategyConfig::default()
+        ..small_strategy()
     }
 }
 
@@ -187,28 +182,6 @@ fn rescans_only() -> DiscoveryConfig {
     DiscoveryConfig {
         rescan_interval: Duration::from_millis(1),
         use_inotify: false,
-    }
-}
-
-/// Polls (forcing rescans) until `pred` accepts the events gathered so far; watchdog 10 s.
-fn poll_until(
-    d: &mut RouterDiscovery,
-    what: &str,
-    mut pred: impl FnMut(&[DiscoveryEvent]) -> bool,
-) -> Vec<DiscoveryEvent> {
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut all = Vec::new();
-    loop {
-        d.request_rescan();
-        d.poll_into(&mut all).unwrap();
-        if pred(&all) {
-            return all;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}: {all:?}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -221,13 +194,6 @@ fn settle(d: &mut RouterDiscovery) -> Vec<DiscoveryEvent> {
         d.poll_into(&mut all).unwrap();
     }
     all
-}
-
-fn removed(ev: &[DiscoveryEvent], id: &str) -> Option<RemoveReason> {
-    ev.iter().find_map(|e| match e {
-        DiscoveryEvent::Removed(ep, r) if ep.id == id => Some(*r),
-        _ => None,
-    })
 }
 
 fn attached(d: &RouterDiscovery) -> Vec<String> {
@@ -264,14 +230,14 @@ fn symlinked_markers_and_directories_are_ignored() {
             .filter(|e| matches!(e, DiscoveryEvent::Added(_)))
             .count()
     };
-    poll_until(&mut disc, "three attached", |ev| adds(ev) == 3);
+    poll_until(&mut disc, true, "three attached", |ev| adds(ev) == 3);
     assert_eq!(attached(&disc), vec!["d", "l", "r"]);
 
     // READY swapped for a symlink: detached as an invalid marker.
     swap_for_symlink(&bus.strategy_ready("r").unwrap(), &outside.path().join("r"));
     // LEASE swapped for a symlink: the same.
     swap_for_symlink(&bus.strategy_lease("l").unwrap(), &outside.path().join("l"));
-    let ev = poll_until(&mut disc, "r and l detached", |ev| {
+    let ev = poll_until(&mut disc, true, "r and l detached", |ev| {
         removed(ev, "r").is_some() && removed(ev, "l").is_some()
     });
     assert_eq!(removed(&ev, "r"), Some(RemoveReason::MarkerInvalid));
@@ -285,7 +251,9 @@ fn symlinked_markers_and_directories_are_ignored() {
     let d = bus.strategy_dir("d").unwrap();
     std::fs::rename(&d, tmp.path().join("d-moved")).unwrap();
     std::os::unix::fs::symlink(other.strategy_dir("d").unwrap(), &d).unwrap();
-    let ev = poll_until(&mut disc, "d detached", |ev| removed(ev, "d").is_some());
+    let ev = poll_until(&mut disc, true, "d detached", |ev| {
+        removed(ev, "d").is_some()
+    });
     assert_eq!(removed(&ev, "d"), Some(RemoveReason::DirectoryRemoved));
     assert_eq!(adds(&ev), 0, "{ev:?}");
 

@@ -6,39 +6,16 @@
     clippy::panic
 )]
 
+mod bus_common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use bus_common::{dead_pid, small_strategy};
 use chronicle_bus::{
-    BusError, BusLayout, Lease, LeaseState, ReaderRegistration, Ready, StrategyConfig,
-    StrategyEndpoints,
+    BusError, BusLayout, Lease, LeaseState, ReaderRegistration, Ready, StrategyEndpoints,
 };
-use chronicle_core::{
-    Preallocate, QueueDir, QueueReader, ReaderConfig, StartAt, WriterConfig, list_readers,
-};
-
-pub fn small_writer() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
-}
-
-fn cfg() -> StrategyConfig {
-    StrategyConfig {
-        writer: small_writer(),
-        ..StrategyConfig::default()
-    }
-}
-
-fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
-    let pid = c.id();
-    c.wait().unwrap();
-    pid
-}
+use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, list_readers};
 
 #[test]
 fn markers_round_trip_and_bad_input_is_a_typed_error() {
@@ -133,8 +110,8 @@ fn lease_staleness() {
 fn strategy_lifecycle_writes_markers_in_order() {
     let d = tempfile::tempdir().unwrap();
     let layout = BusLayout::create(d.path()).unwrap();
-    assert!(StrategyEndpoints::open(&layout, "../x", cfg()).is_err());
-    let mut s = StrategyEndpoints::open(&layout, "s1", cfg()).unwrap();
+    assert!(StrategyEndpoints::open(&layout, "../x", small_strategy()).is_err());
+    let mut s = StrategyEndpoints::open(&layout, "s1", small_strategy()).unwrap();
     let ready = layout.strategy_ready("s1").unwrap();
     let lease = layout.strategy_lease("s1").unwrap();
     assert!(!ready.exists(), "READY before mark_ready");
@@ -168,7 +145,7 @@ fn strategy_lifecycle_writes_markers_in_order() {
         expiry_ns: now + 60_000_000_000,
     };
     foreign.write(&lease, 0o660).unwrap();
-    match StrategyEndpoints::open(&layout, "s1", cfg()) {
+    match StrategyEndpoints::open(&layout, "s1", small_strategy()) {
         Err(BusError::LeaseHeld { pid, .. }) => assert_eq!(pid, ppid),
         other => panic!("{other:?}"),
     }
@@ -180,7 +157,7 @@ fn strategy_lifecycle_writes_markers_in_order() {
     .write(&lease, 0o660)
     .unwrap();
     Ready::new(1, 1).write(&ready, 0o660).unwrap();
-    let mut s = StrategyEndpoints::open(&layout, "s1", cfg()).unwrap();
+    let mut s = StrategyEndpoints::open(&layout, "s1", small_strategy()).unwrap();
     assert!(!ready.exists());
     assert_eq!(Lease::read(&lease).unwrap().pid, std::process::id());
     assert_eq!(
@@ -203,7 +180,7 @@ fn readers(q: &Path) -> Vec<String> {
 fn reader_registration_registers_and_unregisters() {
     let d = tempfile::tempdir().unwrap();
     let layout = BusLayout::create(d.path()).unwrap();
-    let mut s = StrategyEndpoints::open(&layout, "s1", cfg()).unwrap();
+    let mut s = StrategyEndpoints::open(&layout, "s1", small_strategy()).unwrap();
     s.writer().append(1, b"a").unwrap();
     let q = layout.strategy_orders("s1").unwrap();
     {

@@ -11,33 +11,28 @@
     clippy::panic
 )]
 
+mod bus_common;
+
+#[path = "../../chronicle-core/tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use bus_common::small_writer;
 use chronicle_bus::{
     BusLayout, DiscoveryConfig, DiscoveryEvent, FanInConfig, FanInReader, MergeMode,
     RouterDiscovery, SourceId, StrategyConfig, StrategyEndpoints,
 };
-use chronicle_core::{Preallocate, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig};
+use common::{Lines, ROLE, spawn_child};
 
-const ROLE: &str = "CHRONICLE_BUS_TEST_ROLE";
 const ENTRY: &str = "child_entry";
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
-}
-
-fn wcfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        index_stride: 1024,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
 }
 
 #[test]
@@ -74,7 +69,7 @@ fn router(bus: &Path) {
         ..FanInConfig::default()
     })
     .unwrap();
-    let mut out = QueueWriter::open(layout.router_out(), wcfg()).unwrap();
+    let mut out = QueueWriter::open(layout.router_out(), small_writer()).unwrap();
     println!("router-up");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -122,7 +117,7 @@ fn strategy(bus: &Path) {
         &layout,
         &id,
         StrategyConfig {
-            writer: wcfg(),
+            writer: small_writer(),
             ..StrategyConfig::default()
         },
     )
@@ -154,42 +149,18 @@ fn strategy(bus: &Path) {
 /// A spawned child with its stdout lines; killed and reaped on drop.
 struct Kid {
     child: Child,
-    rx: mpsc::Receiver<String>,
+    lines: Lines,
     /// Lines read but not yet matched by `expect`.
     backlog: Vec<String>,
 }
 
 impl Kid {
     fn spawn(role: &str, envs: &[(&str, String)]) -> Kid {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            ENTRY,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut child = spawn_child(ENTRY, role, envs);
+        let lines = Lines::new(child.stdout.take().unwrap());
         Kid {
             child,
-            rx,
+            lines,
             backlog: Vec::new(),
         }
     }
@@ -203,7 +174,7 @@ impl Kid {
         let end = Instant::now() + limit;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
+            match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(l) => self.backlog.push(l),
                 Err(e) => panic!("no {prefix:?} within {limit:?}: {e:?}"),

@@ -46,7 +46,7 @@ use chronicle_bus::orders::{FateCode, Kind, Order, Problem, Router, RouterConfig
 use chronicle_bus::{BusLayout, StrategyConfig, StrategyEndpoints};
 use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, WriterConfig, list_readers};
-use common::{Lines, ROLE, Rng, kill9, spawn_child};
+use common::{ROLE, Rng, run_crash_child, spawn_child};
 
 const ENTRY: &str = "child_entry";
 const CRASH_VAR: &str = "CHRONICLE_CRASH_AT";
@@ -174,37 +174,12 @@ enum Plan {
 }
 
 /// Runs the child under `plan`; returns whether it died of SIGKILL.
-fn run_once(mut child: Child, plan: &Plan) -> bool {
-    use std::os::unix::process::ExitStatusExt as _;
-    let lines = Lines::new(child.stdout.take().unwrap());
-    if lines.expect_or_eof("resume", T).is_none() {
-        let st = child.wait().unwrap();
-        assert_eq!(
-            st.signal(),
-            Some(libc::SIGKILL),
-            "router failed to start: {st:?}"
-        );
-        return true;
-    }
-    if let Plan::Timer(us) = plan {
-        std::thread::sleep(Duration::from_micros(*us));
-        kill9(&mut child);
-        return true;
-    }
-    let end = Instant::now() + T;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "router neither finished nor crashed");
-        std::thread::sleep(Duration::from_millis(1));
+fn run_once(child: Child, plan: &Plan) -> bool {
+    let kill_after = match plan {
+        Plan::Timer(us) => Some(Duration::from_micros(*us)),
+        Plan::At(..) | Plan::Clean => None,
     };
-    if status.signal() == Some(libc::SIGKILL) {
-        return true;
-    }
-    assert!(status.success(), "router failed: {status:?}");
-    lines.expect("done", T);
-    false
+    run_crash_child(child, kill_after, T).killed
 }
 
 #[test]

@@ -38,6 +38,18 @@ enum Op {
     },
 }
 
+/// The task an `Op::Enqueue` with these fields makes as the `id`th op at `now`.
+fn op_task(id: u64, cost: u32, urgent: bool, ttl_ms: Option<u8>, now: Instant) -> Task<u64> {
+    let mut task = Task::new(id).with_cost(NonZeroU32::new(cost).unwrap());
+    if urgent {
+        task = task.urgent();
+    }
+    if let Some(ms) = ttl_ms {
+        task = task.with_deadline(now + Duration::from_millis(u64::from(ms)));
+    }
+    task
+}
+
 fn op(with_time: bool) -> impl Strategy<Value = Op> {
     let ttl = if with_time {
         proptest::option::of(0u8..20).boxed()
@@ -273,12 +285,7 @@ proptest! {
         for (id, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Enqueue { tenant, cost, urgent, ttl_ms } => {
-                    let make = || {
-                        let mut task = Task::new(id as u64).with_cost(NonZeroU32::new(cost).unwrap());
-                        if urgent { task = task.urgent(); }
-                        if let Some(ms) = ttl_ms { task = task.with_deadline(now + Duration::from_millis(u64::from(ms))); }
-                        task
-                    };
+                    let make = || op_task(id as u64, cost, urgent, ttl_ms, now);
                     let k = TenantKey::new(u64::from(tenant));
                     prop_assert_eq!(show_enq(shared.enqueue_at(k, make(), now)), show_enq(local.enqueue_at(k, make(), now)));
                 }
@@ -317,12 +324,7 @@ proptest! {
         for (id, (op, k)) in ops.into_iter().enumerate() {
             match op {
                 Op::Enqueue { tenant, cost, urgent, ttl_ms } => {
-                    let make = || {
-                        let mut task = Task::new(id as u64).with_cost(NonZeroU32::new(cost).unwrap());
-                        if urgent { task = task.urgent(); }
-                        if let Some(ms) = ttl_ms { task = task.with_deadline(now + Duration::from_millis(u64::from(ms))); }
-                        task
-                    };
+                    let make = || op_task(id as u64, cost, urgent, ttl_ms, now);
                     let key = TenantKey::new(u64::from(tenant));
                     prop_assert_eq!(single.enqueue_at(key, make(), now).is_ok(), batched.enqueue_at(key, make(), now).is_ok());
                     prop_assert_eq!(local_single.enqueue_at(key, make(), now).is_ok(), local_batched.enqueue_at(key, make(), now).is_ok());

@@ -24,38 +24,40 @@ fn tag(id: &str) -> u64 {
     SourceId::of(id).0 & 0xFFFF
 }
 
-#[test]
-fn demo_topology_accounting_closes_and_router_follows_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = dir.path().join("bus");
-    let bus_s = bus.to_str().unwrap();
-    let out = common::run(
-        &[
-            "demo",
-            "--json",
-            "--secs",
-            "4",
-            "--strategies",
-            "3",
-            "--rate",
-            "2000",
-            "--every",
-            "1",
-            "--rate-limit",
-            "1000",
-            "--deadline-us",
-            "20000",
-            "--bus",
-            bus_s,
-        ],
-        b"",
-    );
+/// Runs `demo --json` with `args`; it must succeed. Returns its JSON summary.
+fn demo_summary(args: &[&str]) -> Value {
+    let mut all = vec!["demo", "--json"];
+    all.extend_from_slice(args);
+    let out = common::run(&all, b"");
     assert_eq!(
         out.code, 0,
         "stdout: {}\nstderr: {}",
         out.stdout, out.stderr
     );
-    let s: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+#[test]
+fn demo_topology_accounting_closes_and_router_follows_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let bus_s = bus.to_str().unwrap();
+    let s = demo_summary(&[
+        "--secs",
+        "4",
+        "--strategies",
+        "3",
+        "--rate",
+        "2000",
+        "--every",
+        "1",
+        "--rate-limit",
+        "1000",
+        "--deadline-us",
+        "20000",
+        "--bus",
+        bus_s,
+    ]);
     assert_eq!(s["accounting_closes"], true, "{s:#}");
     assert_eq!(s["clean_stop"], true, "{s:#}");
     // The router ran on the config the demo wrote into the bus: its weights and rate limit.
@@ -163,25 +165,14 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
 fn demo_with_the_router_killed_answers_every_order_once() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let out = common::run(
-        &[
-            "demo",
-            "--json",
-            "--secs",
-            "6",
-            "--kill-router",
-            "3",
-            "--bus",
-            bus.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert_eq!(
-        out.code, 0,
-        "stdout: {}\nstderr: {}",
-        out.stdout, out.stderr
-    );
-    let s: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let s = demo_summary(&[
+        "--secs",
+        "6",
+        "--kill-router",
+        "3",
+        "--bus",
+        bus.to_str().unwrap(),
+    ]);
     assert_eq!(s["router_kills"], 3, "{s:#}");
     assert_eq!(s["audit"]["clean"], true, "{s:#}");
     for p in s["strategies"].as_array().unwrap() {

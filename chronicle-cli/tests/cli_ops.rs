@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -37,26 +37,43 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A router on `bus` with JSON logs and `CHRONICLE_LOG=filter`, stopped after its first
-/// status line; returns its stderr's file.
-fn router_run(tmp: &Path, name: &str, filter: &str) -> std::path::PathBuf {
+/// Waits for the JSON log event `msg` in `err`; `log` is shown if it never comes.
+fn await_event(err: &Path, msg: &str, log: &dyn Fn() -> String) -> Value {
+    poll(msg, log, || event(err, msg, |_| true))
+}
+
+/// A router on `tmp/bus` with JSON logs, `extra` arguments and, if given, `CHRONICLE_LOG`;
+/// returns it with its stdout and stderr files, `tmp/<name>.out` and `tmp/<name>.err`.
+fn json_router(
+    tmp: &Path,
+    name: &str,
+    extra: &[&str],
+    filter: Option<&str>,
+) -> (Proc, PathBuf, PathBuf) {
     let (out, err) = (
         tmp.join(format!("{name}.out")),
         tmp.join(format!("{name}.err")),
     );
-    let mut r = Proc::spawn_split(
-        bin()
-            .args([
-                "router",
-                "--bus",
-                p(&tmp.join("bus")),
-                "--log-format",
-                "json",
-            ])
-            .env("CHRONICLE_LOG", filter),
-        &out,
-        &err,
-    );
+    let mut cmd = bin();
+    cmd.args([
+        "router",
+        "--bus",
+        p(&tmp.join("bus")),
+        "--log-format",
+        "json",
+    ])
+    .args(extra);
+    if let Some(filter) = filter {
+        cmd.env("CHRONICLE_LOG", filter);
+    }
+    let r = Proc::spawn_split(&mut cmd, &out, &err);
+    (r, out, err)
+}
+
+/// A router on `bus` with JSON logs and `CHRONICLE_LOG=filter`, stopped after its first
+/// status line; returns its stderr's file.
+fn router_run(tmp: &Path, name: &str, filter: &str) -> PathBuf {
+    let (mut r, out, err) = json_router(tmp, name, &[], Some(filter));
     let log = || format!("{}\n---\n{}", read(&out), read(&err));
     // The first once-a-second status line on stdout: the router ran its loop for a second.
     poll("router status", &log, || {
@@ -229,20 +246,7 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
     let bus = tmp.path().join("bus");
     let cfg = tmp.path().join("router.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
-    let (rout, rerr) = (tmp.path().join("router.out"), tmp.path().join("router.err"));
-    let mut router = Proc::spawn_split(
-        bin().args([
-            "router",
-            "--bus",
-            p(&bus),
-            "--config",
-            p(&cfg),
-            "--log-format",
-            "json",
-        ]),
-        &rout,
-        &rerr,
-    );
+    let (mut router, rout, rerr) = json_router(tmp.path(), "router", &["--config", p(&cfg)], None);
     let (flog, slog) = (tmp.path().join("feed.log"), tmp.path().join("alpha.log"));
     let log = || {
         [&rerr, &rout, &flog, &slog]
@@ -282,34 +286,28 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
         until_value(port, rate, "2500", &log)
     };
     assert_eq!(value(&m, weight).as_deref(), Some("5"));
-    let reloaded = poll("reload event", &log, || {
-        event(&rerr, "config reloaded", |_| true)
-    });
+    let reloaded = await_event(&rerr, "config reloaded", &log);
     assert_eq!(reloaded["level"], "INFO");
     assert_eq!(reloaded["fields"]["rate_limit"], 2500);
     assert_eq!(reloaded["fields"]["weights"], "alpha=5");
     assert_eq!(reloaded["fields"]["config"], p(&cfg));
     // A key read only at start is named, not applied.
-    let restart = poll("restart-only warning", &log, || {
-        event(
-            &rerr,
-            "changed in the config: takes effect at the next start",
-            |_| true,
-        )
-    });
+    let restart = await_event(
+        &rerr,
+        "changed in the config: takes effect at the next start",
+        &log,
+    );
     assert_eq!(restart["level"], "WARN");
     assert_eq!(restart["fields"]["key"], "router.hold_us");
 
     // A bad file on reload: refused, the reason names the key, the old config stays.
     std::fs::write(&cfg, CONFIG.replace("weight = 1", "weight = 0")).unwrap();
     router.signal(libc::SIGHUP);
-    let refused = poll("refused reload", &log, || {
-        event(
-            &rerr,
-            "config reload refused; the running config is kept",
-            |_| true,
-        )
-    });
+    let refused = await_event(
+        &rerr,
+        "config reload refused; the running config is kept",
+        &log,
+    );
     assert_eq!(refused["level"], "ERROR");
     let why = refused["fields"]["error"].as_str().unwrap();
     assert!(
@@ -341,30 +339,15 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
 #[test]
 fn a_router_without_config_logs_and_survives_sighup() {
     let tmp = tempfile::tempdir().unwrap();
-    let (out, err) = (tmp.path().join("r.out"), tmp.path().join("r.err"));
-    let mut r = Proc::spawn_split(
-        bin().args([
-            "router",
-            "--bus",
-            p(&tmp.path().join("bus")),
-            "--log-format",
-            "json",
-        ]),
-        &out,
-        &err,
-    );
+    let (mut r, _out, err) = json_router(tmp.path(), "r", &[], None);
     let log = || read(&err);
-    poll("router start", &log, || {
-        event(&err, "router started", |_| true)
-    });
+    await_event(&err, "router started", &log);
     r.signal(libc::SIGHUP);
-    let ev = poll("SIGHUP warning", &log, || {
-        event(
-            &err,
-            "SIGHUP ignored: the router was started without --config",
-            |_| true,
-        )
-    });
+    let ev = await_event(
+        &err,
+        "SIGHUP ignored: the router was started without --config",
+        &log,
+    );
     assert_eq!(ev["level"], "WARN");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -442,20 +425,7 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("router.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
-    let (out, err) = (tmp.path().join("r.out"), tmp.path().join("r.err"));
-    let mut r = Proc::spawn_split(
-        bin().args([
-            "router",
-            "--bus",
-            p(&tmp.path().join("bus")),
-            "--config",
-            p(&cfg),
-            "--log-format",
-            "json",
-        ]),
-        &out,
-        &err,
-    );
+    let (mut r, out, err) = json_router(tmp.path(), "r", &["--config", p(&cfg)], None);
     let log = || format!("{}\n---\n{}", read(&out), read(&err));
     let port = metrics_port(&err, &log);
     let rate = "chronicle_router_rate_limit_orders_per_second";
@@ -467,9 +437,7 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     )
     .unwrap();
     until_value(port, rate, "12345", &log);
-    let ev = poll("reload event", &log, || {
-        event(&err, "config reloaded", |_| true)
-    });
+    let ev = await_event(&err, "config reloaded", &log);
     assert_eq!(ev["fields"]["trigger"], "file changed", "{ev}");
     assert_eq!(ev["fields"]["rate_limit"], 12345, "{ev}");
     r.stop();

@@ -16,6 +16,13 @@ use std::sync::mpsc;
 use chronicle_core::QueueWriter;
 use common::*;
 
+/// `append` into a new queue at `q` (64 KiB segments) with `extra` arguments, fed `input`.
+fn append_new(q: &std::path::Path, extra: &[&str], input: &[u8]) -> Out {
+    let mut args = vec!["append", p(q), "--create", "--segment-size", "64K"];
+    args.extend_from_slice(extra);
+    run(&args, input)
+}
+
 #[test]
 fn tail_text_and_json_golden() {
     let tmp = tempfile::tempdir().unwrap();
@@ -101,19 +108,9 @@ fn append_then_tail_round_trips_bytes_exactly() {
         .iter()
         .map(|p| format!("{}\n", chronicle_hex(p)))
         .collect();
-    let o = run(
-        &[
-            "append",
-            p(&q),
-            "--create",
-            "--segment-size",
-            "64K",
-            "--format",
-            "hex",
-            "--type",
-            "9",
-            "--print-seq",
-        ],
+    let o = append_new(
+        &q,
+        &["--format", "hex", "--type", "9", "--print-seq"],
         input.as_bytes(),
     );
     assert_eq!(o.code, 0, "{o:?}");
@@ -132,19 +129,7 @@ fn append_then_tail_round_trips_bytes_exactly() {
     }
     // tail's JSON lines feed append as they are: a copy keeps seq, type, time and payload.
     let copy = tmp.path().join("copy");
-    let o2 = run(
-        &[
-            "append",
-            p(&copy),
-            "--create",
-            "--segment-size",
-            "64K",
-            "--format",
-            "json",
-            "--json",
-        ],
-        o.stdout.as_bytes(),
-    );
+    let o2 = append_new(&copy, &["--format", "json", "--json"], o.stdout.as_bytes());
     assert_eq!(o2.code, 0, "{o2:?}");
     let summary: serde_json::Value = serde_json::from_str(o2.stdout.trim()).unwrap();
     assert_eq!(summary["appended"], 4);
@@ -153,10 +138,7 @@ fn append_then_tail_round_trips_bytes_exactly() {
     assert_eq!(o3.stdout, o.stdout);
     // Text lines: payload is the line without its newline, bytes kept as they are.
     let t = tmp.path().join("t");
-    let o = run(
-        &["append", p(&t), "--create", "--segment-size", "64K"],
-        b"caf\xc3\xa9 \\ ok\n\nlast",
-    );
+    let o = append_new(&t, &[], b"caf\xc3\xa9 \\ ok\n\nlast");
     assert_eq!(o.code, 0, "{o:?}");
     let o = run(&["tail", p(&t), "--format", "hex"], b"");
     let hexes: Vec<&str> = o
@@ -195,18 +177,7 @@ fn errors_are_one_sentence_with_exit_codes() {
     assert!(!missing.exists());
     // Bad input names its line; earlier lines are kept.
     let q = tmp.path().join("q");
-    let o = run(
-        &[
-            "append",
-            p(&q),
-            "--create",
-            "--segment-size",
-            "64K",
-            "--format",
-            "hex",
-        ],
-        b"00\n0g\n",
-    );
+    let o = append_new(&q, &["--format", "hex"], b"00\n0g\n");
     assert_one_sentence(&o, 1, "stdin line 2");
     assert_eq!(run(&["tail", p(&q)], b"").stdout.lines().count(), 1);
     let o = run(&["append", p(&q), "--format", "json"], b"{\"type\":1}\n");

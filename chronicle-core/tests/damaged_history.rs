@@ -389,6 +389,21 @@ fn damage_in_the_oldest_segment_stops_only_the_readers_that_run_into_it() {
     names_seg0(QueueReader::open(&q, ReaderConfig::named("in0")).unwrap_err());
 }
 
+const RETAINED_SEGMENT: u64 = 64 << 10;
+
+/// 64 KiB segments, retention keeping two segments' worth.
+fn retained_cfg() -> WriterConfig {
+    WriterConfig {
+        segment_size: RETAINED_SEGMENT,
+        index_stride: 1024,
+        retention: chronicle_core::RetentionPolicy {
+            max_bytes: Some(2 * RETAINED_SEGMENT),
+            ..chronicle_core::RetentionPolicy::default()
+        },
+        ..WriterConfig::default()
+    }
+}
+
 /// Retention's unlinks are not fsynced: after a power cut a removed segment can be back (with
 /// its content). It is not reachable (no PAD leads from it to the rest of the queue, whose
 /// next older segment is gone): readers from `Earliest` start after the gap, a position in it
@@ -399,17 +414,15 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
     use chronicle_core::RetentionPolicy;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
-    let seg = 64u64 << 10;
-    let cfg = || WriterConfig {
-        segment_size: seg,
-        index_stride: 1024,
+    // As `retained_cfg`, no reader holding retention back (their heartbeats age out at once).
+    let cfg_no_readers = || WriterConfig {
         retention: RetentionPolicy {
-            max_bytes: Some(2 * seg),
-            ..RetentionPolicy::default()
+            reader_ttl: std::time::Duration::ZERO,
+            ..retained_cfg().retention
         },
-        ..WriterConfig::default()
+        ..retained_cfg()
     };
-    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    let mut w = QueueWriter::open(&q, retained_cfg()).unwrap();
     // A named reader in segment 1, which retention then removes once the reader is gone.
     let mut saved = Position::default();
     for seq in 0..3000u64 {
@@ -425,18 +438,7 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
     let copy1 = std::fs::read(seg_path(&q, 1)).unwrap();
     // The reader stops holding retention back (its heartbeat ages out: a zero TTL).
     w.close().unwrap();
-    let mut w = QueueWriter::open(
-        &q,
-        WriterConfig {
-            retention: RetentionPolicy {
-                max_bytes: Some(2 * seg),
-                reader_ttl: std::time::Duration::ZERO,
-                ..RetentionPolicy::default()
-            },
-            ..cfg()
-        },
-    )
-    .unwrap();
+    let mut w = QueueWriter::open(&q, cfg_no_readers()).unwrap();
     let rep = w.run_retention().unwrap();
     assert!(rep.deleted.contains(&1), "{rep:?}");
     let earliest = |q: &Path| {
@@ -453,18 +455,7 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
         Err(Error::PositionLost { wanted_seq, .. }) => assert_eq!(wanted_seq, saved.next_seq),
         other => panic!("expected PositionLost, got {other:?}"),
     }
-    let mut w = QueueWriter::open(
-        &q,
-        WriterConfig {
-            retention: RetentionPolicy {
-                max_bytes: Some(2 * seg),
-                reader_ttl: std::time::Duration::ZERO,
-                ..RetentionPolicy::default()
-            },
-            ..cfg()
-        },
-    )
-    .unwrap();
+    let mut w = QueueWriter::open(&q, cfg_no_readers()).unwrap();
     assert_eq!(earliest(&q), oldest);
     let rep = w.run_retention().unwrap();
     assert!(
@@ -481,23 +472,9 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
 /// `PositionLost`: the seek passed over every segment past the stale tail's).
 #[test]
 fn saved_position_resumes_under_a_stale_published_tail() {
-    use chronicle_core::RetentionPolicy;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
-    let seg = 64u64 << 10;
-    let mut w = QueueWriter::open(
-        &q,
-        WriterConfig {
-            segment_size: seg,
-            index_stride: 1024,
-            retention: RetentionPolicy {
-                max_bytes: Some(2 * seg),
-                ..RetentionPolicy::default()
-            },
-            ..WriterConfig::default()
-        },
-    )
-    .unwrap();
+    let mut w = QueueWriter::open(&q, retained_cfg()).unwrap();
     for seq in 0..3000u64 {
         w.append(1, &payload(seq, 0)).unwrap();
     }

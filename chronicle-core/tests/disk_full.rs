@@ -7,52 +7,16 @@
     clippy::panic
 )]
 
+mod tmpfs;
+
 use std::path::Path;
-use std::process::Command;
 
 use chronicle_core::{Error, Preallocate, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
-
-fn mount_tmpfs(at: &Path, size: &str) -> bool {
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(at)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn remount(at: &Path, size: &str) -> bool {
-    Command::new("mount")
-        .args(["-o", &format!("remount,size={size}")])
-        .arg(at)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-struct Unmount<'a>(&'a Path);
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        // A writer's maintenance thread may still be unmapping a retired segment: retry, then
-        // detach lazily rather than leave the mount behind.
-        for _ in 0..50 {
-            let ok = Command::new("umount")
-                .arg(self.0)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
+use tmpfs::{mount_or_skip, remount};
 
 fn run(preallocate: Preallocate) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_guard) = mount_or_skip(dir.path()) else {
+    let Some(_guard) = mount_or_skip(dir.path(), "disk-full test") else {
         return;
     };
     let q = dir.path().join("q");
@@ -107,23 +71,6 @@ fn run(preallocate: Preallocate) {
 
 /// Mounts a 1 MiB tmpfs at `at`, or says why the test is skipped (failing instead when running
 /// as root under CI, where the mount must work).
-fn mount_or_skip(at: &Path) -> Option<Unmount<'_>> {
-    if mount_tmpfs(at, "1M") {
-        return Some(Unmount(at));
-    }
-    eprintln!("SKIPPED disk-full test: cannot mount a tmpfs here (needs root)");
-    assert!(
-        !(std::env::var("CI").is_ok_and(|v| v == "true") && unsafe_is_root()),
-        "running as root under CI but mount failed"
-    );
-    None
-}
-
-fn unsafe_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn disk_full_at_roll_background() {
     run(Preallocate::Background);
@@ -156,7 +103,7 @@ fn fill_up(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn full_disk_gives_typed_errors_for_reader_metas_doorbells_and_new_queues() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_guard) = mount_or_skip(dir.path()) else {
+    let Some(_guard) = mount_or_skip(dir.path(), "disk-full test") else {
         return;
     };
     let q = dir.path().join("q");

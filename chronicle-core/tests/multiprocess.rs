@@ -262,9 +262,9 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
         }
         w.close().unwrap();
     }
-    let mut rng = Rng::from_env_or_time("CHRONICLE_READER_SEED");
-    let mut last_committed = 0u64;
-    for _ in 0..5 {
+    // A reader child reading up to `total`: the child, its output lines and the seq it
+    // started at.
+    let start_reader = || {
         let mut r = spawn_child(
             ENTRY,
             "reader",
@@ -276,6 +276,12 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
             .trim_start_matches("first ")
             .parse()
             .unwrap();
+        (r, rl, first)
+    };
+    let mut rng = Rng::from_env_or_time("CHRONICLE_READER_SEED");
+    let mut last_committed = 0u64;
+    for _ in 0..5 {
+        let (mut r, _rl, first) = start_reader();
         assert_eq!(
             first, last_committed,
             "restarted reader must resume at its committed position"
@@ -288,17 +294,7 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
         last_committed = pos.next_seq;
     }
     // Final run to completion.
-    let mut r = spawn_child(
-        ENTRY,
-        "reader",
-        &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
-    );
-    let rl = Lines::new(r.stdout.take().unwrap());
-    let first: u64 = rl
-        .expect("first", Duration::from_secs(60))
-        .trim_start_matches("first ")
-        .parse()
-        .unwrap();
+    let (mut r, rl, first) = start_reader();
     assert_eq!(first, last_committed);
     let done = rl.expect("done", Duration::from_secs(120));
     assert_eq!(

@@ -21,6 +21,18 @@ pub fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// Options both directions take here: create the stream, a stats line every second, quick
+/// reconnects and request timeouts.
+const SHARED_OPTIONS: [&str; 7] = [
+    "--create-stream",
+    "--stats-interval",
+    "1",
+    "--reconnect-max-ms",
+    "500",
+    "--timeout-ms",
+    "2000",
+];
+
 pub fn out_args<S: AsRef<str>>(url: &str, queue: &Path, extra: &[S]) -> Vec<String> {
     let mut v = strings(&[
         "out",
@@ -34,14 +46,8 @@ pub fn out_args<S: AsRef<str>>(url: &str, queue: &Path, extra: &[S]) -> Vec<Stri
         SUBJECT,
         "--host-id",
         "hostA",
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
     ]);
+    v.extend(strings(&SHARED_OPTIONS));
     v.extend(extra.iter().map(|e| e.as_ref().to_string()));
     v
 }
@@ -61,14 +67,8 @@ pub fn in_args<S: AsRef<str>>(url: &str, queue: &Path, extra: &[S]) -> Vec<Strin
         &p(queue),
         "--segment-size",
         &super::SEGMENT.to_string(),
-        "--create-stream",
-        "--stats-interval",
-        "1",
-        "--reconnect-max-ms",
-        "500",
-        "--timeout-ms",
-        "2000",
     ]);
+    v.extend(strings(&SHARED_OPTIONS));
     v.extend(extra.iter().map(|e| e.as_ref().to_string()));
     v
 }

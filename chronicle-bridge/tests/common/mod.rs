@@ -128,30 +128,48 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
+/// Arguments of a JetStream server named `name` on 127.0.0.1:`port`, storing under `store`.
+fn jetstream_args(store: &Path, port: u16, name: &str) -> Vec<String> {
+    vec![
+        "-js".into(),
+        "-sd".into(),
+        store.display().to_string(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-n".into(),
+        name.to_string(),
+    ]
+}
+
 impl NatsServer {
     /// A stand-alone server with JetStream storing under `dir`.
     pub fn single(bin: &Path, dir: &Path, extra: &[&str]) -> NatsServer {
         let port = free_port();
         let store = dir.join("js-single");
-        let mut args: Vec<String> = vec![
-            "-js".into(),
-            "-sd".into(),
-            store.display().to_string(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-n".into(),
-            "single".into(),
-        ];
+        let mut args = jetstream_args(&store, port, "single");
         args.extend(extra.iter().map(|s| s.to_string()));
+        NatsServer::launch(bin, dir, "single", port, args, store)
+    }
+
+    /// Starts the server `name` on 127.0.0.1:`port` with `args`, logging to
+    /// `dir/nats-<name>.log`; `store` is where its arguments keep JetStream data.
+    fn launch(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        args: Vec<String>,
+        store: PathBuf,
+    ) -> NatsServer {
         let mut s = NatsServer {
             bin: bin.to_path_buf(),
-            name: "single".into(),
+            name: name.to_string(),
             port,
             args,
             store,
-            log: dir.join("nats-single.log"),
+            log: dir.join(format!("nats-{name}.log")),
             child: None,
         };
         s.start();
@@ -168,17 +186,8 @@ impl NatsServer {
         port: u16,
         store: &Path,
     ) -> NatsServer {
-        let mut s = NatsServer {
-            bin: bin.to_path_buf(),
-            name: name.to_string(),
-            port,
-            args: vec!["-c".into(), config.display().to_string()],
-            store: store.to_path_buf(),
-            log: dir.join(format!("nats-{name}.log")),
-            child: None,
-        };
-        s.start();
-        s
+        let args = vec!["-c".into(), config.display().to_string()];
+        NatsServer::launch(bin, dir, name, port, args, store.to_path_buf())
     }
 
     /// A 3-node cluster (routes on loopback), JetStream on every node.
@@ -195,34 +204,16 @@ impl NatsServer {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
                 .collect();
-            let args: Vec<String> = vec![
-                "-js".into(),
-                "-sd".into(),
-                store.display().to_string(),
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-                "-n".into(),
-                name.clone(),
+            let mut args = jetstream_args(&store, port, &name);
+            args.extend([
                 "--cluster_name".into(),
                 "chron".into(),
                 "--cluster".into(),
                 format!("nats://127.0.0.1:{}", cports[i]),
                 "--routes".into(),
                 routes.join(","),
-            ];
-            let mut s = NatsServer {
-                bin: bin.to_path_buf(),
-                name: name.clone(),
-                port,
-                args,
-                store,
-                log: dir.join(format!("nats-{name}.log")),
-                child: None,
-            };
-            s.start();
-            nodes.push(s);
+            ]);
+            nodes.push(NatsServer::launch(bin, dir, &name, port, args, store));
         }
         nodes
     }
@@ -512,6 +503,19 @@ pub fn write_records(w: &mut QueueWriter, from: u64, to: u64, per_ms: u64) {
     }
 }
 
+/// Appends records `[from, to)` from a thread as `write_records` does, then closes the queue.
+pub fn spawn_writer(
+    mut w: QueueWriter,
+    from: u64,
+    to: u64,
+    per_ms: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        write_records(&mut w, from, to, per_ms);
+        w.close().unwrap();
+    })
+}
+
 /// Waits until the queue at `q` holds `n` records, checking each one against the source
 /// records 0..n as it arrives (payload, type id, timestamp, order). Panics with `diag()` on a
 /// mismatch or after the deadline.
@@ -621,6 +625,15 @@ impl Rng {
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo).max(1)
     }
+}
+
+/// The last JSON line of a bridge log (its last stats line); panics, showing the log, if none.
+pub fn last_json_line(log: &str) -> serde_json::Value {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no JSON stats line:\n{log}"))
 }
 
 /// Two hosts' queue paths (`hostA/feed`, `hostB/feed`) under one temporary directory.

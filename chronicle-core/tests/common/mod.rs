@@ -84,6 +84,12 @@ impl Lines {
         Lines { rx }
     }
 
+    /// The next line, whatever it is; an error after `timeout` or once the child's output
+    /// closed.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
     /// Next line starting with `prefix` (others are skipped); `None` if the child closed its
     /// output first (it died); panics after `deadline`.
     pub fn expect_or_eof(&self, prefix: &str, deadline: Duration) -> Option<String> {
@@ -132,6 +138,67 @@ pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process
             panic!("child {} did not exit within {deadline:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How a crash-test child's run ended.
+pub struct CrashRun {
+    /// It died of SIGKILL: at a crash point or by the parent's timer.
+    pub killed: bool,
+    /// Its `resume ...` line, printed once open (`None`: it died while opening).
+    pub resume: Option<String>,
+    /// Its `done ...` line, printed when it finished cleanly.
+    pub done: Option<String>,
+}
+
+/// Runs a crash-test child to its end. The child prints `resume ...` once open and `done ...`
+/// when finished; with `kill_after` the parent SIGKILLs it that long after `resume`. Dying of
+/// anything but SIGKILL, or exiting unsuccessfully, fails; each wait is bounded by `deadline`.
+pub fn run_crash_child(
+    mut child: Child,
+    kill_after: Option<Duration>,
+    deadline: Duration,
+) -> CrashRun {
+    use std::os::unix::process::ExitStatusExt as _;
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let Some(resume) = lines.expect_or_eof("resume", deadline) else {
+        // Died while opening (a crash point in recovery, the lease write, ...).
+        let st = child.wait().unwrap();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "child failed to start: {st:?}"
+        );
+        return CrashRun {
+            killed: true,
+            resume: None,
+            done: None,
+        };
+    };
+    let resume = Some(resume);
+    if let Some(after) = kill_after {
+        std::thread::sleep(after);
+        kill9(&mut child);
+        return CrashRun {
+            killed: true,
+            resume,
+            done: None,
+        };
+    }
+    let status = wait_with_deadline(&mut child, deadline);
+    if status.signal() == Some(libc::SIGKILL) {
+        return CrashRun {
+            killed: true,
+            resume,
+            done: None,
+        };
+    }
+    assert!(status.success(), "child failed: {status:?}");
+    let done = Some(lines.expect("done", deadline));
+    CrashRun {
+        killed: false,
+        resume,
+        done,
     }
 }
 
