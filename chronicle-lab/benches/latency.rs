@@ -35,10 +35,9 @@
 //! not shows it in every row at once.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use chronicle_lab::harness::{
-    self, HarnessError, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
+    self, HarnessError, Mode, Registry, RunReport, SweepSettings, WaitMode, clock, format_table,
 };
 
 #[derive(Debug)]
@@ -250,23 +249,19 @@ fn main() -> ExitCode {
     let rounds = opts.repeat.max(1);
     let mut reports: Vec<RunReport> = Vec::new();
     let mut failures: Vec<(String, HarnessError)> = Vec::new();
+    let sweep = SweepSettings {
+        count: opts.count,
+        thru_count: opts.thru_count,
+        warmup: opts.warmup,
+        rate: opts.rate,
+        cores: opts.cores,
+        capacity: opts.capacity,
+        touch_payload: opts.touch_payload,
+    };
     for round in 1..=rounds {
         let mut round_reports = Vec::new();
         for (i, &(mode, size, name, wait)) in plan.iter().enumerate() {
-            let mut cfg = RunConfig::default();
-            cfg.mode = mode;
-            cfg.wait = wait;
-            cfg.payload = size;
-            cfg.rate = opts.rate;
-            cfg.cores = opts.cores;
-            cfg.capacity = opts.capacity;
-            cfg.warmup = opts.warmup;
-            cfg.count = match mode {
-                Mode::Latency => opts.count,
-                Mode::Throughput => opts.thru_count,
-            };
-            cfg.timeout = Duration::from_secs(120);
-            cfg.touch_payload = opts.touch_payload;
+            let cfg = sweep.run_config(mode, wait, size);
             eprintln!(
                 "[round {round}/{rounds}, {}/{}] {name} {wait} {mode} {size}B ...",
                 i + 1,
