@@ -446,18 +446,7 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
                 break;
             }
         }
-        procs.iter_mut().for_each(|pr| {
-            pr.exited();
-        });
-        if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
-            bail!(
-                "the soak {} (pid {}) exited during the run ({}); stopped the others",
-                pr.label,
-                pr.pid,
-                pr.exit
-                    .map_or_else(|| s("unknown status"), |st| st.to_string())
-            );
-        }
+        all_running(&mut procs, "during the run", "; stopped the others")?;
         if stop_requested() {
             interrupted = true;
             break;
@@ -559,6 +548,24 @@ fn absorb(roles: &mut BTreeMap<String, Role>, label: &str, line: &str) {
     }
 }
 
+/// Polls every role and fails naming the first one that exited: "the soak LABEL (pid N)
+/// exited `when` (STATUS)`then`".
+fn all_running(procs: &mut [Proc], when: &str, then: &str) -> Result<()> {
+    procs.iter_mut().for_each(|pr| {
+        pr.exited();
+    });
+    if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
+        bail!(
+            "the soak {} (pid {}) exited {when} ({}){then}",
+            pr.label,
+            pr.pid,
+            pr.exit
+                .map_or_else(|| s("unknown status"), |st| st.to_string())
+        );
+    }
+    Ok(())
+}
+
 /// Waits until every running role printed its ready line.
 fn wait_ready(
     rx: &mpsc::Receiver<(String, String)>,
@@ -581,18 +588,7 @@ fn wait_ready(
                 waiting.join(", ")
             );
         }
-        procs.iter_mut().for_each(|pr| {
-            pr.exited();
-        });
-        if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
-            bail!(
-                "the soak {} (pid {}) exited while starting ({})",
-                pr.label,
-                pr.pid,
-                pr.exit
-                    .map_or_else(|| s("unknown status"), |st| st.to_string())
-            );
-        }
+        all_running(procs, "while starting", "")?;
         if let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
             absorb(roles, &label, &v);
         }
