@@ -37,7 +37,8 @@
 use std::process::ExitCode;
 
 use chronicle_lab::harness::{
-    self, HarnessError, Mode, Registry, RunReport, SweepSettings, WaitMode, clock, format_table,
+    self, HarnessError, Mode, Registry, RunReport, SweepSettings, WaitMode, clock, comma_list,
+    format_table,
 };
 
 #[derive(Debug)]
@@ -85,14 +86,6 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 impl Options {
     fn apply(&mut self, key: &str, v: &str) -> Result<(), String> {
         match key {
@@ -100,7 +93,7 @@ impl Options {
             "warmup" => self.warmup = parse_num(key, v)?,
             "rate" => self.rate = parse_rate(v)?,
             "size" => {
-                self.sizes = parse_list(v)
+                self.sizes = comma_list(v)
                     .iter()
                     .map(|s| parse_num("size", s))
                     .collect::<Result<_, _>>()?;
@@ -108,7 +101,7 @@ impl Options {
             "cores" => self.cores = parse_cores(v)?,
             "thru-count" => self.thru_count = parse_num(key, v)?,
             "capacity" => self.capacity = parse_num(key, v)?,
-            "transports" => self.transports = Some(parse_list(v)),
+            "transports" => self.transports = Some(comma_list(v)),
             "repeat" => self.repeat = parse_num(key, v)?,
             "touch-payload" => self.touch_payload = parse_bool(key, v)?,
             other => return Err(format!("unknown option --{other}")),

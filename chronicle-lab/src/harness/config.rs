@@ -212,6 +212,17 @@ impl SweepSettings {
     }
 }
 
+/// The trimmed, non-empty items of a comma-separated option value: `"ring, chronicle,"` is
+/// `["ring", "chronicle"]`. The benchmark front ends take their transport and size lists so.
+#[must_use]
+pub fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Largest payload accepted (keeps slot arithmetic comfortably inside `u32`).
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
@@ -415,6 +426,12 @@ impl ChildSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_list_trims_and_drops_empty_items() {
+        assert_eq!(comma_list(" ring, chronicle,,"), ["ring", "chronicle"]);
+        assert!(comma_list("").is_empty());
+    }
 
     #[test]
     fn spec_round_trips() {
