@@ -161,6 +161,15 @@ impl Role {
         let v = self.fin.as_ref().unwrap_or(&self.last);
         v.get(k).and_then(Value::as_u64).unwrap_or(0)
     }
+
+    /// The `first_problem` of the role's final report, if it has one.
+    fn first_problem(&self) -> Option<String> {
+        self.fin
+            .as_ref()?
+            .get("first_problem")?
+            .as_str()
+            .map(String::from)
+    }
 }
 
 /// One interval of the run.
@@ -735,10 +744,7 @@ fn summarize(
             duplicates: r.n("duplicates"),
             corrupt: r.n("corrupt") + r.n("wrong_type"),
             end_total: fin_v.get("end_total").and_then(Value::as_u64),
-            first_problem: fin_v
-                .get("first_problem")
-                .and_then(Value::as_str)
-                .map(String::from),
+            first_problem: r.first_problem(),
             latency_ns: Latency::of(&r.run),
         };
         losses += rs.losses;
@@ -786,10 +792,7 @@ fn summarize(
         order_violations: fr.n("order_violations"),
         late: fr.n("late"),
         forced: fr.n("forced"),
-        first_problem: fv
-            .get("first_problem")
-            .and_then(Value::as_str)
-            .map(String::from),
+        first_problem: fr.first_problem(),
         latency_ns: Latency::of(&fr.run),
     };
     losses += fanin.losses;
