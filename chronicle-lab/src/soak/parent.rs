@@ -882,51 +882,42 @@ fn print_summary(sm: &Summary) {
     .to_vec();
     let mut rows = vec![head];
     let lat = |l: &Latency| [d(l.p50), d(l.p99), d(l.p99_9), d(l.p99_99), d(l.max)];
+    // A row: the name, records, losses, duplicates, corrupt, then the latency columns.
+    let row = |name: String, counts: [String; 4], l: &Latency| {
+        let mut row = vec![name];
+        row.extend(counts);
+        row.extend(lat(l));
+        row
+    };
+    let counted = |records: u64, losses: u64, duplicates: u64, corrupt: u64| {
+        [records, losses, duplicates, corrupt].map(|n| n.to_string())
+    };
     for r in &sm.readers {
-        let mut row = vec![
-            if r.slow {
-                format!("reader {} (slow)", r.name)
-            } else {
-                format!("reader {}", r.name)
-            },
-            r.records.to_string(),
-            r.losses.to_string(),
-            r.duplicates.to_string(),
-            r.corrupt.to_string(),
-        ];
-        row.extend(lat(&r.latency_ns));
-        rows.push(row);
+        let name = if r.slow {
+            format!("reader {} (slow)", r.name)
+        } else {
+            format!("reader {}", r.name)
+        };
+        let counts = counted(r.records, r.losses, r.duplicates, r.corrupt);
+        rows.push(row(name, counts, &r.latency_ns));
     }
     let f = &sm.fanin;
-    let mut row = vec![
-        s("fan-in q0+q1"),
-        f.records.to_string(),
-        f.losses.to_string(),
-        f.duplicates.to_string(),
-        f.corrupt.to_string(),
-    ];
-    row.extend(lat(&f.latency_ns));
-    rows.push(row);
+    let counts = counted(f.records, f.losses, f.duplicates, f.corrupt);
+    rows.push(row(s("fan-in q0+q1"), counts, &f.latency_ns));
     for w in &sm.writers {
-        let mut row = vec![
-            format!("append {}", w.name),
+        let counts = [
             w.records.to_string(),
             String::new(),
             String::new(),
             String::new(),
         ];
-        row.extend(lat(&w.append_ns));
-        rows.push(row);
+        rows.push(row(format!("append {}", w.name), counts, &w.append_ns));
     }
-    let mut row = vec![
+    rows.push(row(
         s("readers r1-r3"),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    ];
-    row.extend(lat(&sm.latency_ns));
-    rows.push(row);
+        std::array::from_fn(|_| String::new()),
+        &sm.latency_ns,
+    ));
     print!(
         "{}",
         table(
