@@ -858,6 +858,18 @@ fn summarize(
     })
 }
 
+/// Prints a summary table of ten columns: a name on the left, then right-aligned numbers.
+fn print_table(rows: &[Vec<String>]) {
+    print!(
+        "{}",
+        table(
+            rows,
+            &[false, true, true, true, true, true, true, true, true, true],
+            "  "
+        )
+    );
+}
+
 fn print_summary(sm: &Summary) {
     let d = duration_ns;
     println!(
@@ -918,14 +930,7 @@ fn print_summary(sm: &Summary) {
         std::array::from_fn(|_| String::new()),
         &sm.latency_ns,
     ));
-    print!(
-        "{}",
-        table(
-            &rows,
-            &[false, true, true, true, true, true, true, true, true, true],
-            "  "
-        )
-    );
+    print_table(&rows);
     println!(
         "fan-in: merge order violations {}, late {}, forced {}; per source {}",
         f.order_violations,
@@ -972,14 +977,7 @@ fn print_summary(sm: &Summary) {
         "RSS in MiB (growth = end - warm, limit +{} MiB):",
         mib(sm.rss_limit_growth_kib)
     );
-    print!(
-        "{}",
-        table(
-            &rows,
-            &[false, true, true, true, true, true, true, true, true, true],
-            "  "
-        )
-    );
+    print_table(&rows);
     if sm.verdict == "PASS" {
         println!(
             "verdict: PASS: 0 losses; every reader and the fan-in saw all {} records in order; \
