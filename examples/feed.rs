@@ -19,10 +19,7 @@ use common::Args;
 const USAGE: &str = "feed --bus DIR [--name md] [--rate TICKS_PER_S] [--symbols N] [--secs S]";
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("feed: {e}");
-        std::process::exit(1);
-    }
+    common::main_with("feed", run);
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {

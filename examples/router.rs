@@ -18,17 +18,14 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use chronicle::bus::BusLayout;
-use chronicle::bus::orders::{FateCode, Router, RouterConfig};
+use chronicle::bus::orders::{Router, RouterConfig};
 use common::Args;
 
 const USAGE: &str = "router --bus DIR [--weights ID=W,..] [--rate-limit ORDERS_PER_S] \
                      [--hold-us US] [--max-per-tenant N] [--secs S]";
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("router: {e}");
-        std::process::exit(1);
-    }
+    common::main_with("router", run);
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,16 +81,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     for s in router.strategies() {
-        let counts: Vec<String> = FateCode::ALL
-            .iter()
-            .map(|c| format!("{} {}", s.fates.get(*c), c.name()))
-            .collect();
         println!(
             "router:   {:<8} weight {:<3} merged {:>9}: {}",
             s.id,
             s.weight,
             s.merged,
-            counts.join(", ")
+            common::fate_summary(&s.fates)
         );
     }
     router.close()?;

@@ -29,10 +29,7 @@ const USAGE: &str = "strategy --bus DIR --id ID [--feed md] [--every N] [--slot 
                      [--secs S]";
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("strategy: {e}");
-        std::process::exit(1);
-    }
+    common::main_with("strategy", run);
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,15 +79,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         },
     )?;
-    let counts: Vec<String> = FateCode::ALL
-        .iter()
-        .map(|c| format!("{} {}", end.fates.get(*c), c.name()))
-        .collect();
     println!(
         "strategy {id}: {} orders from {} ticks; fates read: {}",
         end.orders,
         end.ticks,
-        counts.join(", ")
+        common::fate_summary(&end.fates)
     );
     Ok(())
 }

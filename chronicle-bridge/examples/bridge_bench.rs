@@ -193,37 +193,39 @@ fn start_bridges(
         metrics_listen: None,
     };
     let nats = NatsConfig::from_env(url);
-    let mut handles = Vec::new();
-    let (tx, rx) = oneshot::channel::<()>();
     let n2 = nats.clone();
-    handles.push((
-        tx,
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(inbound::run(inc, n2, async {
+    vec![
+        spawn_bridge(move |rx| {
+            inbound::run(inc, n2, async move {
                 let _ = rx.await;
-            }))
-            .unwrap();
+            })
         }),
-    ));
+        spawn_bridge(move |rx| {
+            outbound::run(out, nats, async move {
+                let _ = rx.await;
+            })
+        }),
+    ]
+}
+
+/// Runs one bridge direction on its own thread and current-thread runtime; `run` gets the
+/// receiver whose signal (or drop) stops it.
+fn spawn_bridge<E, Fut>(
+    run: impl FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+) -> (oneshot::Sender<()>, std::thread::JoinHandle<()>)
+where
+    E: std::fmt::Debug,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let (tx, rx) = oneshot::channel::<()>();
-    handles.push((
-        tx,
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(outbound::run(out, nats, async {
-                let _ = rx.await;
-            }))
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        }),
-    ));
-    handles
+        rt.block_on(run(rx)).unwrap();
+    });
+    (tx, handle)
 }
 
 fn stop(handles: Vec<(oneshot::Sender<()>, std::thread::JoinHandle<()>)>) {

@@ -35,10 +35,10 @@
 //! not shows it in every row at once.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use chronicle_lab::harness::{
-    self, HarnessError, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
+    self, HarnessError, Mode, Registry, RunReport, SweepSettings, WaitMode, clock, comma_list,
+    format_table,
 };
 
 #[derive(Debug)]
@@ -86,14 +86,6 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 impl Options {
     fn apply(&mut self, key: &str, v: &str) -> Result<(), String> {
         match key {
@@ -101,7 +93,7 @@ impl Options {
             "warmup" => self.warmup = parse_num(key, v)?,
             "rate" => self.rate = parse_rate(v)?,
             "size" => {
-                self.sizes = parse_list(v)
+                self.sizes = comma_list(v)
                     .iter()
                     .map(|s| parse_num("size", s))
                     .collect::<Result<_, _>>()?;
@@ -109,7 +101,7 @@ impl Options {
             "cores" => self.cores = parse_cores(v)?,
             "thru-count" => self.thru_count = parse_num(key, v)?,
             "capacity" => self.capacity = parse_num(key, v)?,
-            "transports" => self.transports = Some(parse_list(v)),
+            "transports" => self.transports = Some(comma_list(v)),
             "repeat" => self.repeat = parse_num(key, v)?,
             "touch-payload" => self.touch_payload = parse_bool(key, v)?,
             other => return Err(format!("unknown option --{other}")),
@@ -250,23 +242,19 @@ fn main() -> ExitCode {
     let rounds = opts.repeat.max(1);
     let mut reports: Vec<RunReport> = Vec::new();
     let mut failures: Vec<(String, HarnessError)> = Vec::new();
+    let sweep = SweepSettings {
+        count: opts.count,
+        thru_count: opts.thru_count,
+        warmup: opts.warmup,
+        rate: opts.rate,
+        cores: opts.cores,
+        capacity: opts.capacity,
+        touch_payload: opts.touch_payload,
+    };
     for round in 1..=rounds {
         let mut round_reports = Vec::new();
         for (i, &(mode, size, name, wait)) in plan.iter().enumerate() {
-            let mut cfg = RunConfig::default();
-            cfg.mode = mode;
-            cfg.wait = wait;
-            cfg.payload = size;
-            cfg.rate = opts.rate;
-            cfg.cores = opts.cores;
-            cfg.capacity = opts.capacity;
-            cfg.warmup = opts.warmup;
-            cfg.count = match mode {
-                Mode::Latency => opts.count,
-                Mode::Throughput => opts.thru_count,
-            };
-            cfg.timeout = Duration::from_secs(120);
-            cfg.touch_payload = opts.touch_payload;
+            let cfg = sweep.run_config(mode, wait, size);
             eprintln!(
                 "[round {round}/{rounds}, {}/{}] {name} {wait} {mode} {size}B ...",
                 i + 1,

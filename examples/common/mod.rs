@@ -1,9 +1,12 @@
-//! Argument parsing shared by the feed, strategy and router examples. The message formats are
+//! Argument parsing, error exit and fate summaries shared by the feed, strategy and router
+//! examples. The message formats are
 //! `chronicle_lab::topology` (shared with the `chron-cli` roles).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use chronicle::bus::orders::{FateCode, FateCounts};
 
 /// `--key value` and `--flag` arguments.
 pub struct Args {
@@ -61,4 +64,21 @@ impl Args {
 pub fn usage_exit(usage: &str, why: &str) -> ! {
     eprintln!("{why}\nusage: {usage}");
     std::process::exit(2)
+}
+
+/// Runs the example's `run`; on an error prints `name: error` and exits with status 1.
+pub fn main_with(name: &str, run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
+    if let Err(e) = run() {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// "N routed, N rejected, ...": every fate code with its count.
+pub fn fate_summary(fates: &FateCounts) -> String {
+    let counts: Vec<String> = FateCode::ALL
+        .iter()
+        .map(|c| format!("{} {}", fates.get(*c), c.name()))
+        .collect();
+    counts.join(", ")
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use plotters::prelude::*;
 
-use crate::chart::{err, legend};
+use crate::chart::{err, label_line, legend};
 
 /// `bridge-chart --help` text.
 pub const HELP: &str = "\
@@ -167,11 +167,10 @@ pub fn run(o: &Options) -> Result<()> {
             .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         let style = color_of(i).stroke_width(2);
-        chart
+        let drawn = chart
             .draw_series(LineSeries::new(line.clone(), style))
-            .map_err(err)?
-            .label(format!("{size} B records"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            .map_err(err)?;
+        label_line(drawn, format!("{size} B records"), style);
         chart
             .draw_series(line.into_iter().map(|p| Circle::new(p, 4, style.filled())))
             .map_err(err)?;

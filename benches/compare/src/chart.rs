@@ -107,6 +107,17 @@ pub fn legend<'a, 'b: 'a>(chart: &mut LogPanel<'a, 'b>) -> Result<()> {
         .map_err(err)
 }
 
+/// Names a drawn series in the legend, keyed by a short line in the series' style.
+pub fn label_line<DB: DrawingBackend>(
+    series: &mut plotters::chart::SeriesAnno<'_, DB>,
+    label: impl Into<String>,
+    style: ShapeStyle,
+) {
+    series
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+}
+
 /// What [`log_log_panel`] draws on.
 pub type LogPanel<'a, 'b> = ChartContext<
     'a,
@@ -227,9 +238,7 @@ pub fn draw(path: &std::path::Path, o: &Options, all: &[Measurement]) -> Result<
                         .draw_series(LineSeries::new(line, style))
                         .map_err(err)?
                 };
-                drawn
-                    .label(c.label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                label_line(drawn, c.label, style);
             }
             legend(&mut chart)?;
         }

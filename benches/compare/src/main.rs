@@ -46,11 +46,10 @@ mod report;
 mod t2r;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use chronicle_lab::harness::{
-    self, Mode, Registry, RunConfig, RunReport, WaitMode, clock, format_table,
+    self, Mode, Registry, RunConfig, RunReport, SweepSettings, WaitMode, clock, format_table,
 };
 
 use options::Options;
@@ -143,21 +142,16 @@ fn run_one(reg: &Registry, c: &Case, cfg: &RunConfig) -> Result<RunReport> {
 }
 
 fn config(o: &Options, mode: Mode, wait: WaitMode, payload: usize) -> RunConfig {
-    let mut cfg = RunConfig::default();
-    cfg.mode = mode;
-    cfg.wait = wait;
-    cfg.payload = payload;
-    cfg.rate = Some(o.rate);
-    cfg.cores = o.cores;
-    cfg.capacity = o.capacity;
-    cfg.warmup = o.warmup;
-    cfg.count = match mode {
-        Mode::Latency => o.count,
-        Mode::Throughput => o.thru_count,
-    };
-    cfg.timeout = Duration::from_secs(120);
-    cfg.touch_payload = o.touch_payload;
-    cfg
+    SweepSettings {
+        count: o.count,
+        thru_count: o.thru_count,
+        warmup: o.warmup,
+        rate: Some(o.rate),
+        cores: o.cores,
+        capacity: o.capacity,
+        touch_payload: o.touch_payload,
+    }
+    .run_config(mode, wait, payload)
 }
 
 fn main() -> ExitCode {

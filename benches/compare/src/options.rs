@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use chronicle_lab::harness::comma_list;
 
 /// `--help` text.
 pub const HELP: &str = "\
@@ -91,14 +92,6 @@ fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
         .map_err(|_| anyhow!("--{key}: `{v}` is not a valid number"))
 }
 
-fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 impl Options {
     /// Parses `args`; `Ok(None)` means `--help` was asked for.
     ///
@@ -146,7 +139,7 @@ impl Options {
                 "capacity" => o.capacity = num(&key, &v)?,
                 "batch" => o.batch = num(&key, &v)?,
                 "sizes" => {
-                    o.sizes = list(&v)
+                    o.sizes = comma_list(&v)
                         .iter()
                         .map(|s| num("sizes", s))
                         .collect::<Result<_>>()?;
@@ -161,7 +154,7 @@ impl Options {
                         Some((num("cores", w)?, num("cores", r)?))
                     };
                 }
-                "only" => o.only = Some(list(&v)),
+                "only" => o.only = Some(comma_list(&v)),
                 other => bail!("unknown option --{other}"),
             }
         }

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::chart::{err, legend, log_log_panel, percentile_series, x_of};
+use crate::chart::{err, label_line, legend, log_log_panel, percentile_series, x_of};
 use crate::machine::Machine;
 
 /// `tick-to-route --help` text.
@@ -384,11 +384,10 @@ fn draw(path: &Path, o: &Options, series: &[Series]) -> Result<()> {
                 .iter()
                 .map(|&(q, v)| (x_of(q, x_max), v.max(1) as f64));
             let label = o.builds.get(*b).map_or("?", |(l, _)| l.as_str());
-            chart
+            let drawn = chart
                 .draw_series(LineSeries::new(line, style))
-                .map_err(err)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .map_err(err)?;
+            label_line(drawn, label, style);
         }
         legend(&mut chart)?;
     }

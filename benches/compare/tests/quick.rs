@@ -4,26 +4,36 @@
 //! readers read. Nothing here looks at how fast anything was.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
 /// The runs pin to the same two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-#[test]
-fn quick_run_covers_every_transport() {
-    let out = std::env::temp_dir().join(format!("chronicle-compare-quick-{}", std::process::id()));
+/// Runs `chronicle-compare ARGS --out DIR` (one run at a time), asserts that it succeeded and
+/// returns `DIR` (a temporary directory named after `tag`) and the `results.md` written there.
+fn run_compare(tag: &str, args: &[&str]) -> (PathBuf, String) {
+    let out = std::env::temp_dir().join(format!("chronicle-compare-{tag}-{}", std::process::id()));
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let status = Command::new(env!("CARGO_BIN_EXE_chronicle-compare"))
-        .args(["--quick", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .status()
         .expect("running chronicle-compare");
     assert!(
         status.success(),
-        "chronicle-compare --quick failed: {status}"
+        "chronicle-compare {} failed: {status}",
+        args.join(" ")
     );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    (out, md)
+}
+
+#[test]
+fn quick_run_covers_every_transport() {
+    let (out, md) = run_compare("quick", &["--quick"]);
     for name in [
         "ring (floor)",
         "ring, length-prefixed",
@@ -65,26 +75,17 @@ fn quick_run_covers_every_transport() {
 
 #[test]
 fn touch_payload_run_says_so_in_every_output() {
-    let out = std::env::temp_dir().join(format!("chronicle-compare-touch-{}", std::process::id()));
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let status = Command::new(env!("CARGO_BIN_EXE_chronicle-compare"))
-        .args([
+    let (out, md) = run_compare(
+        "touch",
+        &[
             "--quick",
             "--touch-payload",
             "--only",
             "ring,chronicle,crossbeam",
             "--sizes",
             "1024",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .expect("running chronicle-compare");
-    assert!(
-        status.success(),
-        "chronicle-compare --quick --touch-payload failed: {status}"
+        ],
     );
-    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("--touch-payload"), "{md}");
     assert!(md.contains("Readers read the whole payload"), "{md}");
     assert!(!md.contains("Readers read only the 16-byte header"), "{md}");

@@ -168,6 +168,61 @@ impl Default for RunConfig {
     }
 }
 
+/// The settings a benchmark sweep holds fixed while it varies mode, wait mode and payload
+/// size; [`run_config`](Self::run_config) turns one point of the sweep into a [`RunConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepSettings {
+    /// Measured messages of a [`Mode::Latency`] run.
+    pub count: u64,
+    /// Measured messages of a [`Mode::Throughput`] run.
+    pub thru_count: u64,
+    /// Warm-up messages of every run.
+    pub warmup: u64,
+    /// Paced rate of latency runs; `None` = unpaced.
+    pub rate: Option<u64>,
+    /// `(writer core, reader core)`.
+    pub cores: Option<(usize, usize)>,
+    /// Channel capacity in messages.
+    pub capacity: usize,
+    /// Readers read every payload byte (see [`RunConfig::touch_payload`]).
+    pub touch_payload: bool,
+}
+
+impl SweepSettings {
+    /// The run of `payload`-byte messages in `mode`, the reader waiting per `wait`, with a
+    /// two-minute deadline.
+    #[must_use]
+    pub fn run_config(&self, mode: Mode, wait: WaitMode, payload: usize) -> RunConfig {
+        RunConfig {
+            mode,
+            wait,
+            payload,
+            rate: self.rate,
+            cores: self.cores,
+            capacity: self.capacity,
+            warmup: self.warmup,
+            count: match mode {
+                Mode::Latency => self.count,
+                Mode::Throughput => self.thru_count,
+            },
+            timeout: Duration::from_secs(120),
+            touch_payload: self.touch_payload,
+            ..RunConfig::default()
+        }
+    }
+}
+
+/// The trimmed, non-empty items of a comma-separated option value: `"ring, chronicle,"` is
+/// `["ring", "chronicle"]`. The benchmark front ends take their transport and size lists so.
+#[must_use]
+pub fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Largest payload accepted (keeps slot arithmetic comfortably inside `u32`).
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
@@ -371,6 +426,12 @@ impl ChildSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_list_trims_and_drops_empty_items() {
+        assert_eq!(comma_list(" ring, chronicle,,"), ["ring", "chronicle"]);
+        assert!(comma_list("").is_empty());
+    }
 
     #[test]
     fn spec_round_trips() {

@@ -131,7 +131,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 pub use affinity::PinOutcome;
-pub use config::{ChildLauncher, HEADER_LEN, MIN_PAYLOAD, Mode, RunConfig};
+pub use config::{
+    ChildLauncher, HEADER_LEN, MIN_PAYLOAD, Mode, RunConfig, SweepSettings, comma_list,
+};
 pub use error::{HarnessError, Phase};
 pub use report::{Latency, LatencyStats, RunReport, format_table, percentile_distribution};
 pub use transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};

@@ -527,67 +527,55 @@ fn open<const FUTEX: bool, const FIXED: bool>(
     })
 }
 
-/// `ring`: the floor, a bare SPSC ring of fixed one-line slots with a spinning reader only.
-#[derive(Debug, Clone, Copy)]
-pub struct Ring;
+/// Declares a ring transport: a unit struct whose ends are `RingTx`/`RingRx` with the given
+/// futex and fixed-slot flags. A ring without the futex supports only [`WaitMode::Spin`].
+macro_rules! ring_transport {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, futex = $futex:literal, fixed = $fixed:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
 
-/// `ring-futex`: the same fixed-slot ring whose reader can also sleep on a shared futex.
-#[derive(Debug, Clone, Copy)]
-pub struct RingFutex;
+        impl Transport for $ty {
+            const NAME: &'static str = $name;
+            type Tx = RingTx<$futex, $fixed>;
+            type Rx = RingRx<$futex, $fixed>;
 
-/// `ring-len`: a ring of length-prefixed slots, read cursor stored per message, spin only.
-#[derive(Debug, Clone, Copy)]
-pub struct RingLen;
+            fn supports(wait: WaitMode) -> bool {
+                $futex || wait == WaitMode::Spin
+            }
 
-impl Transport for Ring {
-    const NAME: &'static str = "ring";
-    type Tx = RingTx<false, true>;
-    type Rx = RingRx<false, true>;
+            fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
+                create(dir, cfg)
+            }
 
-    fn supports(wait: WaitMode) -> bool {
-        wait == WaitMode::Spin
-    }
-
-    fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
-        create(dir, cfg)
-    }
-
-    fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx> {
-        open(dir, cfg)
-    }
+            fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx> {
+                open(dir, cfg)
+            }
+        }
+    };
 }
 
-impl Transport for RingFutex {
-    const NAME: &'static str = "ring-futex";
-    type Tx = RingTx<true, true>;
-    type Rx = RingRx<true, true>;
-
-    fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
-        create(dir, cfg)
-    }
-
-    fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx> {
-        open(dir, cfg)
-    }
-}
-
-impl Transport for RingLen {
-    const NAME: &'static str = "ring-len";
-    type Tx = RingTx<false, false>;
-    type Rx = RingRx<false, false>;
-
-    fn supports(wait: WaitMode) -> bool {
-        wait == WaitMode::Spin
-    }
-
-    fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Tx> {
-        create(dir, cfg)
-    }
-
-    fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx> {
-        open(dir, cfg)
-    }
-}
+ring_transport!(
+    /// `ring`: the floor, a bare SPSC ring of fixed one-line slots with a spinning reader only.
+    Ring,
+    "ring",
+    futex = false,
+    fixed = true
+);
+ring_transport!(
+    /// `ring-futex`: the same fixed-slot ring whose reader can also sleep on a shared futex.
+    RingFutex,
+    "ring-futex",
+    futex = true,
+    fixed = true
+);
+ring_transport!(
+    /// `ring-len`: a ring of length-prefixed slots, read cursor stored per message, spin only.
+    RingLen,
+    "ring-len",
+    futex = false,
+    fixed = false
+);
 
 #[cfg(test)]
 mod tests {

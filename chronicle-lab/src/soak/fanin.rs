@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use chronicle_bus::{FanInConfig, FanInReader, MergeMode, SourceId};
 use chronicle_core::StartAt;
 use chronicle_core::os::realtime_ns;
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::{DATA, END, buckets, check, histogram, read_u64};
@@ -74,6 +75,25 @@ fn report(t: &Totals, srcs: &[Src], f: &FanInReader, hist: Value, fin: bool) -> 
         "latency_ns": hist, "final": fin})
 }
 
+/// Commits the merge position and, when `next_report` has passed, emits a progress report
+/// (the latency recorded since the last one) and schedules the next.
+fn checkpoint(
+    f: &mut FanInReader,
+    t: &Totals,
+    srcs: &[Src],
+    lat: &mut Histogram<u64>,
+    next_report: &mut Instant,
+    interval: Duration,
+) -> Result<()> {
+    f.commit()?;
+    if Instant::now() >= *next_report {
+        *next_report += interval;
+        emit(&report(t, srcs, f, buckets(lat), false));
+        lat.reset();
+    }
+    Ok(())
+}
+
 /// Merges until every source ended.
 pub fn run(a: Args) -> Result<u8> {
     let mut f = FanInReader::new(FanInConfig {
@@ -125,12 +145,7 @@ pub fn run(a: Args) -> Result<u8> {
         let Some((sid, key, late, ok, tag, end)) = got else {
             f.wait(Duration::from_millis(100)).context("wait")?;
             since_check = 0;
-            f.commit()?;
-            if Instant::now() >= next_report {
-                next_report += interval;
-                emit(&report(&t, &srcs, &f, buckets(&lat), false));
-                lat.reset();
-            }
+            checkpoint(&mut f, &t, &srcs, &mut lat, &mut next_report, interval)?;
             continue;
         };
         let (ts, _, seq) = key;
@@ -176,12 +191,7 @@ pub fn run(a: Args) -> Result<u8> {
         since_check += 1;
         if since_check >= 64 {
             since_check = 0;
-            f.commit()?;
-            if Instant::now() >= next_report {
-                next_report += interval;
-                emit(&report(&t, &srcs, &f, buckets(&lat), false));
-                lat.reset();
-            }
+            checkpoint(&mut f, &t, &srcs, &mut lat, &mut next_report, interval)?;
         }
     }
     f.commit()?;

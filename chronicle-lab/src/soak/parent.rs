@@ -161,6 +161,15 @@ impl Role {
         let v = self.fin.as_ref().unwrap_or(&self.last);
         v.get(k).and_then(Value::as_u64).unwrap_or(0)
     }
+
+    /// The `first_problem` of the role's final report, if it has one.
+    fn first_problem(&self) -> Option<String> {
+        self.fin
+            .as_ref()?
+            .get("first_problem")?
+            .as_str()
+            .map(String::from)
+    }
 }
 
 /// One interval of the run.
@@ -446,18 +455,7 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
                 break;
             }
         }
-        procs.iter_mut().for_each(|pr| {
-            pr.exited();
-        });
-        if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
-            bail!(
-                "the soak {} (pid {}) exited during the run ({}); stopped the others",
-                pr.label,
-                pr.pid,
-                pr.exit
-                    .map_or_else(|| s("unknown status"), |st| st.to_string())
-            );
-        }
+        all_running(&mut procs, "during the run", "; stopped the others")?;
         if stop_requested() {
             interrupted = true;
             break;
@@ -559,6 +557,24 @@ fn absorb(roles: &mut BTreeMap<String, Role>, label: &str, line: &str) {
     }
 }
 
+/// Polls every role and fails naming the first one that exited: "the soak LABEL (pid N)
+/// exited `when` (STATUS)`then`".
+fn all_running(procs: &mut [Proc], when: &str, then: &str) -> Result<()> {
+    procs.iter_mut().for_each(|pr| {
+        pr.exited();
+    });
+    if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
+        bail!(
+            "the soak {} (pid {}) exited {when} ({}){then}",
+            pr.label,
+            pr.pid,
+            pr.exit
+                .map_or_else(|| s("unknown status"), |st| st.to_string())
+        );
+    }
+    Ok(())
+}
+
 /// Waits until every running role printed its ready line.
 fn wait_ready(
     rx: &mpsc::Receiver<(String, String)>,
@@ -581,18 +597,7 @@ fn wait_ready(
                 waiting.join(", ")
             );
         }
-        procs.iter_mut().for_each(|pr| {
-            pr.exited();
-        });
-        if let Some(pr) = procs.iter().find(|pr| pr.exit.is_some()) {
-            bail!(
-                "the soak {} (pid {}) exited while starting ({})",
-                pr.label,
-                pr.pid,
-                pr.exit
-                    .map_or_else(|| s("unknown status"), |st| st.to_string())
-            );
-        }
+        all_running(procs, "while starting", "")?;
         if let Ok((label, v)) = rx.recv_timeout(Duration::from_millis(20)) {
             absorb(roles, &label, &v);
         }
@@ -739,10 +744,7 @@ fn summarize(
             duplicates: r.n("duplicates"),
             corrupt: r.n("corrupt") + r.n("wrong_type"),
             end_total: fin_v.get("end_total").and_then(Value::as_u64),
-            first_problem: fin_v
-                .get("first_problem")
-                .and_then(Value::as_str)
-                .map(String::from),
+            first_problem: r.first_problem(),
             latency_ns: Latency::of(&r.run),
         };
         losses += rs.losses;
@@ -790,10 +792,7 @@ fn summarize(
         order_violations: fr.n("order_violations"),
         late: fr.n("late"),
         forced: fr.n("forced"),
-        first_problem: fv
-            .get("first_problem")
-            .and_then(Value::as_str)
-            .map(String::from),
+        first_problem: fr.first_problem(),
         latency_ns: Latency::of(&fr.run),
     };
     losses += fanin.losses;
@@ -859,6 +858,18 @@ fn summarize(
     })
 }
 
+/// Prints a summary table of ten columns: a name on the left, then right-aligned numbers.
+fn print_table(rows: &[Vec<String>]) {
+    print!(
+        "{}",
+        table(
+            rows,
+            &[false, true, true, true, true, true, true, true, true, true],
+            "  "
+        )
+    );
+}
+
 fn print_summary(sm: &Summary) {
     let d = duration_ns;
     println!(
@@ -883,59 +894,43 @@ fn print_summary(sm: &Summary) {
     .to_vec();
     let mut rows = vec![head];
     let lat = |l: &Latency| [d(l.p50), d(l.p99), d(l.p99_9), d(l.p99_99), d(l.max)];
+    // A row: the name, records, losses, duplicates, corrupt, then the latency columns.
+    let row = |name: String, counts: [String; 4], l: &Latency| {
+        let mut row = vec![name];
+        row.extend(counts);
+        row.extend(lat(l));
+        row
+    };
+    let counted = |records: u64, losses: u64, duplicates: u64, corrupt: u64| {
+        [records, losses, duplicates, corrupt].map(|n| n.to_string())
+    };
     for r in &sm.readers {
-        let mut row = vec![
-            if r.slow {
-                format!("reader {} (slow)", r.name)
-            } else {
-                format!("reader {}", r.name)
-            },
-            r.records.to_string(),
-            r.losses.to_string(),
-            r.duplicates.to_string(),
-            r.corrupt.to_string(),
-        ];
-        row.extend(lat(&r.latency_ns));
-        rows.push(row);
+        let name = if r.slow {
+            format!("reader {} (slow)", r.name)
+        } else {
+            format!("reader {}", r.name)
+        };
+        let counts = counted(r.records, r.losses, r.duplicates, r.corrupt);
+        rows.push(row(name, counts, &r.latency_ns));
     }
     let f = &sm.fanin;
-    let mut row = vec![
-        s("fan-in q0+q1"),
-        f.records.to_string(),
-        f.losses.to_string(),
-        f.duplicates.to_string(),
-        f.corrupt.to_string(),
-    ];
-    row.extend(lat(&f.latency_ns));
-    rows.push(row);
+    let counts = counted(f.records, f.losses, f.duplicates, f.corrupt);
+    rows.push(row(s("fan-in q0+q1"), counts, &f.latency_ns));
     for w in &sm.writers {
-        let mut row = vec![
-            format!("append {}", w.name),
+        let counts = [
             w.records.to_string(),
             String::new(),
             String::new(),
             String::new(),
         ];
-        row.extend(lat(&w.append_ns));
-        rows.push(row);
+        rows.push(row(format!("append {}", w.name), counts, &w.append_ns));
     }
-    let mut row = vec![
+    rows.push(row(
         s("readers r1-r3"),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    ];
-    row.extend(lat(&sm.latency_ns));
-    rows.push(row);
-    print!(
-        "{}",
-        table(
-            &rows,
-            &[false, true, true, true, true, true, true, true, true, true],
-            "  "
-        )
-    );
+        std::array::from_fn(|_| String::new()),
+        &sm.latency_ns,
+    ));
+    print_table(&rows);
     println!(
         "fan-in: merge order violations {}, late {}, forced {}; per source {}",
         f.order_violations,
@@ -982,14 +977,7 @@ fn print_summary(sm: &Summary) {
         "RSS in MiB (growth = end - warm, limit +{} MiB):",
         mib(sm.rss_limit_growth_kib)
     );
-    print!(
-        "{}",
-        table(
-            &rows,
-            &[false, true, true, true, true, true, true, true, true, true],
-            "  "
-        )
-    );
+    print_table(&rows);
     if sm.verdict == "PASS" {
         println!(
             "verdict: PASS: 0 losses; every reader and the fan-in saw all {} records in order; \
