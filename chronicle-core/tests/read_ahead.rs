@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use chronicle_core::{QueueDir, QueueReader, QueueWriter, ReaderConfig, WriterConfig};
+use chronicle_core::{QueueDir, QueueReader, QueueWriter, ReaderConfig, WriterConfig, probe};
 
 /// Resident kB of this process's read-only shared mapping of `file`.
 fn reader_rss_kb(file: &Path) -> u64 {
@@ -105,12 +105,16 @@ fn reader_opens_the_next_segment_ahead_and_notices_when_it_is_replaced() {
         segment_size: 64 << 10,
         ..WriterConfig::default()
     };
-    let seg1 = QueueDir::new(&path).segment(1);
+    let qdir = QueueDir::new(&path);
+    let seg1 = qdir.segment(1);
     let payload = |i: u32| i.to_le_bytes().repeat(16);
     let mut w = QueueWriter::open(&path, cfg.clone()).unwrap();
     w.append(1, &payload(0)).unwrap();
+    // Prepared means published: the file appears before its header (the reader, finding a
+    // header not yet valid, would wait thousands of polls before trying again).
+    let geometry = probe::read_meta(&qdir).unwrap().geometry;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !seg1.exists() {
+    while probe::segment_header(&qdir, 1, &geometry).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
             "segment 1 never prepared"
