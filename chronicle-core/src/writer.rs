@@ -115,7 +115,7 @@ impl QueueWriter {
         if !sys::try_lock_exclusive(&lock).map_err(|e| Error::io(dir.lock(), "lock", e))? {
             let pid = std::fs::read_to_string(dir.lock())
                 .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+                .and_then(|s| crate::control::parse_lock_holder(&s).0);
             return Err(Error::WriterLocked {
                 path: dir.lock(),
                 pid,
