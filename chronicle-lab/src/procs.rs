@@ -90,6 +90,27 @@ impl Proc {
         }
     }
 
+    /// Writes `line` to its standard input. A role that already died (its pipe is broken) is
+    /// not an error here: the caller's liveness check reports it with its exit status. The
+    /// write runs with SIGPIPE blocked, because `chron-cli` restores SIGPIPE's default (its
+    /// output piped into `head` ends quietly) and a dead role must not end the orchestrator.
+    pub(crate) fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        let written = without_sigpipe(|| {
+            stdin
+                .write_all(line.as_bytes())
+                .and_then(|()| stdin.write_all(b"\n"))
+                .and_then(|()| stdin.flush())
+        });
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) {
         if !self.exited() {
@@ -122,5 +143,64 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs `f` with SIGPIPE blocked on this thread, then discards a SIGPIPE that `f` raised, so a
+/// write to a dead process's pipe returns `EPIPE` instead of ending this process.
+fn without_sigpipe<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `sigset_t` is plain data; both sets are initialised by `sigemptyset` (and
+    // `pthread_sigmask` fills `old`) before they are read.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to live sets; changing this thread's signal mask has no
+    // memory-safety preconditions.
+    let blocked = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0
+    };
+    let out = f();
+    if blocked {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointers; a zero timeout only takes a SIGPIPE already pending (standard
+        // signals do not queue, so one take is enough), then the old mask is restored.
+        unsafe {
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_to_a_dead_role_is_no_sigpipe() {
+        // The disposition chron-cli runs with; the test runner's default (ignored) would hide
+        // the signal. Restored below, so other tests keep the runner's.
+        // SAFETY: changing SIGPIPE's disposition has no memory-safety preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let (tx, _rx) = mpsc::channel();
+        let mut cmd = Command::new("true");
+        cmd.stdin(Stdio::piped());
+        let mut pr = Proc::spawn("dead", cmd, &tx).unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while !pr.exited() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(pr.exited());
+        // Without the guard this write ends the test process with SIGPIPE.
+        let sent = pr.send_line("go");
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        sent.unwrap();
+        assert!(pr.exit.is_some_and(|st| st.success()));
     }
 }

@@ -428,12 +428,8 @@ fn soak(o: &Opts, run_dir: &Path, stop_requested: fn() -> bool) -> Result<u8> {
             .join("/")
     ));
     for pr in &mut procs {
-        if let Some(stdin) = pr.stdin.as_mut() {
-            stdin
-                .write_all(b"go\n")
-                .and_then(|()| stdin.flush())
-                .with_context(|| format!("cannot start the {}", pr.label))?;
-        }
+        pr.send_line("go")
+            .with_context(|| format!("cannot start the {}", pr.label))?;
     }
 
     let start = Instant::now();
