@@ -6,25 +6,18 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 
-use chronicle_core::{
-    Preallocate, QueueDir, QueueReader, QueueWriter, ReaderConfig, WriterConfig, check_tail,
-};
-
-fn cfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
-}
+use chronicle_core::{QueueDir, QueueReader, QueueWriter, ReaderConfig, check_tail};
+use common::small_inline_segments;
 
 #[test]
 fn clean_tail_then_torn_bytes_then_recovered() {
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("q");
-    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_inline_segments()).unwrap();
     for i in 0..10u32 {
         w.append(i, &i.to_le_bytes()).unwrap();
     }
@@ -50,7 +43,7 @@ fn clean_tail_then_torn_bytes_then_recovered() {
     assert_eq!(c.torn, Some((tail.offset, 20)));
 
     // Recovery fences it; the check is clean again.
-    let w = QueueWriter::open(&q, cfg()).unwrap();
+    let w = QueueWriter::open(&q, small_inline_segments()).unwrap();
     assert!(matches!(
         w.recovery_report().action,
         chronicle_core::RecoveryAction::Unblocked { .. }

@@ -13,18 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chronicle_core::probe::{self, QueueProbe, WriterState};
-use chronicle_core::{Preallocate, QueueDir, QueueWriter, WriterConfig, WriterStatus};
-use common::{Lines, ROLE, kill9, spawn_child};
+use chronicle_core::{QueueDir, QueueWriter, WriterStatus};
+use common::{Lines, ROLE, kill9, small_inline_segments, spawn_child};
 
 const ENTRY: &str = "child_entry";
-
-fn cfg() -> WriterConfig {
-    WriterConfig {
-        segment_size: 64 << 10,
-        preallocate: Preallocate::Inline,
-        ..WriterConfig::default()
-    }
-}
 
 /// Entry point of every child process (ignored in normal runs).
 #[test]
@@ -34,7 +26,7 @@ fn child_entry() {
         return;
     };
     let q = PathBuf::from(std::env::var("Q").unwrap());
-    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    let mut w = QueueWriter::open(&q, small_inline_segments()).unwrap();
     for i in 0..5u32 {
         w.append(i, &i.to_le_bytes()).unwrap();
     }
@@ -98,7 +90,10 @@ fn live_writer_then_killed_writer() {
     assert_eq!((c.next_seq, c.torn), (5, None));
 
     // Recovery by the next writer, which then closes: the probe sees a clean close.
-    QueueWriter::open(&q, cfg()).unwrap().close().unwrap();
+    QueueWriter::open(&q, small_inline_segments())
+        .unwrap()
+        .close()
+        .unwrap();
     let p = QueueProbe::read(&dir).unwrap();
     assert_eq!(p.writer_status(), Some(WriterStatus::Closed));
     assert_eq!(p.lock.pid, Some(std::process::id()));

@@ -36,6 +36,16 @@ pub fn small_segments() -> chronicle_core::WriterConfig {
     }
 }
 
+/// A writer config with 64 KiB segments prepared inline (no maintenance thread), for tests
+/// that look at the files while the writer is open.
+pub fn small_inline_segments() -> chronicle_core::WriterConfig {
+    chronicle_core::WriterConfig {
+        segment_size: 64 << 10,
+        preallocate: chronicle_core::Preallocate::Inline,
+        ..chronicle_core::WriterConfig::default()
+    }
+}
+
 /// Iterations of a crash test: `CHRONICLE_CRASH_ITERS`, or `default` (CI's shorter count).
 pub fn crash_iterations(default: u64) -> u64 {
     std::env::var("CHRONICLE_CRASH_ITERS")
