@@ -1,12 +1,7 @@
 //! Merged throughput of 8 queues into one reader, against reading one queue of the same total.
 //!
 //! `cargo bench -p chronicle-bus --bench fanin`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -12,12 +12,7 @@
 //!   `FanInReader` in replay mode (merge machinery only: no watermark wait).
 //! - `fanin8_live_hold0`: same, live mode with `max_hold = 0` (watermark reads, liveness
 //!   probes and clock reads on every blocked decision, then release).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,12 +2,7 @@
 //! `Mutex<VecDeque>` FIFO as the floor of any locked queue.
 //!
 //! `cargo bench -p chronicle-bus --bench sched`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::hint::black_box;

@@ -13,12 +13,7 @@
 //! same decisions, so their queue-time rows match; only their wall-clock rates differ. Queue times are enqueue-to-dispatch, recorded per class in HDR
 //! histograms. The wall-clock rate of the whole simulation (scheduler calls plus the harness's own
 //! bookkeeping) is printed too.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -27,12 +27,7 @@
 //! CI runs `CHRONICLE_CRASH_ITERS` (default 56) iterations per scenario; the full run is
 //! `CHRONICLE_CRASH_ITERS=1000 cargo test --release -p chronicle-bus --features crash-points
 //! --test crash -- --nocapture` (see README). Every point must have fired at least once.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 #[path = "../../chronicle-core/tests/common/mod.rs"]
 mod common;

@@ -1,10 +1,5 @@
 //! Discovery: attach/detach rules, stale leases, churn with inotify and with rescans only.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod bus_common;
 

@@ -1,12 +1,6 @@
 //! Markers on a full file system (a real ENOSPC on a small tmpfs; needs root, skipped with a
 //! message otherwise): renewing a LEASE or writing READY fails with an error, the previous marker
 //! stays intact and parseable, no temporary is left, and it works again once space is freed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 #[path = "../../chronicle-core/tests/tmpfs/mod.rs"]
 mod tmpfs;

@@ -1,11 +1,6 @@
 //! Fan-in merge: determinism against a reference sort (property test), the live watermark and
 //! hold rules, resume from committed positions, sources added and removed while merging.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod bus_common;
 

@@ -1,10 +1,5 @@
 //! READY/LEASE markers, strategy endpoints and reader registrations.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod bus_common;
 

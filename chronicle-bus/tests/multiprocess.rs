@@ -4,12 +4,7 @@
 //!
 //! Children are this test binary re-executed on the ignored `child_entry` test with a role in
 //! the environment.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod bus_common;
 

@@ -20,12 +20,7 @@
 //!   wrote on with the lost seqs re-assigned (to records of the old sizes or of other sizes).
 //!
 //! `CHRONICLE_POWERCUT_CUTS` and `CHRONICLE_POWERCUT_SEED` as in the queue simulator.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,12 +3,7 @@
 //! cancels that are never crowded out and go first, a restart that answers nothing twice, and
 //! the audit's verdicts. The router runs in this process, stepped by the test; the
 //! multi-process crash behaviour is `router_crash.rs`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -25,12 +25,7 @@
 //! CI runs `CHRONICLE_CRASH_ITERS` (default 56) iterations; the long run is
 //! `CHRONICLE_CRASH_ITERS=1000 cargo test --release -p chronicle-bus --features crash-points
 //! --test router_crash -- --nocapture` (README, BENCHMARKS).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 #[path = "../../chronicle-core/tests/common/mod.rs"]
 mod common;

@@ -1,11 +1,6 @@
 //! Property tests: random operation sequences against the scheduler's invariants, with a virtual
 //! clock (`*_at`) so every case is deterministic.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;

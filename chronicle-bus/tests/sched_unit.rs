@@ -1,11 +1,6 @@
 //! Behaviour of the DRR scheduler, one rule at a time. Time is passed explicitly (`*_at`) wherever
 //! a result depends on it, so these tests are deterministic.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

@@ -1,12 +1,7 @@
 //! chron-cli as a read-only user (a real unprivileged process, user `nobody`, when the tests run
 //! as root): `inspect`, `tail` and `doctor` work on a queue it may only read; `append` is refused
 //! with one clear sentence; no queue byte changes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

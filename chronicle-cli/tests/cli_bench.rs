@@ -1,11 +1,5 @@
 //! `bench --json`: the reader runs as a separate process (this binary re-executed), the JSON
 //! object parses, its percentiles are ordered, and --hist writes the distribution.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 mod common;
 

@@ -5,12 +5,7 @@
 //! twice, that the per-strategy counts match `router/out`, that the restarted strategy's orders
 //! keep flowing, and that the hot strategy gets no more than its weighted share. A second run
 //! SIGKILLs the router three times: every order must still be answered exactly once.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

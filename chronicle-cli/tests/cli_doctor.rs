@@ -1,11 +1,6 @@
 //! `doctor` on a healthy bus and on deliberately broken queues and buses: each problem is found
 //! with its message and exit 1; `--fix` repairs what it claims and a second run is clean.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

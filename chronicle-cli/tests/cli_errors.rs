@@ -3,12 +3,7 @@
 //! wanted and the other way round), a damaged queue, and (as user `nobody`, when the tests run
 //! as root) queues it may not read. Each answer is one sentence saying what is wrong and what
 //! to do.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

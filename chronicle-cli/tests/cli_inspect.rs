@@ -1,11 +1,6 @@
 //! `inspect` golden output (text and JSON) on a queue with fixed timestamps, two readers with
 //! fixed liveness, and an evaluation time given with --now.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
 

@@ -4,12 +4,7 @@
 //!
 //! `promtool` and `prometheus` come from the Debian package `prometheus`. Without them these
 //! tests skip with a message, except under CI (`CI` set), where a missing binary fails them.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

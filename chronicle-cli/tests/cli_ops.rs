@@ -1,11 +1,6 @@
 //! Operating the router: structured logs (`--log-format json`, the `CHRONICLE_LOG` filter) and
 //! the TOML topology config (`router --config`), reloaded on SIGHUP, with real processes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

@@ -1,11 +1,6 @@
 //! `append` and `tail` against real queues: golden output, byte-exact round trips, start
 //! positions, `-f` following (new records, Ctrl-C, writer close and death), and error handling.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

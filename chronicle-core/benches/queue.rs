@@ -2,12 +2,7 @@
 //!
 //! Queues live in /dev/shm when it exists (page cache either way; this keeps disk writeback out
 //! of the numbers) and retention keeps them small.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -1,12 +1,7 @@
 //! The permission model (DESIGN.md "Access"): modes independent of the umask, world-writable
 //! queues refused unless allowed, and a read-only user (a real unprivileged process) who can read
 //! and keep its own position but cannot write, move another reader's position or damage a file.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

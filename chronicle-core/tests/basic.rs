@@ -1,10 +1,4 @@
 //! Single-process behaviour of writer and reader.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::time::Duration;
 

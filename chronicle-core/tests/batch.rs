@@ -1,10 +1,4 @@
 //! `QueueWriter::batch`: records committed one by one, published and woken once per batch.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::time::Duration;
 

@@ -1,10 +1,4 @@
 //! `check_tail`: the read-only tail check finds the true tail and torn bytes after it.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 mod common;
 

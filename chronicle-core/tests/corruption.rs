@@ -1,10 +1,5 @@
 //! Hand-built torn records, flipped bits, truncated and foreign files: typed errors, no panics.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

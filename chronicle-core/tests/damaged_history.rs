@@ -2,12 +2,7 @@
 //! 2 and 8): a lost tail under a named reader's saved position, and damage confined to the oldest
 //! segment. Readers get typed errors that say what happened or read on; never a record read from
 //! the middle of another.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;

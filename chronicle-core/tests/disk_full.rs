@@ -1,11 +1,6 @@
 //! A real ENOSPC on a small tmpfs: typed error at roll time, records intact, usable again once
 //! space is freed. Needs root (mount); skipped with a message otherwise.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod tmpfs;
 

@@ -1,12 +1,7 @@
 //! Hostile input for the queue engine: the property-test twins of the fuzz targets in `fuzz/`
 //! (same checks, from `tests/fuzz_checks/`), replays of the kept fuzz corpus, hostile reader
 //! names and symlinked reader metas.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod fuzz_checks;
 

@@ -1,11 +1,5 @@
 //! The writer's maintenance thread follows `WriterConfig::maintenance_cpus` and
 //! `QueueWriter::pin_maintenance`. Its own test binary: no other writer's thread shares the name.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::time::Duration;
 

@@ -1,10 +1,5 @@
 //! Real processes: a writer and readers in separate processes, SIGKILLed and restarted.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 

@@ -25,12 +25,7 @@
 //! `CHRONICLE_POWERCUT_CUTS` sets the number of cuts (CI runs the default), and
 //! `CHRONICLE_POWERCUT_SEED` replays a run (each cut prints nothing unless it fails; the failure
 //! message names the seed of the cut).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

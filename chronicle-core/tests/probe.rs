@@ -1,11 +1,6 @@
 //! The read-only probe against real processes: a live writer in another process, the same
 //! writer SIGKILLed (a stale `writer.lock`), and one killed in the middle of a record.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

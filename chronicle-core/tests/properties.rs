@@ -1,10 +1,4 @@
 //! Property tests: arbitrary bytes in, typed error (or valid data) out, never a panic.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::os::unix::fs::FileExt;
 

@@ -2,12 +2,7 @@
 //! own address space (so the records that arrive next do not take page faults on their critical
 //! path), near the end of a segment opens the next one, and unmaps the segment it left. Observed
 //! through the reader's read-only mappings in /proc/self/smaps.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
 
