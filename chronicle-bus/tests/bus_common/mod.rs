@@ -1,11 +1,5 @@
 //! Helpers shared by the bus tests: small endpoint configs, discovery polling, a dead pid.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 

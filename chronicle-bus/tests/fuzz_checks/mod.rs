@@ -1,12 +1,6 @@
 //! The check behind the `markers` fuzz target, shared by `fuzz/fuzz_targets/markers.rs`
 //! (included with `#[path]`) and the property tests in `tests/hostile.rs`.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,11 +1,10 @@
 //! Helpers for the CLI tests: run the real binary with a watchdog, build queues with fixed
 //! timestamps.
 #![allow(
+    dead_code,
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    dead_code
+    clippy::panic
 )]
 
 use std::io::{Read, Write};

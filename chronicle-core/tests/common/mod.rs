@@ -1,12 +1,6 @@
 //! Helpers shared by the multi-process tests: child processes are this same test binary,
 //! re-executed to run one `#[ignore]`d entry test with a role in the environment.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};

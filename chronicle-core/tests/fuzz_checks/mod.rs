@@ -3,13 +3,7 @@
 //! fuzzer runs. Each takes arbitrary bytes, plants them in a real queue, and drives the public
 //! API over them: every call must return a typed error or valid data, never panic, and every
 //! loop must end within its bound.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
+#![allow(dead_code, clippy::panic)]
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
