@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod bus_common;
+#[path = "../../chronicle-core/tests/common/mod.rs"]
+mod common;
 mod fuzz_checks;
 
 use std::path::Path;
@@ -14,6 +16,7 @@ use chronicle_bus::{
     BusError, BusLayout, DiscoveryConfig, DiscoveryEvent, NameProblem, RemoveReason,
     RouterDiscovery, StrategyConfig, StrategyEndpoints, validate_name,
 };
+use common::corpus;
 use fuzz_checks::*;
 use proptest::prelude::*;
 

@@ -3,10 +3,12 @@
 //! names and symlinked reader metas.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod common;
 mod fuzz_checks;
 
 use chronicle_core::testing::layout::{CONTROL_MAGIC, FORMAT_VERSION, SEGMENT_HEADER_SIZE};
 use chronicle_core::{Error, QueueDir, QueueReader, ReaderConfig, remove_reader};
+use common::corpus;
 use fuzz_checks::*;
 use proptest::prelude::*;
 

@@ -2,8 +2,6 @@
 //! (included with `#[path]`) and the property tests in `tests/hostile.rs`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-
 use chronicle_bus::BusError;
 use chronicle_bus::markers::{Lease, MAX_MARKER_LEN, Ready};
 
@@ -71,27 +69,4 @@ fn check_lease(r: Result<Lease, BusError>) {
         }
         Err(e) => assert!(matches!(e, BusError::BadMarker { .. }), "{e:?}"),
     }
-}
-
-/// Files of `fuzz/corpus/<target>/` (empty when the directory is absent).
-pub fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("fuzz")
-        .join("corpus")
-        .join(target);
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<(PathBuf, Vec<u8>)> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    v.sort();
-    v
 }

@@ -190,26 +190,3 @@ pub fn reader_meta(data: &[u8], strict: bool) {
     let _ = remove_reader(&dir, "r1");
     let _ = list_readers(&dir);
 }
-
-/// Files of `fuzz/corpus/<target>/` (empty when the directory is absent).
-pub fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("fuzz")
-        .join("corpus")
-        .join(target);
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<(PathBuf, Vec<u8>)> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    v.sort();
-    v
-}
