@@ -47,8 +47,6 @@ use chronicle_core::{
 };
 use common::{ROLE, Rng, payload, run_crash_child, spawn_child};
 
-const ENTRY: &str = "child_entry";
-const CRASH_VAR: &str = "CHRONICLE_CRASH_AT";
 /// Watchdog for one child run (a hang is a failure; no timing is asserted).
 const T: Duration = Duration::from_secs(300);
 
@@ -223,7 +221,7 @@ fn run_once(child: Child, plan: &Plan) -> (bool, Option<String>, Option<String>)
 
 fn crash_env(plan: &Plan) -> Option<(&'static str, String)> {
     match plan {
-        Plan::At(name, n) => Some((CRASH_VAR, format!("{name}:{n}"))),
+        Plan::At(name, n) => Some((chronicle_core::testing::crash::VAR, format!("{name}:{n}"))),
         Plan::Timer(_) => None,
     }
 }
@@ -341,7 +339,7 @@ fn strategy_pipeline_killed_at_crash_points_loses_nothing() {
         if let Some((k, v)) = crash_env(&plan) {
             envs.push((k, v));
         }
-        let child = spawn_child(ENTRY, "pipeline", &envs);
+        let child = spawn_child("pipeline", &envs);
         let (died, resume, _) = run_once(child, &plan);
         // The restarted process resumed exactly at the persisted position, and its writer at
         // the next seq.
@@ -395,7 +393,6 @@ fn strategy_pipeline_killed_at_crash_points_loses_nothing() {
     // A last clean run: temporaries of dead incarnations are gone, and nothing is missing.
     let plan = Plan::At("none", 1);
     let child = spawn_child(
-        ENTRY,
         "pipeline",
         &[
             ("BUS", bus.display().to_string()),
@@ -500,7 +497,7 @@ fn router_killed_at_crash_points_resumes_its_fan_in_positions() {
             .collect();
         let mut committed = committed;
         committed.sort();
-        let child = spawn_child(ENTRY, "router", &envs);
+        let child = spawn_child("router", &envs);
         let (died, resume, done) = run_once(child, &plan);
         if let Some(resume) = &resume {
             let r = parse_resume(resume);

@@ -24,8 +24,6 @@ use chronicle_bus::{
 use chronicle_core::{QueueReader, QueueWriter, ReaderConfig};
 use common::{Lines, ROLE, spawn_child};
 
-const ENTRY: &str = "child_entry";
-
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
 }
@@ -151,7 +149,7 @@ struct Kid {
 
 impl Kid {
     fn spawn(role: &str, envs: &[(&str, String)]) -> Kid {
-        let mut child = spawn_child(ENTRY, role, envs);
+        let mut child = spawn_child(role, envs);
         let lines = Lines::new(child.stdout.take().unwrap());
         Kid {
             child,

@@ -43,8 +43,6 @@ use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueDir, QueueReader, ReaderConfig, StartAt, WriterConfig, list_readers};
 use common::{ROLE, Rng, run_crash_child, spawn_child};
 
-const ENTRY: &str = "child_entry";
-const CRASH_VAR: &str = "CHRONICLE_CRASH_AT";
 const STRATEGIES: [&str; 3] = ["a", "b", "c"];
 /// New records per strategy before each iteration.
 const BATCH: u64 = 300;
@@ -231,9 +229,9 @@ fn router_killed_anywhere_answers_every_order_exactly_once() {
             ("TOTAL", total.to_string()),
         ];
         if let Plan::At(name, n) = plan {
-            envs.push((CRASH_VAR, format!("{name}:{n}")));
+            envs.push((chronicle_core::testing::crash::VAR, format!("{name}:{n}")));
         }
-        let died = run_once(spawn_child(ENTRY, "router", &envs), &plan);
+        let died = run_once(spawn_child("router", &envs), &plan);
         if died {
             kills += 1;
         }

@@ -30,6 +30,9 @@
 //! | `marker.before_rename` | a marker's temporary file written, not yet renamed |
 //! | `marker.after_rename` | a marker renamed into place |
 
+/// The environment variable naming the point and the pass to die at: `NAME:N`.
+pub const VAR: &str = "CHRONICLE_CRASH_AT";
+
 /// Marks crash point `name`: see the module docs.
 #[cfg(not(feature = "crash-points"))]
 #[inline(always)]
@@ -47,8 +50,7 @@ mod armed {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// The environment variable naming the point and the pass to die at.
-    pub const VAR: &str = "CHRONICLE_CRASH_AT";
+    use super::VAR;
 
     struct Target {
         name: String,

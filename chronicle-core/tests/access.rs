@@ -15,9 +15,8 @@ use chronicle_core::{
     Error, QueueDir, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
     list_readers, remove_reader,
 };
-use common::{ROLE, payload};
+use common::{ROLE, child_command, child_command_at, payload};
 
-const ENTRY: &str = "child_entry";
 const NOBODY: u32 = 65534;
 
 fn env(k: &str) -> String {
@@ -73,13 +72,7 @@ fn child_entry() {
 }
 
 fn child(role: &str, q: &Path) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", ENTRY, "--ignored", "--nocapture", "-q"])
-        .env(ROLE, role)
-        .env("Q", q)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    cmd
+    child_command(role, &[("Q", q.display().to_string())])
 }
 
 #[test]
@@ -295,11 +288,8 @@ fn read_only_user_reads_and_keeps_its_own_position_but_cannot_write_or_damage() 
     assert_eq!(mode(&q.join("queue.meta")), 0o640);
     let before = snapshot(&q);
 
-    let out = Command::new(&exe)
-        .args(["--exact", ENTRY, "--ignored", "--nocapture", "-q"])
-        .env(ROLE, "read-only-user")
-        .env("Q", &q)
-        .env("TOTAL", total.to_string())
+    let env = [("Q", q.display().to_string()), ("TOTAL", total.to_string())];
+    let out = child_command_at(&exe, "read-only-user", &env)
         .uid(NOBODY)
         .gid(NOBODY)
         .stderr(Stdio::inherit())

@@ -12,8 +12,6 @@ use chronicle_core::{
 };
 use common::{Lines, ROLE, Rng, kill9, payload, spawn_child, wait_with_deadline};
 
-const ENTRY: &str = "child_entry";
-
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
 }
@@ -163,14 +161,12 @@ fn one_million_messages_between_processes() {
         .unwrap(),
     );
     let mut reader = spawn_child(
-        ENTRY,
         "reader",
         &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
     );
     let rl = Lines::new(reader.stdout.take().unwrap());
     assert_eq!(rl.expect("first", Duration::from_secs(60)), "first 0");
     let mut writer = spawn_child(
-        ENTRY,
         "writer",
         &[
             ("Q", q.display().to_string()),
@@ -203,7 +199,6 @@ fn writer_sigkilled_at_random_points_loses_nothing_committed() {
     let mut torn_repairs = 0;
     for i in 0..iters {
         let mut w = spawn_child(
-            ENTRY,
             "writer",
             &[
                 ("Q", q.display().to_string()),
@@ -261,7 +256,6 @@ fn reader_killed_resumes_exactly_after_its_committed_position() {
     // started at.
     let start_reader = || {
         let mut r = spawn_child(
-            ENTRY,
             "reader",
             &[("Q", q.display().to_string()), ("UNTIL", total.to_string())],
         );
@@ -305,7 +299,6 @@ fn sleeping_reader_sees_writer_death() {
     let q = dir.path().join("q");
     drop(QueueWriter::open(&q, small_segments()).unwrap());
     let mut w = spawn_child(
-        ENTRY,
         "writer",
         &[
             ("Q", q.display().to_string()),
@@ -318,11 +311,11 @@ fn sleeping_reader_sees_writer_death() {
     let wl = Lines::new(w.stdout.take().unwrap());
     wl.expect("done", Duration::from_secs(60));
     wait_with_deadline(&mut w, Duration::from_secs(30));
-    let mut w = spawn_child(ENTRY, "idle_writer", &[("Q", q.display().to_string())]);
+    let mut w = spawn_child("idle_writer", &[("Q", q.display().to_string())]);
     let wl = Lines::new(w.stdout.take().unwrap());
     wl.expect("ready", Duration::from_secs(60));
     // The writer stays alive and idle: the sleeper ends up asleep on the futex.
-    let mut s = spawn_child(ENTRY, "sleeper", &[("Q", q.display().to_string())]);
+    let mut s = spawn_child("sleeper", &[("Q", q.display().to_string())]);
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));
     wait_until_armed(&q);
@@ -360,7 +353,7 @@ fn reader_dying_asleep_costs_the_writer_at_most_one_wake() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q");
     let mut w = QueueWriter::open(&q, small_segments()).unwrap();
-    let mut s = spawn_child(ENTRY, "sleeper", &[("Q", q.display().to_string())]);
+    let mut s = spawn_child("sleeper", &[("Q", q.display().to_string())]);
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));
     // Wait until the sleeper has armed the futex word (WAITERS bit), then kill it.

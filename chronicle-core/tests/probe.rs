@@ -11,8 +11,6 @@ use chronicle_core::probe::{self, QueueProbe, WriterState};
 use chronicle_core::{QueueDir, QueueWriter, WriterStatus};
 use common::{Lines, ROLE, kill9, small_inline_segments, spawn_child};
 
-const ENTRY: &str = "child_entry";
-
 /// Entry point of every child process (ignored in normal runs).
 #[test]
 #[ignore = "child process entry, run by the probe tests"]
@@ -43,7 +41,7 @@ fn child_entry() {
 }
 
 fn spawn(role: &str, q: &Path) -> (std::process::Child, Lines) {
-    let mut child = spawn_child(ENTRY, role, &[("Q", q.display().to_string())]);
+    let mut child = spawn_child(role, &[("Q", q.display().to_string())]);
     let lines = Lines::new(child.stdout.take().unwrap());
     lines.expect("ready", Duration::from_secs(60));
     (child, lines)

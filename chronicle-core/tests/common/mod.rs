@@ -48,13 +48,21 @@ pub fn crash_iterations(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Spawns this test binary running the ignored test `entry` with `role` and extra env vars.
-pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
-    let exe = std::env::current_exe().unwrap();
+/// The `#[ignore]`d test that each multi-process test file runs as its children's entry point.
+pub const ENTRY: &str = "child_entry";
+
+/// This test binary, to be re-run as a child: the test [`ENTRY`] alone, with `role` and extra env
+/// vars, stdout piped (the caller adds what else it needs and starts it).
+pub fn child_command(role: &str, env: &[(&str, String)]) -> Command {
+    child_command_at(&std::env::current_exe().unwrap(), role, env)
+}
+
+/// [`child_command`] running `exe`, a copy of this test binary.
+pub fn child_command_at(exe: &std::path::Path, role: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
-        entry,
+        ENTRY,
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -66,7 +74,12 @@ pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    cmd
+}
+
+/// Starts [`child_command`].
+pub fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
+    child_command(role, env).spawn().unwrap()
 }
 
 /// Lines printed by a child, read on a thread so the parent can wait with a deadline.
