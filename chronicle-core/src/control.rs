@@ -1,8 +1,8 @@
 //! The queue directory and its control block (`queue.meta`): creation, publication, validation.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout::{
     CONTROL_FILE, CONTROL_FILE_SIZE, CONTROL_MAGIC, ControlBlock, FORMAT_VERSION, INDEX_DIR,
     LOCK_FILE, MAX_PAYLOAD_LIMIT, PAD_RESERVE, READERS_DIR, RECORD_HEADER_SIZE,
-    SEGMENT_HEADER_SIZE, SEGMENTS_DIR, WRITER_NEVER, record_len,
+    SEGMENT_HEADER_SIZE, SEGMENTS_DIR, WRITER_NEVER, check_magic, check_version, record_len,
 };
 use crate::map::Map;
 use crate::sys;
@@ -421,26 +421,13 @@ pub(crate) fn check_len(path: &Path, len: u64) -> Result<()> {
 pub(crate) fn validate(cb: &ControlBlock, path: &Path) -> Result<Geometry> {
     // SYNC POINT: Acquire pairs with the Release store of the magic in `create_or_open`.
     let magic = cb.magic.load(Ordering::Acquire);
-    if magic == 0 {
-        return Err(Error::NotYetInitialized {
-            path: path.to_path_buf(),
-        });
-    }
-    if magic != CONTROL_MAGIC {
-        return Err(Error::corrupted(
-            path,
-            0,
-            "bad magic: not a chronicle queue.meta",
-        ));
-    }
-    let version = cb.version.load(Ordering::Relaxed);
-    if version != FORMAT_VERSION {
-        return Err(Error::VersionMismatch {
-            path: path.to_path_buf(),
-            found: version,
-            expected: FORMAT_VERSION,
-        });
-    }
+    check_magic(
+        path,
+        magic,
+        CONTROL_MAGIC,
+        "bad magic: not a chronicle queue.meta",
+    )?;
+    check_version(path, cb.version.load(Ordering::Relaxed))?;
     if cb.control_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<ControlBlock>() {
         return Err(Error::corrupted(
             path,
@@ -594,16 +581,7 @@ pub struct Tail {
 /// Opens (creating if needed) the writer lock file.
 pub(crate) fn open_lock_file(dir: &QueueDir, mode: u32) -> Result<File> {
     let path = dir.lock();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io(&path, "open", e))?;
-    Ok(f)
+    sys::open_or_create_nofollow(&path, mode).map_err(|e| Error::io(&path, "open", e))
 }
 
 /// Random 64-bit id from the kernel's entropy (getrandom), falling back to time and pid.

@@ -7,9 +7,8 @@
 //! asymmetric barrier and a fence (writers of either wake mode may ring it), re-checks its
 //! sources, then sleeps.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{Ordering, compiler_fence};
@@ -18,7 +17,8 @@ use std::time::{Duration, Instant};
 use crate::control::set_mode;
 use crate::error::{Error, Result};
 use crate::layout::{
-    DOORBELL_FILE_SIZE, DOORBELL_MAGIC, DoorbellBlock, FORMAT_VERSION, NOTIFY_WAITERS,
+    DOORBELL_FILE_SIZE, DOORBELL_MAGIC, DoorbellBlock, FORMAT_VERSION, NOTIFY_WAITERS, check_magic,
+    check_version,
 };
 use crate::map::Map;
 use crate::sys;
@@ -94,12 +94,7 @@ impl Doorbell {
     /// Opens an existing doorbell.
     pub fn open(path: impl AsRef<Path>) -> Result<Doorbell> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io(path, "open", e))?;
+        let file = sys::open_rw_nofollow(path).map_err(|e| Error::io(path, "open", e))?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(path, "stat", e))?
@@ -112,23 +107,9 @@ impl Doorbell {
             .view::<DoorbellBlock>(0)
             .ok_or_else(|| Error::corrupted(path, 0, "doorbell does not fit"))?;
         // SYNC POINT: Acquire pairs with the Release of the magic in `open_or_create`.
-        match b.magic.load(Ordering::Acquire) {
-            0 => {
-                return Err(Error::NotYetInitialized {
-                    path: path.to_path_buf(),
-                });
-            }
-            DOORBELL_MAGIC => {}
-            _ => return Err(Error::corrupted(path, 0, "bad doorbell magic")),
-        }
-        let version = b.version.load(Ordering::Relaxed);
-        if version != FORMAT_VERSION {
-            return Err(Error::VersionMismatch {
-                path: path.to_path_buf(),
-                found: version,
-                expected: FORMAT_VERSION,
-            });
-        }
+        let magic = b.magic.load(Ordering::Acquire);
+        check_magic(path, magic, DOORBELL_MAGIC, "bad doorbell magic")?;
+        check_version(path, b.version.load(Ordering::Relaxed))?;
         let block = NonNull::from(b);
         Ok(Doorbell {
             _map: map,

@@ -11,7 +11,7 @@ use crate::control::{Geometry, QueueDir};
 use crate::error::{Error, Result};
 use crate::layout::{
     FORMAT_VERSION, INDEX_ENTRY_SIZE, INDEX_HEADER_SIZE, INDEX_MAGIC, IndexEntry, IndexHeader,
-    index_capacity,
+    check_magic, check_version, index_capacity,
 };
 use crate::map::Map;
 use crate::segment::create_preallocated;
@@ -103,19 +103,8 @@ impl Index {
         let h = idx.header()?;
         // SYNC POINT: Acquire pairs with the Release of the magic in `create`.
         let magic = h.magic.load(Ordering::Acquire);
-        if magic == 0 {
-            return Err(Error::NotYetInitialized { path: idx.path });
-        }
-        if magic != INDEX_MAGIC {
-            return Err(Error::corrupted(&idx.path, 0, "bad index magic"));
-        }
-        if h.version.load(Ordering::Relaxed) != FORMAT_VERSION {
-            return Err(Error::VersionMismatch {
-                path: idx.path.clone(),
-                found: h.version.load(Ordering::Relaxed),
-                expected: FORMAT_VERSION,
-            });
-        }
+        check_magic(&idx.path, magic, INDEX_MAGIC, "bad index magic")?;
+        check_version(&idx.path, h.version.load(Ordering::Relaxed))?;
         if h.segment_id.load(Ordering::Relaxed) != id
             || h.capacity.load(Ordering::Relaxed) != idx.capacity
         {

@@ -57,7 +57,41 @@
 //! ```
 
 use std::mem::{offset_of, size_of};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::error::{Error, Result};
+
+/// The first check of every mapped file, on its magic as Acquire-loaded (its creator stores the
+/// magic last, with Release): 0 is a file its creator has not finished (`NotYetInitialized`),
+/// any value but `expected` is damage, reported as `bad_magic`.
+pub(crate) fn check_magic(
+    path: &Path,
+    magic: u64,
+    expected: u64,
+    bad_magic: &'static str,
+) -> Result<()> {
+    match magic {
+        0 => Err(Error::NotYetInitialized {
+            path: path.to_path_buf(),
+        }),
+        m if m == expected => Ok(()),
+        _ => Err(Error::corrupted(path, 0, bad_magic)),
+    }
+}
+
+/// The second: a version other than [`FORMAT_VERSION`] is a format this build does not read.
+pub(crate) fn check_version(path: &Path, version: u32) -> Result<()> {
+    if version == FORMAT_VERSION {
+        Ok(())
+    } else {
+        Err(Error::VersionMismatch {
+            path: path.to_path_buf(),
+            found: version,
+            expected: FORMAT_VERSION,
+        })
+    }
+}
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("chronicle's mapped formats are little-endian; big-endian hosts are not supported");

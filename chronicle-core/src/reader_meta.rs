@@ -4,16 +4,17 @@
 //! Release-stores the incremented generation. A reader killed mid-commit leaves the previous
 //! position intact. A commit is a handful of stores into the mapping: no system call.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use crate::control::{QueueDir, set_mode};
 use crate::error::{Error, Result};
-use crate::layout::{FORMAT_VERSION, READER_MAGIC, READER_META_SIZE, ReaderMetaBlock};
+use crate::layout::{
+    FORMAT_VERSION, READER_MAGIC, READER_META_SIZE, ReaderMetaBlock, check_magic, check_version,
+};
 use crate::map::Map;
 use crate::sys;
 
@@ -60,14 +61,7 @@ impl ReaderMeta {
         mode: u32,
     ) -> Result<(ReaderMeta, Option<(Position, u64)>)> {
         let path = dir.reader_meta(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
+        let file = sys::open_or_create_nofollow(&path, mode)
             .map_err(|e| Error::io(&path, "open reader meta", e))?;
         if !sys::try_lock_exclusive(&file).map_err(|e| Error::io(&path, "lock", e))? {
             let pid = read_info(&path).ok().map(|i| i.pid);
@@ -179,29 +173,14 @@ impl ReaderMeta {
 }
 
 /// A meta whose magic is not yet stored is being created; any other value is damage.
-fn check_magic(block: &ReaderMetaBlock, path: &Path) -> Result<()> {
+fn check_reader_magic(block: &ReaderMetaBlock, path: &Path) -> Result<()> {
     let magic = block.magic.load(Ordering::Acquire);
-    if magic == 0 {
-        return Err(Error::NotYetInitialized {
-            path: path.to_path_buf(),
-        });
-    }
-    if magic != READER_MAGIC {
-        return Err(Error::corrupted(path, 0, "bad reader meta magic"));
-    }
-    Ok(())
+    check_magic(path, magic, READER_MAGIC, "bad reader meta magic")
 }
 
 fn validate(block: &ReaderMetaBlock, path: &Path, queue_uid: u64) -> Result<()> {
-    check_magic(block, path)?;
-    let version = block.version.load(Ordering::Relaxed);
-    if version != FORMAT_VERSION {
-        return Err(Error::VersionMismatch {
-            path: path.to_path_buf(),
-            found: version,
-            expected: FORMAT_VERSION,
-        });
-    }
+    check_reader_magic(block, path)?;
+    check_version(path, block.version.load(Ordering::Relaxed))?;
     if block.queue_uid.load(Ordering::Relaxed) != queue_uid {
         return Err(Error::corrupted(
             path,
@@ -274,7 +253,7 @@ pub fn read_info(path: &Path) -> Result<ReaderInfo> {
     let block = map
         .view::<ReaderMetaBlock>(0)
         .ok_or_else(|| Error::corrupted(path, 0, "reader meta does not fit"))?;
-    check_magic(block, path)?;
+    check_reader_magic(block, path)?;
     let in_use = sys::is_locked(&file).unwrap_or(false);
     let saved = load_position(block);
     Ok(ReaderInfo {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::control::{Geometry, QueueDir, set_mode};
 use crate::error::{Error, Result};
-use crate::layout::{FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SegmentHeader};
+use crate::layout::{
+    FORMAT_VERSION, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SegmentHeader, check_magic, check_version,
+};
 use crate::map::Map;
 use crate::sys;
 
@@ -226,22 +228,8 @@ pub(crate) fn validate_header(
 ) -> Result<()> {
     // SYNC POINT: Acquire pairs with the Release store of the magic in `Segment::create`.
     let magic = h.magic.load(Ordering::Acquire);
-    if magic == 0 {
-        return Err(Error::NotYetInitialized {
-            path: path.to_path_buf(),
-        });
-    }
-    if magic != SEGMENT_MAGIC {
-        return Err(Error::corrupted(path, 0, "bad segment magic"));
-    }
-    let version = h.version.load(Ordering::Relaxed);
-    if version != FORMAT_VERSION {
-        return Err(Error::VersionMismatch {
-            path: path.to_path_buf(),
-            found: version,
-            expected: FORMAT_VERSION,
-        });
-    }
+    check_magic(path, magic, SEGMENT_MAGIC, "bad segment magic")?;
+    check_version(path, h.version.load(Ordering::Relaxed))?;
     if u64::from(h.header_size.load(Ordering::Relaxed)) != SEGMENT_HEADER_SIZE {
         return Err(Error::corrupted(path, 12, "bad segment header size"));
     }

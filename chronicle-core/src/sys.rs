@@ -308,6 +308,20 @@ pub fn open_rw_nofollow(path: &std::path::Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens `path` read-write, creating it with permission bits `mode` if it is missing (an existing
+/// file keeps its contents), without following a symbolic link in its last component.
+pub fn open_or_create_nofollow(path: &std::path::Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Creates `path` read-write with permission bits `mode`; fails if anything (a link included)
 /// is already there.
 pub fn create_new_nofollow(path: &std::path::Path, mode: u32) -> io::Result<File> {
