@@ -80,12 +80,7 @@ impl Index {
     /// Opens the index of segment `id` (read-write for the writer, read-only otherwise).
     pub(crate) fn open(dir: &QueueDir, id: u64, geom: &Geometry, write: bool) -> Result<Index> {
         let path = dir.index_file(id);
-        let file = if write {
-            sys::open_rw_nofollow(&path)
-        } else {
-            sys::open_ro_nofollow(&path)
-        }
-        .map_err(|e| Error::io(&path, "open", e))?;
+        let file = sys::open_nofollow(&path, write).map_err(|e| Error::io(&path, "open", e))?;
         let len = Self::file_len(geom);
         let flen = file
             .metadata()

@@ -43,14 +43,7 @@ impl Segment {
         // SAFETY: `base..base+segment_size` is the writable mapping just created; the file is
         // fresh and all zeroes, and no reader can be using it yet.
         unsafe { sys::populate_write(base, geom.segment_size as usize) };
-        let seg = Segment {
-            id,
-            identity: identity(&file),
-            path,
-            map,
-            base,
-            len: geom.segment_size,
-        };
+        let seg = Segment::mapped(id, &file, path, map, base, geom);
         let h = seg.header()?;
         h.version.store(FORMAT_VERSION, Ordering::Relaxed);
         h.header_size
@@ -76,12 +69,7 @@ impl Segment {
 
     fn open(dir: &QueueDir, id: u64, geom: &Geometry, writable: bool) -> Result<Segment> {
         let path = dir.segment(id);
-        let file = if writable {
-            sys::open_rw_nofollow(&path)
-        } else {
-            sys::open_ro_nofollow(&path)
-        }
-        .map_err(|e| Error::io(&path, "open", e))?;
+        let file = sys::open_nofollow(&path, writable).map_err(|e| Error::io(&path, "open", e))?;
         check_len(&file, &path, geom)?;
         crate::control::check_not_world_writable(dir, &path)?;
         let (map, base) = if writable {
@@ -91,16 +79,28 @@ impl Segment {
             let base = map.as_ptr() as *mut u8;
             (map, base)
         };
-        let seg = Segment {
+        let seg = Segment::mapped(id, &file, path, map, base, geom);
+        seg.validate(geom)?;
+        Ok(seg)
+    }
+
+    /// Segment `id` over `map` of `file`, whose first byte is at `base`.
+    fn mapped(
+        id: u64,
+        file: &File,
+        path: PathBuf,
+        map: Map,
+        base: *mut u8,
+        geom: &Geometry,
+    ) -> Segment {
+        Segment {
             id,
-            identity: identity(&file),
+            identity: identity(file),
             path,
             map,
             base,
             len: geom.segment_size,
-        };
-        seg.validate(geom)?;
-        Ok(seg)
+        }
     }
 
     fn validate(&self, geom: &Geometry) -> Result<()> {

@@ -308,6 +308,15 @@ pub fn open_rw_nofollow(path: &std::path::Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_rw_nofollow`] or [`open_ro_nofollow`], as `writable` says.
+pub fn open_nofollow(path: &std::path::Path, writable: bool) -> io::Result<File> {
+    if writable {
+        open_rw_nofollow(path)
+    } else {
+        open_ro_nofollow(path)
+    }
+}
+
 /// Opens `path` read-write, creating it with permission bits `mode` if it is missing (an existing
 /// file keeps its contents), without following a symbolic link in its last component.
 pub fn open_or_create_nofollow(path: &std::path::Path, mode: u32) -> io::Result<File> {
