@@ -21,7 +21,7 @@
 //! | to | use |
 //! |---|---|
 //! | write | [`QueueWriter`] (`append`, `claim`/[`Claim`], `batch`/[`Batch`]), [`WriterConfig`], [`Durability`], [`Preallocate`], [`RetentionPolicy`] |
-//! | read | [`QueueReader`] (`next` → [`MessageView`], `seek`, `wait` → [`WaitOutcome`], `writer_status` → [`WriterStatus`]), [`ReaderConfig`], [`StartAt`], [`CommitPolicy`], [`OnLost`], [`Position`] |
+//! | read | [`QueueReader`] (`next` → [`MessageView`], `drain`, `seek`, `wait` → [`WaitOutcome`], `writer_status` → [`WriterStatus`]), [`ReaderConfig`], [`StartAt`], [`CommitPolicy`], [`OnLost`], [`Position`] |
 //! | sleep in epoll, or wake many queues' readers at once | [`EventFdBridge`], [`Doorbell`] ([`DoorbellWaitOutcome`]) |
 //! | name a queue's files, read its geometry | [`QueueDir`], [`Geometry`], [`Tail`], [`History`] |
 //! | manage readers and retention | [`list_readers`], [`ReaderInfo`], [`remove_reader`], [`plan_retention`], [`RetentionReport`], [`quarantine`], [`QuarantineReport`] |

@@ -284,6 +284,39 @@ impl QueueReader {
         Ok(Some(self.view(&h)))
     }
 
+    /// Reads the records that are there now, up to `max`, handing each to `f`; returns how many
+    /// it handed out (0 at the tail). It never waits. A burst costs what `next` in a loop costs,
+    /// except that with [`CommitPolicy::OnNext`](crate::CommitPolicy::OnNext) the position is
+    /// committed once, after `f` returned for the last record, instead of once per record.
+    ///
+    /// Errors: those of `next`. Records handed to `f` before the error stay consumed (and, with
+    /// `OnNext`, committed); the failing one is where the reader stands, as after `next`.
+    pub fn drain(&mut self, max: usize, mut f: impl FnMut(MessageView<'_>)) -> Result<usize> {
+        let auto = std::mem::replace(&mut self.auto_commit, false);
+        if auto && self.uncommitted {
+            self.commit_position();
+        }
+        let mut n = 0;
+        let ended = loop {
+            if n == max {
+                break Ok(n);
+            }
+            match self.next() {
+                Ok(Some(m)) => {
+                    f(m);
+                    n += 1;
+                }
+                Ok(None) => break Ok(n),
+                Err(e) => break Err(e),
+            }
+        };
+        self.auto_commit = auto;
+        if auto && self.uncommitted {
+            self.commit_position();
+        }
+        ended
+    }
+
     /// The record `next` would return, validated (CRC included), without consuming it: the
     /// position does not move, so a following `next` returns the same record without validating
     /// it again. Used by fan-in merging to look at every source's head before choosing one.

@@ -1,10 +1,11 @@
-//! `QueueWriter::batch`: records committed one by one, published and woken once per batch.
+//! Batches: `QueueWriter::batch` (records committed one by one, published and woken once per
+//! batch) and `QueueReader::drain` (what is there now, committed once).
 
 use std::time::Duration;
 
 mod common;
 
-use chronicle_core::{Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
+use chronicle_core::{CommitPolicy, Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
 use common::{payload, small_segments as small};
 
 #[test]
@@ -163,4 +164,112 @@ fn every_records_durability_syncs_a_batch_once_at_its_end() {
     drop(w);
     let w = QueueWriter::open(&q, cfg).unwrap();
     assert_eq!(w.next_seq(), 14);
+}
+
+/// `QueueReader::drain`: what is there now, up to `max`, in order, and never a wait.
+#[test]
+fn drain_hands_out_what_is_there_up_to_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
+    assert_eq!(r.drain(16, |_| panic!("nothing written yet")).unwrap(), 0);
+    // 3000 records of 8-207 B span several 64 KiB segments.
+    for i in 0..3000u64 {
+        w.append(1, &payload(i)).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut take = |r: &mut QueueReader, max| {
+        r.drain(max, |m| {
+            assert_eq!(m.payload(), &payload(m.seq())[..]);
+            got.push(m.seq());
+        })
+        .unwrap()
+    };
+    assert_eq!(take(&mut r, 0), 0);
+    assert_eq!(take(&mut r, 1000), 1000);
+    assert_eq!(take(&mut r, 5000), 2000);
+    assert_eq!(take(&mut r, 5000), 0);
+    assert_eq!(got, (0..3000).collect::<Vec<_>>());
+    w.append(1, b"later").unwrap();
+    assert_eq!(
+        r.drain(8, |m| assert_eq!(m.payload(), b"later")).unwrap(),
+        1
+    );
+}
+
+/// With `CommitPolicy::OnNext`, `next` commits a record when the one after it is asked for;
+/// `drain` commits once, after the last record it handed out was processed.
+#[test]
+fn drain_commits_once_after_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    for i in 0..10u64 {
+        w.append(1, &payload(i)).unwrap();
+    }
+    let on_next = |name: &str| {
+        let mut c = ReaderConfig::named(name);
+        c.commit = CommitPolicy::OnNext;
+        c
+    };
+    // `next` five times: the fifth record is not committed yet.
+    let mut r = QueueReader::open(&q, on_next("n")).unwrap();
+    for _ in 0..5 {
+        r.next().unwrap().unwrap();
+    }
+    drop(r);
+    let mut r = QueueReader::open(&q, on_next("n")).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 4);
+    drop(r);
+    // `drain` five: all five are.
+    let mut r = QueueReader::open(&q, on_next("d")).unwrap();
+    assert_eq!(r.drain(5, |_| {}).unwrap(), 5);
+    drop(r);
+    let mut r = QueueReader::open(&q, on_next("d")).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().seq(), 5);
+    // A manual reader keeps its own pace: drain commits nothing for it.
+    let mut m = QueueReader::open(&q, ReaderConfig::named("m")).unwrap();
+    assert_eq!(m.drain(5, |_| {}).unwrap(), 5);
+    drop(m);
+    let mut m = QueueReader::open(&q, ReaderConfig::named("m")).unwrap();
+    assert_eq!(m.next().unwrap().unwrap().seq(), 0);
+}
+
+/// A damaged record stops a drain with `next`'s error; the records before it stay consumed
+/// and committed, and the reader stands at the damaged one.
+#[test]
+fn drain_stops_at_a_damaged_record() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    for i in 0..3u64 {
+        w.append(1, format!("record-{i}-marker").as_bytes())
+            .unwrap();
+    }
+    w.close().unwrap();
+    let seg = q
+        .join("segments")
+        .join(chronicle_core::testing::layout::segment_file_name(0));
+    let bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(15)
+        .position(|b| b == b"record-2-marker")
+        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(b"X", at as u64).unwrap();
+
+    let mut c = ReaderConfig::named("d");
+    c.commit = CommitPolicy::OnNext;
+    let mut r = QueueReader::open(&q, c.clone()).unwrap();
+    let mut seen = Vec::new();
+    let err = r.drain(10, |m| seen.push(m.seq())).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
+    assert_eq!(seen, vec![0, 1]);
+    assert_eq!(r.next_seq(), 2);
+    drop(r);
+    let mut r = QueueReader::open(&q, c).unwrap();
+    assert_eq!(r.next_seq(), 2, "records 0 and 1 were committed");
+    assert!(r.next().is_err());
 }
