@@ -61,20 +61,10 @@ fn healthy_bus_is_clean() {
 
 #[test]
 fn stale_writer_lock_of_a_killed_writer_is_fixed_by_recovery() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 2);
-    let mut writer = bin()
-        .args(["append", p(&q), "--print-seq"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_tmp, q) = temp_queue(2);
+    let mut writer = spawn_append(&q, &["--print-seq"], Stdio::piped(), b"x\n");
     {
-        use std::io::{BufRead, Write};
-        writer.stdin.as_mut().unwrap().write_all(b"x\n").unwrap();
-        writer.stdin.as_mut().unwrap().flush().unwrap();
+        use std::io::BufRead;
         // Its printed seq proves the record is committed and the writer is open.
         let mut line = String::new();
         let out = writer.stdout.take().unwrap();
@@ -103,25 +93,21 @@ fn stale_writer_lock_of_a_killed_writer_is_fixed_by_recovery() {
         )]
     );
     let o = run(&["doctor", p(&q), "--fix"], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stdout.contains(&format!(
+    assert_success(
+        &o,
+        &format!(
             "fixed   {}/writer.lock: ran recovery: the tail was clean; next seq 3",
             p(&q)
-        )),
-        "{o:?}"
+        ),
     );
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("no problems found"), "{o:?}");
+    assert_success(&o, "no problems found");
     assert_eq!(run(&["tail", p(&q)], b"").stdout.lines().count(), 3);
 }
 
 #[test]
 fn torn_tail_is_found_and_fenced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 10);
+    let (_tmp, q) = temp_queue(10);
     // A writer that died mid-record: header bytes without a commit word after the tail
     // (record 10 would start at 128 + 10 * 40 = 528), and queue.meta still says open.
     let seg = q.join("segments/00000000000000000000.seg");
@@ -143,26 +129,17 @@ fn torn_tail_is_found_and_fenced() {
         "{f:?}"
     );
     let o = run(&["doctor", p(&q), "--fix"], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stdout.contains(
-            "ran recovery: fenced off a torn record of 32 bytes at segment 0 offset 528; next seq 10 at segment 0 offset 560"
-        ),
-        "{o:?}"
+    assert_success(
+        &o,
+        "ran recovery: fenced off a torn record of 32 bytes at segment 0 offset 528; next seq 10 at segment 0 offset 560",
     );
     let o = run(&["doctor", p(&q), "--verify"], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stdout.contains("10 records verified: no problems found"),
-        "{o:?}"
-    );
+    assert_success(&o, "10 records verified: no problems found");
 }
 
 #[test]
 fn flipped_payload_byte_is_found_by_verify() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 5);
+    let (_tmp, q) = temp_queue(5);
     // Record 2 starts at 128 + 2 * 40; its payload at +32.
     let seg = q.join("segments/00000000000000000000.seg");
     let f = std::fs::OpenOptions::new()
@@ -194,9 +171,7 @@ fn flipped_payload_byte_is_found_by_verify() {
 
 #[test]
 fn truncated_segment_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 5);
+    let (_tmp, q) = temp_queue(5);
     let seg = q.join("segments/00000000000000000000.seg");
     std::fs::OpenOptions::new()
         .write(true)
@@ -224,9 +199,7 @@ fn truncated_segment_is_an_error() {
 
 #[test]
 fn orphan_reader_is_reported_and_removed_only_when_asked() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 5);
+    let (_tmp, q) = temp_queue(5);
     make_reader(&q, "audit", 2);
     make_reader(&q, "live", 5);
     let meta = q.join("readers/audit.meta");
@@ -248,8 +221,7 @@ fn orphan_reader_is_reported_and_removed_only_when_asked() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(meta.exists());
     let o = run(&["doctor", p(&q), "--fix", "--remove-orphans"], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("removed reader 'audit'"), "{o:?}");
+    assert_success(&o, "removed reader 'audit'");
     assert!(!meta.exists());
     assert!(q.join("readers/live.meta").exists());
     assert_eq!(run(&["doctor", p(&q)], b"").code, 0);
@@ -259,9 +231,7 @@ fn orphan_reader_is_reported_and_removed_only_when_asked() {
 
 #[test]
 fn world_writable_file_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 1);
+    let (_tmp, q) = temp_queue(1);
     let meta = q.join("queue.meta");
     std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o666)).unwrap();
     let o = run(&["doctor", p(&q)], b"");
@@ -322,11 +292,7 @@ fn stale_markers_on_a_bus_are_removed_by_fix() {
         ]
     );
     let o = run(&["doctor", p(bus.root()), "--fix"], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stdout.contains(&format!("removed {}", p(&lease))),
-        "{o:?}"
-    );
+    assert_success(&o, &format!("removed {}", p(&lease)));
     assert!(!lease.exists() && !ready.exists());
     let o = run(&["doctor", p(bus.root())], b"");
     assert!(o.stdout.contains("no problems found"), "{o:?}");
@@ -601,9 +567,7 @@ fn corruption_matrix_gives_typed_errors_naming_file_and_offset_and_doctor_finds_
         },
     ];
     for c in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        let q = tmp.path().join("q");
-        make_queue(&q, 5);
+        let (_tmp, q) = temp_queue(5);
         make_reader(&q, "r", 1);
         (c.apply)(&q);
         let file = (c.file)(&q);
@@ -689,8 +653,7 @@ fn corruption_matrix_gives_typed_errors_naming_file_and_offset_and_doctor_finds_
 #[test]
 fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
     use chronicle_core::{Error, QueueReader, ReaderConfig, StartAt, WriterConfig};
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
+    let (_tmp, q) = temp_queue_path();
     let mut w = QueueWriter::open(
         &q,
         WriterConfig {
@@ -777,8 +740,7 @@ fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
 #[test]
 fn reader_past_a_rewrite_of_the_history_is_reported() {
     use chronicle_core::{QueueReader, ReaderConfig, WriterConfig};
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
+    let (_tmp, q) = temp_queue_path();
     let mut w = QueueWriter::open(&q, WriterConfig::default()).unwrap();
     for i in 0..100u64 {
         w.append(1, &[i as u8; 100]).unwrap();

@@ -151,9 +151,7 @@ fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
 
 #[test]
 fn a_truncated_segment_says_why_and_points_at_doctor() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 100);
+    let (_tmp, q) = temp_queue(100);
     let seg = std::fs::read_dir(q.join("segments"))
         .unwrap()
         .next()

@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,39 @@ pub fn make_queue(dir: &Path, n: u64) {
     wait_unlocked(dir);
 }
 
+/// A temporary directory and the path of queue `q` in it (not created yet); the directory is
+/// removed when the returned guard drops.
+pub fn temp_queue_path() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    (tmp, q)
+}
+
+/// Like [`temp_queue_path`], the queue made by [`make_queue`] with `n` records.
+pub fn temp_queue(n: u64) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, q) = temp_queue_path();
+    make_queue(&q, n);
+    (tmp, q)
+}
+
+/// `chron-cli append q extra..` as a writer in a process of its own: `line` written to its
+/// stdin, which stays open (so does the queue) until the child is killed; stderr discarded.
+pub fn spawn_append(q: &Path, extra: &[&str], stdout: Stdio, line: &[u8]) -> Child {
+    let mut writer = bin()
+        .arg("append")
+        .arg(q)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let si = writer.stdin.as_mut().unwrap();
+    si.write_all(line).unwrap();
+    si.flush().unwrap();
+    writer
+}
+
 /// Waits (bounded) until no open file holds the queue's writer lock. A closed writer's lock can
 /// outlive it for a moment: a child process that another test thread is spawning holds a copy of
 /// every descriptor (close-on-exec ones included) between its fork and its exec, and an OFD lock
@@ -147,6 +180,12 @@ pub fn assert_one_sentence(o: &Out, code: i32, needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {o:?}");
     assert!(!o.stderr.contains("panicked"), "{o:?}");
     assert!(!o.stderr.contains("backtrace"), "{o:?}");
+}
+
+/// Asserts a success: exit code 0 and `needle` on stdout.
+pub fn assert_success(o: &Out, needle: &str) {
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(needle), "{needle:?} not in {o:?}");
 }
 
 /// A pid no process can have (above the kernel's maximum).
