@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -233,7 +233,7 @@ fn orphan_reader_is_reported_and_removed_only_when_asked() {
 fn world_writable_file_is_an_error() {
     let (_tmp, q) = temp_queue(1);
     let meta = q.join("queue.meta");
-    std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o666)).unwrap();
+    chmod(&meta, 0o666);
     let o = run(&["doctor", p(&q)], b"");
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(

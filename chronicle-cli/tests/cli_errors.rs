@@ -12,14 +12,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// A bus with feed `md` (5 records) and an empty `router/` and `strategies/`.
 fn bus(root: &Path) -> std::path::PathBuf {
@@ -198,16 +193,10 @@ fn a_truncated_segment_says_why_and_points_at_doctor() {
 
 #[test]
 fn unreadable_queues_say_permission_denied_with_the_path() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run chron-cli as user nobody");
+    let Some((tmp, exe)) = nobody_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let t = tmp.path();
-    chmod(t, 0o755);
-    let exe = t.join("chron-cli");
-    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
-    chmod(&exe, 0o755);
     // A private queue (0700, root's).
     let private = t.join("private");
     make_queue(&private, 3);

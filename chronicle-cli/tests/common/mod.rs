@@ -320,6 +320,28 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Sets the permission bits of `path` to `mode`.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// For a test that runs chron-cli as user `nobody`: `None` (saying it is skipped) unless the
+/// tests run as root; otherwise a temporary directory anyone may enter and, in it, a copy of
+/// chron-cli anyone may run.
+pub fn nobody_setup() -> Option<(tempfile::TempDir, PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: needs root to run chron-cli as user nobody");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let exe = tmp.path().join("chron-cli");
+    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
+    chmod(&exe, 0o755);
+    Some((tmp, exe))
+}
+
 pub fn as_nobody(exe: &Path, args: &[&str]) -> Out {
     use std::os::unix::process::CommandExt;
     let out = Command::new(exe)
