@@ -397,10 +397,26 @@ fn symbolic_links_and_marker_temporaries_are_reported_and_links_never_followed()
 /// One deliberate corruption: which file to damage and how.
 struct Damage {
     name: &'static str,
+    /// The file in the queue, from the queue's path.
     file: fn(&std::path::Path) -> std::path::PathBuf,
+    /// Damages that file, given its path.
     apply: fn(&std::path::Path),
     /// Offset the typed error must name (`None`: an error that names the file only).
     offset: Option<u64>,
+}
+
+fn damage(
+    name: &'static str,
+    file: fn(&std::path::Path) -> std::path::PathBuf,
+    apply: fn(&std::path::Path),
+    offset: Option<u64>,
+) -> Damage {
+    Damage {
+        name,
+        file,
+        apply,
+        offset,
+    }
 }
 
 fn seg0(q: &std::path::Path) -> std::path::PathBuf {
@@ -445,132 +461,57 @@ const R2: u64 = 208;
 #[test]
 fn corruption_matrix_gives_typed_errors_naming_file_and_offset_and_doctor_finds_each() {
     let cases = [
-        Damage {
-            name: "payload bit",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), R2 + 33, 0x10),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "crc bit",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), R2 + 4, 0x01),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "seq bit",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), R2 + 8, 0x04),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "timestamp bit",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), R2 + 17, 0x80),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "type bit",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), R2 + 24, 0x02),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "length past the segment end",
-            file: seg0,
-            apply: |q| put_at(&seg0(q), R2 + 28, &0x00ff_ffffu32.to_le_bytes()),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "garbage commit word",
-            file: seg0,
-            apply: |q| put_at(&seg0(q), R2, &0xdead_beefu32.to_le_bytes()),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "commit word length past the end",
-            file: seg0,
-            apply: |q| put_at(&seg0(q), R2, &0x0fff_fff1u32.to_le_bytes()),
-            offset: Some(R2),
-        },
-        Damage {
-            name: "segment magic",
-            file: seg0,
-            apply: |q| xor_at(&seg0(q), 0, 0xff),
-            offset: Some(0),
-        },
-        Damage {
-            name: "truncated segment",
-            file: seg0,
-            apply: |q| truncate(&seg0(q), 4096),
-            offset: Some(4096),
-        },
-        Damage {
-            name: "zero-length segment",
-            file: seg0,
-            apply: |q| truncate(&seg0(q), 0),
-            offset: Some(0),
-        },
-        Damage {
-            name: "queue.meta magic",
-            file: meta,
-            apply: |q| xor_at(&meta(q), 0, 0xff),
-            offset: Some(0),
-        },
-        Damage {
-            name: "queue.meta version",
-            file: meta,
-            apply: |q| xor_at(&meta(q), 8, 0x40),
-            offset: None,
-        },
-        Damage {
-            name: "truncated queue.meta",
-            file: meta,
-            apply: |q| truncate(&meta(q), 100),
-            offset: Some(100),
-        },
-        Damage {
-            name: "zero-length queue.meta",
-            file: meta,
-            apply: |q| truncate(&meta(q), 0),
-            offset: None,
-        },
-        Damage {
-            name: "truncated reader meta",
-            file: rmeta,
-            apply: |q| truncate(&rmeta(q), 10),
-            offset: None,
-        },
-        Damage {
-            name: "zero-length reader meta",
-            file: rmeta,
-            apply: |q| truncate(&rmeta(q), 0),
-            offset: None,
-        },
-        Damage {
-            name: "reader meta magic",
-            file: rmeta,
-            apply: |q| xor_at(&rmeta(q), 0, 0xff),
-            offset: None,
-        },
-        Damage {
-            name: "truncated index",
-            file: idx0,
-            apply: |q| truncate(&idx0(q), 10),
-            offset: None,
-        },
-        Damage {
-            name: "zero-length index",
-            file: idx0,
-            apply: |q| truncate(&idx0(q), 0),
-            offset: None,
-        },
+        damage("payload bit", seg0, |f| xor_at(f, R2 + 33, 0x10), Some(R2)),
+        damage("crc bit", seg0, |f| xor_at(f, R2 + 4, 0x01), Some(R2)),
+        damage("seq bit", seg0, |f| xor_at(f, R2 + 8, 0x04), Some(R2)),
+        damage(
+            "timestamp bit",
+            seg0,
+            |f| xor_at(f, R2 + 17, 0x80),
+            Some(R2),
+        ),
+        damage("type bit", seg0, |f| xor_at(f, R2 + 24, 0x02), Some(R2)),
+        damage(
+            "length past the segment end",
+            seg0,
+            |f| put_at(f, R2 + 28, &0x00ff_ffffu32.to_le_bytes()),
+            Some(R2),
+        ),
+        damage(
+            "garbage commit word",
+            seg0,
+            |f| put_at(f, R2, &0xdead_beefu32.to_le_bytes()),
+            Some(R2),
+        ),
+        damage(
+            "commit word length past the end",
+            seg0,
+            |f| put_at(f, R2, &0x0fff_fff1u32.to_le_bytes()),
+            Some(R2),
+        ),
+        damage("segment magic", seg0, |f| xor_at(f, 0, 0xff), Some(0)),
+        damage("truncated segment", seg0, |f| truncate(f, 4096), Some(4096)),
+        damage("zero-length segment", seg0, |f| truncate(f, 0), Some(0)),
+        damage("queue.meta magic", meta, |f| xor_at(f, 0, 0xff), Some(0)),
+        damage("queue.meta version", meta, |f| xor_at(f, 8, 0x40), None),
+        damage(
+            "truncated queue.meta",
+            meta,
+            |f| truncate(f, 100),
+            Some(100),
+        ),
+        damage("zero-length queue.meta", meta, |f| truncate(f, 0), None),
+        damage("truncated reader meta", rmeta, |f| truncate(f, 10), None),
+        damage("zero-length reader meta", rmeta, |f| truncate(f, 0), None),
+        damage("reader meta magic", rmeta, |f| xor_at(f, 0, 0xff), None),
+        damage("truncated index", idx0, |f| truncate(f, 10), None),
+        damage("zero-length index", idx0, |f| truncate(f, 0), None),
     ];
     for c in cases {
         let (_tmp, q) = temp_queue(5);
         make_reader(&q, "r", 1);
-        (c.apply)(&q);
         let file = (c.file)(&q);
+        (c.apply)(&file);
         // doctor --verify finds it and names the file.
         let o = run(&["doctor", p(&q), "--verify"], b"");
         let line = o
