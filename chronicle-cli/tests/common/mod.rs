@@ -288,12 +288,18 @@ impl Proc {
     }
 
     /// SIGTERM and wait (bounded by the watchdog).
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self) -> ExitStatus {
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
-        wait(&mut self.0);
+        wait(&mut self.0)
+    }
+
+    /// [`Proc::stop`], and asserts the process exited with success; `log` explains a failure.
+    pub fn stop_ok(&mut self, log: &dyn Fn() -> String) {
+        let st = self.stop();
+        assert!(st.success(), "{st}\n{}", log());
     }
 }
 
@@ -302,6 +308,29 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `chron-cli feed --bus bus --rate rate` (no spinning), its output to `log`.
+pub fn spawn_feed(bus: &Path, rate: &str, log: &Path) -> Proc {
+    Proc::spawn(
+        bin().args(["feed", "--bus", p(bus), "--rate", rate, "--spin-us", "0"]),
+        log,
+    )
+}
+
+/// `chron-cli strategy --bus bus --id id`, its output to `log`.
+pub fn spawn_strategy(bus: &Path, id: &str, log: &Path) -> Proc {
+    Proc::spawn(bin().args(["strategy", "--bus", p(bus), "--id", id]), log)
+}
+
+/// The text of each file of `files` (empty when it is missing), separated by `---` lines: the
+/// logs a failing wait shows.
+pub fn logs(files: &[&Path]) -> String {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 /// The value of the one sample whose line starts with `series ` (name and labels exactly).
