@@ -16,6 +16,18 @@ use std::path::Path;
 
 use common::*;
 
+/// The subcommands that read the queue or bus at the path given them (with the arguments
+/// that make them return).
+const PATH_COMMANDS: [&[&str]; 4] = [&["inspect"], &["tail"], &["doctor"], &["metrics", "--once"]];
+
+/// The names in directory `dir`.
+fn entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
 /// A bus with feed `md` (5 records) and an empty `router/` and `strategies/`.
 fn bus(root: &Path) -> std::path::PathBuf {
     let bus = root.join("bus");
@@ -37,13 +49,7 @@ fn foreign_and_missing_inputs_say_what_to_pass() {
     let bus = bus(t);
     let queue = bus.join("feeds/md");
 
-    for cmd in [
-        &["inspect"][..],
-        &["tail"],
-        &["doctor"],
-        &["metrics", "--once"],
-        &["audit"],
-    ] {
+    for cmd in PATH_COMMANDS.into_iter().chain([&["audit"][..]]) {
         let run_on = |path: &Path| run(&[cmd, &[p(path)]].concat(), b"");
         let o = run_on(&missing);
         assert_one_sentence(
@@ -107,10 +113,7 @@ fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
     std::fs::write(&file, b"x").unwrap();
     let queue = tmp.path().join("q");
     make_queue(&queue, 1);
-    let before: Vec<_> = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let before = entries(&queue);
     for role in [
         &["router"][..],
         &["feed"],
@@ -137,11 +140,7 @@ fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
         );
     }
     // Nothing was created inside the queue.
-    let after: Vec<_> = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, entries(&queue));
 }
 
 #[test]
@@ -217,13 +216,7 @@ fn unreadable_queues_say_permission_denied_with_the_path() {
         (&behind, behind.clone()),
         (&meta_only, meta_only.join("queue.meta")),
     ] {
-        for cmd in [
-            &["inspect"][..],
-            &["tail"],
-            &["doctor"],
-            &["metrics", "--once"],
-            &["append"],
-        ] {
+        for cmd in PATH_COMMANDS.into_iter().chain([&["append"][..]]) {
             let o = as_nobody(&exe, &[cmd, &[p(path)]].concat());
             assert_one_sentence(
                 &o,
