@@ -35,6 +35,18 @@ fn findings(o: &Out) -> Vec<String> {
         .collect()
 }
 
+/// Asserts doctor found an error (exit 1) and returns its findings.
+fn error_findings(o: &Out) -> Vec<String> {
+    assert_eq!(o.code, 1, "{o:?}");
+    findings(o)
+}
+
+/// Asserts doctor found an error (exit 1), `line` among its findings.
+fn assert_error_finding(o: &Out, line: &str) {
+    let f = error_findings(o);
+    assert!(f.iter().any(|l| l == line), "{f:?}");
+}
+
 #[test]
 fn healthy_bus_is_clean() {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,9 +96,8 @@ fn stale_writer_lock_of_a_killed_writer_is_fixed_by_recovery() {
     writer.kill().unwrap();
     writer.wait().unwrap();
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
-        findings(&o),
+        error_findings(&o),
         vec![format!(
             "error   {}/writer.lock: writer pid {pid} died without closing the queue (queue.meta says open, writer.lock is free); fix: run recovery by opening a writer: chron-cli doctor --fix",
             p(&q)
@@ -110,23 +121,16 @@ fn torn_tail_is_found_and_fenced() {
     let (_tmp, q) = temp_queue(10);
     // A writer that died mid-record: header bytes without a commit word after the tail
     // (record 10 would start at 128 + 10 * 40 = 528), and queue.meta still says open.
-    let seg = q.join("segments/00000000000000000000.seg");
-    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&[0xAB; 12], 528 + 8).unwrap();
-    let m = std::fs::OpenOptions::new()
-        .write(true)
-        .open(q.join("queue.meta"))
-        .unwrap();
-    m.write_all_at(&1u32.to_le_bytes(), 172).unwrap();
+    let seg = seg0(&q);
+    put_at(&seg, 528 + 8, &[0xAB; 12]);
+    put_at(&meta(&q), 172, &1u32.to_le_bytes());
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
-    let f = findings(&o);
-    assert!(
-        f.contains(&format!(
+    assert_error_finding(
+        &o,
+        &format!(
             "error   {}: torn record after the tail at segment 0 offset 528: 20 bytes written but never committed; fix: recovery fences it off with an ABORTED record: chron-cli doctor --fix",
             p(&seg)
-        )),
-        "{f:?}"
+        ),
     );
     let o = run(&["doctor", p(&q), "--fix"], b"");
     assert_success(
@@ -141,22 +145,13 @@ fn torn_tail_is_found_and_fenced() {
 fn flipped_payload_byte_is_found_by_verify() {
     let (_tmp, q) = temp_queue(5);
     // Record 2 starts at 128 + 2 * 40; its payload at +32.
-    let seg = q.join("segments/00000000000000000000.seg");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .unwrap();
-    let at = 128 + 2 * 40 + 32 + 1;
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+    let seg = seg0(&q);
+    xor_at(&seg, 128 + 2 * 40 + 32 + 1, 0x01);
     // Without --verify, records are not read.
     assert_eq!(run(&["doctor", p(&q)], b"").code, 0);
     let o = run(&["doctor", p(&q), "--verify"], b"");
-    assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
-        findings(&o),
+        error_findings(&o),
         vec![format!(
             "error   {0}: record seq 2: {0} is corrupted at offset 208: CRC mismatch; fix: no automatic fix: readers stop at this record (skip it with QueueReader::skip_record, or restore the segment)",
             p(&seg)
@@ -172,22 +167,15 @@ fn flipped_payload_byte_is_found_by_verify() {
 #[test]
 fn truncated_segment_is_an_error() {
     let (_tmp, q) = temp_queue(5);
-    let seg = q.join("segments/00000000000000000000.seg");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(32 << 10)
-        .unwrap();
+    let seg = seg0(&q);
+    truncate(&seg, 32 << 10);
     let o = run(&["doctor", p(&q), "--verify"], b"");
-    assert_eq!(o.code, 1, "{o:?}");
-    let f = findings(&o);
-    assert!(
-        f.contains(&format!(
+    assert_error_finding(
+        &o,
+        &format!(
             "error   {}: segment 0 is 32.0 KiB but the queue's segments are 64.0 KiB (truncated); fix: no automatic fix: restore the file, or copy the readable records to a new queue (chron-cli tail --json | chron-cli append --create --format json)",
             p(&seg)
-        )),
-        "{f:?}"
+        ),
     );
     // tail on it fails with one sentence, no panic.
     assert_one_sentence(
@@ -205,8 +193,7 @@ fn orphan_reader_is_reported_and_removed_only_when_asked() {
     let meta = q.join("readers/audit.meta");
     set_reader_liveness(&meta, NO_SUCH_PID, 1, T0);
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
-    let f = findings(&o);
+    let f = error_findings(&o);
     assert_eq!(f.len(), 1, "{f:?}");
     assert!(
         f[0].starts_with(&format!(
@@ -235,9 +222,8 @@ fn world_writable_file_is_an_error() {
     let meta = q.join("queue.meta");
     chmod(&meta, 0o666);
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
-        findings(&o),
+        error_findings(&o),
         vec![format!(
             "error   {0}: file is writable by every user (mode 0666); fix: chmod o-w {0}",
             p(&meta)
@@ -348,9 +334,8 @@ fn symbolic_links_and_marker_temporaries_are_reported_and_links_never_followed()
     std::os::unix::fs::symlink(&outside, &linked).unwrap();
 
     let o = run(&["doctor", p(bus.root())], b"");
-    assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(
-        findings(&o),
+        error_findings(&o),
         vec![
             format!(
                 "error   {}: strategy directory is a symbolic link to {}: discovery never follows it, so nothing behind it is routed; fix: replace the link with the directory itself, or remove the link: rm {}",
@@ -617,11 +602,9 @@ fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
     let (base1, base2) = (base(1), base(2));
     // A page in the middle of segment 1 lost (zeroes), as after a power cut without msync.
     let seg1 = q.join("segments/00000000000000000001.seg");
-    let f = std::fs::OpenOptions::new().write(true).open(&seg1).unwrap();
-    f.write_all_at(&[0u8; 4096], 16 << 10).unwrap();
+    put_at(&seg1, 16 << 10, &[0u8; 4096]);
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
-    let f = findings(&o);
+    let f = error_findings(&o);
     let line = f
         .iter()
         .find(|l| l.contains("damaged-history") || l.contains(&format!("{}: segment 1:", p(&seg1))))
@@ -649,7 +632,7 @@ fn damaged_old_segment_is_reported_with_its_seqs_and_quarantined_on_request() {
     // A plain --fix leaves it; --quarantine moves segments 0 and 1 aside.
     let o = run(&["doctor", p(&q), "--fix"], b"");
     assert_eq!(o.code, 1, "{o:?}");
-    assert!(q.join("segments/00000000000000000000.seg").exists());
+    assert!(seg0(&q).exists());
     let o = run(&["doctor", p(&q), "--fix", "--quarantine"], b"");
     assert!(
         o.stdout.contains(&format!(
@@ -712,8 +695,7 @@ fn reader_past_a_rewrite_of_the_history_is_reported() {
         o.stdout
     );
     let o = run(&["doctor", p(&q)], b"");
-    assert_eq!(o.code, 1, "{o:?}");
-    let f = findings(&o);
+    let f = error_findings(&o);
     let hits: Vec<&String> = f
         .iter()
         .filter(|l| l.contains("saw records lost in a power cut"))
