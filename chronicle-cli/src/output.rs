@@ -155,14 +155,19 @@ pub fn print_json(v: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Parses a size with an optional binary suffix: `65536`, `64K`, `64KiB`, `16M`, `1G`.
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+/// Splits `s` (trimmed) into its leading decimal number and the unit after it (untrimmed);
+/// `what` completes the message "`s` is not ..." when there is no number.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> std::result::Result<(u64, &'a str), String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 65536, 64K, 16MiB, 1G)"))?;
+    let n = num.parse().map_err(|_| format!("{s:?} is not {what}"))?;
+    Ok((n, unit))
+}
+
+/// Parses a size with an optional binary suffix: `65536`, `64K`, `64KiB`, `16M`, `1G`.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let (n, unit) = number_and_unit(s, "a size (examples: 65536, 64K, 16MiB, 1G)")?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -177,12 +182,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 
 /// Parses a duration: `500ms`, `30s`, `15m`, `2h`, `7d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 30s, 15m, 2h, 7d)"))?;
+    let (n, unit) = number_and_unit(s, "a duration (examples: 500ms, 30s, 15m, 2h, 7d)")?;
     let d = match unit {
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,15 +29,9 @@ fn files(q: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn read_only_user_can_inspect_tail_and_check_but_not_append() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run chron-cli as user nobody");
+    let Some((tmp, exe)) = nobody_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = tmp.path().join("chron-cli");
-    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
     let q = tmp.path().join("q");
     let mut w = QueueWriter::open(
         &q,
@@ -61,20 +54,18 @@ fn read_only_user_can_inspect_tail_and_check_but_not_append() {
             .unwrap()
             .success()
     );
-    std::fs::set_permissions(q.join("readers"), std::fs::Permissions::from_mode(0o3770)).unwrap();
+    chmod(&q.join("readers"), 0o3770);
     let before = files(&q);
 
     let o = as_nobody(&exe, &["inspect", p(&q)]);
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("tail         next seq 5,"), "{o:?}");
+    assert_success(&o, "tail         next seq 5,");
     let o = as_nobody(&exe, &["tail", p(&q)]);
     assert_eq!(o.code, 0, "{o:?}");
     for i in 0..5 {
         assert!(o.stdout.contains(&format!("rec-{i}")), "{o:?}");
     }
     let o = as_nobody(&exe, &["doctor", p(&q), "--verify"]);
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("5 records verified"), "{o:?}");
+    assert_success(&o, "5 records verified");
     let o = as_nobody(&exe, &["append", p(&q)]);
     assert_ne!(o.code, 0, "{o:?}");
     assert_eq!(o.stderr.lines().count(), 1, "one sentence: {o:?}");

@@ -12,6 +12,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use chronicle_bus::SourceId;
+use chronicle_bus::orders::FateCode;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt};
 use serde_json::Value;
 
@@ -81,17 +82,10 @@ fn demo_topology_accounting_closes_and_router_follows_restart() {
         let id = p["id"].as_str().unwrap();
         let c = p["committed"].as_u64().unwrap();
         let r = p["routed"].as_u64().unwrap();
-        let fates: u64 = [
-            "routed",
-            "rejected",
-            "expired",
-            "evicted",
-            "cancelled",
-            "malformed",
-        ]
-        .iter()
-        .map(|k| p[*k].as_u64().unwrap())
-        .sum();
+        let fates: u64 = FateCode::ALL
+            .iter()
+            .map(|c| p[c.name()].as_u64().unwrap())
+            .sum();
         assert!(c > 0, "{id} committed nothing: {s:#}");
         assert_eq!(p["answered"].as_u64().unwrap(), c, "{id}: {s:#}");
         assert_eq!(p["unanswered"], 0, "{s:#}");

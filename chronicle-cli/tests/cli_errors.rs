@@ -7,13 +7,20 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
 
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+/// The subcommands that read the queue or bus at the path given them (with the arguments
+/// that make them return).
+const PATH_COMMANDS: [&[&str]; 4] = [&["inspect"], &["tail"], &["doctor"], &["metrics", "--once"]];
+
+/// The names in directory `dir`.
+fn entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
 }
 
 /// A bus with feed `md` (5 records) and an empty `router/` and `strategies/`.
@@ -37,13 +44,7 @@ fn foreign_and_missing_inputs_say_what_to_pass() {
     let bus = bus(t);
     let queue = bus.join("feeds/md");
 
-    for cmd in [
-        &["inspect"][..],
-        &["tail"],
-        &["doctor"],
-        &["metrics", "--once"],
-        &["audit"],
-    ] {
+    for cmd in PATH_COMMANDS.into_iter().chain([&["audit"][..]]) {
         let run_on = |path: &Path| run(&[cmd, &[p(path)]].concat(), b"");
         let o = run_on(&missing);
         assert_one_sentence(
@@ -107,10 +108,7 @@ fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
     std::fs::write(&file, b"x").unwrap();
     let queue = tmp.path().join("q");
     make_queue(&queue, 1);
-    let before: Vec<_> = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let before = entries(&queue);
     for role in [
         &["router"][..],
         &["feed"],
@@ -137,18 +135,12 @@ fn topology_roles_refuse_a_file_or_a_queue_as_bus() {
         );
     }
     // Nothing was created inside the queue.
-    let after: Vec<_> = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, entries(&queue));
 }
 
 #[test]
 fn a_truncated_segment_says_why_and_points_at_doctor() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 100);
+    let (_tmp, q) = temp_queue(100);
     let seg = std::fs::read_dir(q.join("segments"))
         .unwrap()
         .next()
@@ -195,16 +187,10 @@ fn a_truncated_segment_says_why_and_points_at_doctor() {
 
 #[test]
 fn unreadable_queues_say_permission_denied_with_the_path() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run chron-cli as user nobody");
+    let Some((tmp, exe)) = nobody_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    };
     let t = tmp.path();
-    chmod(t, 0o755);
-    let exe = t.join("chron-cli");
-    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
-    chmod(&exe, 0o755);
     // A private queue (0700, root's).
     let private = t.join("private");
     make_queue(&private, 3);
@@ -225,13 +211,7 @@ fn unreadable_queues_say_permission_denied_with_the_path() {
         (&behind, behind.clone()),
         (&meta_only, meta_only.join("queue.meta")),
     ] {
-        for cmd in [
-            &["inspect"][..],
-            &["tail"],
-            &["doctor"],
-            &["metrics", "--once"],
-            &["append"],
-        ] {
+        for cmd in PATH_COMMANDS.into_iter().chain([&["append"][..]]) {
             let o = as_nobody(&exe, &[cmd, &[p(path)]].concat());
             assert_one_sentence(
                 &o,

@@ -124,23 +124,10 @@ fn inspect_json_golden() {
 
 #[test]
 fn inspect_shows_a_live_writer_and_a_dead_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 1);
-    let mut writer = bin()
-        .args(["append", p(&q)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_tmp, q) = temp_queue(1);
     // One record through the writer, so it is fully open (not just holding the lock) when it
     // is killed below.
-    {
-        use std::io::Write;
-        let stdin = writer.stdin.as_mut().unwrap();
-        stdin.write_all(b"one more\n").unwrap();
-        stdin.flush().unwrap();
-    }
+    let mut writer = spawn_append(&q, &[], std::process::Stdio::null(), b"one more\n");
     // Wait (watchdog) until the writer holds the lock and has appended.
     let deadline = std::time::Instant::now() + WATCHDOG;
     let json = loop {
@@ -163,12 +150,11 @@ fn inspect_shows_a_live_writer_and_a_dead_one() {
     writer.kill().unwrap();
     writer.wait().unwrap();
     let o = run(&["inspect", p(&q)], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stdout.contains(&format!(
+    assert_success(
+        &o,
+        &format!(
             "dead: pid {} died without closing (writer.lock free)",
             writer.id()
-        )),
-        "{o:?}"
+        ),
     );
 }

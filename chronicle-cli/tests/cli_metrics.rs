@@ -246,8 +246,7 @@ fn exposition_passes_promtool() {
     let tmp = tempfile::tempdir().unwrap();
     let bus = fixture(tmp.path());
     let o = run(&["metrics", "--once", p(&bus)], b"");
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("chronicle_reader_lag_records"));
+    assert_success(&o, "chronicle_reader_lag_records");
     promtool_check(&promtool, &o.stdout);
 }
 
@@ -365,27 +364,15 @@ fn router_serves_its_own_numbers() {
     );
     let flog = tmp.path().join("feed.log");
     let slog = tmp.path().join("strategy.log");
-    let log = || {
-        [&rlog, &flog, &slog]
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let log = || logs(&[&rlog, &flog, &slog]);
     // Before any strategy: the endpoint answers with the router's table size.
     let first = poll("router metrics", &log, || http_get(port, "/metrics"));
     assert_eq!(
         value(&first, "chronicle_router_strategies").as_deref(),
         Some("0")
     );
-    let mut feed = Proc::spawn(
-        bin().args(["feed", "--bus", p(&bus), "--rate", "2000", "--spin-us", "0"]),
-        &flog,
-    );
-    let mut strategy = Proc::spawn(
-        bin().args(["strategy", "--bus", p(&bus), "--id", "s1"]),
-        &slog,
-    );
+    let mut feed = spawn_feed(&bus, "2000", &flog);
+    let mut strategy = spawn_strategy(&bus, "s1", &slog);
     let routed = "chronicle_router_fates_total{strategy=\"s1\",fate=\"routed\"}";
     let m = poll("orders routed for s1", &log, || {
         http_get(port, "/metrics").filter(|m| {

@@ -37,6 +37,13 @@ fn await_event(err: &Path, msg: &str, log: &dyn Fn() -> String) -> Value {
     poll(msg, log, || event(err, msg, |_| true))
 }
 
+/// Like [`await_event`], and asserts the event's level.
+fn await_event_at(err: &Path, level: &str, msg: &str, log: &dyn Fn() -> String) -> Value {
+    let ev = await_event(err, msg, log);
+    assert_eq!(ev["level"], level, "{ev}");
+    ev
+}
+
 /// A router on `tmp/bus` with JSON logs, `extra` arguments and, if given, `CHRONICLE_LOG`;
 /// returns it with its stdout and stderr files, `tmp/<name>.out` and `tmp/<name>.err`.
 fn json_router(
@@ -69,13 +76,12 @@ fn json_router(
 /// status line; returns its stderr's file.
 fn router_run(tmp: &Path, name: &str, filter: &str) -> PathBuf {
     let (mut r, out, err) = json_router(tmp, name, &[], Some(filter));
-    let log = || format!("{}\n---\n{}", read(&out), read(&err));
+    let log = || logs(&[&out, &err]);
     // The first once-a-second status line on stdout: the router ran its loop for a second.
     poll("router status", &log, || {
         read(&out).contains("\"final\":false").then_some(())
     });
-    r.stop();
-    assert!(r.0.wait().unwrap().success(), "{}", log());
+    r.stop_ok(&log);
     err
 }
 
@@ -243,25 +249,13 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
     std::fs::write(&cfg, CONFIG).unwrap();
     let (mut router, rout, rerr) = json_router(tmp.path(), "router", &["--config", p(&cfg)], None);
     let (flog, slog) = (tmp.path().join("feed.log"), tmp.path().join("alpha.log"));
-    let log = || {
-        [&rerr, &rout, &flog, &slog]
-            .iter()
-            .map(|f| read(f))
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let log = || logs(&[&rerr, &rout, &flog, &slog]);
     let port = metrics_port(&rerr, &log);
     let start = event(&rerr, "router started", |_| true).unwrap();
     assert_eq!(start["fields"]["rate_limit"], 1000, "{start}");
     assert_eq!(start["fields"]["weights"], "alpha=1", "{start}");
-    let mut feed = Proc::spawn(
-        bin().args(["feed", "--bus", p(&bus), "--rate", "1000", "--spin-us", "0"]),
-        &flog,
-    );
-    let mut alpha = Proc::spawn(
-        bin().args(["strategy", "--bus", p(&bus), "--id", "alpha"]),
-        &slog,
-    );
+    let mut feed = spawn_feed(&bus, "1000", &flog);
+    let mut alpha = spawn_strategy(&bus, "alpha", &slog);
     let weight = "chronicle_router_strategy_weight{strategy=\"alpha\"}";
     let rate = "chronicle_router_rate_limit_orders_per_second";
     let m = until_value(port, weight, "1", &log);
@@ -281,29 +275,28 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
         until_value(port, rate, "2500", &log)
     };
     assert_eq!(value(&m, weight).as_deref(), Some("5"));
-    let reloaded = await_event(&rerr, "config reloaded", &log);
-    assert_eq!(reloaded["level"], "INFO");
+    let reloaded = await_event_at(&rerr, "INFO", "config reloaded", &log);
     assert_eq!(reloaded["fields"]["rate_limit"], 2500);
     assert_eq!(reloaded["fields"]["weights"], "alpha=5");
     assert_eq!(reloaded["fields"]["config"], p(&cfg));
     // A key read only at start is named, not applied.
-    let restart = await_event(
+    let restart = await_event_at(
         &rerr,
+        "WARN",
         "changed in the config: takes effect at the next start",
         &log,
     );
-    assert_eq!(restart["level"], "WARN");
     assert_eq!(restart["fields"]["key"], "router.hold_us");
 
     // A bad file on reload: refused, the reason names the key, the old config stays.
     std::fs::write(&cfg, CONFIG.replace("weight = 1", "weight = 0")).unwrap();
     router.signal(libc::SIGHUP);
-    let refused = await_event(
+    let refused = await_event_at(
         &rerr,
+        "ERROR",
         "config reload refused; the running config is kept",
         &log,
     );
-    assert_eq!(refused["level"], "ERROR");
     let why = refused["fields"]["error"].as_str().unwrap();
     assert!(
         why.contains("key `strategies.alpha.weight`: expected a positive integer")
@@ -327,8 +320,7 @@ fn config_sets_the_router_and_sighup_reloads_weights_and_rate_limit() {
 
     alpha.stop();
     feed.stop();
-    router.stop();
-    assert!(router.0.wait().unwrap().success(), "{}", log());
+    router.stop_ok(&log);
 }
 
 #[test]
@@ -338,19 +330,18 @@ fn a_router_without_config_logs_and_survives_sighup() {
     let log = || read(&err);
     await_event(&err, "router started", &log);
     r.signal(libc::SIGHUP);
-    let ev = await_event(
+    await_event_at(
         &err,
+        "WARN",
         "SIGHUP ignored: the router was started without --config",
         &log,
     );
-    assert_eq!(ev["level"], "WARN");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         r.0.try_wait().unwrap().is_none(),
         "SIGHUP killed the router"
     );
-    r.stop();
-    assert!(r.0.wait().unwrap().success());
+    r.stop_ok(&log);
 }
 
 #[test]
@@ -421,7 +412,7 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     let cfg = tmp.path().join("router.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let (mut r, out, err) = json_router(tmp.path(), "r", &["--config", p(&cfg)], None);
-    let log = || format!("{}\n---\n{}", read(&out), read(&err));
+    let log = || logs(&[&out, &err]);
     let port = metrics_port(&err, &log);
     let rate = "chronicle_router_rate_limit_orders_per_second";
     until_value(port, rate, "1000", &log);
@@ -435,6 +426,5 @@ fn a_changed_config_file_is_reloaded_without_a_signal() {
     let ev = await_event(&err, "config reloaded", &log);
     assert_eq!(ev["fields"]["trigger"], "file changed", "{ev}");
     assert_eq!(ev["fields"]["rate_limit"], 12345, "{ev}");
-    r.stop();
-    assert!(r.0.wait().unwrap().success(), "{}", log());
+    r.stop_ok(&log);
 }

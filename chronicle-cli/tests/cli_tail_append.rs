@@ -20,9 +20,7 @@ fn append_new(q: &std::path::Path, extra: &[&str], input: &[u8]) -> Out {
 
 #[test]
 fn tail_text_and_json_golden() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 4);
+    let (_tmp, q) = temp_queue(4);
     let o = run(&["tail", p(&q)], b"");
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(
@@ -51,9 +49,7 @@ fn tail_text_and_json_golden() {
 
 #[test]
 fn tail_start_positions() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 10);
+    let (_tmp, q) = temp_queue(10);
     let seqs = |args: &[&str]| -> Vec<u64> {
         let mut a = vec!["tail", p(&q), "--json"];
         a.extend_from_slice(args);
@@ -90,8 +86,7 @@ fn tail_start_positions() {
 
 #[test]
 fn append_then_tail_round_trips_bytes_exactly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
+    let (tmp, q) = temp_queue_path();
     // Binary payloads through hex: every byte value, empty, newlines.
     let payloads: Vec<Vec<u8>> = vec![
         (0u8..=255).collect(),
@@ -224,14 +219,27 @@ fn stderr_of(child: &mut std::process::Child) -> String {
     s
 }
 
+/// A queue whose open writer has appended one record (type 1, `payload`), and a `tail -f` on
+/// it that has printed that record: it is running and caught up.
+fn writer_and_follower(
+    payload: &[u8],
+) -> (
+    tempfile::TempDir,
+    QueueWriter,
+    std::process::Child,
+    mpsc::Receiver<String>,
+) {
+    let (tmp, q) = temp_queue_path();
+    let mut w = QueueWriter::open(&q, small()).unwrap();
+    w.append(1, payload).unwrap();
+    let (child, rx) = follow(&q);
+    assert_eq!(next_seq(&rx), 0);
+    (tmp, w, child, rx)
+}
+
 #[test]
 fn tail_follow_sees_new_records_and_stops_on_sigint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
-    w.append(1, b"before").unwrap();
-    let (mut child, rx) = follow(&q);
-    assert_eq!(next_seq(&rx), 0); // it is running and caught up
+    let (_tmp, mut w, mut child, rx) = writer_and_follower(b"before");
     for i in 0..3u32 {
         w.append(2, &i.to_le_bytes()).unwrap();
     }
@@ -245,12 +253,7 @@ fn tail_follow_sees_new_records_and_stops_on_sigint() {
 
 #[test]
 fn tail_follow_stops_when_the_writer_closes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
-    w.append(1, b"a").unwrap();
-    let (mut child, rx) = follow(&q);
-    assert_eq!(next_seq(&rx), 0);
+    let (_tmp, mut w, mut child, rx) = writer_and_follower(b"a");
     w.append(1, b"b").unwrap();
     w.close().unwrap();
     assert_eq!(next_seq(&rx), 1);
@@ -262,23 +265,9 @@ fn tail_follow_stops_when_the_writer_closes() {
 
 #[test]
 fn tail_follow_reports_writer_death() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    make_queue(&q, 1);
+    let (_tmp, q) = temp_queue(1);
     // A writer in another process: `append` holds the queue open while stdin is open.
-    let mut writer = bin()
-        .args(["append", p(&q)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let si = writer.stdin.as_mut().unwrap();
-        si.write_all(b"from-writer\n").unwrap();
-        si.flush().unwrap();
-    }
+    let mut writer = spawn_append(&q, &[], Stdio::null(), b"from-writer\n");
     let (mut child, rx) = follow(&q);
     assert_eq!(next_seq(&rx), 0);
     assert_eq!(next_seq(&rx), 1); // the writer's record: it is alive and committing

@@ -86,26 +86,20 @@ fn print_text(r: &AuditReport) {
             s.id, s.voided
         );
     }
-    let mut rows = vec![
-        [
-            "strategy",
-            "orders",
-            "answered",
-            "unanswered",
-            "twice",
-            "sent twice",
-            "routed",
-            "rejected",
-            "expired",
-            "evicted",
-            "cancelled",
-            "malformed",
-            "o2r p50",
-            "o2r p99",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    // One column per fate, in the order of the rows' cells.
+    let mut header: Vec<String> = [
+        "strategy",
+        "orders",
+        "answered",
+        "unanswered",
+        "twice",
+        "sent twice",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(FateCode::ALL.iter().map(|c| c.name().to_string()));
+    header.extend(["o2r p50", "o2r p99"].map(String::from));
+    let mut rows = vec![header];
     for s in &r.strategies {
         let mut row = vec![
             s.id.clone(),

@@ -133,6 +133,19 @@ impl Doctor<'_> {
         });
     }
 
+    /// A marker file that does not parse (`e`): an error whose fix is to remove it; `after`
+    /// says who writes it again.
+    fn bad_marker(&mut self, marker: &Path, e: &dyn std::fmt::Display, after: &str) {
+        self.add(
+            Severity::Error,
+            "bad-marker",
+            marker,
+            e.to_string(),
+            format!("rm {} ({after})", marker.display()),
+            None,
+        );
+    }
+
     /// Flags files and directories other users may write (a directory with the sticky bit is
     /// fine: others cannot delete or rename what they do not own).
     fn check_perms(&mut self, path: &Path) {
@@ -651,17 +664,7 @@ impl Doctor<'_> {
         if !ready_link && ready.exists() {
             self.check_perms(&ready);
             match Ready::read(&ready) {
-                Err(e) => self.add(
-                    Severity::Error,
-                    "bad-marker",
-                    &ready,
-                    e.to_string(),
-                    format!(
-                        "rm {} (the strategy rewrites it when ready)",
-                        ready.display()
-                    ),
-                    None,
-                ),
+                Err(e) => self.bad_marker(&ready, &e, "the strategy rewrites it when ready"),
                 Ok(r) if !has_queue => self.add(
                     Severity::Warning,
                     "ready-without-queue",
@@ -696,14 +699,7 @@ impl Doctor<'_> {
         if !lease_link && lease.exists() {
             self.check_perms(&lease);
             match Lease::read(&lease) {
-                Err(e) => self.add(
-                    Severity::Error,
-                    "bad-marker",
-                    &lease,
-                    e.to_string(),
-                    format!("rm {} (the strategy rewrites it)", lease.display()),
-                    None,
-                ),
+                Err(e) => self.bad_marker(&lease, &e, "the strategy rewrites it"),
                 Ok(l) => match l.state(self.now) {
                     LeaseState::Live => {}
                     LeaseState::HolderGone => self.add(

@@ -87,29 +87,30 @@ impl RouterFile {
     /// The keys that differ between `self` and `new` and are read only at start (a reload
     /// applies weights and the rate limit only), by name.
     pub fn restart_only_changes(&self, new: &RouterFile) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.hold_us != new.hold_us {
-            v.push("router.hold_us");
-        }
-        if self.drain_timeout_ms != new.drain_timeout_ms {
-            v.push("router.drain_timeout_ms");
-        }
-        if self.max_per_tenant != new.max_per_tenant {
-            v.push("scheduler.max_per_tenant");
-        }
-        if self.max_global != new.max_global {
-            v.push("scheduler.max_global");
-        }
-        if self.cancel_reserve != new.cancel_reserve {
-            v.push("scheduler.cancel_reserve");
-        }
-        if self.backpressure != new.backpressure {
-            v.push("scheduler.backpressure");
-        }
-        if self.metrics_listen != new.metrics_listen {
-            v.push("metrics.listen");
-        }
-        v
+        [
+            ("router.hold_us", self.hold_us != new.hold_us),
+            (
+                "router.drain_timeout_ms",
+                self.drain_timeout_ms != new.drain_timeout_ms,
+            ),
+            (
+                "scheduler.max_per_tenant",
+                self.max_per_tenant != new.max_per_tenant,
+            ),
+            ("scheduler.max_global", self.max_global != new.max_global),
+            (
+                "scheduler.cancel_reserve",
+                self.cancel_reserve != new.cancel_reserve,
+            ),
+            (
+                "scheduler.backpressure",
+                self.backpressure != new.backpressure,
+            ),
+            ("metrics.listen", self.metrics_listen != new.metrics_listen),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 
     /// The file as TOML with comments, as `demo` writes it ([`parse`] reads it back equal).
@@ -119,61 +120,61 @@ impl RouterFile {
              # Weights and the rate limit are reloaded on SIGHUP (or when this file changes);\n\
              # the other keys take effect at the next start. Unknown keys are refused.\n\n[router]\n",
         );
-        let key = |s: &mut String, k: &str, v: Option<String>, comment: &str| {
-            if let Some(v) = v {
-                let _ = writeln!(s, "{k} = {v}  # {comment}");
+        fn shown(v: Option<impl ToString>) -> Option<String> {
+            v.map(|v| v.to_string())
+        }
+        let router = [
+            (
+                "rate_limit",
+                shown(self.rate_limit),
+                "outbound orders per second, 0: unlimited (reloadable)",
+            ),
+            (
+                "hold_us",
+                shown(self.hold_us),
+                "live merge: longest hold behind a silent strategy, microseconds",
+            ),
+            (
+                "drain_timeout_ms",
+                shown(self.drain_timeout_ms),
+                "on SIGTERM: longest drain before closing, milliseconds",
+            ),
+        ];
+        let scheduler = [
+            (
+                "max_per_tenant",
+                shown(self.max_per_tenant),
+                "orders one strategy may have queued",
+            ),
+            (
+                "max_global",
+                shown(self.max_global),
+                "orders queued over every strategy",
+            ),
+            (
+                "cancel_reserve",
+                shown(self.cancel_reserve),
+                "cancels a strategy may have queued beyond max_per_tenant",
+            ),
+            (
+                "backpressure",
+                self.backpressure
+                    .map(|b| format!("{:?}", backpressure_name(b))),
+                "a full strategy: \"reject\" the new order or \"evict_oldest\"",
+            ),
+        ];
+        let keys = |s: &mut String, keys: &[(&str, Option<String>, &str)]| {
+            for (k, v, comment) in keys {
+                if let Some(v) = v {
+                    let _ = writeln!(s, "{k} = {v}  # {comment}");
+                }
             }
         };
-        key(
-            &mut s,
-            "rate_limit",
-            self.rate_limit.map(|v| v.to_string()),
-            "outbound orders per second, 0: unlimited (reloadable)",
-        );
-        key(
-            &mut s,
-            "hold_us",
-            self.hold_us.map(|v| v.to_string()),
-            "live merge: longest hold behind a silent strategy, microseconds",
-        );
-        key(
-            &mut s,
-            "drain_timeout_ms",
-            self.drain_timeout_ms.map(|v| v.to_string()),
-            "on SIGTERM: longest drain before closing, milliseconds",
-        );
-        if self.max_per_tenant.is_some()
-            || self.max_global.is_some()
-            || self.cancel_reserve.is_some()
-            || self.backpressure.is_some()
-        {
+        keys(&mut s, &router);
+        if scheduler.iter().any(|(_, v, _)| v.is_some()) {
             s.push_str("\n[scheduler]\n");
         }
-        key(
-            &mut s,
-            "max_per_tenant",
-            self.max_per_tenant.map(|v| v.to_string()),
-            "orders one strategy may have queued",
-        );
-        key(
-            &mut s,
-            "max_global",
-            self.max_global.map(|v| v.to_string()),
-            "orders queued over every strategy",
-        );
-        key(
-            &mut s,
-            "cancel_reserve",
-            self.cancel_reserve.map(|v| v.to_string()),
-            "cancels a strategy may have queued beyond max_per_tenant",
-        );
-        key(
-            &mut s,
-            "backpressure",
-            self.backpressure
-                .map(|b| format!("{:?}", backpressure_name(b))),
-            "a full strategy: \"reject\" the new order or \"evict_oldest\"",
-        );
+        keys(&mut s, &scheduler);
         if let Some(l) = &self.metrics_listen {
             let _ = write!(s, "\n[metrics]\nlisten = {}\n", Value::from(l.as_str()));
         }

@@ -313,6 +313,26 @@ fn seconds_buckets(h: &Histogram<u64>) -> (Vec<(f64, u64)>, f64, u64) {
     (buckets, sum_ns / 1e9, count)
 }
 
+/// The scheduler's order counters, over all strategies and per strategy: the part of the
+/// family name between `chronicle_router_scheduler_` (`..._tenant_` per strategy) and `_total`,
+/// and the help after "Orders" ("The strategy's orders" per strategy).
+const SCHEDULER_COUNTERS: [(&str, &str); 5] = [
+    ("enqueued", "the scheduler accepted."),
+    ("dispatched", "the scheduler handed on to be sent."),
+    (
+        "expired",
+        "dropped in the scheduler because their deadline passed.",
+    ),
+    (
+        "evicted",
+        "evicted from the scheduler to make room (evict-oldest back-pressure).",
+    ),
+    (
+        "removed",
+        "taken out of the scheduler by a cancel before dispatch.",
+    ),
+];
+
 /// The router's own numbers, per strategy, in the Prometheus text format. Counters restart at
 /// 0 with the process (the fates queues are the lasting record).
 fn exposition(r: &Router) -> String {
@@ -343,34 +363,14 @@ fn exposition(r: &Router) -> String {
     )
     .sample(&[], r.merge_held() as u64);
     let c = r.scheduler_counters();
-    for (name, help, v) in [
-        (
-            "chronicle_router_scheduler_enqueued_total",
-            "Orders the scheduler accepted.",
-            c.enqueued,
-        ),
-        (
-            "chronicle_router_scheduler_dispatched_total",
-            "Orders the scheduler handed on to be sent.",
-            c.dequeued,
-        ),
-        (
-            "chronicle_router_scheduler_expired_total",
-            "Orders dropped in the scheduler because their deadline passed.",
-            c.expired,
-        ),
-        (
-            "chronicle_router_scheduler_evicted_total",
-            "Orders evicted from the scheduler to make room (evict-oldest back-pressure).",
-            c.evicted,
-        ),
-        (
-            "chronicle_router_scheduler_removed_total",
-            "Orders taken out of the scheduler by a cancel before dispatch.",
-            c.removed,
-        ),
-    ] {
-        e.family(name, Kind::Counter, help).sample(&[], v);
+    let counts = [c.enqueued, c.dequeued, c.expired, c.evicted, c.removed];
+    for ((name, help), v) in SCHEDULER_COUNTERS.iter().zip(counts) {
+        e.family(
+            &format!("chronicle_router_scheduler_{name}_total"),
+            Kind::Counter,
+            &format!("Orders {help}"),
+        )
+        .sample(&[], v);
     }
     e.family(
         "chronicle_router_scheduler_rejected_total",
@@ -436,45 +436,22 @@ fn exposition(r: &Router) -> String {
         )
         .sample(&l, u64::from(s.weight));
         let t = r.tenant_stats(&s.id);
-        for (name, kind, help, v) in [
-            (
-                "chronicle_router_scheduler_tenant_queue_length",
-                Kind::Gauge,
-                "The strategy's orders held in the scheduler now.",
-                t.map(|t| t.queued as u64),
-            ),
-            (
-                "chronicle_router_scheduler_tenant_enqueued_total",
+        e.family(
+            "chronicle_router_scheduler_tenant_queue_length",
+            Kind::Gauge,
+            "The strategy's orders held in the scheduler now.",
+        )
+        .sample(&l, t.map_or(0, |t| t.queued as u64));
+        let counts = t.map_or([0; 5], |t| {
+            [t.enqueued, t.dequeued, t.expired, t.evicted, t.removed]
+        });
+        for ((name, help), v) in SCHEDULER_COUNTERS.iter().zip(counts) {
+            e.family(
+                &format!("chronicle_router_scheduler_tenant_{name}_total"),
                 Kind::Counter,
-                "The strategy's orders the scheduler accepted.",
-                t.map(|t| t.enqueued),
-            ),
-            (
-                "chronicle_router_scheduler_tenant_dispatched_total",
-                Kind::Counter,
-                "The strategy's orders the scheduler handed on to be sent.",
-                t.map(|t| t.dequeued),
-            ),
-            (
-                "chronicle_router_scheduler_tenant_expired_total",
-                Kind::Counter,
-                "The strategy's orders dropped in the scheduler because their deadline passed.",
-                t.map(|t| t.expired),
-            ),
-            (
-                "chronicle_router_scheduler_tenant_evicted_total",
-                Kind::Counter,
-                "The strategy's orders evicted from the scheduler to make room (evict-oldest back-pressure).",
-                t.map(|t| t.evicted),
-            ),
-            (
-                "chronicle_router_scheduler_tenant_removed_total",
-                Kind::Counter,
-                "The strategy's orders taken out of the scheduler by a cancel before dispatch.",
-                t.map(|t| t.removed),
-            ),
-        ] {
-            e.family(name, kind, help).sample(&l, v.unwrap_or(0));
+                &format!("The strategy's orders {help}"),
+            )
+            .sample(&l, v);
         }
         let rj = s.rejections;
         e.family(

@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,39 @@ pub fn make_queue(dir: &Path, n: u64) {
     wait_unlocked(dir);
 }
 
+/// A temporary directory and the path of queue `q` in it (not created yet); the directory is
+/// removed when the returned guard drops.
+pub fn temp_queue_path() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    (tmp, q)
+}
+
+/// Like [`temp_queue_path`], the queue made by [`make_queue`] with `n` records.
+pub fn temp_queue(n: u64) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, q) = temp_queue_path();
+    make_queue(&q, n);
+    (tmp, q)
+}
+
+/// `chron-cli append q extra..` as a writer in a process of its own: `line` written to its
+/// stdin, which stays open (so does the queue) until the child is killed; stderr discarded.
+pub fn spawn_append(q: &Path, extra: &[&str], stdout: Stdio, line: &[u8]) -> Child {
+    let mut writer = bin()
+        .arg("append")
+        .arg(q)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let si = writer.stdin.as_mut().unwrap();
+    si.write_all(line).unwrap();
+    si.flush().unwrap();
+    writer
+}
+
 /// Waits (bounded) until no open file holds the queue's writer lock. A closed writer's lock can
 /// outlive it for a moment: a child process that another test thread is spawning holds a copy of
 /// every descriptor (close-on-exec ones included) between its fork and its exec, and an OFD lock
@@ -146,6 +179,12 @@ pub fn assert_one_sentence(o: &Out, code: i32, needle: &str) {
     assert!(lines[0].contains(needle), "{needle:?} not in {o:?}");
     assert!(!o.stderr.contains("panicked"), "{o:?}");
     assert!(!o.stderr.contains("backtrace"), "{o:?}");
+}
+
+/// Asserts a success: exit code 0 and `needle` on stdout.
+pub fn assert_success(o: &Out, needle: &str) {
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains(needle), "{needle:?} not in {o:?}");
 }
 
 /// A pid no process can have (above the kernel's maximum).
@@ -248,12 +287,18 @@ impl Proc {
     }
 
     /// SIGTERM and wait (bounded by the watchdog).
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self) -> ExitStatus {
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
-        wait(&mut self.0);
+        wait(&mut self.0)
+    }
+
+    /// [`Proc::stop`], and asserts the process exited with success; `log` explains a failure.
+    pub fn stop_ok(&mut self, log: &dyn Fn() -> String) {
+        let st = self.stop();
+        assert!(st.success(), "{st}\n{}", log());
     }
 }
 
@@ -262,6 +307,29 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `chron-cli feed --bus bus --rate rate` (no spinning), its output to `log`.
+pub fn spawn_feed(bus: &Path, rate: &str, log: &Path) -> Proc {
+    Proc::spawn(
+        bin().args(["feed", "--bus", p(bus), "--rate", rate, "--spin-us", "0"]),
+        log,
+    )
+}
+
+/// `chron-cli strategy --bus bus --id id`, its output to `log`.
+pub fn spawn_strategy(bus: &Path, id: &str, log: &Path) -> Proc {
+    Proc::spawn(bin().args(["strategy", "--bus", p(bus), "--id", id]), log)
+}
+
+/// The text of each file of `files` (empty when it is missing), separated by `---` lines: the
+/// logs a failing wait shows.
+pub fn logs(files: &[&Path]) -> String {
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 /// The value of the one sample whose line starts with `series ` (name and labels exactly).
@@ -278,6 +346,28 @@ pub const NOBODY: u32 = 65534;
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Sets the permission bits of `path` to `mode`.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// For a test that runs chron-cli as user `nobody`: `None` (saying it is skipped) unless the
+/// tests run as root; otherwise a temporary directory anyone may enter and, in it, a copy of
+/// chron-cli anyone may run.
+pub fn nobody_setup() -> Option<(tempfile::TempDir, PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: needs root to run chron-cli as user nobody");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let exe = tmp.path().join("chron-cli");
+    std::fs::copy(env!("CARGO_BIN_EXE_chron-cli"), &exe).unwrap();
+    chmod(&exe, 0o755);
+    Some((tmp, exe))
 }
 
 pub fn as_nobody(exe: &Path, args: &[&str]) -> Out {
