@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 use chronicle_core::{
     QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig,
 };
@@ -115,17 +115,6 @@ impl Sender for ChronicleTx {
         }
         Ok(())
     }
-}
-
-/// The first `len` bytes of the staging buffer, or `InvalidInput` past `payload_max`.
-#[inline]
-fn staging(stage: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
-    stage.get_mut(..len).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "message larger than payload_max",
-        )
-    })
 }
 
 impl Receiver for ChronicleRx {

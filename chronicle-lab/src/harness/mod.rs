@@ -136,7 +136,7 @@ pub use config::{
 };
 pub use error::{HarnessError, Phase};
 pub use report::{Latency, LatencyStats, RunReport, format_table, percentile_distribution};
-pub use transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+pub use transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 
 use config::ChildSpec;
 

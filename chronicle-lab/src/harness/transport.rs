@@ -79,6 +79,21 @@ impl ChannelConfig {
     }
 }
 
+/// The first `len` bytes of `stage`, a sender's staging buffer of `payload_max` bytes, for
+/// [`Sender::send_with`]'s `fill`; `InvalidInput` when `len` exceeds it.
+///
+/// # Errors
+/// `InvalidInput` if `len > stage.len()`.
+#[inline]
+pub fn staging(stage: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
+    stage.get_mut(..len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "message larger than payload_max",
+        )
+    })
+}
+
 /// The writing end of a channel. Lives in the parent process.
 pub trait Sender {
     /// Called once, after the reader child reported that its

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 
 const FILE_NAME: &str = "sock";
 
@@ -98,12 +98,7 @@ impl Sender for UnixTx {
             .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "socket not accepted"))?
             .as_raw_fd();
-        let msg = self.buf.get_mut(..len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than payload_max",
-            )
-        })?;
+        let msg = staging(&mut self.buf, len)?;
         fill(msg);
         loop {
             // SAFETY: `msg` is a live, initialised buffer of `msg.len()` bytes;
