@@ -6,10 +6,8 @@
 //! Dynamic choice happens once per run, when [`Registry`](super::Registry) maps a
 //! transport *name* to the monomorphized entry points.
 
-use std::fmt;
 use std::io;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// How a reader waits when no message is available.
@@ -24,34 +22,12 @@ pub enum WaitMode {
 impl WaitMode {
     /// Both modes, spin first.
     pub const ALL: [Self; 2] = [Self::Spin, Self::Block];
-
-    /// The lowercase name used in tables and on the child command line.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Spin => "spin",
-            Self::Block => "block",
-        }
-    }
 }
 
-impl fmt::Display for WaitMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WaitMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "spin" => Ok(Self::Spin),
-            "block" => Ok(Self::Block),
-            other => Err(format!("unknown wait mode `{other}` (spin|block)")),
-        }
-    }
-}
+named_variants!(WaitMode, "wait mode", {
+    Spin => "spin",
+    Block => "block",
+});
 
 /// Sizing shared by both ends of a channel; the parent and the child derive identical
 /// values from the same [`RunConfig`](super::RunConfig).
