@@ -580,6 +580,7 @@ ring_transport!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::transport::testing::channel;
     use std::time::Duration;
 
     fn cfg(cap: usize) -> ChannelConfig {
@@ -601,9 +602,7 @@ mod tests {
 
     #[test]
     fn fixed_ring_round_trip_and_back_pressure_released_per_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(4));
         for i in 0..4u8 {
             tx.send_with(64, |b| b.fill(i)).unwrap();
         }
@@ -635,9 +634,7 @@ mod tests {
 
     #[test]
     fn length_prefixed_ring_carries_any_length_up_to_payload_max() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingLen as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingLen as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingLen>(&cfg(4));
         for i in 0..4u8 {
             tx.send_with(usize::from(i), |b| b.fill(i)).unwrap();
         }
@@ -664,9 +661,7 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_the_ring_publishes_before_it_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(4));
         let reader = std::thread::spawn(move || {
             (0..10)
                 .map(|_| rx.recv_with(WaitMode::Block, |b| b[0]).unwrap())
@@ -694,9 +689,7 @@ mod tests {
 
     #[test]
     fn blocked_reader_is_woken_across_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(64)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(64)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(64));
         let reader = std::thread::spawn(move || {
             let mut sum = 0u64;
             for _ in 0..1000 {

@@ -172,3 +172,40 @@ pub trait Transport: 'static {
     /// Any error opening the resources.
     fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx>;
 }
+
+/// Helpers of the transports' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Both ends of a fresh `T` channel made with `cfg` in a temporary directory, which lives
+    /// as long as the returned guard.
+    pub(crate) fn channel<T: Transport>(cfg: &ChannelConfig) -> (tempfile::TempDir, T::Tx, T::Rx) {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = T::create(dir.path(), cfg).unwrap();
+        let rx = T::open(dir.path(), cfg).unwrap();
+        (dir, tx, rx)
+    }
+
+    /// Sends `n` messages, the `i`-th of `i % 32 + 1` bytes of value `i` (the channel's
+    /// `payload_max` is at least 32), then reads them back, alternately spinning and blocking,
+    /// and checks that each arrives whole and in order.
+    pub(crate) fn lengths_round_trip(tx: &mut impl Sender, rx: &mut impl Receiver, n: u8) {
+        for i in 0..n {
+            tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
+                .unwrap();
+        }
+        for i in 0..n {
+            let wait = WaitMode::ALL[usize::from(i % 2)];
+            let got = rx.recv_with(wait, <[u8]>::to_vec).unwrap();
+            assert_eq!(got, vec![i; usize::from(i % 32) + 1]);
+        }
+    }
+
+    /// Drops the writing end and checks that the reader then gets `UnexpectedEof`.
+    pub(crate) fn eof_once_the_writer_is_gone(tx: impl Sender, rx: &mut impl Receiver) {
+        drop(tx);
+        let err = rx.recv_with(WaitMode::Block, |_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -230,27 +230,18 @@ impl Transport for UnixSeqpacket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::transport::testing::{
+        channel, eof_once_the_writer_is_gone, lengths_round_trip,
+    };
     use std::time::Duration;
 
     #[test]
     fn boundaries_are_preserved() {
-        let dir = tempfile::tempdir().unwrap();
         let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
-        let mut tx = UnixSeqpacket::create(dir.path(), &cfg).unwrap();
-        let mut rx = UnixSeqpacket::open(dir.path(), &cfg).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<UnixSeqpacket>(&cfg);
         tx.connect().unwrap();
-        for i in 0..50u8 {
-            tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
-                .unwrap();
-        }
-        for i in 0..50u8 {
-            let wait = WaitMode::ALL[usize::from(i % 2)];
-            let got = rx.recv_with(wait, <[u8]>::to_vec).unwrap();
-            assert_eq!(got, vec![i; usize::from(i % 32) + 1]);
-        }
+        lengths_round_trip(&mut tx, &mut rx, 50);
         assert!(tx.send_with(33, |_| {}).is_err());
-        drop(tx);
-        let err = rx.recv_with(WaitMode::Block, |_| ()).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        eof_once_the_writer_is_gone(tx, &mut rx);
     }
 }
