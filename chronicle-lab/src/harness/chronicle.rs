@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
-use chronicle_core::{
-    QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig,
-};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
 
 /// The chronicle queue (see the module docs).
 #[derive(Debug)]
@@ -42,19 +40,12 @@ impl Transport for Chronicle {
     type Rx = ChronicleRx;
 
     fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<ChronicleTx> {
-        let wc = WriterConfig {
-            segment_size: 64 << 20,
-            // The queue has no back-pressure: a reader that falls behind (a stalled process
-            // on a busy machine, an unpaced 1 KiB run) must find its records still there, or
-            // the run fails instead of measuring. 4 GiB holds a million 1 KiB records (about
-            // 1.1 GB) with room to spare while still bounding the run directory, which is
-            // deleted after the run.
-            retention: RetentionPolicy {
-                max_bytes: Some(4 << 30),
-                ..RetentionPolicy::default()
-            },
-            ..WriterConfig::default()
-        };
+        // The queue has no back-pressure: a reader that falls behind (a stalled process on a
+        // busy machine, an unpaced 1 KiB run) must find its records still there, or the run
+        // fails instead of measuring. A 4 GiB cap holds a million 1 KiB records (about
+        // 1.1 GB) with room to spare while still bounding the run directory, which is deleted
+        // after the run.
+        let wc = crate::capped_writer_config(64 << 20, 4 << 30);
         let w = QueueWriter::open(dir.join("queue"), wc).map_err(err)?;
         if cfg.payload_max > w.max_payload() as usize {
             return Err(io::Error::new(

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
+use chronicle_core::{QueueWriter, WriterConfig};
 use serde_json::json;
 
 use super::{DATA, END, Endpoint, HEADER, buckets, fill, histogram, nanos};
@@ -49,13 +49,8 @@ pub struct Args {
 pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
     let rate = a.rate.max(1);
     let cfg = WriterConfig {
-        segment_size: a.segment_size,
-        retention: RetentionPolicy {
-            max_bytes: Some(a.retain_bytes),
-            ..RetentionPolicy::default()
-        },
         doorbell: a.doorbell.clone(),
-        ..WriterConfig::default()
+        ..crate::capped_writer_config(a.segment_size, a.retain_bytes)
     };
     let mut w = a.endpoint.open("writer", |q| QueueWriter::open(q, cfg))?;
     let mut line = String::new();
