@@ -242,14 +242,13 @@ impl Transport for Pipe {
 mod tests {
     use super::*;
     use crate::harness::transport::testing::{
-        channel, eof_once_the_writer_is_gone, lengths_round_trip,
+        eof_once_the_writer_is_gone, lengths_channel, lengths_round_trip,
     };
     use std::time::Duration;
 
     #[test]
     fn frames_survive_batching_and_both_wait_modes() {
-        let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
-        let (_dir, mut tx, mut rx) = channel::<Pipe>(&cfg);
+        let (_dir, mut tx, mut rx) = lengths_channel::<Pipe>();
         // Before the writer connects, a spinning read must keep waiting, not see EOF.
         let early = std::thread::spawn(move || {
             let first = rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap();

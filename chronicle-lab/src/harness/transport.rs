@@ -187,6 +187,12 @@ pub(crate) mod testing {
         (dir, tx, rx)
     }
 
+    /// A fresh `T` channel for [`lengths_round_trip`]: `payload_max` 32, 16 messages of
+    /// capacity, a one-second stall timeout.
+    pub(crate) fn lengths_channel<T: Transport>() -> (tempfile::TempDir, T::Tx, T::Rx) {
+        channel::<T>(&ChannelConfig::new(32, 16, Duration::from_secs(1)))
+    }
+
     /// Sends `n` messages, the `i`-th of `i % 32 + 1` bytes of value `i` (the channel's
     /// `payload_max` is at least 32), then reads them back, alternately spinning and blocking,
     /// and checks that each arrives whole and in order.

@@ -231,14 +231,12 @@ impl Transport for UnixSeqpacket {
 mod tests {
     use super::*;
     use crate::harness::transport::testing::{
-        channel, eof_once_the_writer_is_gone, lengths_round_trip,
+        eof_once_the_writer_is_gone, lengths_channel, lengths_round_trip,
     };
-    use std::time::Duration;
 
     #[test]
     fn boundaries_are_preserved() {
-        let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
-        let (_dir, mut tx, mut rx) = channel::<UnixSeqpacket>(&cfg);
+        let (_dir, mut tx, mut rx) = lengths_channel::<UnixSeqpacket>();
         tx.connect().unwrap();
         lengths_round_trip(&mut tx, &mut rx, 50);
         assert!(tx.send_with(33, |_| {}).is_err());
