@@ -37,3 +37,19 @@ pub fn emit(v: &serde_json::Value) {
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
 }
+
+/// A queue writer's config with `segment_size`-byte segments and retention capped at
+/// `max_bytes`, everything else default: how the lab's writers bound their queues' disk use.
+pub(crate) fn capped_writer_config(
+    segment_size: u64,
+    max_bytes: u64,
+) -> chronicle_core::WriterConfig {
+    chronicle_core::WriterConfig {
+        segment_size,
+        retention: chronicle_core::RetentionPolicy {
+            max_bytes: Some(max_bytes),
+            ..chronicle_core::RetentionPolicy::default()
+        },
+        ..chronicle_core::WriterConfig::default()
+    }
+}

@@ -204,23 +204,20 @@ fn batched_throughput_runs_deliver_everything_in_order() {
 
 #[test]
 fn large_payload_and_small_ring_exercise_back_pressure() {
-    // 1 KiB messages through an 8-slot ring, unpaced: the writer laps constantly.
-    let mut cfg = config(Mode::Latency, WaitMode::Spin);
-    cfg.payload = 1024;
-    cfg.capacity = 8;
-    cfg.rate = None;
-    let r = run_serial("ring", &cfg).unwrap();
-    assert_clean(&r, &cfg);
-    let mut cfg = config(Mode::Throughput, WaitMode::Block);
-    cfg.payload = 1024;
-    cfg.capacity = 8;
-    let r = run_serial("ring-futex", &cfg).unwrap();
-    assert_clean(&r, &cfg);
-    let mut cfg = config(Mode::Throughput, WaitMode::Spin);
-    cfg.payload = 1024;
-    cfg.capacity = 8;
-    let r = run_serial("ring-len", &cfg).unwrap();
-    assert_clean(&r, &cfg);
+    // 1 KiB messages through an 8-slot ring, unpaced (as throughput runs always are): the
+    // writer laps constantly.
+    for (name, mode, wait) in [
+        ("ring", Mode::Latency, WaitMode::Spin),
+        ("ring-futex", Mode::Throughput, WaitMode::Block),
+        ("ring-len", Mode::Throughput, WaitMode::Spin),
+    ] {
+        let mut cfg = config(mode, wait);
+        cfg.payload = 1024;
+        cfg.capacity = 8;
+        cfg.rate = None;
+        let r = run_serial(name, &cfg).unwrap_or_else(|e| panic!("{name} {mode}: {e}"));
+        assert_clean(&r, &cfg);
+    }
 }
 
 #[test]

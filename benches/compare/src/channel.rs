@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 use crossbeam_channel as cb;
 
 /// Largest payload the reference channel carries.
@@ -124,12 +124,7 @@ fn send_frame<const N: usize, F: FnOnce(&mut [u8])>(
     len: usize,
     fill: F,
 ) -> io::Result<()> {
-    let buf = frame.bytes.get_mut(..len).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "message larger than payload_max",
-        )
-    })?;
+    let buf = staging(&mut frame.bytes, len)?;
     fill(buf);
     frame.len = len;
     tx.send_timeout(*frame, stall).map_err(|e| match e {

@@ -21,7 +21,7 @@
 use std::io;
 use std::path::Path;
 
-use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use chronicle_lab::harness::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
@@ -157,12 +157,7 @@ impl Transport for Iceoryx2 {
 impl Sender for IoxTx {
     #[inline]
     fn send_with<F: FnOnce(&mut [u8])>(&mut self, len: usize, fill: F) -> io::Result<()> {
-        let stage = self.stage.get_mut(..len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than payload_max",
-            )
-        })?;
+        let stage = staging(&mut self.stage, len)?;
         let sample = self
             .publisher
             .loan_slice_uninit(len)

@@ -77,6 +77,14 @@ const fn case(label: &'static str, transport: &'static str, wait: WaitMode) -> C
     }
 }
 
+/// A case whose reader is a thread of the writer's process.
+const fn in_threads(label: &'static str, transport: &'static str, wait: WaitMode) -> Case {
+    Case {
+        threads: true,
+        ..case(label, transport, wait)
+    }
+}
+
 /// Every case, in table order: spinning readers, then sleeping readers. The first case of
 /// each group is that group's baseline.
 pub const CASES: [Case; 12] = [
@@ -86,18 +94,12 @@ pub const CASES: [Case; 12] = [
     case("iceoryx2", "iceoryx2", WaitMode::Spin),
     case("unix seqpacket", "unix", WaitMode::Spin),
     case("pipe", "pipe", WaitMode::Spin),
-    Case {
-        threads: true,
-        ..case("crossbeam (threads)", "crossbeam", WaitMode::Spin)
-    },
+    in_threads("crossbeam (threads)", "crossbeam", WaitMode::Spin),
     case("ring-futex (floor)", "ring-futex", WaitMode::Block),
     case("chronicle", "chronicle", WaitMode::Block),
     case("unix seqpacket", "unix", WaitMode::Block),
     case("pipe", "pipe", WaitMode::Block),
-    Case {
-        threads: true,
-        ..case("crossbeam (threads)", "crossbeam", WaitMode::Block)
-    },
+    in_threads("crossbeam (threads)", "crossbeam", WaitMode::Block),
 ];
 
 /// The registry used by both the parent and the re-executed reader child.

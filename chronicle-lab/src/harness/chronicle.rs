@@ -7,10 +7,8 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
-use chronicle_core::{
-    QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WaitOutcome, WriterConfig,
-};
+use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
+use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
 
 /// The chronicle queue (see the module docs).
 #[derive(Debug)]
@@ -42,19 +40,12 @@ impl Transport for Chronicle {
     type Rx = ChronicleRx;
 
     fn create(dir: &Path, cfg: &ChannelConfig) -> io::Result<ChronicleTx> {
-        let wc = WriterConfig {
-            segment_size: 64 << 20,
-            // The queue has no back-pressure: a reader that falls behind (a stalled process
-            // on a busy machine, an unpaced 1 KiB run) must find its records still there, or
-            // the run fails instead of measuring. 4 GiB holds a million 1 KiB records (about
-            // 1.1 GB) with room to spare while still bounding the run directory, which is
-            // deleted after the run.
-            retention: RetentionPolicy {
-                max_bytes: Some(4 << 30),
-                ..RetentionPolicy::default()
-            },
-            ..WriterConfig::default()
-        };
+        // The queue has no back-pressure: a reader that falls behind (a stalled process on a
+        // busy machine, an unpaced 1 KiB run) must find its records still there, or the run
+        // fails instead of measuring. A 4 GiB cap holds a million 1 KiB records (about
+        // 1.1 GB) with room to spare while still bounding the run directory, which is deleted
+        // after the run.
+        let wc = crate::capped_writer_config(64 << 20, 4 << 30);
         let w = QueueWriter::open(dir.join("queue"), wc).map_err(err)?;
         if cfg.payload_max > w.max_payload() as usize {
             return Err(io::Error::new(
@@ -115,17 +106,6 @@ impl Sender for ChronicleTx {
         }
         Ok(())
     }
-}
-
-/// The first `len` bytes of the staging buffer, or `InvalidInput` past `payload_max`.
-#[inline]
-fn staging(stage: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
-    stage.get_mut(..len).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "message larger than payload_max",
-        )
-    })
 }
 
 impl Receiver for ChronicleRx {

@@ -1,7 +1,6 @@
 //! Run configuration and its encoding for the reader child.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,34 +28,10 @@ pub enum Mode {
     Throughput,
 }
 
-impl Mode {
-    /// The lowercase name used in tables and on the child command line.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Latency => "latency",
-            Self::Throughput => "throughput",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "latency" => Ok(Self::Latency),
-            "throughput" => Ok(Self::Throughput),
-            other => Err(format!("unknown mode `{other}` (latency|throughput)")),
-        }
-    }
-}
+named_variants!(Mode, "mode", {
+    Latency => "latency",
+    Throughput => "throughput",
+});
 
 /// How the reader child is started: `program args...` with the harness environment
 /// variables added. The default re-executes [`std::env::current_exe`] with no

@@ -114,6 +114,44 @@
 //!
 //! See [`child`] for process handling and [`report`] for the text lines the child writes.
 
+/// Names the variants of a fieldless enum: `as_str` (the lowercase name used in tables and on
+/// the child command line), `Display` with that name, and `FromStr` from it, whose error names
+/// `what` the value was meant to be and the choices.
+macro_rules! named_variants {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The lowercase name used in tables and on the child command line.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "unknown {} `{other}` ({})",
+                        $what,
+                        [$($name),+].join("|")
+                    )),
+                }
+            }
+        }
+    };
+}
+
 pub mod affinity;
 pub mod child;
 pub mod chronicle;
@@ -136,7 +174,7 @@ pub use config::{
 };
 pub use error::{HarnessError, Phase};
 pub use report::{Latency, LatencyStats, RunReport, format_table, percentile_distribution};
-pub use transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+pub use transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 
 use config::ChildSpec;
 
@@ -386,6 +424,26 @@ mod tests {
         fn open(dir: &std::path::Path, cfg: &ChannelConfig) -> std::io::Result<Self::Rx> {
             pipe::Pipe::open(dir, cfg)
         }
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in [Mode::Latency, Mode::Throughput] {
+            assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+            assert_eq!(m.to_string(), m.as_str());
+        }
+        for w in WaitMode::ALL {
+            assert_eq!(w.as_str().parse::<WaitMode>(), Ok(w));
+            assert_eq!(w.to_string(), w.as_str());
+        }
+        assert_eq!(
+            "x".parse::<Mode>(),
+            Err("unknown mode `x` (latency|throughput)".to_owned())
+        );
+        assert_eq!(
+            "x".parse::<WaitMode>(),
+            Err("unknown wait mode `x` (spin|block)".to_owned())
+        );
     }
 
     #[test]

@@ -241,14 +241,14 @@ impl Transport for Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::transport::testing::{
+        eof_once_the_writer_is_gone, lengths_channel, lengths_round_trip,
+    };
     use std::time::Duration;
 
     #[test]
     fn frames_survive_batching_and_both_wait_modes() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
-        let mut tx = Pipe::create(dir.path(), &cfg).unwrap();
-        let mut rx = Pipe::open(dir.path(), &cfg).unwrap();
+        let (_dir, mut tx, mut rx) = lengths_channel::<Pipe>();
         // Before the writer connects, a spinning read must keep waiting, not see EOF.
         let early = std::thread::spawn(move || {
             let first = rx.recv_with(WaitMode::Spin, <[u8]>::to_vec).unwrap();
@@ -259,21 +259,7 @@ mod tests {
         tx.send_with(3, |b| b.fill(0xAB)).unwrap();
         let (mut rx, first) = early.join().unwrap();
         assert_eq!(first, vec![0xAB; 3]);
-        for i in 0..100u8 {
-            tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
-                .unwrap();
-        }
-        for i in 0..100u8 {
-            let wait = if i % 2 == 0 {
-                WaitMode::Spin
-            } else {
-                WaitMode::Block
-            };
-            let got = rx.recv_with(wait, <[u8]>::to_vec).unwrap();
-            assert_eq!(got, vec![i; usize::from(i % 32) + 1]);
-        }
-        drop(tx);
-        let err = rx.recv_with(WaitMode::Block, |_| ()).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        lengths_round_trip(&mut tx, &mut rx, 100);
+        eof_once_the_writer_is_gone(tx, &mut rx);
     }
 }

@@ -445,23 +445,40 @@ impl<const FUTEX: bool, const FIXED: bool> RingRx<FUTEX, FIXED> {
     }
 }
 
-fn ring_path(dir: &Path) -> std::path::PathBuf {
-    dir.join(FILE_NAME)
+/// The ring file in `dir` laid out for `cfg`, mapped: the writer (`create`) makes it, which
+/// it must not find there, and sizes it; the reader opens the existing one and checks its size.
+fn map_ring_file(
+    dir: &Path,
+    cfg: &ChannelConfig,
+    fixed: bool,
+    create: bool,
+) -> io::Result<Mapping> {
+    let (slot_size, total) = layout(cfg, fixed)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create)
+        .open(dir.join(FILE_NAME))?;
+    if create {
+        file.set_len(total as u64)?;
+    } else {
+        let len = file.metadata()?.len();
+        if len != total as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("ring file is {len} bytes, expected {total}"),
+            ));
+        }
+    }
+    let map = Mapping::map(&file, total)?;
+    Mapping::new(map, cfg, slot_size)
 }
 
 fn create<const FUTEX: bool, const FIXED: bool>(
     dir: &Path,
     cfg: &ChannelConfig,
 ) -> io::Result<RingTx<FUTEX, FIXED>> {
-    let (slot_size, total) = layout(cfg, FIXED)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(ring_path(dir))?;
-    file.set_len(total as u64)?;
-    let map = Mapping::map(&file, total)?;
-    let m = Mapping::new(map, cfg, slot_size)?;
+    let m = map_ring_file(dir, cfg, FIXED, true)?;
     // SAFETY: the mapping is fresh, zero-filled, at least HEADER_LEN long and
     // page-aligned; no reader exists yet (the child is spawned after `create` returns),
     // so this process has exclusive access while it initialises the metadata. All-zero
@@ -470,7 +487,7 @@ fn create<const FUTEX: bool, const FIXED: bool>(
         m.header.cast::<Meta>().as_ptr().write(Meta {
             magic: MAGIC,
             version: VERSION,
-            slot_size: slot_size as u32,
+            slot_size: m.slot_size as u32,
             capacity: cfg.capacity as u64,
             payload_max: cfg.payload_max as u64,
             futex: u32::from(FUTEX),
@@ -489,24 +506,11 @@ fn open<const FUTEX: bool, const FIXED: bool>(
     dir: &Path,
     cfg: &ChannelConfig,
 ) -> io::Result<RingRx<FUTEX, FIXED>> {
-    let (slot_size, total) = layout(cfg, FIXED)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(ring_path(dir))?;
-    let len = file.metadata()?.len();
-    if len != total as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("ring file is {len} bytes, expected {total}"),
-        ));
-    }
-    let map = Mapping::map(&file, total)?;
-    let m = Mapping::new(map, cfg, slot_size)?;
+    let m = map_ring_file(dir, cfg, FIXED, false)?;
     let meta = &m.header().meta;
     if meta.magic != MAGIC
         || meta.version != VERSION
-        || meta.slot_size as usize != slot_size
+        || meta.slot_size as usize != m.slot_size
         || meta.capacity != cfg.capacity as u64
         || meta.payload_max != cfg.payload_max as u64
         || meta.futex != u32::from(FUTEX)
@@ -580,6 +584,7 @@ ring_transport!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::transport::testing::channel;
     use std::time::Duration;
 
     fn cfg(cap: usize) -> ChannelConfig {
@@ -601,9 +606,7 @@ mod tests {
 
     #[test]
     fn fixed_ring_round_trip_and_back_pressure_released_per_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(4));
         for i in 0..4u8 {
             tx.send_with(64, |b| b.fill(i)).unwrap();
         }
@@ -635,9 +638,7 @@ mod tests {
 
     #[test]
     fn length_prefixed_ring_carries_any_length_up_to_payload_max() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingLen as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingLen as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingLen>(&cfg(4));
         for i in 0..4u8 {
             tx.send_with(usize::from(i), |b| b.fill(i)).unwrap();
         }
@@ -664,9 +665,7 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_the_ring_publishes_before_it_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(4)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(4)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(4));
         let reader = std::thread::spawn(move || {
             (0..10)
                 .map(|_| rx.recv_with(WaitMode::Block, |b| b[0]).unwrap())
@@ -694,9 +693,7 @@ mod tests {
 
     #[test]
     fn blocked_reader_is_woken_across_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut tx = <RingFutex as Transport>::create(dir.path(), &cfg(64)).unwrap();
-        let mut rx = <RingFutex as Transport>::open(dir.path(), &cfg(64)).unwrap();
+        let (_dir, mut tx, mut rx) = channel::<RingFutex>(&cfg(64));
         let reader = std::thread::spawn(move || {
             let mut sum = 0u64;
             for _ in 0..1000 {

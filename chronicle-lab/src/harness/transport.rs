@@ -6,10 +6,8 @@
 //! Dynamic choice happens once per run, when [`Registry`](super::Registry) maps a
 //! transport *name* to the monomorphized entry points.
 
-use std::fmt;
 use std::io;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// How a reader waits when no message is available.
@@ -24,34 +22,12 @@ pub enum WaitMode {
 impl WaitMode {
     /// Both modes, spin first.
     pub const ALL: [Self; 2] = [Self::Spin, Self::Block];
-
-    /// The lowercase name used in tables and on the child command line.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Spin => "spin",
-            Self::Block => "block",
-        }
-    }
 }
 
-impl fmt::Display for WaitMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WaitMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "spin" => Ok(Self::Spin),
-            "block" => Ok(Self::Block),
-            other => Err(format!("unknown wait mode `{other}` (spin|block)")),
-        }
-    }
-}
+named_variants!(WaitMode, "wait mode", {
+    Spin => "spin",
+    Block => "block",
+});
 
 /// Sizing shared by both ends of a channel; the parent and the child derive identical
 /// values from the same [`RunConfig`](super::RunConfig).
@@ -77,6 +53,21 @@ impl ChannelConfig {
             stall_timeout,
         }
     }
+}
+
+/// The first `len` bytes of `stage`, a sender's staging buffer of `payload_max` bytes, for
+/// [`Sender::send_with`]'s `fill`; `InvalidInput` when `len` exceeds it.
+///
+/// # Errors
+/// `InvalidInput` if `len > stage.len()`.
+#[inline]
+pub fn staging(stage: &mut [u8], len: usize) -> io::Result<&mut [u8]> {
+    stage.get_mut(..len).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "message larger than payload_max",
+        )
+    })
 }
 
 /// The writing end of a channel. Lives in the parent process.
@@ -180,4 +171,47 @@ pub trait Transport: 'static {
     /// # Errors
     /// Any error opening the resources.
     fn open(dir: &Path, cfg: &ChannelConfig) -> io::Result<Self::Rx>;
+}
+
+/// Helpers of the transports' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Both ends of a fresh `T` channel made with `cfg` in a temporary directory, which lives
+    /// as long as the returned guard.
+    pub(crate) fn channel<T: Transport>(cfg: &ChannelConfig) -> (tempfile::TempDir, T::Tx, T::Rx) {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = T::create(dir.path(), cfg).unwrap();
+        let rx = T::open(dir.path(), cfg).unwrap();
+        (dir, tx, rx)
+    }
+
+    /// A fresh `T` channel for [`lengths_round_trip`]: `payload_max` 32, 16 messages of
+    /// capacity, a one-second stall timeout.
+    pub(crate) fn lengths_channel<T: Transport>() -> (tempfile::TempDir, T::Tx, T::Rx) {
+        channel::<T>(&ChannelConfig::new(32, 16, Duration::from_secs(1)))
+    }
+
+    /// Sends `n` messages, the `i`-th of `i % 32 + 1` bytes of value `i` (the channel's
+    /// `payload_max` is at least 32), then reads them back, alternately spinning and blocking,
+    /// and checks that each arrives whole and in order.
+    pub(crate) fn lengths_round_trip(tx: &mut impl Sender, rx: &mut impl Receiver, n: u8) {
+        for i in 0..n {
+            tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
+                .unwrap();
+        }
+        for i in 0..n {
+            let wait = WaitMode::ALL[usize::from(i % 2)];
+            let got = rx.recv_with(wait, <[u8]>::to_vec).unwrap();
+            assert_eq!(got, vec![i; usize::from(i % 32) + 1]);
+        }
+    }
+
+    /// Drops the writing end and checks that the reader then gets `UnexpectedEof`.
+    pub(crate) fn eof_once_the_writer_is_gone(tx: impl Sender, rx: &mut impl Receiver) {
+        drop(tx);
+        let err = rx.recv_with(WaitMode::Block, |_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
 }

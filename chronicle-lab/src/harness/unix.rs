@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode};
+use super::transport::{ChannelConfig, Receiver, Sender, Transport, WaitMode, staging};
 
 const FILE_NAME: &str = "sock";
 
@@ -98,12 +98,7 @@ impl Sender for UnixTx {
             .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "socket not accepted"))?
             .as_raw_fd();
-        let msg = self.buf.get_mut(..len).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than payload_max",
-            )
-        })?;
+        let msg = staging(&mut self.buf, len)?;
         fill(msg);
         loop {
             // SAFETY: `msg` is a live, initialised buffer of `msg.len()` bytes;
@@ -235,27 +230,16 @@ impl Transport for UnixSeqpacket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::harness::transport::testing::{
+        eof_once_the_writer_is_gone, lengths_channel, lengths_round_trip,
+    };
 
     #[test]
     fn boundaries_are_preserved() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ChannelConfig::new(32, 16, Duration::from_secs(1));
-        let mut tx = UnixSeqpacket::create(dir.path(), &cfg).unwrap();
-        let mut rx = UnixSeqpacket::open(dir.path(), &cfg).unwrap();
+        let (_dir, mut tx, mut rx) = lengths_channel::<UnixSeqpacket>();
         tx.connect().unwrap();
-        for i in 0..50u8 {
-            tx.send_with(usize::from(i % 32) + 1, |b| b.fill(i))
-                .unwrap();
-        }
-        for i in 0..50u8 {
-            let wait = WaitMode::ALL[usize::from(i % 2)];
-            let got = rx.recv_with(wait, <[u8]>::to_vec).unwrap();
-            assert_eq!(got, vec![i; usize::from(i % 32) + 1]);
-        }
+        lengths_round_trip(&mut tx, &mut rx, 50);
         assert!(tx.send_with(33, |_| {}).is_err());
-        drop(tx);
-        let err = rx.recv_with(WaitMode::Block, |_| ()).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        eof_once_the_writer_is_gone(tx, &mut rx);
     }
 }

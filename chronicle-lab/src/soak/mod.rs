@@ -22,9 +22,41 @@ pub mod writer;
 
 pub use parent::{Opts, run};
 
-use anyhow::{Result, anyhow};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
 use hdrhistogram::Histogram;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// The arguments a soak writer and a soak reader share: the queue, the role's name and the
+/// writer's tag.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    /// Queue directory (the writer creates it).
+    #[arg(long)]
+    pub queue: PathBuf,
+    /// Name in the reports; a reader's name is also its position's name in the queue (the
+    /// position persists and holds retention back).
+    #[arg(long)]
+    pub name: String,
+    /// The writer's tag, written into every payload (readers check it).
+    #[arg(long)]
+    pub tag: u64,
+}
+
+impl Endpoint {
+    /// Opens the queue with `open` and tells the parent that the `role` is ready.
+    fn open<T>(
+        &self,
+        role: &str,
+        open: impl FnOnce(&Path) -> chronicle_core::Result<T>,
+    ) -> Result<T> {
+        let q = open(&self.queue)
+            .with_context(|| format!("cannot open queue {}", self.queue.display()))?;
+        crate::emit(&json!({"role": role, "name": self.name, "ready": true}));
+        Ok(q)
+    }
+}
 
 /// Type id of a data record.
 pub const DATA: u32 = 1;

@@ -5,7 +5,6 @@
 //! CLOCK_REALTIME minus the record's timestamp). A slow reader (`--stall-ms`) sleeps that long
 //! every `--stall-every-ms` to show that the writer does not wait for it.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -13,21 +12,15 @@ use chronicle_core::os::realtime_ns;
 use chronicle_core::{QueueReader, ReaderConfig, StartAt, WaitOutcome};
 use serde_json::{Value, json};
 
-use super::{DATA, END, buckets, check, histogram, read_u64};
+use super::{DATA, END, Endpoint, buckets, check, histogram, read_u64};
 use crate::emit;
 
 /// Arguments of `chron-cli soak-reader`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue directory.
-    #[arg(long)]
-    pub queue: PathBuf,
-    /// Reader name (its position persists in the queue and holds retention back).
-    #[arg(long)]
-    pub name: String,
-    /// The writer's tag.
-    #[arg(long)]
-    pub tag: u64,
+    /// Queue, reader name (its position persists in the queue) and the writer's tag.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Payload bytes of data records.
     #[arg(long)]
     pub size: usize,
@@ -88,11 +81,9 @@ impl Counts {
 pub fn run(a: Args) -> Result<u8> {
     let cfg = ReaderConfig {
         start: StartAt::Earliest,
-        ..ReaderConfig::named(a.name.clone())
+        ..ReaderConfig::named(a.endpoint.name.clone())
     };
-    let mut r = QueueReader::open(&a.queue, cfg)
-        .with_context(|| format!("cannot open queue {}", a.queue.display()))?;
-    emit(&json!({"role": "reader", "name": a.name, "ready": true}));
+    let mut r = a.endpoint.open("reader", |q| QueueReader::open(q, cfg))?;
     let mut lat = histogram()?;
     let mut c = Counts::default();
     let interval = Duration::from_millis(a.interval_ms.max(1));
@@ -107,7 +98,7 @@ pub fn run(a: Args) -> Result<u8> {
             Some(m) => {
                 let seq = m.seq();
                 let (ty, ts) = (m.type_id(), m.timestamp_ns());
-                let ok = ty == DATA && check(m.payload(), seq, a.tag, a.size);
+                let ok = ty == DATA && check(m.payload(), seq, a.endpoint.tag, a.size);
                 let end = (ty == END).then(|| read_u64(m.payload(), 0));
                 Some((seq, ty, ts, ok, end))
             }
@@ -163,7 +154,7 @@ pub fn run(a: Args) -> Result<u8> {
         if now >= next_report {
             next_report += interval;
             let lag = r.tail().next_seq.saturating_sub(r.next_seq());
-            emit(&c.json(&a.name, lag, buckets(&lat), false));
+            emit(&c.json(&a.endpoint.name, lag, buckets(&lat), false));
             lat.reset();
         }
         if !stall.is_zero() && now >= next_stall {
@@ -172,6 +163,6 @@ pub fn run(a: Args) -> Result<u8> {
         }
     }
     r.commit()?;
-    emit(&c.json(&a.name, 0, buckets(&lat), true));
+    emit(&c.json(&a.endpoint.name, 0, buckets(&lat), true));
     Ok(0)
 }

@@ -13,24 +13,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
+use chronicle_core::{QueueWriter, WriterConfig};
 use serde_json::json;
 
-use super::{DATA, END, HEADER, buckets, fill, histogram, nanos};
+use super::{DATA, END, Endpoint, HEADER, buckets, fill, histogram, nanos};
 use crate::emit;
 
 /// Arguments of `chron-cli soak-writer`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue directory (created).
-    #[arg(long)]
-    pub queue: PathBuf,
-    /// Name in the reports.
-    #[arg(long)]
-    pub name: String,
-    /// Tag written into every payload (readers check it).
-    #[arg(long)]
-    pub tag: u64,
+    /// Queue (created), name in the reports and the tag written into every payload.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Records per second.
     #[arg(long)]
     pub rate: u64,
@@ -55,17 +49,10 @@ pub struct Args {
 pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
     let rate = a.rate.max(1);
     let cfg = WriterConfig {
-        segment_size: a.segment_size,
-        retention: RetentionPolicy {
-            max_bytes: Some(a.retain_bytes),
-            ..RetentionPolicy::default()
-        },
         doorbell: a.doorbell.clone(),
-        ..WriterConfig::default()
+        ..crate::capped_writer_config(a.segment_size, a.retain_bytes)
     };
-    let mut w = QueueWriter::open(&a.queue, cfg)
-        .with_context(|| format!("cannot open queue {}", a.queue.display()))?;
-    emit(&json!({"role": "writer", "name": a.name, "ready": true}));
+    let mut w = a.endpoint.open("writer", |q| QueueWriter::open(q, cfg))?;
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -94,7 +81,7 @@ pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
             let t0 = Instant::now();
             let seq = w.next_seq();
             let mut c = w.claim(DATA, a.size)?;
-            fill(c.payload_mut(), seq, a.tag);
+            fill(c.payload_mut(), seq, a.endpoint.tag);
             c.commit();
             appends.saturating_record(nanos(t0.elapsed()));
             sent += 1;
@@ -104,7 +91,7 @@ pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
         if now >= next_report {
             next_report += interval;
             emit(
-                &json!({"role": "writer", "name": a.name, "written": sent, "behind": behind,
+                &json!({"role": "writer", "name": a.endpoint.name, "written": sent, "behind": behind,
                 "append_ns": buckets(&appends), "final": false}),
             );
             appends.reset();
@@ -120,11 +107,11 @@ pub fn run(a: Args, stop_requested: fn() -> bool) -> Result<u8> {
         std::thread::sleep(left.clamp(Duration::from_micros(200), Duration::from_millis(1)));
     }
     let mut end = [0u8; HEADER];
-    fill(&mut end, sent, a.tag);
+    fill(&mut end, sent, a.endpoint.tag);
     w.append(END, &end)?;
     w.close()?;
     emit(
-        &json!({"role": "writer", "name": a.name, "written": sent, "behind": behind,
+        &json!({"role": "writer", "name": a.endpoint.name, "written": sent, "behind": behind,
         "append_ns": buckets(&appends), "final": true}),
     );
     Ok(0)

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chronicle_bus::BusLayout;
+use chronicle_core::QueueWriter;
 use chronicle_core::os::realtime_ns;
-use chronicle_core::{QueueWriter, RetentionPolicy, WriterConfig};
 
 use super::{Error, Market, TICK};
 
@@ -45,14 +45,7 @@ pub fn run(
 ) -> Result<FeedStatus, Error> {
     let rate = cfg.rate.max(1);
     let layout = BusLayout::create(&cfg.bus)?;
-    let wcfg = WriterConfig {
-        segment_size: 16 << 20,
-        retention: RetentionPolicy {
-            max_bytes: Some(256 << 20),
-            ..RetentionPolicy::default()
-        },
-        ..WriterConfig::default()
-    };
+    let wcfg = crate::capped_writer_config(16 << 20, 256 << 20);
     let mut w = QueueWriter::open(layout.feed(&cfg.name)?, wcfg)?;
     let mut market = Market::new(cfg.symbols.max(1));
     let gap = Duration::from_nanos(1_000_000_000 / rate);

@@ -399,6 +399,18 @@ mod tests {
         assert_eq!(Tick::decode(&t.encode()[..47]), None);
     }
 
+    /// Every tick of every symbol, one order at a time, no deadline, back-off or staleness
+    /// limit: the tests set what they are about on top.
+    const PLAIN: TraderConfig = TraderConfig {
+        every: 1,
+        slot: 0,
+        slots: 1,
+        hot: false,
+        deadline_ns: 0,
+        max_outstanding: 0,
+        max_tick_age_ns: 0,
+    };
+
     fn tick(symbol: u32, send_ts: u64) -> Tick {
         Tick {
             symbol,
@@ -427,10 +439,8 @@ mod tests {
             every: 2,
             slot: 1,
             slots: 2,
-            hot: false,
             deadline_ns: 500,
-            max_outstanding: 0,
-            max_tick_age_ns: 0,
+            ..PLAIN
         };
         let mut t = Trader::new(cfg, 10);
         let mut all = Vec::new();
@@ -463,12 +473,9 @@ mod tests {
     fn hot_trader_bursts_on_every_tick_and_stops_at_the_first_error() {
         let cfg = TraderConfig {
             every: 8,
-            slot: 0,
             slots: 4,
             hot: true,
-            deadline_ns: 0,
-            max_outstanding: 0,
-            max_tick_age_ns: 0,
+            ..PLAIN
         };
         let mut t = Trader::new(cfg, 1);
         let first = collect(&mut t, &tick(7, 1), 0);
@@ -501,13 +508,9 @@ mod tests {
     #[test]
     fn trader_backs_off_while_its_orders_are_refused_and_recovers() {
         let cfg = TraderConfig {
-            every: 1,
-            slot: 0,
-            slots: 1,
             hot: true,
-            deadline_ns: 0,
             max_outstanding: 8,
-            max_tick_age_ns: 0,
+            ..PLAIN
         };
         let mut t = Trader::new(cfg, 1);
         // Two bursts (4 orders + a cancel, then 4 more and a cancel) fill the window of 8...
@@ -545,13 +548,9 @@ mod tests {
     #[test]
     fn trader_skips_stale_ticks_and_trades_nothing_while_not_connected() {
         let cfg = TraderConfig {
-            every: 1,
-            slot: 0,
-            slots: 1,
-            hot: false,
             deadline_ns: 100,
-            max_outstanding: 0,
             max_tick_age_ns: 1_000,
+            ..PLAIN
         };
         let mut t = Trader::new(cfg, 1);
         // Sent at 5_000: fresh at 6_000 (1 µs old), stale at 6_001.
