@@ -15,7 +15,7 @@ use chronicle_core::{
     Error, QueueDir, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
     list_readers, remove_reader,
 };
-use common::{ROLE, child_command, child_command_at, payload};
+use common::{ROLE, child_command, child_command_at, new_queue, payload};
 
 const NOBODY: u32 = 65534;
 
@@ -109,9 +109,7 @@ fn modes_are_exact_whatever_the_umask() {
 #[test]
 fn world_writable_queues_are_refused_unless_allowed() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, cfg(0o660)).unwrap();
+    let (_dir, q, mut w) = new_queue(cfg(0o660));
     w.append(1, b"hello").unwrap();
     w.close().unwrap();
     let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));

@@ -1,11 +1,14 @@
 //! Single-process behaviour of writer and reader.
 
+mod common;
+
 use std::time::Duration;
 
 use chronicle_core::{
     Error, OnLost, Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, StartAt,
     WaitOutcome, WriterConfig, WriterStatus,
 };
+use common::new_queue;
 
 fn small() -> WriterConfig {
     WriterConfig {
@@ -24,9 +27,7 @@ fn payload(seq: u64) -> Vec<u8> {
 
 #[test]
 fn append_and_read_back_across_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     assert!(r.next().unwrap().is_none());
     for i in 0..5000u64 {
@@ -70,9 +71,7 @@ fn inline_preallocation_works_too() {
 
 #[test]
 fn zero_length_and_maximum_payloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let max = w.max_payload() as usize;
     assert_eq!(max, 16 << 10);
     w.append(1, &[]).unwrap();
@@ -100,9 +99,7 @@ fn default_geometry_allows_one_mebibyte_payloads() {
 
 #[test]
 fn claim_commit_and_abandon() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     {
         let mut c = w.claim(5, 100).unwrap();
         c.payload_mut().fill(0xEE);
@@ -183,9 +180,7 @@ fn rolls_whose_claim_is_abandoned_still_retire_their_segments() {
 
 #[test]
 fn named_reader_resumes_after_its_committed_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     for i in 0..1000u64 {
         w.append(1, &payload(i)).unwrap();
     }
@@ -211,9 +206,7 @@ fn named_reader_resumes_after_its_committed_position() {
 
 #[test]
 fn seek_by_seq_and_time_and_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let base = 1_000_000_000u64;
     for i in 0..4000u64 {
         w.append_at(1, base + i * 10, &payload(i)).unwrap();
@@ -272,9 +265,7 @@ fn writer_reopen_continues_sequence() {
 
 #[test]
 fn wait_wakes_on_append_and_reports_closed_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     assert_eq!(r.writer_status(), WriterStatus::Alive);
     assert_eq!(
@@ -387,9 +378,7 @@ fn eventfd_bridge_becomes_readable_on_append() {
         let r = unsafe { libc::poll(&mut p, 1, ms) };
         r == 1 && p.revents & libc::POLLIN != 0
     };
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     let b = chronicle_core::EventFdBridge::open(&q).unwrap();
     assert!(!poll(b.as_raw_fd(), 50), "no records yet");
@@ -413,9 +402,7 @@ fn eventfd_bridge_becomes_readable_on_append() {
 
 #[test]
 fn polling_reader_keeps_its_heartbeat_fresh() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::named("poller")).unwrap();
     let qd = chronicle_core::QueueDir::new(&q);
     let hb = || {
@@ -566,9 +553,7 @@ fn doorbell_wakes_a_consumer_of_many_queues() {
 
 #[test]
 fn heartbeat_advances_the_watermark_of_an_idle_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     w.append_at(1, 1_000, b"old").unwrap();
     assert_eq!(r.watermark_ns(), 1_000);

@@ -6,13 +6,11 @@ use std::time::Duration;
 mod common;
 
 use chronicle_core::{CommitPolicy, Error, QueueReader, QueueWriter, ReaderConfig, WaitOutcome};
-use common::{payload, small_segments as small};
+use common::{new_queue, payload, small_segments as small};
 
 #[test]
 fn records_are_visible_at_once_and_the_tail_is_published_when_the_batch_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     w.append(1, b"before").unwrap();
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     assert_eq!(r.next().unwrap().unwrap().payload(), b"before");
@@ -44,9 +42,7 @@ fn records_are_visible_at_once_and_the_tail_is_published_when_the_batch_ends() {
 
 #[test]
 fn a_batch_that_crosses_segments_keeps_every_record_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     // 5000 records of 8-207 B span several 64 KiB segments in one batch.
     let mut b = w.batch();
@@ -71,9 +67,7 @@ fn a_batch_that_crosses_segments_keeps_every_record_in_order() {
 
 #[test]
 fn an_error_inside_a_batch_keeps_the_records_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let max = w.max_payload() as usize;
     {
         let mut b = w.batch();
@@ -91,9 +85,7 @@ fn an_error_inside_a_batch_keeps_the_records_before_it() {
 
 #[test]
 fn a_sleeping_reader_is_woken_by_the_end_of_a_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -169,9 +161,7 @@ fn every_records_durability_syncs_a_batch_once_at_its_end() {
 /// `QueueReader::drain`: what is there now, up to `max`, in order, and never a wait.
 #[test]
 fn drain_hands_out_what_is_there_up_to_max() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     let mut r = QueueReader::open(&q, ReaderConfig::default()).unwrap();
     assert_eq!(r.drain(16, |_| panic!("nothing written yet")).unwrap(), 0);
     // 3000 records of 8-207 B span several 64 KiB segments.
@@ -202,9 +192,7 @@ fn drain_hands_out_what_is_there_up_to_max() {
 /// `drain` commits once, after the last record it handed out was processed.
 #[test]
 fn drain_commits_once_after_the_last_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     for i in 0..10u64 {
         w.append(1, &payload(i)).unwrap();
     }
@@ -241,9 +229,7 @@ fn drain_commits_once_after_the_last_record() {
 #[test]
 fn drain_stops_at_a_damaged_record() {
     use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small()).unwrap();
+    let (_dir, q, mut w) = new_queue(small());
     for i in 0..3u64 {
         w.append(1, format!("record-{i}-marker").as_bytes())
             .unwrap();

@@ -5,13 +5,11 @@ mod common;
 use std::os::unix::fs::FileExt;
 
 use chronicle_core::{QueueDir, QueueReader, QueueWriter, ReaderConfig, check_tail};
-use common::small_inline_segments;
+use common::{new_queue, small_inline_segments};
 
 #[test]
 fn clean_tail_then_torn_bytes_then_recovered() {
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q");
-    let mut w = QueueWriter::open(&q, small_inline_segments()).unwrap();
+    let (_tmp, q, mut w) = new_queue(small_inline_segments());
     for i in 0..10u32 {
         w.append(i, &i.to_le_bytes()).unwrap();
     }

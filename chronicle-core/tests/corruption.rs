@@ -1,6 +1,8 @@
 //! Hand-built torn records, flipped bits, truncated and foreign files: typed errors, no panics.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use chronicle_core::testing::layout::{FORMAT_VERSION, KIND_DATA, commit_word, se
 use chronicle_core::{
     Error, QueueReader, QueueWriter, ReaderConfig, RecoveryAction, Tail, WriterConfig,
 };
+use common::new_queue;
 
 fn cfg() -> WriterConfig {
     WriterConfig {
@@ -35,9 +38,7 @@ fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
 }
 
 fn filled(n: u64) -> (tempfile::TempDir, PathBuf, Tail) {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, cfg()).unwrap();
+    let (dir, q, mut w) = new_queue(cfg());
     for i in 0..n {
         w.append(1, format!("record-{i}").as_bytes()).unwrap();
     }

@@ -4,6 +4,8 @@
 //! the middle of another.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use chronicle_core::testing::layout::segment_file_name;
 use chronicle_core::{
     Error, Position, QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig,
 };
+use common::new_queue;
 
 fn seg_path(q: &Path, id: u64) -> PathBuf {
     q.join("segments").join(segment_file_name(id))
@@ -467,9 +470,7 @@ fn segment_removed_by_retention_and_back_after_a_cut_is_ignored() {
 /// `PositionLost`: the seek passed over every segment past the stale tail's).
 #[test]
 fn saved_position_resumes_under_a_stale_published_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, retained_cfg()).unwrap();
+    let (_dir, q, mut w) = new_queue(retained_cfg());
     for seq in 0..3000u64 {
         w.append(1, &payload(seq, 0)).unwrap();
     }

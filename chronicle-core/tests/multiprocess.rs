@@ -10,7 +10,7 @@ use chronicle_core::{
     CommitPolicy, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig, WriterStatus,
     list_readers,
 };
-use common::{Lines, ROLE, Rng, kill9, payload, spawn_child, wait_with_deadline};
+use common::{Lines, ROLE, Rng, kill9, new_queue, payload, spawn_child, wait_with_deadline};
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap()
@@ -350,9 +350,7 @@ fn notify_word(q: &Path) -> u32 {
 
 #[test]
 fn reader_dying_asleep_costs_the_writer_at_most_one_wake() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let mut w = QueueWriter::open(&q, small_segments()).unwrap();
+    let (_dir, q, mut w) = new_queue(small_segments());
     let mut s = spawn_child("sleeper", &[("Q", q.display().to_string())]);
     let sl = Lines::new(s.stdout.take().unwrap());
     sl.expect("sleeping", Duration::from_secs(60));

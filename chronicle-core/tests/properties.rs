@@ -1,5 +1,7 @@
 //! Property tests: arbitrary bytes in, typed error (or valid data) out, never a panic.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 
 use chronicle_core::testing::layout::{
@@ -7,6 +9,7 @@ use chronicle_core::testing::layout::{
     record_len,
 };
 use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, StartAt, WriterConfig};
+use common::new_queue;
 use proptest::prelude::*;
 
 fn cfg() -> WriterConfig {
@@ -51,9 +54,7 @@ proptest! {
         at in 0u64..(64 << 10),
         junk in proptest::collection::vec(any::<u8>(), 1..512),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let q = dir.path().join("q");
-        let mut w = QueueWriter::open(&q, cfg()).unwrap();
+        let (_dir, q, mut w) = new_queue(cfg());
         for i in 0..n {
             w.append(i as u32, &i.to_le_bytes().repeat((i % 20) as usize)).unwrap();
         }
@@ -122,9 +123,7 @@ proptest! {
         sizes in proptest::collection::vec(0usize..700, 50..1500),
         probes in proptest::collection::vec(any::<u64>(), 1..20),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let q = dir.path().join("q");
-        let mut w = QueueWriter::open(&q, cfg()).unwrap();
+        let (_dir, q, mut w) = new_queue(cfg());
         let base = 1_700_000_000_000_000_000u64;
         // Timestamps step by 2 so odd probe times fall between records.
         for (i, &len) in sizes.iter().enumerate() {

@@ -20,6 +20,21 @@ pub fn payload(seq: u64) -> Vec<u8> {
     v
 }
 
+/// A new queue `q` in a fresh temporary directory (removed when the returned guard drops), with
+/// its writer open on `cfg`.
+pub fn new_queue(
+    cfg: chronicle_core::WriterConfig,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    chronicle_core::QueueWriter,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let w = chronicle_core::QueueWriter::open(&q, cfg).unwrap();
+    (dir, q, w)
+}
+
 /// A writer config with 64 KiB segments (and an index entry every KiB), so a test of a few
 /// thousand records crosses several segments.
 pub fn small_segments() -> chronicle_core::WriterConfig {
