@@ -82,8 +82,8 @@ pub fn apply_file(path: &Path, cli: &mut Cli) -> Result<(), ConfigError> {
 /// Sets the fields of `cli` the file's keys name, then checks what the command needs.
 pub fn apply(doc: &Doc, cli: &mut Cli) -> Result<(), ConfigError> {
     match &mut cli.cmd {
-        Cmd::Out(a) => apply_out(doc, a, &mut cli.log_format),
-        Cmd::In(a) => apply_in(doc, a, &mut cli.log_format),
+        Cmd::Out(a) => apply_out(doc, a, &mut cli.log.log_format),
+        Cmd::In(a) => apply_in(doc, a, &mut cli.log.log_format),
     }
 }
 
@@ -472,7 +472,7 @@ mod tests {
         .unwrap();
         let mut c = cli(&["chron-bridge", "out", "--config", "b.toml"]);
         apply(&doc, &mut c).unwrap();
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log.log_format, LogFormat::Json);
         let Cmd::Out(a) = c.cmd else { panic!() };
         assert_eq!(a.common.url, "nats://a:4222,nats://b:4222");
         assert_eq!(a.common.timeout_ms, 100);
