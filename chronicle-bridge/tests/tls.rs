@@ -364,22 +364,18 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
 
     // Files that are missing or hold the wrong thing: exit code 1, the option and the file
     // named.
+    let pair = |cert: &Path, key: &Path| strings(&["--tls-cert", &p(cert), "--tls-key", &p(key)]);
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             strings(&["--tls-ca", &p(&missing)]),
             format!("--tls-ca file {}: cannot read it", p(&missing)),
         ),
         (
-            strings(&["--tls-cert", &p(&missing), "--tls-key", &p(&pki.client_key)]),
+            pair(&missing, &pki.client_key),
             format!("--tls-cert file {}: cannot read it", p(&missing)),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&missing),
-            ]),
+            pair(&pki.client_cert, &missing),
             format!("--tls-key file {}: cannot read it", p(&missing)),
         ),
         (
@@ -390,24 +386,14 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
             ),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&pki.client_cert),
-            ]),
+            pair(&pki.client_cert, &pki.client_cert),
             format!(
                 "--tls-key file {}: holds no PEM private key",
                 p(&pki.client_cert)
             ),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&pki.other_client_key),
-            ]),
+            pair(&pki.client_cert, &pki.other_client_key),
             format!(
                 "--tls-key file {}: not a usable key for the certificate in --tls-cert {}",
                 p(&pki.other_client_key),
