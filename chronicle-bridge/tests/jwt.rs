@@ -110,21 +110,33 @@ impl Setup {
 /// Waits (bounded) until the bridge has connected and found the stream (its "->" start line);
 /// panics with its log if it exits first.
 fn wait_running(b: &mut Bridge, server: &NatsServer) {
+    wait_logged(
+        b,
+        "its start line",
+        |log| log.contains("connected to NATS") && log.contains(" -> "),
+        || format!("\n--- nats-server log (tail)\n{}", server.log_tail()),
+    );
+}
+
+/// Waits (bounded, 60 s) until the bridge's log passes `done`; `what` names what is waited for.
+/// Panics with the log (and `more()`) if the bridge exits first, with the log on the timeout.
+fn wait_logged(b: &mut Bridge, what: &str, done: impl Fn(&str) -> bool, more: impl Fn() -> String) {
     let end = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let log = b.log_text();
-        if log.contains("connected to NATS") && log.contains(" -> ") {
+        if done(&log) {
             return;
         }
         if let Some(st) = b.wait_exit(Duration::ZERO) {
             panic!(
-                "bridge exited ({st}) before running:\n{log}\n--- nats-server log (tail)\n{}",
-                server.log_tail()
+                "bridge exited ({st}) waiting for {what}:\n{}{}",
+                b.log_text(),
+                more()
             );
         }
         assert!(
             std::time::Instant::now() < end,
-            "bridge not running within 60 s:\n{log}"
+            "{what} not logged within 60 s:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -484,21 +496,12 @@ fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
 /// Waits (bounded) until the bridge's log contains `what`; panics with the log if the bridge
 /// exits first.
 fn wait_log(b: &mut Bridge, what: &str) {
-    let end = std::time::Instant::now() + Duration::from_secs(60);
-    while !b.log_text().contains(what) {
-        if let Some(st) = b.wait_exit(Duration::ZERO) {
-            panic!(
-                "bridge exited ({st}) waiting for {what:?}:\n{}",
-                b.log_text()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{what:?} not logged within 60 s:\n{}",
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_logged(
+        b,
+        &format!("{what:?}"),
+        |log| log.contains(what),
+        String::new,
+    );
 }
 
 /// A reconnect refused for another reason than an expired JWT (here: the server came back
