@@ -29,6 +29,14 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// Runs an out-bridge of queue `a` with `--exit-at-end` and `extra` against `url` until it
+/// stops; returns its exit code and stderr.
+fn run_to_end<S: AsRef<str>>(url: &str, a: &Path, extra: &[S]) -> (i32, String) {
+    let mut args = strings(&["--exit-at-end"]);
+    args.extend(extra.iter().map(|e| e.as_ref().to_string()));
+    run(&out_args(url, a, &args), &[])
+}
+
 /// The files of a throwaway PKI.
 struct Pki {
     /// The CA that issued the server and client certificates.
@@ -188,14 +196,7 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     w.close().unwrap();
 
     // No client certificate.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &ca]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &ca]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("requires a TLS client certificate")
@@ -204,21 +205,17 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     );
 
     // A client certificate from a CA the server does not trust.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&[
-                "--exit-at-end",
-                "--tls-ca",
-                &ca,
-                "--tls-cert",
-                &p(&pki.other_client_cert),
-                "--tls-key",
-                &p(&pki.other_client_key),
-            ]),
-        ),
-        &[],
+    let (code, err) = run_to_end(
+        &server.url(),
+        &h.a,
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &p(&pki.other_client_cert),
+            "--tls-key",
+            &p(&pki.other_client_key),
+        ],
     );
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -237,9 +234,7 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
         "--tls-key",
         &p(&pki.client_key),
     ]);
-    let mut args = cert_args.clone();
-    args.push("--exit-at-end".to_string());
-    let (code, err) = run(&out_args(&server.url(), &h.a, &args), &[]);
+    let (code, err) = run_to_end(&server.url(), &h.a, &cert_args);
     assert_eq!(code, 0, "{err}\n{}", server.log_tail());
     let mut inb = Bridge::new(
         &in_args(&server.url(), &h.b, &strings(&["--tls-ca", &ca])),
@@ -269,14 +264,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     let other = p(&pki.other_ca);
 
     // A CA that did not issue the server's certificate.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &other]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &other]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("is not trusted") && err.contains(&format!("--tls-ca {other}")),
@@ -286,7 +274,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     // No CA at all (the system's roots): with a tls:// URL, and with a nats:// URL and no TLS
     // option (the server requires TLS, so the client upgrades anyway).
     for url in [server.tls_url(), server.url()] {
-        let (code, err) = run(&out_args(&url, &h.a, &strings(&["--exit-at-end"])), &[]);
+        let (code, err) = run_to_end(&url, &h.a, &[] as &[&str]);
         assert_eq!(code, 1, "{url}: {err}");
         assert!(
             err.contains("is not trusted") && err.contains("pass the CA certificate"),
@@ -295,14 +283,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     }
 
     // The right CA: connects, creates the stream, finds the queue empty and closed, exits 0.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &p(&pki.ca)]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -322,9 +303,7 @@ fn tls_required_against_a_plaintext_server_fails_clearly() {
         (server.url(), strings(&["--tls-ca", &ca])),
     ];
     for (url, extra) in &cases {
-        let mut extra = extra.clone();
-        extra.push("--exit-at-end".to_string());
-        let (code, err) = run(&out_args(url, &h.a, &extra), &[]);
+        let (code, err) = run_to_end(url, &h.a, extra);
         assert_eq!(code, 1, "{url} {extra:?}: {err}");
         assert!(
             err.contains("does not offer TLS") && err.contains("--tls-required"),
@@ -333,10 +312,7 @@ fn tls_required_against_a_plaintext_server_fails_clearly() {
     }
 
     // Without any TLS option the same server is fine.
-    let (code, err) = run(
-        &out_args(&server.url(), &h.a, &strings(&["--exit-at-end"])),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &[] as &[&str]);
     assert_eq!(code, 0, "{err}");
 }
 
