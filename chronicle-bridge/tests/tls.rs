@@ -37,6 +37,11 @@ fn run_to_end<S: AsRef<str>>(url: &str, a: &Path, extra: &[S]) -> (i32, String) 
     run(&out_args(url, a, &args), &[])
 }
 
+/// `--tls-cert cert --tls-key key`.
+fn client_cert(cert: &Path, key: &Path) -> Vec<String> {
+    strings(&["--tls-cert", &p(cert), "--tls-key", &p(key)])
+}
+
 /// The files of a throwaway PKI.
 struct Pki {
     /// The CA that issued the server and client certificates.
@@ -195,6 +200,9 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     write_records(&mut w, 0, n, 0);
     w.close().unwrap();
 
+    let with_cert =
+        |cert: &Path, key: &Path| [strings(&["--tls-ca", &ca]), client_cert(cert, key)].concat();
+
     // No client certificate.
     let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &ca]);
     assert_eq!(code, 1, "{err}");
@@ -205,18 +213,8 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     );
 
     // A client certificate from a CA the server does not trust.
-    let (code, err) = run_to_end(
-        &server.url(),
-        &h.a,
-        &[
-            "--tls-ca",
-            &ca,
-            "--tls-cert",
-            &p(&pki.other_client_cert),
-            "--tls-key",
-            &p(&pki.other_client_key),
-        ],
-    );
+    let cert_args = with_cert(&pki.other_client_cert, &pki.other_client_key);
+    let (code, err) = run_to_end(&server.url(), &h.a, &cert_args);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("rejected the TLS client certificate")
@@ -226,14 +224,7 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
 
     // The right certificate: the out-bridge publishes everything and exits; the in-bridge
     // (certificate and key from the environment) imports it.
-    let cert_args = strings(&[
-        "--tls-ca",
-        &ca,
-        "--tls-cert",
-        &p(&pki.client_cert),
-        "--tls-key",
-        &p(&pki.client_key),
-    ]);
+    let cert_args = with_cert(&pki.client_cert, &pki.client_key);
     let (code, err) = run_to_end(&server.url(), &h.a, &cert_args);
     assert_eq!(code, 0, "{err}\n{}", server.log_tail());
     let mut inb = Bridge::new(
@@ -340,18 +331,17 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
 
     // Files that are missing or hold the wrong thing: exit code 1, the option and the file
     // named.
-    let pair = |cert: &Path, key: &Path| strings(&["--tls-cert", &p(cert), "--tls-key", &p(key)]);
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             strings(&["--tls-ca", &p(&missing)]),
             format!("--tls-ca file {}: cannot read it", p(&missing)),
         ),
         (
-            pair(&missing, &pki.client_key),
+            client_cert(&missing, &pki.client_key),
             format!("--tls-cert file {}: cannot read it", p(&missing)),
         ),
         (
-            pair(&pki.client_cert, &missing),
+            client_cert(&pki.client_cert, &missing),
             format!("--tls-key file {}: cannot read it", p(&missing)),
         ),
         (
@@ -362,14 +352,14 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
             ),
         ),
         (
-            pair(&pki.client_cert, &pki.client_cert),
+            client_cert(&pki.client_cert, &pki.client_cert),
             format!(
                 "--tls-key file {}: holds no PEM private key",
                 p(&pki.client_cert)
             ),
         ),
         (
-            pair(&pki.client_cert, &pki.other_client_key),
+            client_cert(&pki.client_cert, &pki.other_client_key),
             format!(
                 "--tls-key file {}: not a usable key for the certificate in --tls-cert {}",
                 p(&pki.other_client_key),
