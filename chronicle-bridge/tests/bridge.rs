@@ -85,6 +85,15 @@ fn stop_in(inb: &mut Bridge) -> String {
     inb.log_text()
 }
 
+/// The hosts, one server and a runtime to publish with, for the scenarios of an in-bridge on
+/// its own; None without `nats-server`.
+fn alone_setup() -> Option<(Hosts, NatsServer, tokio::runtime::Runtime)> {
+    let bin = nats_server_bin()?;
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    Some((h, server, runtime()))
+}
+
 /// Starts an in-bridge into host B's queue on its own, with `extra` options: the test publishes
 /// what an out-bridge would.
 fn in_alone(h: &Hosts, server: &NatsServer, extra: &[&str]) -> Bridge {
@@ -549,10 +558,9 @@ async fn publish_raw(js: &async_nats::jetstream::Context, seq: u64, id_suffix: &
 
 #[test]
 fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;
         // Out of source order (as after a publish lost in a failover and re-sent later), a
@@ -662,10 +670,9 @@ fn seqs_in(q: &Path) -> Vec<u64> {
 
 #[test]
 fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     rt.block_on(async {
         let js = stream_on(&server.url()).await;
         publish_envelope(&js, &[0, 1, 2, 3], "").await;
@@ -717,10 +724,9 @@ fn a_lost_state_write_whose_acks_reached_the_server_neither_duplicates_nor_stall
 /// are recognized in the queue (re-read from the stream) and not appended twice; later records
 /// follow them without a wait.
 fn lost_state_write(acks_delivered: bool) {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     let (n1, n2) = (600u64, 900u64);
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;
