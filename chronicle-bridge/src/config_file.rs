@@ -82,140 +82,159 @@ pub fn apply_file(path: &Path, cli: &mut Cli) -> Result<(), ConfigError> {
 /// Sets the fields of `cli` the file's keys name, then checks what the command needs.
 pub fn apply(doc: &Doc, cli: &mut Cli) -> Result<(), ConfigError> {
     match &mut cli.cmd {
-        Cmd::Out(a) => apply_out(doc, a, &mut cli.log_format),
-        Cmd::In(a) => apply_in(doc, a, &mut cli.log_format),
+        Cmd::Out(a) => apply_out(doc, a, &mut cli.log.log_format),
+        Cmd::In(a) => apply_in(doc, a, &mut cli.log.log_format),
     }
 }
 
-const SECTIONS_OUT: &str = "the sections nats, tls, stream, out, metrics, stats, log";
-const SECTIONS_IN: &str = "the sections nats, tls, stream, in, metrics, stats, log";
+/// The fields the shared sections (nats, tls, stream, metrics, stats, log) set.
+struct Shared<'a> {
+    c: &'a mut Common,
+    s: &'a mut StreamArgs,
+    stream: &'a mut Option<String>,
+    subject: &'a mut Option<String>,
+    log: &'a mut LogFormat,
+}
 
-fn apply_out(doc: &Doc, a: &mut OutArgs, log: &mut LogFormat) -> Result<(), ConfigError> {
+/// Walks the file's sections: each key of section `own` ("out" or "in") goes to `own_key`,
+/// the shared sections to `sh`; section `other` (the other bridge's) is refused.
+fn walk(
+    doc: &Doc,
+    (own, other): (&str, &str),
+    sh: &mut Shared<'_>,
+    mut own_key: impl FnMut(&Key<'_>) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
     for sec in doc.root().entries() {
-        match sec.name() {
-            "out" => {
-                for k in sec.table()?.entries() {
-                    match k.name() {
-                        "queue" => a.queue = Some(k.path_buf()?),
-                        "reader" => a.reader = k.string()?,
-                        "from" => a.from = from(&k)?,
-                        "host_id" => a.host_id = Some(wire_name(&k)?),
-                        "source_name" => a.source_name = Some(wire_name(&k)?),
-                        "window" => a.window = k.uint_in(1, 4096)?,
-                        "batch" => a.batch = k.uint_in(1, 65_536)?,
-                        "batch_bytes" => a.batch_bytes = k.uint_in(1024, 1 << 20)?,
-                        "linger_us" => a.linger_us = k.uint_in(0, 1_000_000)?,
-                        "compress" => {
-                            a.compress = match k.choice(&["none", "lz4"])? {
-                                "lz4" => Compress::Lz4,
-                                _ => Compress::None,
-                            };
-                        }
-                        "exit_at_end" => a.exit_at_end = k.bool()?,
-                        _ => {
-                            return Err(k.unknown(
-                                "queue, reader, from, host_id, source_name, window, batch, \
-                                 batch_bytes, linger_us, compress, exit_at_end",
-                            ));
-                        }
-                    }
-                }
+        if sec.name() == own {
+            for k in sec.table()?.entries() {
+                own_key(&k)?;
             }
-            "in" => {
-                return Err(sec.error(
-                    "the section of `chron-bridge in`, and this is `chron-bridge out` \
-                     (give each bridge its own file)",
-                ));
-            }
-            _ => shared(
-                &sec,
-                &mut a.common,
-                &mut a.stream_args,
-                &mut a.stream,
-                &mut a.subject,
-                log,
-                SECTIONS_OUT,
-            )?,
+        } else if sec.name() == other {
+            return Err(sec.error(format!(
+                "the section of `chron-bridge {other}`, and this is `chron-bridge {own}` \
+                 (give each bridge its own file)"
+            )));
+        } else {
+            shared(&sec, sh, own)?;
         }
     }
-    if a.queue.is_none() {
-        return Err(doc.error("out.queue", "missing (the local queue to publish)"));
-    }
-    if a.stream.is_none() {
-        return Err(doc.error("stream.name", "missing (the JetStream stream)"));
-    }
-    if a.subject.is_none() {
-        return Err(doc.error("stream.subject", "missing (the subject to publish to)"));
-    }
+    Ok(())
+}
+
+fn apply_out(doc: &Doc, a: &mut OutArgs, log: &mut LogFormat) -> Result<(), ConfigError> {
+    let mut sh = Shared {
+        c: &mut a.common,
+        s: &mut a.stream_args,
+        stream: &mut a.stream,
+        subject: &mut a.subject,
+        log,
+    };
+    walk(doc, ("out", "in"), &mut sh, |k| {
+        match k.name() {
+            "queue" => a.queue = Some(k.path_buf()?),
+            "reader" => a.reader = k.string()?,
+            "from" => a.from = from(k)?,
+            "host_id" => a.host_id = Some(wire_name(k)?),
+            "source_name" => a.source_name = Some(wire_name(k)?),
+            "window" => a.window = k.uint_in(1, 4096)?,
+            "batch" => a.batch = k.uint_in(1, 65_536)?,
+            "batch_bytes" => a.batch_bytes = k.uint_in(1024, 1 << 20)?,
+            "linger_us" => a.linger_us = k.uint_in(0, 1_000_000)?,
+            "compress" => {
+                a.compress = match k.choice(&["none", "lz4"])? {
+                    "lz4" => Compress::Lz4,
+                    _ => Compress::None,
+                };
+            }
+            "exit_at_end" => a.exit_at_end = k.bool()?,
+            _ => {
+                return Err(k.unknown(
+                    "queue, reader, from, host_id, source_name, window, batch, batch_bytes, \
+                     linger_us, compress, exit_at_end",
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    require(
+        doc,
+        &[
+            (a.queue.is_some(), "out.queue", "the local queue to publish"),
+            (a.stream.is_some(), "stream.name", "the JetStream stream"),
+            (
+                a.subject.is_some(),
+                "stream.subject",
+                "the subject to publish to",
+            ),
+        ],
+    )?;
     check_tls_pair(doc, &a.common)
 }
 
 fn apply_in(doc: &Doc, a: &mut InArgs, log: &mut LogFormat) -> Result<(), ConfigError> {
-    for sec in doc.root().entries() {
-        match sec.name() {
-            "in" => {
-                for k in sec.table()?.entries() {
-                    match k.name() {
-                        "consumer" => a.consumer = Some(k.string()?),
-                        "queue" => a.queue = Some(k.path_buf()?),
-                        "state" => a.state = Some(k.path_buf()?),
-                        "batch" => a.batch = k.usize(1)?,
-                        "sync_batches" => a.sync_batches = k.bool()?,
-                        "ack_wait" => a.ack_wait = k.uint(1)?,
-                        "max_ack_pending" => a.max_ack_pending = k.int(1)?,
-                        "gap_timeout" => a.gap_timeout = k.uint(0)?,
-                        "segment_size" => a.segment_size = Some(k.uint(1)?),
-                        _ => {
-                            return Err(k.unknown(
-                                "consumer, queue, state, batch, sync_batches, ack_wait, \
-                                 max_ack_pending, gap_timeout, segment_size",
-                            ));
-                        }
-                    }
-                }
-            }
-            "out" => {
-                return Err(sec.error(
-                    "the section of `chron-bridge out`, and this is `chron-bridge in` \
-                     (give each bridge its own file)",
+    let mut sh = Shared {
+        c: &mut a.common,
+        s: &mut a.stream_args,
+        stream: &mut a.stream,
+        subject: &mut a.subject,
+        log,
+    };
+    walk(doc, ("in", "out"), &mut sh, |k| {
+        match k.name() {
+            "consumer" => a.consumer = Some(k.string()?),
+            "queue" => a.queue = Some(k.path_buf()?),
+            "state" => a.state = Some(k.path_buf()?),
+            "batch" => a.batch = k.usize(1)?,
+            "sync_batches" => a.sync_batches = k.bool()?,
+            "ack_wait" => a.ack_wait = k.uint(1)?,
+            "max_ack_pending" => a.max_ack_pending = k.int(1)?,
+            "gap_timeout" => a.gap_timeout = k.uint(0)?,
+            "segment_size" => a.segment_size = Some(k.uint(1)?),
+            _ => {
+                return Err(k.unknown(
+                    "consumer, queue, state, batch, sync_batches, ack_wait, max_ack_pending, \
+                     gap_timeout, segment_size",
                 ));
             }
-            _ => shared(
-                &sec,
-                &mut a.common,
-                &mut a.stream_args,
-                &mut a.stream,
-                &mut a.subject,
-                log,
-                SECTIONS_IN,
-            )?,
         }
-    }
-    if a.stream.is_none() {
-        return Err(doc.error("stream.name", "missing (the JetStream stream)"));
-    }
-    if a.consumer.is_none() {
-        return Err(doc.error("in.consumer", "missing (the durable consumer's name)"));
-    }
-    if a.queue.is_none() {
-        return Err(doc.error("in.queue", "missing (the local queue to append to)"));
-    }
+        Ok(())
+    })?;
+    require(
+        doc,
+        &[
+            (a.stream.is_some(), "stream.name", "the JetStream stream"),
+            (
+                a.consumer.is_some(),
+                "in.consumer",
+                "the durable consumer's name",
+            ),
+            (
+                a.queue.is_some(),
+                "in.queue",
+                "the local queue to append to",
+            ),
+        ],
+    )?;
     check_tls_pair(doc, &a.common)
 }
 
-/// The sections both bridges read: nats, tls, stream, metrics, stats, log.
-fn shared(
-    sec: &Key<'_>,
-    c: &mut Common,
-    s: &mut StreamArgs,
-    stream: &mut Option<String>,
-    subject: &mut Option<String>,
-    log: &mut LogFormat,
-    sections: &str,
-) -> Result<(), ConfigError> {
+/// The sections both bridges read: nats, tls, stream, metrics, stats, log; `own` is the
+/// bridge's own section ("out" or "in"), named when the section is unknown.
+fn shared(sec: &Key<'_>, sh: &mut Shared<'_>, own: &str) -> Result<(), ConfigError> {
+    let Shared {
+        c,
+        s,
+        stream,
+        subject,
+        log,
+    } = sh;
     let t: Section<'_> = match sec.name() {
         "nats" | "tls" | "stream" | "metrics" | "stats" | "log" => sec.table()?,
-        _ => return Err(sec.unknown(sections)),
+        _ => {
+            return Err(sec.unknown(&format!(
+                "the sections nats, tls, stream, {own}, metrics, stats, log"
+            )));
+        }
     };
     for k in t.entries() {
         match (sec.name(), k.name()) {
@@ -229,8 +248,8 @@ fn shared(
             ("tls", "key") => c.tls_key = Some(k.path_buf()?),
             ("tls", "required") => c.tls_required = k.bool()?,
             ("tls", _) => return Err(k.unknown("ca, cert, key, required")),
-            ("stream", "name") => *stream = Some(k.string()?),
-            ("stream", "subject") => *subject = Some(k.string()?),
+            ("stream", "name") => **stream = Some(k.string()?),
+            ("stream", "subject") => **subject = Some(k.string()?),
             ("stream", "create") => s.create_stream = k.bool()?,
             ("stream", "retention") => {
                 s.retention = match k.choice(&["limits", "interest", "workqueue"])? {
@@ -261,7 +280,7 @@ fn shared(
             ("stats", "json") => c.stats_json = k.bool()?,
             ("stats", _) => return Err(k.unknown("interval, json")),
             ("log", "format") => {
-                *log = match k.choice(&["human", "json"])? {
+                **log = match k.choice(&["human", "json"])? {
                     "json" => LogFormat::Json,
                     _ => LogFormat::Human,
                 };
@@ -275,6 +294,14 @@ fn shared(
         ));
     }
     Ok(())
+}
+
+/// The first key of `keys` (given?, file key, what it names) not given, as a "missing" error.
+fn require(doc: &Doc, keys: &[(bool, &str, &str)]) -> Result<(), ConfigError> {
+    match keys.iter().find(|(given, ..)| !given) {
+        Some((_, key, what)) => Err(doc.error(key, format!("missing ({what})"))),
+        None => Ok(()),
+    }
 }
 
 /// `tls.cert` and `tls.key` come together (as `--tls-cert` requires `--tls-key`).
@@ -445,7 +472,7 @@ mod tests {
         .unwrap();
         let mut c = cli(&["chron-bridge", "out", "--config", "b.toml"]);
         apply(&doc, &mut c).unwrap();
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log.log_format, LogFormat::Json);
         let Cmd::Out(a) = c.cmd else { panic!() };
         assert_eq!(a.common.url, "nats://a:4222,nats://b:4222");
         assert_eq!(a.common.timeout_ms, 100);

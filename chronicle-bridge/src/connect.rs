@@ -680,40 +680,33 @@ mod tests {
     fn tls_failures_are_told_apart() {
         let url = || "nats://127.0.0.1:4222".to_string();
         let mut cfg = NatsConfig::from_env(url());
-        let bad_cert = tls_failure(rustls::Error::AlertReceived(
-            rustls::AlertDescription::BadCertificate,
-        ));
+        let tls = |e: rustls::Error, cfg: &NatsConfig| {
+            classify_connect(&tls_failure(e), cfg, None, url(), true)
+        };
+        let bad_cert = || rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
         assert!(matches!(
-            classify_connect(&bad_cert, &cfg, None, url(), true),
+            tls(bad_cert(), &cfg),
             BridgeError::TlsClientCertRequired { .. }
         ));
         cfg.tls_cert = Some(PathBuf::from("client.pem"));
         cfg.tls_key = Some(PathBuf::from("client-key.pem"));
         assert!(matches!(
-            classify_connect(&bad_cert, &cfg, None, url(), true),
+            tls(bad_cert(), &cfg),
             BridgeError::TlsClientCertRejected { .. }
         ));
-        let unknown_issuer = tls_failure(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ));
+        let unknown_issuer =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         assert!(matches!(
-            classify_connect(&unknown_issuer, &cfg, None, url(), true),
+            tls(unknown_issuer, &cfg),
             BridgeError::TlsServerUntrusted { .. }
         ));
-        let plaintext = tls_failure(rustls::Error::InvalidMessage(
-            rustls::InvalidMessage::InvalidContentType,
-        ));
+        let plaintext = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
         assert!(matches!(
-            classify_connect(&plaintext, &cfg, None, url(), true),
+            tls(plaintext, &cfg),
             BridgeError::TlsNotOffered { .. }
         ));
-        let other = tls_failure(rustls::Error::AlertReceived(
-            rustls::AlertDescription::HandshakeFailure,
-        ));
-        assert!(matches!(
-            classify_connect(&other, &cfg, None, url(), true),
-            BridgeError::Tls { .. }
-        ));
+        let other = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        assert!(matches!(tls(other, &cfg), BridgeError::Tls { .. }));
         // Not a TLS failure at all.
         let refused = ConnectError::with_source(
             ConnectErrorKind::Io,

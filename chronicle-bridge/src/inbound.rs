@@ -95,6 +95,14 @@ struct Unit {
 }
 
 impl Unit {
+    fn new(d: headers::Decoded, msg: jetstream::Message) -> Unit {
+        Unit {
+            source: d.source,
+            records: d.records,
+            msg,
+        }
+    }
+
     fn first(&self) -> u64 {
         self.records.first().map_or(0, |r| r.seq)
     }
@@ -393,11 +401,7 @@ impl Importer {
                     continue;
                 }
             };
-            let unit = Unit {
-                source: d.source,
-                records: d.records,
-                msg,
-            };
+            let unit = Unit::new(d, msg);
             let src = unit.source.clone();
             let expected = match next.get(&src) {
                 Some(n) => Some(*n),
@@ -667,11 +671,7 @@ impl Importer {
             if d.records.is_empty() {
                 continue;
             }
-            let unit = Unit {
-                source: d.source,
-                records: d.records,
-                msg,
-            };
+            let unit = Unit::new(d, msg);
             let src = unit.source.clone();
             let expected = self.state.expected(&src).unwrap_or_else(|| unit.first());
             if unit.last() < expected {

@@ -36,21 +36,14 @@ mod config_file;
 #[command(
     name = "chron-bridge",
     version,
-    about = "Bridge chronicle queues across hosts through NATS JetStream"
+    about = "Bridge chronicle queues across hosts through NATS JetStream",
+    mut_arg("log_format", |a| a.help(logs::format_help("info,chronicle_bridge=debug")))
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Log lines on stderr: `human` or `json` (one object per line). Which ones: the
-    /// CHRONICLE_LOG filter, e.g. `info` (the default), `warn`, `info,chronicle_bridge=debug`.
-    #[arg(
-        long,
-        global = true,
-        value_name = "FORMAT",
-        env = logs::LOG_FORMAT_ENV,
-        default_value_t = LogFormat::Human
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: logs::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -489,7 +482,7 @@ fn main() -> ExitCode {
         }
         None => None,
     };
-    let format = cli.log_format;
+    let format = cli.log.log_format;
     if let Err(e) = logs::init(format) {
         eprintln!("chron-bridge: error: {e}");
         return ExitCode::from(2);

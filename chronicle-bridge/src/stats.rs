@@ -153,40 +153,31 @@ impl Reporter {
             return;
         }
         let rate = s.rate.round() as u64;
+        // One event in both directions; the names of `done` and `in_flight` tell which.
+        macro_rules! stats_event {
+            ($done:ident, $in_flight:ident) => {
+                tracing::info!(
+                    direction = s.direction,
+                    $done = s.done,
+                    rate,
+                    lag = s.lag,
+                    lag_s = s.lag_s,
+                    $in_flight = s.in_flight,
+                    position = s.position,
+                    sent = s.sent,
+                    dup = s.duplicates,
+                    resent = s.resent,
+                    errors = s.errors,
+                    disconnects = s.disconnects,
+                    lost = s.gaps,
+                    "stats"
+                )
+            };
+        }
         if s.direction == "out" {
-            tracing::info!(
-                direction = s.direction,
-                acked = s.done,
-                rate,
-                lag = s.lag,
-                lag_s = s.lag_s,
-                in_flight = s.in_flight,
-                position = s.position,
-                sent = s.sent,
-                dup = s.duplicates,
-                resent = s.resent,
-                errors = s.errors,
-                disconnects = s.disconnects,
-                lost = s.gaps,
-                "stats"
-            );
+            stats_event!(acked, in_flight);
         } else {
-            tracing::info!(
-                direction = s.direction,
-                imported = s.done,
-                rate,
-                lag = s.lag,
-                lag_s = s.lag_s,
-                held = s.in_flight,
-                position = s.position,
-                sent = s.sent,
-                dup = s.duplicates,
-                resent = s.resent,
-                errors = s.errors,
-                disconnects = s.disconnects,
-                lost = s.gaps,
-                "stats"
-            );
+            stats_event!(imported, held);
         }
     }
 }

@@ -78,6 +78,41 @@ fn finish(out: &mut Bridge, inb: &mut Bridge, b: &Path, n: u64, servers: &[&Nats
     );
 }
 
+/// Stops the in-bridge (SIGTERM), checks that it exits cleanly, and returns its log.
+fn stop_in(inb: &mut Bridge) -> String {
+    let st = inb.terminate();
+    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    inb.log_text()
+}
+
+/// The hosts, one server and a runtime to publish with, for the scenarios of an in-bridge on
+/// its own; None without `nats-server`.
+fn alone_setup() -> Option<(Hosts, NatsServer, tokio::runtime::Runtime)> {
+    let bin = nats_server_bin()?;
+    let h = hosts();
+    let server = NatsServer::single(&bin, &h.root, &[]);
+    Some((h, server, runtime()))
+}
+
+/// Starts an in-bridge into host B's queue on its own, with `extra` options: the test publishes
+/// what an out-bridge would.
+fn in_alone(h: &Hosts, server: &NatsServer, extra: &[&str]) -> Bridge {
+    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, extra), h.root.join("in.log"));
+    inb.start();
+    inb
+}
+
+/// [`diag`] of an in-bridge on its own (no out-bridge log).
+fn diag_alone(h: &Hosts, inb: &Bridge, server: &NatsServer) -> String {
+    let no_out = Bridge::new(&[], h.root.join("none.log"));
+    diag(&no_out, inb, &[server])
+}
+
+/// Waits until host B's queue holds records 0..n, brought by an in-bridge on its own.
+fn arrival_alone(h: &Hosts, inb: &Bridge, server: &NatsServer, n: u64) {
+    verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag_alone(h, inb, server));
+}
+
 both_modes!(
     transfers_records_byte_identical_in_order,
     sigkilled_bridges_restart_without_loss_or_duplicates,
@@ -118,11 +153,9 @@ fn transfers_records_byte_identical_in_order(mode: Mode) {
         "out-bridge with --exit-at-end: {st:?}\n{}",
         diag(&out, &inb, &[&server])
     );
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = stop_in(&mut inb);
     assert_eq!(count_records(&h.b), n);
     // The in-bridge's last JSON stats line accounts for every record.
-    let log = inb.log_text();
     let last = common::last_json_line(&log);
     assert_eq!(last["direction"], "in", "{last}");
     assert_eq!(last["done"], n, "{last}");
@@ -525,10 +558,9 @@ async fn publish_raw(js: &async_nats::jetstream::Context, seq: u64, id_suffix: &
 
 #[test]
 fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;
         // Out of source order (as after a publish lost in a failover and re-sent later), a
@@ -546,15 +578,8 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
         publish_raw(&js, 5, "").await;
         js
     });
-    let mut inb = Bridge::new(
-        &in_args(&server.url(), &h.b, &["--gap-timeout", "1"]),
-        h.root.join("in.log"),
-    );
-    inb.start();
-    let no_out = Bridge::new(&[], h.root.join("none.log"));
-    verify_arrival(&h.b, 6, TRANSFER_DEADLINE, &|| {
-        diag(&no_out, &inb, &[&server])
-    });
+    let mut inb = in_alone(&h, &server, &["--gap-timeout", "1"]);
+    arrival_alone(&h, &inb, &server, 6);
 
     // A hole that is never filled: 6 is missing, 7 waits behind it until the gap timeout.
     rt.block_on(publish_raw(&js, 7, ""));
@@ -563,13 +588,11 @@ fn in_bridge_restores_source_order_skips_duplicates_and_reports_gaps() {
         assert!(
             std::time::Instant::now() < end,
             "record 7 was never released after the gap timeout\n{}",
-            diag(&no_out, &inb, &[&server])
+            diag_alone(&h, &inb, &server)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
-    let log = inb.log_text();
+    let log = stop_in(&mut inb);
     assert!(log.contains("not a bridged record"), "{log}");
     assert!(
         log.contains("records 6..7 did not arrive") && log.contains("lost=1"),
@@ -647,10 +670,9 @@ fn seqs_in(q: &Path) -> Vec<u64> {
 
 #[test]
 fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     rt.block_on(async {
         let js = stream_on(&server.url()).await;
         publish_envelope(&js, &[0, 1, 2, 3], "").await;
@@ -674,17 +696,11 @@ fn in_bridge_reads_envelopes_and_drops_overlapping_batches() {
         // Everything again, past the de-dup window (another id): all duplicates.
         publish_envelope(&js, &(0..=10).collect::<Vec<_>>(), "-resent").await;
     });
-    let mut inb = Bridge::new(&in_args(&server.url(), &h.b, &[]), h.root.join("in.log"));
-    inb.start();
-    let no_out = Bridge::new(&[], h.root.join("none.log"));
-    verify_arrival(&h.b, 11, TRANSFER_DEADLINE, &|| {
-        diag(&no_out, &inb, &[&server])
-    });
+    let mut inb = in_alone(&h, &server, &[]);
+    arrival_alone(&h, &inb, &server, 11);
     // Let the last (duplicate) message be handled, then stop.
     std::thread::sleep(Duration::from_millis(1500));
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
-    let log = inb.log_text();
+    let log = stop_in(&mut inb);
     assert!(
         log.contains("not a bridged record") && log.contains("runs past the end"),
         "{log}"
@@ -708,10 +724,9 @@ fn a_lost_state_write_whose_acks_reached_the_server_neither_duplicates_nor_stall
 /// are recognized in the queue (re-read from the stream) and not appended twice; later records
 /// follow them without a wait.
 fn lost_state_write(acks_delivered: bool) {
-    let Some(bin) = nats_server_bin() else { return };
-    let h = hosts();
-    let server = NatsServer::single(&bin, &h.root, &[]);
-    let rt = runtime();
+    let Some((h, server, rt)) = alone_setup() else {
+        return;
+    };
     let (n1, n2) = (600u64, 900u64);
     let js = rt.block_on(async {
         let js = stream_on(&server.url()).await;
@@ -721,15 +736,9 @@ fn lost_state_write(acks_delivered: bool) {
         js
     });
     // Small chunks (3 messages, 150 records): several state writes.
-    let args = in_args(&server.url(), &h.b, &["--batch", "3"]);
-    let mut inb = Bridge::new(&args, h.root.join("in.log"));
-    inb.start();
-    let no_out = Bridge::new(&[], h.root.join("none.log"));
-    verify_arrival(&h.b, n1, TRANSFER_DEADLINE, &|| {
-        diag(&no_out, &inb, &[&server])
-    });
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let mut inb = in_alone(&h, &server, &["--batch", "3"]);
+    arrival_alone(&h, &inb, &server, n1);
+    stop_in(&mut inb);
 
     // Tear the slot with the highest generation: the older one (one batch behind) is current.
     let state = chronicle_bridge::inbound::InConfig::default_state_path(&h.b);
@@ -754,13 +763,9 @@ fn lost_state_write(acks_delivered: bool) {
         }
     });
     inb.start();
-    verify_arrival(&h.b, n2, TRANSFER_DEADLINE, &|| {
-        diag(&no_out, &inb, &[&server])
-    });
+    arrival_alone(&h, &inb, &server, n2);
     std::thread::sleep(Duration::from_millis(500));
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
-    let log = inb.log_text();
+    let log = stop_in(&mut inb);
     assert!(
         log.contains("records follow the state's last batch")
             && log.contains("none imported twice"),
@@ -811,11 +816,9 @@ fn kills_inside_a_batch_lose_and_duplicate_nothing(mode: Mode) {
     verify_arrival(&h.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &[&server]));
     let st = out.wait_exit(Duration::from_secs(60));
     assert!(st.is_some_and(|s| s.success()), "out-bridge: {st:?}");
-    let st = inb.terminate();
-    assert!(st.is_some_and(|s| s.success()), "in-bridge exit: {st:?}");
+    let log = stop_in(&mut inb);
     assert_eq!(count_records(&h.b), n);
     // The restarted in-bridge found the chunk half appended.
-    let log = inb.log_text();
     assert!(
         log.contains("state recovered: 1 records of the last batch are in the queue"),
         "{log}"

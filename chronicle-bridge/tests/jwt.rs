@@ -82,6 +82,31 @@ fn setup(bin: &Path) -> Setup {
 }
 
 impl Setup {
+    /// Starts the out-bridge (with `out_extra`) from queue `a` and the in-bridge into queue `b`
+    /// against `url`, each with its creds file, logging to `out{tag}.log` and `in{tag}.log`.
+    fn start_bridges(
+        &self,
+        url: &str,
+        (out_creds, in_creds): (&Path, &Path),
+        out_extra: Vec<String>,
+        tag: &str,
+    ) -> (Bridge, Bridge) {
+        let creds = |file: &Path| strings(&["--creds", &p(file)]);
+        let mut out_extra = out_extra;
+        out_extra.extend(creds(out_creds));
+        let mut out = Bridge::new(
+            &out_args(url, &self.a, &out_extra),
+            self.root.join(format!("out{tag}.log")),
+        );
+        let mut inb = Bridge::new(
+            &in_args(url, &self.b, &creds(in_creds)),
+            self.root.join(format!("in{tag}.log")),
+        );
+        out.start();
+        inb.start();
+        (out, inb)
+    }
+
     /// Restarts the server (same port, same JetStream store) knowing only `accounts`.
     fn restart_knowing(&mut self, accounts: &[&Account]) {
         self.server.kill();
@@ -110,21 +135,33 @@ impl Setup {
 /// Waits (bounded) until the bridge has connected and found the stream (its "->" start line);
 /// panics with its log if it exits first.
 fn wait_running(b: &mut Bridge, server: &NatsServer) {
+    wait_logged(
+        b,
+        "its start line",
+        |log| log.contains("connected to NATS") && log.contains(" -> "),
+        || format!("\n--- nats-server log (tail)\n{}", server.log_tail()),
+    );
+}
+
+/// Waits (bounded, 60 s) until the bridge's log passes `done`; `what` names what is waited for.
+/// Panics with the log (and `more()`) if the bridge exits first, with the log on the timeout.
+fn wait_logged(b: &mut Bridge, what: &str, done: impl Fn(&str) -> bool, more: impl Fn() -> String) {
     let end = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let log = b.log_text();
-        if log.contains("connected to NATS") && log.contains(" -> ") {
+        if done(&log) {
             return;
         }
         if let Some(st) = b.wait_exit(Duration::ZERO) {
             panic!(
-                "bridge exited ({st}) before running:\n{log}\n--- nats-server log (tail)\n{}",
-                server.log_tail()
+                "bridge exited ({st}) waiting for {what}:\n{}{}",
+                b.log_text(),
+                more()
             );
         }
         assert!(
             std::time::Instant::now() < end,
-            "bridge not running within 60 s:\n{log}"
+            "{what} not logged within 60 s:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -185,20 +222,12 @@ fn records_flow_with_creds_against_a_jwt_configured_server(mode: Mode) {
 
     let mut w = QueueWriter::open(&s.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
-    let mut out = Bridge::new(
-        &out_args(
-            &s.server.url(),
-            &s.a,
-            &mode.with(&["--exit-at-end", "--creds", &p(&out_creds)]),
-        ),
-        s.root.join("out.log"),
+    let (mut out, mut inb) = s.start_bridges(
+        &s.server.url(),
+        (&out_creds, &in_creds),
+        mode.with(&["--exit-at-end"]),
+        "",
     );
-    let mut inb = Bridge::new(
-        &in_args(&s.server.url(), &s.b, &strings(&["--creds", &p(&in_creds)])),
-        s.root.join("in.log"),
-    );
-    out.start();
-    inb.start();
     // Both are past authentication and the stream lookup before the bulk of the records is
     // written (a refused bridge stops here with its own message, not after the transfer
     // deadline).
@@ -417,16 +446,12 @@ fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
         let expires = jwt::now() + lifetime;
         let out_creds = s.creds(&s.account, &format!("out-{lifetime}s.creds"), Some(expires));
         let in_creds = s.creds(&s.account, &format!("in-{lifetime}s.creds"), Some(expires));
-        let mut out = Bridge::new(
-            &out_args(&url, &s.a, &strings(&["--creds", &p(&out_creds)])),
-            s.root.join(format!("out-{lifetime}s.log")),
+        let (mut out, mut inb) = s.start_bridges(
+            &url,
+            (&out_creds, &in_creds),
+            Vec::new(),
+            &format!("-{lifetime}s"),
         );
-        let mut inb = Bridge::new(
-            &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
-            s.root.join(format!("in-{lifetime}s.log")),
-        );
-        out.start();
-        inb.start();
         if running_before(&mut out, expires) && running_before(&mut inb, expires) {
             break (out, inb, expires);
         }
@@ -463,20 +488,12 @@ fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
     w.close().unwrap();
     let out_creds = s.creds(&s.account, "out-renewed.creds", None);
     let in_creds = s.creds(&s.account, "in-renewed.creds", None);
-    let mut out = Bridge::new(
-        &out_args(
-            &url,
-            &s.a,
-            &strings(&["--exit-at-end", "--creds", &p(&out_creds)]),
-        ),
-        s.root.join("out-renewed.log"),
+    let (mut out, mut inb) = s.start_bridges(
+        &url,
+        (&out_creds, &in_creds),
+        strings(&["--exit-at-end"]),
+        "-renewed",
     );
-    let mut inb = Bridge::new(
-        &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
-        s.root.join("in-renewed.log"),
-    );
-    out.start();
-    inb.start();
     verify_arrival(&s.b, n, TRANSFER_DEADLINE, &|| diag(&out, &inb, &s.server));
     finish_transfer(&mut out, &mut inb, &s.server, &s.b, n);
 }
@@ -484,21 +501,12 @@ fn bridges_stop_when_their_user_jwt_expires_and_resume_with_a_renewed_one() {
 /// Waits (bounded) until the bridge's log contains `what`; panics with the log if the bridge
 /// exits first.
 fn wait_log(b: &mut Bridge, what: &str) {
-    let end = std::time::Instant::now() + Duration::from_secs(60);
-    while !b.log_text().contains(what) {
-        if let Some(st) = b.wait_exit(Duration::ZERO) {
-            panic!(
-                "bridge exited ({st}) waiting for {what:?}:\n{}",
-                b.log_text()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{what:?} not logged within 60 s:\n{}",
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_logged(
+        b,
+        &format!("{what:?}"),
+        |log| log.contains(what),
+        String::new,
+    );
 }
 
 /// A reconnect refused for another reason than an expired JWT (here: the server came back
@@ -514,16 +522,7 @@ fn a_reconnect_refused_for_an_unknown_account_is_retried() {
     let in_creds = s.creds(&s.account, "in.creds", None);
     let mut w = QueueWriter::open(&s.a, writer_config()).unwrap();
     write_records(&mut w, 0, n / 2, 0);
-    let mut out = Bridge::new(
-        &out_args(&url, &s.a, &strings(&["--creds", &p(&out_creds)])),
-        s.root.join("out.log"),
-    );
-    let mut inb = Bridge::new(
-        &in_args(&url, &s.b, &strings(&["--creds", &p(&in_creds)])),
-        s.root.join("in.log"),
-    );
-    out.start();
-    inb.start();
+    let (mut out, mut inb) = s.start_bridges(&url, (&out_creds, &in_creds), Vec::new(), "");
     verify_arrival(&s.b, n / 2, TRANSFER_DEADLINE, &|| {
         diag(&out, &inb, &s.server)
     });

@@ -29,6 +29,19 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// Runs an out-bridge of queue `a` with `--exit-at-end` and `extra` against `url` until it
+/// stops; returns its exit code and stderr.
+fn run_to_end<S: AsRef<str>>(url: &str, a: &Path, extra: &[S]) -> (i32, String) {
+    let mut args = strings(&["--exit-at-end"]);
+    args.extend(extra.iter().map(|e| e.as_ref().to_string()));
+    run(&out_args(url, a, &args), &[])
+}
+
+/// `--tls-cert cert --tls-key key`.
+fn client_cert(cert: &Path, key: &Path) -> Vec<String> {
+    strings(&["--tls-cert", &p(cert), "--tls-key", &p(key)])
+}
+
 /// The files of a throwaway PKI.
 struct Pki {
     /// The CA that issued the server and client certificates.
@@ -187,15 +200,11 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     write_records(&mut w, 0, n, 0);
     w.close().unwrap();
 
+    let with_cert =
+        |cert: &Path, key: &Path| [strings(&["--tls-ca", &ca]), client_cert(cert, key)].concat();
+
     // No client certificate.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &ca]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &ca]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("requires a TLS client certificate")
@@ -204,22 +213,8 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
     );
 
     // A client certificate from a CA the server does not trust.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&[
-                "--exit-at-end",
-                "--tls-ca",
-                &ca,
-                "--tls-cert",
-                &p(&pki.other_client_cert),
-                "--tls-key",
-                &p(&pki.other_client_key),
-            ]),
-        ),
-        &[],
-    );
+    let cert_args = with_cert(&pki.other_client_cert, &pki.other_client_key);
+    let (code, err) = run_to_end(&server.url(), &h.a, &cert_args);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("rejected the TLS client certificate")
@@ -229,17 +224,8 @@ fn mutual_tls_works_with_a_client_certificate_and_fails_clearly_without() {
 
     // The right certificate: the out-bridge publishes everything and exits; the in-bridge
     // (certificate and key from the environment) imports it.
-    let cert_args = strings(&[
-        "--tls-ca",
-        &ca,
-        "--tls-cert",
-        &p(&pki.client_cert),
-        "--tls-key",
-        &p(&pki.client_key),
-    ]);
-    let mut args = cert_args.clone();
-    args.push("--exit-at-end".to_string());
-    let (code, err) = run(&out_args(&server.url(), &h.a, &args), &[]);
+    let cert_args = with_cert(&pki.client_cert, &pki.client_key);
+    let (code, err) = run_to_end(&server.url(), &h.a, &cert_args);
     assert_eq!(code, 0, "{err}\n{}", server.log_tail());
     let mut inb = Bridge::new(
         &in_args(&server.url(), &h.b, &strings(&["--tls-ca", &ca])),
@@ -269,14 +255,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     let other = p(&pki.other_ca);
 
     // A CA that did not issue the server's certificate.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &other]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &other]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("is not trusted") && err.contains(&format!("--tls-ca {other}")),
@@ -286,7 +265,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     // No CA at all (the system's roots): with a tls:// URL, and with a nats:// URL and no TLS
     // option (the server requires TLS, so the client upgrades anyway).
     for url in [server.tls_url(), server.url()] {
-        let (code, err) = run(&out_args(&url, &h.a, &strings(&["--exit-at-end"])), &[]);
+        let (code, err) = run_to_end(&url, &h.a, &[] as &[&str]);
         assert_eq!(code, 1, "{url}: {err}");
         assert!(
             err.contains("is not trusted") && err.contains("pass the CA certificate"),
@@ -295,14 +274,7 @@ fn untrusted_server_certificate_fails_clearly_and_promptly() {
     }
 
     // The right CA: connects, creates the stream, finds the queue empty and closed, exits 0.
-    let (code, err) = run(
-        &out_args(
-            &server.url(),
-            &h.a,
-            &strings(&["--exit-at-end", "--tls-ca", &p(&pki.ca)]),
-        ),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &["--tls-ca", &p(&pki.ca)]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -322,9 +294,7 @@ fn tls_required_against_a_plaintext_server_fails_clearly() {
         (server.url(), strings(&["--tls-ca", &ca])),
     ];
     for (url, extra) in &cases {
-        let mut extra = extra.clone();
-        extra.push("--exit-at-end".to_string());
-        let (code, err) = run(&out_args(url, &h.a, &extra), &[]);
+        let (code, err) = run_to_end(url, &h.a, extra);
         assert_eq!(code, 1, "{url} {extra:?}: {err}");
         assert!(
             err.contains("does not offer TLS") && err.contains("--tls-required"),
@@ -333,10 +303,7 @@ fn tls_required_against_a_plaintext_server_fails_clearly() {
     }
 
     // Without any TLS option the same server is fine.
-    let (code, err) = run(
-        &out_args(&server.url(), &h.a, &strings(&["--exit-at-end"])),
-        &[],
-    );
+    let (code, err) = run_to_end(&server.url(), &h.a, &[] as &[&str]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -370,16 +337,11 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
             format!("--tls-ca file {}: cannot read it", p(&missing)),
         ),
         (
-            strings(&["--tls-cert", &p(&missing), "--tls-key", &p(&pki.client_key)]),
+            client_cert(&missing, &pki.client_key),
             format!("--tls-cert file {}: cannot read it", p(&missing)),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&missing),
-            ]),
+            client_cert(&pki.client_cert, &missing),
             format!("--tls-key file {}: cannot read it", p(&missing)),
         ),
         (
@@ -390,24 +352,14 @@ fn bad_tls_files_and_options_are_reported_before_connecting() {
             ),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&pki.client_cert),
-            ]),
+            client_cert(&pki.client_cert, &pki.client_cert),
             format!(
                 "--tls-key file {}: holds no PEM private key",
                 p(&pki.client_cert)
             ),
         ),
         (
-            strings(&[
-                "--tls-cert",
-                &p(&pki.client_cert),
-                "--tls-key",
-                &p(&pki.other_client_key),
-            ]),
+            client_cert(&pki.client_cert, &pki.other_client_key),
             format!(
                 "--tls-key file {}: not a usable key for the certificate in --tls-cert {}",
                 p(&pki.other_client_key),

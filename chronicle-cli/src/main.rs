@@ -23,20 +23,17 @@ use clap::{Parser, Subcommand};
 
 /// Inspect, tail, append to, check and benchmark chronicle queues and buses.
 #[derive(Debug, Parser)]
-#[command(name = "chron-cli", version, propagate_version = true)]
+#[command(
+    name = "chron-cli",
+    version,
+    propagate_version = true,
+    mut_arg("log_format", |a| a.help(logs::format_help("debug,chron_cli=trace")))
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log lines on stderr: `human` or `json` (one object per line). Which ones: the
-    /// CHRONICLE_LOG filter, e.g. `info` (the default), `warn`, `debug,chron_cli=trace`.
-    #[arg(
-        long,
-        global = true,
-        value_name = "FORMAT",
-        env = logs::LOG_FORMAT_ENV,
-        default_value_t = LogFormat::Human
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: logs::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +107,7 @@ fn main() -> ExitCode {
         eprintln!("chron-cli: internal error: {msg} (please report it)");
     }));
     let cli = Cli::parse();
-    let format = cli.log_format;
+    let format = cli.log.log_format;
     let _ = LOG_FORMAT.set(format);
     if let Err(e) = logs::init(format) {
         eprintln!("chron-cli: {e}");

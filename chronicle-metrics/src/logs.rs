@@ -67,6 +67,32 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The binaries' `--log-format FORMAT` flag (or [`LOG_FORMAT_ENV`]), global to every
+/// subcommand: a binary's top-level command takes it with `#[command(flatten)]` and gives its
+/// help with `mut_arg("log_format", |a| a.help(format_help(FILTER)))`.
+#[cfg(feature = "clap")]
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LogArgs {
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = LOG_FORMAT_ENV,
+        default_value_t = LogFormat::Human
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The help of `--log-format`, `filter` an example [`LOG_ENV`] filter that names the binary's
+/// own target.
+#[cfg(feature = "clap")]
+pub fn format_help(filter: &str) -> String {
+    format!(
+        "Log lines on stderr: `human` or `json` (one object per line). Which ones: the \
+         {LOG_ENV} filter, e.g. `info` (the default), `warn`, `{filter}`"
+    )
+}
+
 /// What can go wrong setting logs up.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -516,34 +516,40 @@ pub fn spawn_writer(
     })
 }
 
+/// Calls `attempt` every 50 ms until it gives a value; past `end`, panics with its complaint
+/// and `diag()`.
+fn retry_until<T>(
+    end: Instant,
+    diag: &dyn Fn() -> String,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(why) => {
+                assert!(Instant::now() < end, "{why}\n{}", diag());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Waits until the queue at `q` holds `n` records, checking each one against the source
 /// records 0..n as it arrives (payload, type id, timestamp, order). Panics with `diag()` on a
 /// mismatch or after the deadline.
 pub fn verify_arrival(q: &Path, n: u64, deadline: Duration, diag: &dyn Fn() -> String) {
     let end = Instant::now() + deadline;
-    while !q.join("queue.meta").exists() {
-        assert!(
-            Instant::now() < end,
-            "queue {} was never created\n{}",
-            q.display(),
-            diag()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut r = loop {
-        match QueueReader::open(q, ReaderConfig::default()) {
-            Ok(r) => break r,
-            Err(e) => {
-                assert!(
-                    Instant::now() < end,
-                    "cannot open {}: {e}\n{}",
-                    q.display(),
-                    diag()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+    retry_until(end, diag, || {
+        if q.join("queue.meta").exists() {
+            Ok(())
+        } else {
+            Err(format!("queue {} was never created", q.display()))
         }
-    };
+    });
+    let mut r = retry_until(end, diag, || {
+        QueueReader::open(q, ReaderConfig::default())
+            .map_err(|e| format!("cannot open {}: {e}", q.display()))
+    });
     let mut i = 0u64;
     let mut last_report = Instant::now();
     while i < n {
