@@ -60,6 +60,12 @@ pub enum Preallocate {
     Background,
     /// Everything happens on the appending thread when the segment fills (no extra thread).
     Inline,
+    /// The appending thread prepares the next segment a step at a time in
+    /// [`QueueWriter::pretouch`](crate::QueueWriter::pretouch), which the application calls
+    /// while it has nothing to append (no extra thread, so no work taken from another core at
+    /// a moment nobody chose). Retiring a full segment and retention run there too. What is not
+    /// ready when the segment fills is finished by the append that rolls, as with `Inline`.
+    Pretouch,
 }
 
 /// Settings of a [`QueueWriter`](crate::QueueWriter). Geometry (`segment_size`, `max_payload`,

@@ -20,7 +20,7 @@
 //!
 //! | to | use |
 //! |---|---|
-//! | write | [`QueueWriter`] (`append`, `claim`/[`Claim`], `batch`/[`Batch`]), [`WriterConfig`], [`Durability`], [`Preallocate`], [`RetentionPolicy`] |
+//! | write | [`QueueWriter`] (`append`, `claim`/[`Claim`], `batch`/[`Batch`], `pretouch`), [`WriterConfig`], [`Durability`], [`Preallocate`] ([`PRETOUCH_STEP`]), [`RetentionPolicy`] |
 //! | read | [`QueueReader`] (`next` → [`MessageView`], `drain`, `seek`, `wait` → [`WaitOutcome`], `writer_status` → [`WriterStatus`]), [`ReaderConfig`], [`StartAt`], [`CommitPolicy`], [`OnLost`], [`Position`] |
 //! | sleep in epoll, or wake many queues' readers at once | [`EventFdBridge`], [`Doorbell`] ([`DoorbellWaitOutcome`]) |
 //! | name a queue's files, read its geometry | [`QueueDir`], [`Geometry`], [`Tail`], [`History`] |
@@ -75,4 +75,4 @@ pub use reader::{MessageView, QueueReader, WaitOutcome, WriterStatus};
 pub use reader_meta::{Position, ReaderInfo, list_readers, remove_reader};
 pub use recovery::{Damage, RecoveryAction, RecoveryReport, TailCheck, check_tail, find_damage};
 pub use retention::{QuarantineReport, RetentionReport, plan as plan_retention, quarantine};
-pub use writer::{Batch, Claim, QueueWriter};
+pub use writer::{Batch, Claim, PRETOUCH_STEP, QueueWriter};

@@ -37,18 +37,19 @@ impl Segment {
     /// died before using it) is replaced. Only the writer (or its maintenance thread) calls this,
     /// and only for ids past the published tail, which no reader can have entered.
     pub(crate) fn create(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<Segment> {
-        let path = dir.segment(id);
-        let file = create_preallocated(&path, geom.segment_size, geom.file_mode)?;
-        let (map, base) = map_rw(&file, &path, geom)?;
-        // SAFETY: `base..base+segment_size` is the writable mapping just created; the file is
-        // fresh and all zeroes, and no reader can be using it yet.
-        unsafe { sys::populate_write(base, geom.segment_size as usize) };
-        let seg = Segment::mapped(id, &file, path, map, base, geom);
+        let mut prep = SegmentPrep::start(dir, id, geom)?;
+        prep.step(geom.segment_size)?;
+        prep.finish(geom)
+    }
+
+    /// Writes the header of a fresh segment and publishes it (its magic, last).
+    fn init_header(self, geom: &Geometry) -> Result<Segment> {
+        let seg = self;
         let h = seg.header()?;
         h.version.store(FORMAT_VERSION, Ordering::Relaxed);
         h.header_size
             .store(SEGMENT_HEADER_SIZE as u32, Ordering::Relaxed);
-        h.segment_id.store(id, Ordering::Relaxed);
+        h.segment_id.store(seg.id, Ordering::Relaxed);
         h.queue_uid.store(geom.queue_uid, Ordering::Relaxed);
         h.created_ns.store(sys::realtime_ns(), Ordering::Relaxed);
         h.base_seq.store(0, Ordering::Relaxed);
@@ -198,9 +199,106 @@ impl Segment {
     }
 }
 
-/// Creates `path` fresh (replacing a leftover file), with exactly `mode`, and allocates `len`
-/// bytes so writes through a mapping can never hit ENOSPC. On failure nothing is left behind.
-pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -> Result<File> {
+/// A segment being created a step at a time: the file exists at its full length and is
+/// mapped; [`step`](Self::step) allocates and pre-faults the next bytes, [`finish`](Self::finish)
+/// the rest and writes the header. Until then the file has no magic (readers and recovery take it
+/// for a segment not yet created, and the next creator replaces it); dropped unfinished (or
+/// failed), it removes its file.
+#[derive(Debug)]
+pub(crate) struct SegmentPrep {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    /// `None` once finished (the mapping moved into the segment).
+    map: Option<(Map, *mut u8)>,
+    len: u64,
+    /// Bytes from the start allocated and pre-faulted.
+    done: u64,
+    /// Set once the segment is built: the file then belongs to it.
+    finished: bool,
+}
+
+// SAFETY: `map`'s pointer points into the mapping the prep owns; only the owner touches it.
+unsafe impl Send for SegmentPrep {}
+
+impl SegmentPrep {
+    /// Replaces any file at segment `id`'s path with a new one of the segment's length (not yet
+    /// allocated) and maps it.
+    pub(crate) fn start(dir: &QueueDir, id: u64, geom: &Geometry) -> Result<SegmentPrep> {
+        let path = dir.segment(id);
+        let file = create_file(&path, geom.file_mode)?;
+        let mut prep = SegmentPrep {
+            id,
+            path,
+            file,
+            map: None,
+            len: geom.segment_size,
+            done: 0,
+            finished: false,
+        };
+        prep.file
+            .set_len(prep.len)
+            .map_err(|e| Error::space(&prep.path, "set length", e))?;
+        prep.map = Some(map_rw(&prep.file, &prep.path, geom)?);
+        Ok(prep)
+    }
+
+    /// The segment id being prepared.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Allocates and pre-faults up to `bytes` more; returns whether all of it is done.
+    pub(crate) fn step(&mut self, bytes: u64) -> Result<bool> {
+        let n = bytes.min(self.len - self.done);
+        let Some((_, base)) = self.map.as_ref() else {
+            return Ok(true);
+        };
+        if n > 0 {
+            // Allocated, not sparse: a store into a hole of a full file system would be SIGBUS.
+            sys::fallocate_range(&self.file, self.done, n)
+                .map_err(|e| Error::space(&self.path, "fallocate", e))?;
+            // SAFETY: `done..done+n` lies inside the writable mapping of `len` bytes this prep
+            // owns; the file is fresh (all zeroes) and has no magic, so nobody reads it yet.
+            unsafe { sys::populate_write(base.add(self.done as usize), n as usize) };
+            self.done += n;
+        }
+        Ok(self.done == self.len)
+    }
+
+    /// Does what is left, then writes and publishes the header: the finished segment.
+    pub(crate) fn finish(mut self, geom: &Geometry) -> Result<Segment> {
+        self.step(self.len)?;
+        let Some((map, base)) = self.map.take() else {
+            return Err(Error::corrupted(
+                &self.path,
+                0,
+                "segment file is not mapped",
+            ));
+        };
+        self.finished = true;
+        let seg = Segment::mapped(
+            self.id,
+            &self.file,
+            std::mem::take(&mut self.path),
+            map,
+            base,
+            geom,
+        );
+        seg.init_header(geom)
+    }
+}
+
+impl Drop for SegmentPrep {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates `path` anew (removing what was there) with permission bits `mode`.
+fn create_file(path: &std::path::Path, mode: u32) -> Result<File> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -208,6 +306,13 @@ pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -
     }
     let file = sys::create_new_nofollow(path, mode).map_err(|e| Error::space(path, "create", e))?;
     set_mode(&file, path, mode)?;
+    Ok(file)
+}
+
+/// Creates `path` fresh (replacing a leftover file), with exactly `mode`, and allocates `len`
+/// bytes so writes through a mapping can never hit ENOSPC. On failure nothing is left behind.
+pub(crate) fn create_preallocated(path: &std::path::Path, len: u64, mode: u32) -> Result<File> {
+    let file = create_file(path, mode)?;
     if let Err(e) = sys::fallocate(&file, len) {
         let err = Error::space(path, "fallocate", e);
         drop(file);

@@ -147,18 +147,26 @@ pub fn membarrier_global() -> bool {
 
 /// Allocates `len` bytes of `file` so later writes through a mapping cannot hit ENOSPC (SIGBUS).
 pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    fallocate_range(file, 0, len)
+}
+
+/// [`fallocate`] of the bytes `off..off + len` only (the file grows to `off + len` if shorter).
+pub fn fallocate_range(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "length too large");
+    let (o, l) = (
+        libc::off_t::try_from(off).map_err(|_| too_large())?,
+        libc::off_t::try_from(len).map_err(|_| too_large())?,
+    );
     loop {
         // SAFETY: plain system call on a file descriptor we own; no memory is passed.
-        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, o, l) };
         if r == 0 {
             return Ok(());
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EOPNOTSUPP) => return fill_zeroes(file, len as u64),
+            Some(libc::EOPNOTSUPP) => return fill_zeroes(file, off, len),
             _ => return Err(e),
         }
     }
@@ -230,12 +238,13 @@ pub fn fsync_path(path: &std::path::Path) -> io::Result<()> {
 }
 
 /// Fallback for file systems without fallocate: write the zeroes out.
-fn fill_zeroes(file: &File, len: u64) -> io::Result<()> {
+fn fill_zeroes(file: &File, from: u64, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let zeroes = vec![0u8; 1 << 16];
-    let mut off = 0u64;
-    while off < len {
-        let n = (len - off).min(zeroes.len() as u64) as usize;
+    let end = from.saturating_add(len);
+    let mut off = from;
+    while off < end {
+        let n = (end - off).min(zeroes.len() as u64) as usize;
         let chunk = zeroes.get(..n).unwrap_or(&[]);
         file.write_all_at(chunk, off)?;
         off += n as u64;
