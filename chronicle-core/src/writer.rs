@@ -38,7 +38,7 @@ use crate::sys;
 /// enough that a call stays in the tens of microseconds (about 0.4 µs per KiB measured for
 /// `fallocate` plus `MADV_POPULATE_WRITE`), large enough that a 64 MiB segment takes about a
 /// thousand calls.
-pub const PRETOUCH_STEP: u64 = 64 << 10;
+pub const PRETOUCH_STEP: u64 = 16 << 10;
 
 /// How far ahead of the tail `publish` prefetches for ownership: one 4 KiB page, far enough
 /// that a page crossing's TLB miss is taken early, near enough to stay within the pre-faulted

@@ -165,6 +165,12 @@ fn chronicle_delivers_everything_in_order() {
     check_transport("chronicle");
 }
 
+/// The paced writer pretouches the next segment in its waits (`Sender::idle`).
+#[test]
+fn chronicle_pretouch_delivers_everything_in_order() {
+    check_transport("chronicle-pretouch");
+}
+
 #[test]
 fn ring_futex_delivers_everything_in_order() {
     check_transport("ring-futex");

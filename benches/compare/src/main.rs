@@ -87,10 +87,11 @@ const fn in_threads(label: &'static str, transport: &'static str, wait: WaitMode
 
 /// Every case, in table order: spinning readers, then sleeping readers. The first case of
 /// each group is that group's baseline.
-pub const CASES: [Case; 12] = [
+pub const CASES: [Case; 13] = [
     case("ring (floor)", "ring", WaitMode::Spin),
     case("ring, length-prefixed", "ring-len", WaitMode::Spin),
     case("chronicle", "chronicle", WaitMode::Spin),
+    case("chronicle, pretouch", "chronicle-pretouch", WaitMode::Spin),
     case("iceoryx2", "iceoryx2", WaitMode::Spin),
     case("unix seqpacket", "unix", WaitMode::Spin),
     case("pipe", "pipe", WaitMode::Spin),

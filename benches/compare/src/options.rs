@@ -25,8 +25,8 @@ usage: chronicle-compare [options]
   --batch N          messages per batch in an extra unpaced run per case; 1 skips it
                      (default 16; chronicle uses QueueWriter::batch, the rings publish
                      their cursor once per batch, the others send one by one)
-  --only a,b         only these transports (ring, ring-len, chronicle, iceoryx2, unix,
-                     pipe, crossbeam, ring-futex)
+  --only a,b         only these transports (ring, ring-len, chronicle, chronicle-pretouch,
+                     iceoryx2, unix, pipe, crossbeam, ring-futex)
   --touch-payload    every reader reads every payload byte before its receive
                      timestamp (default: only the 16-byte stamp and sequence number;
                      chronicle's reader checks its CRC over the record either way)

@@ -38,6 +38,7 @@ fn quick_run_covers_every_transport() {
         "ring (floor)",
         "ring, length-prefixed",
         "**chronicle**",
+        "chronicle, pretouch",
         "iceoryx2",
         "unix seqpacket",
         "pipe",
@@ -55,13 +56,13 @@ fn quick_run_covers_every_transport() {
     let svg = std::fs::read_to_string(out.join("compare-latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("iceoryx2"));
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
-    // 12 cases x 2 sizes x (latency + throughput + batched throughput), plus the header.
-    assert_eq!(runs.lines().count(), 1 + 12 * 2 * 3, "{runs}");
+    // 13 cases x 2 sizes x (latency + throughput + batched throughput), plus the header.
+    assert_eq!(runs.lines().count(), 1 + 13 * 2 * 3, "{runs}");
     assert_eq!(
         runs.lines()
             .filter(|l| l.contains(",throughput,16,"))
             .count(),
-        12 * 2,
+        13 * 2,
         "{runs}"
     );
     assert!(runs.lines().skip(1).all(|l| l.ends_with(",true")), "{runs}");

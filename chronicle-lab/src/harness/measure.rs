@@ -133,6 +133,22 @@ fn pinned_write<S: Sender>(
     written.map(|w| (writer_pin, w))
 }
 
+/// [`spin_until`] `due`, handing the transport the wait ([`Sender::idle`]) while it has work.
+/// A step of that work may end after `due`: the send is then late (`max_send_lag_ns`), as a
+/// real producer's would be, but its message is stamped when it is sent, after the wait.
+#[inline]
+fn wait_until<S: Sender>(tx: &mut S, due: u64) -> u64 {
+    loop {
+        let now = monotonic_ns();
+        if now >= due {
+            return now;
+        }
+        if !tx.idle() {
+            return spin_until(due);
+        }
+    }
+}
+
 fn write_loop<S: Sender>(tx: &mut S, cfg: &RunConfig) -> Result<WriterStats, std::io::Error> {
     let total = cfg.total();
     let warmup = cfg.warmup;
@@ -154,7 +170,7 @@ fn write_loop<S: Sender>(tx: &mut S, cfg: &RunConfig) -> Result<WriterStats, std
                 // Integer schedule from the start time, so rounding never accumulates.
                 let offset = u128::from(seq) * 1_000_000_000 / u128::from(rate);
                 let due = start.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX));
-                let now = spin_until(due);
+                let now = wait_until(tx, due);
                 stats.max_send_lag_ns = stats.max_send_lag_ns.max(now.saturating_sub(due));
                 if seq == warmup {
                     stats.first_measured_send_ns = now;

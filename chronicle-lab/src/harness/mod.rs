@@ -246,6 +246,7 @@ impl Registry {
         Self {
             entries: vec![
                 TransportEntry::of::<chronicle::Chronicle>(),
+                TransportEntry::of::<chronicle::ChroniclePretouch>(),
                 TransportEntry::of::<ring::Ring>(),
                 TransportEntry::of::<ring::RingFutex>(),
                 TransportEntry::of::<ring::RingLen>(),

@@ -83,6 +83,13 @@ pub trait Sender {
         Ok(())
     }
 
+    /// Called by a paced writer, again and again, while it waits for the next send time: work
+    /// the transport can do off the critical path. Returns whether more remains (`false`:
+    /// the writer spins for the rest of the wait). The default has nothing to do.
+    fn idle(&mut self) -> bool {
+        false
+    }
+
     /// Sends one message of exactly `len` bytes whose contents `fill` writes in place.
     ///
     /// Zero-copy transports hand `fill` the slot itself; others hand it a staging buffer.
