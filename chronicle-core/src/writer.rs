@@ -4,7 +4,9 @@
 //! place, CRC, Release-store the commit word, publish the tail (a seqlock in `queue.meta`), and
 //! wake sleepers only if the futex word says someone sleeps. Rolling to a new segment swaps in a
 //! segment the maintenance thread has already created, allocated and pre-faulted; unmapping and
-//! syncing the old one, and retention, happen on that thread too.
+//! syncing the old one, and retention, happen on that thread too. With `Preallocate::Pretouch`
+//! the writer's own thread does that work in [`QueueWriter::pretouch`], a step per call, while
+//! the application has nothing to append.
 
 use std::fs::File;
 use std::io::Write;
@@ -34,10 +36,9 @@ use crate::retention::{self, RetentionReport, nanos};
 use crate::segment::{Segment, SegmentPrep};
 use crate::sys;
 
-/// Bytes of the next segment one [`QueueWriter::pretouch`] call allocates and pre-faults: small
-/// enough that a call stays in the tens of microseconds (about 0.4 µs per KiB measured for
-/// `fallocate` plus `MADV_POPULATE_WRITE`), large enough that a 64 MiB segment takes about a
-/// thousand calls.
+/// Bytes of the next segment one [`QueueWriter::pretouch`] call allocates and pre-faults: a
+/// call then takes about 10 µs on tmpfs and 5 µs on ext4 (medians measured on a 2-core VM), and
+/// a 64 MiB segment about 4096 calls.
 pub const PRETOUCH_STEP: u64 = 16 << 10;
 
 /// How far ahead of the tail `publish` prefetches for ownership: one 4 KiB page, far enough
