@@ -171,6 +171,12 @@ fn chronicle_pretouch_delivers_everything_in_order() {
     check_transport("chronicle-pretouch");
 }
 
+/// The reader skips the CRC check; everything else is `chronicle`.
+#[test]
+fn chronicle_nocrc_delivers_everything_in_order() {
+    check_transport("chronicle-nocrc");
+}
+
 #[test]
 fn ring_futex_delivers_everything_in_order() {
     check_transport("ring-futex");

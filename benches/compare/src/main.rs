@@ -66,6 +66,8 @@ pub struct Case {
     pub wait: WaitMode,
     /// Reader on a thread of the writer's process instead of a child process.
     pub threads: bool,
+    /// A diagnostic row: runs only when `--only` names it.
+    pub diagnostic: bool,
 }
 
 const fn case(label: &'static str, transport: &'static str, wait: WaitMode) -> Case {
@@ -74,6 +76,7 @@ const fn case(label: &'static str, transport: &'static str, wait: WaitMode) -> C
         transport,
         wait,
         threads: false,
+        diagnostic: false,
     }
 }
 
@@ -87,11 +90,19 @@ const fn in_threads(label: &'static str, transport: &'static str, wait: WaitMode
 
 /// Every case, in table order: spinning readers, then sleeping readers. The first case of
 /// each group is that group's baseline.
-pub const CASES: [Case; 13] = [
+pub const CASES: [Case; 14] = [
     case("ring (floor)", "ring", WaitMode::Spin),
     case("ring, length-prefixed", "ring-len", WaitMode::Spin),
     case("chronicle", "chronicle", WaitMode::Spin),
     case("chronicle, pretouch", "chronicle-pretouch", WaitMode::Spin),
+    Case {
+        diagnostic: true,
+        ..case(
+            "chronicle, reader skips CRC",
+            "chronicle-nocrc",
+            WaitMode::Spin,
+        )
+    },
     case("iceoryx2", "iceoryx2", WaitMode::Spin),
     case("unix seqpacket", "unix", WaitMode::Spin),
     case("pipe", "pipe", WaitMode::Spin),
@@ -268,10 +279,9 @@ fn run(reg: &Registry, o: &Options) -> Result<bool> {
         .with_context(|| format!("creating the output directory {}", o.out.display()))?;
     let cases: Vec<usize> = (0..CASES.len())
         .filter(|&i| {
-            CASES.get(i).is_some_and(|c| {
-                o.only
-                    .as_ref()
-                    .is_none_or(|only| only.iter().any(|n| n == c.transport))
+            CASES.get(i).is_some_and(|c| match &o.only {
+                Some(only) => only.iter().any(|n| n == c.transport),
+                None => !c.diagnostic,
             })
         })
         .collect();

@@ -26,7 +26,8 @@ usage: chronicle-compare [options]
                      (default 16; chronicle uses QueueWriter::batch, the rings publish
                      their cursor once per batch, the others send one by one)
   --only a,b         only these transports (ring, ring-len, chronicle, chronicle-pretouch,
-                     iceoryx2, unix, pipe, crossbeam, ring-futex)
+                     iceoryx2, unix, pipe, crossbeam, ring-futex; chronicle-nocrc, a
+                     diagnostic, runs only when named here)
   --touch-payload    every reader reads every payload byte before its receive
                      timestamp (default: only the 16-byte stamp and sequence number;
                      chronicle's reader checks its CRC over the record either way)

@@ -3,9 +3,11 @@
 //! [`QueueReader`] that either busy-polls `next` (`Spin`) or sleeps on the queue's futex with no
 //! spinning or yielding first (`Block`), so the Block rows measure the futex wake itself.
 //!
-//! Two transports: `chronicle` (the default `Preallocate::Background`: a maintenance thread,
-//! pinned with the writer, prepares each next segment) and `chronicle-pretouch`
-//! (`Preallocate::Pretouch`: the paced writer prepares it in its waits, [`Sender::idle`]).
+//! Three transports: `chronicle` (the default `Preallocate::Background`: a maintenance thread,
+//! pinned with the writer, prepares each next segment), `chronicle-pretouch`
+//! (`Preallocate::Pretouch`: the paced writer prepares it in its waits, [`Sender::idle`]) and
+//! `chronicle-nocrc`, a diagnostic: `chronicle` with a reader that skips the CRC check
+//! (`ReaderConfig::verify_crc` off), to measure what the check costs the reader.
 
 use std::io;
 use std::path::Path;
@@ -16,15 +18,19 @@ use chronicle_core::{
     Preallocate, QueueReader, QueueWriter, ReaderConfig, WaitOutcome, WriterConfig,
 };
 
-/// The chronicle queue (see the module docs); `PRETOUCH` picks `Preallocate::Pretouch`.
+/// The chronicle queue (see the module docs); `PRETOUCH` picks `Preallocate::Pretouch`, `CRC`
+/// whether the reader verifies each record's CRC.
 #[derive(Debug)]
-pub struct ChronicleQueue<const PRETOUCH: bool>;
+pub struct ChronicleQueue<const PRETOUCH: bool, const CRC: bool>;
 
 /// `chronicle`: segments prepared by the maintenance thread.
-pub type Chronicle = ChronicleQueue<false>;
+pub type Chronicle = ChronicleQueue<false, true>;
 
 /// `chronicle-pretouch`: segments prepared in the paced writer's waits.
-pub type ChroniclePretouch = ChronicleQueue<true>;
+pub type ChroniclePretouch = ChronicleQueue<true, true>;
+
+/// `chronicle-nocrc`: `chronicle` with a reader that does not verify CRCs (a diagnostic).
+pub type ChronicleNoCrc = ChronicleQueue<false, false>;
 
 /// Writing end: a [`QueueWriter`] and a staging buffer the harness fills. (`claim`/`commit`,
 /// filling the record in place, measured 45-140 ns slower at p50 here than filling an
@@ -46,11 +52,12 @@ fn err(e: chronicle_core::Error) -> io::Error {
     io::Error::other(e)
 }
 
-impl<const PRETOUCH: bool> Transport for ChronicleQueue<PRETOUCH> {
-    const NAME: &'static str = if PRETOUCH {
-        "chronicle-pretouch"
-    } else {
-        "chronicle"
+impl<const PRETOUCH: bool, const CRC: bool> Transport for ChronicleQueue<PRETOUCH, CRC> {
+    const NAME: &'static str = match (PRETOUCH, CRC) {
+        (false, true) => "chronicle",
+        (true, true) => "chronicle-pretouch",
+        (false, false) => "chronicle-nocrc",
+        (true, false) => "chronicle-pretouch-nocrc",
     };
     type Tx = ChronicleTx;
     type Rx = ChronicleRx;
@@ -86,6 +93,7 @@ impl<const PRETOUCH: bool> Transport for ChronicleQueue<PRETOUCH> {
         let rc = ReaderConfig {
             spin_limit: 0,
             yield_limit: 0,
+            verify_crc: CRC,
             ..ReaderConfig::default()
         };
         let r = QueueReader::open(dir.join("queue"), rc).map_err(err)?;

@@ -247,6 +247,7 @@ impl Registry {
             entries: vec![
                 TransportEntry::of::<chronicle::Chronicle>(),
                 TransportEntry::of::<chronicle::ChroniclePretouch>(),
+                TransportEntry::of::<chronicle::ChronicleNoCrc>(),
                 TransportEntry::of::<ring::Ring>(),
                 TransportEntry::of::<ring::RingFutex>(),
                 TransportEntry::of::<ring::RingLen>(),
@@ -454,6 +455,8 @@ mod tests {
             r.names(),
             vec![
                 "chronicle",
+                "chronicle-pretouch",
+                "chronicle-nocrc",
                 "ring",
                 "ring-futex",
                 "ring-len",
@@ -466,7 +469,7 @@ mod tests {
         assert!(r.get("ring-futex").unwrap().supports(WaitMode::Block));
         assert!(r.register::<BadName>().is_err());
         r.register::<pipe::Pipe>().unwrap();
-        assert_eq!(r.entries().len(), 6);
+        assert_eq!(r.entries().len(), 8);
     }
 
     #[test]
