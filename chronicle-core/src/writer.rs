@@ -69,13 +69,71 @@ struct Maintenance {
 /// retire, a retention pass, then the next segment.
 #[derive(Debug, Default)]
 struct Pretoucher {
-    /// The full segment and its index, and whether to msync it before unmapping.
-    retire: Option<(Segment, Index, bool)>,
+    /// The full segment being let go of, a step at a time.
+    retire: Option<Retiring>,
     retention_due: bool,
     /// The next segment, part way.
     prep: Option<SegmentPrep>,
     /// The next segment, ready to swap in.
     ready: Option<(Segment, Index)>,
+}
+
+/// A full segment let go of by [`QueueWriter::pretouch`] a [`RETIRE_STEP`] at a time: msync
+/// (when the durability policy asks for it), then this process's page-table entries, then the
+/// mapping. Unmapping a populated 64 MiB segment in one call takes 4-8 ms on a 2-core VM, which
+/// would make one `pretouch` call, and the append or tick due after it, that late.
+#[derive(Debug)]
+struct Retiring {
+    seg: Segment,
+    index: Index,
+    sync: bool,
+    /// Bytes from the start flushed (all of them when `sync` is off) and released.
+    flushed: u64,
+    released: u64,
+}
+
+/// Bytes of a full segment one `pretouch` call flushes or releases (16 page-table entries).
+const RETIRE_STEP: u64 = 64 << 10;
+
+impl Retiring {
+    fn new(seg: Segment, index: Index, sync: bool) -> Retiring {
+        let flushed = if sync { 0 } else { seg.len() };
+        Retiring {
+            seg,
+            index,
+            sync,
+            flushed,
+            released: 0,
+        }
+    }
+
+    /// One step; returns whether all of it is done (the segment can be dropped).
+    fn step(&mut self) -> bool {
+        let len = self.seg.len();
+        if self.flushed < len {
+            // Best effort, as in `retire`: the data is in the page cache either way.
+            let _ = self.seg.flush_range(self.flushed, RETIRE_STEP);
+            self.flushed += RETIRE_STEP;
+        } else if self.released < len {
+            // SAFETY: the segment is held only to be let go of: the writer moved on to the next
+            // one, and nothing the writer hands out into a segment outlives the `&mut self`
+            // borrow it came from, which ended before this `pretouch` call.
+            unsafe { self.seg.release(self.released, RETIRE_STEP) };
+            self.released += RETIRE_STEP;
+        }
+        self.released >= len
+    }
+
+    /// The rest at once (closing, or a second roll before the first was let go of).
+    fn finish(self) {
+        if self.sync && self.flushed < self.seg.len() {
+            let _ = self
+                .seg
+                .flush_range(self.flushed, self.seg.len() - self.flushed);
+        }
+        drop(self.index);
+        drop(self.seg);
+    }
 }
 
 /// The one writer of a queue. `Send`, not `Sync`: one thread appends.
@@ -763,8 +821,8 @@ impl QueueWriter {
             }
             (None, Some(p)) => {
                 // Left to `pretouch`; one left over from an earlier roll is retired now.
-                if let Some((o, i, s)) = p.retire.replace((old, old_index, sync_old)) {
-                    retire(o, i, s);
+                if let Some(r) = p.retire.replace(Retiring::new(old, old_index, sync_old)) {
+                    r.finish();
                 }
                 p.retention_due = true;
             }
@@ -846,7 +904,8 @@ impl QueueWriter {
     }
 
     /// One bounded step of the work [`Preallocate::Pretouch`] leaves to the writer's thread:
-    /// retire the segment the last roll filled (msync per the durability policy, unmap), or
+    /// let go of the segment the last roll filled (64 KiB of msync per the durability policy,
+    /// or of unmapping, per call), or
     /// run a retention pass, or allocate and pre-fault the next [`PRETOUCH_STEP`] bytes of the
     /// next segment (creating it first, finishing it last). Call it whenever there is nothing
     /// to append (an idle or paced loop); returns whether work remains (`false`: the next
@@ -859,8 +918,10 @@ impl QueueWriter {
         let Some(p) = self.pretoucher.as_mut() else {
             return Ok(false);
         };
-        if let Some((old, idx, sync)) = p.retire.take() {
-            retire(old, idx, sync);
+        if let Some(r) = p.retire.as_mut() {
+            if r.step() {
+                p.retire = None;
+            }
             return Ok(true);
         }
         if p.retention_due {
@@ -904,8 +965,8 @@ impl QueueWriter {
         }
         self.closed = true;
         self.finish_roll(false);
-        if let Some((old, idx, sync)) = self.pretoucher.as_mut().and_then(|p| p.retire.take()) {
-            retire(old, idx, sync);
+        if let Some(r) = self.pretoucher.as_mut().and_then(|p| p.retire.take()) {
+            r.finish();
         }
         let res = if self.durability != Durability::PageCache {
             self.sync()

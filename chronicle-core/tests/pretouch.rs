@@ -145,6 +145,49 @@ fn a_half_prepared_segment_is_nobodys_business_and_gone_after_close() {
     assert_eq!(read_all(&q), next);
 }
 
+/// Unmapping a populated segment in one go takes milliseconds: `pretouch` lets go of a full one
+/// 64 KiB at a time (msync first when the durability policy syncs), so no call takes long.
+#[test]
+fn a_full_segment_is_let_go_of_in_steps() {
+    use chronicle_core::Durability;
+    for (durability, passes) in [
+        (Durability::PageCache, 1),
+        (Durability::EveryRecords(1_000_000), 2),
+    ] {
+        let (_dir, q, mut w) = new_queue(WriterConfig {
+            durability,
+            ..pretouch_cfg()
+        });
+        pretouch_all(&mut w);
+        let next = append_into(&mut w, 1);
+        let seg0 = segment(&q, 0).display().to_string();
+        let mapped = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .contains(&seg0)
+        };
+        assert!(mapped());
+        let steps = passes * SEGMENT / (64 << 10);
+        for step in 1..steps {
+            assert!(w.pretouch().unwrap());
+            assert!(
+                mapped(),
+                "{durability:?}: unmapped after {step} of {steps} steps"
+            );
+        }
+        assert!(w.pretouch().unwrap());
+        assert!(
+            !mapped(),
+            "{durability:?}: still mapped after {steps} steps"
+        );
+        // Then the retention pass and the next segment, as before.
+        pretouch_all(&mut w);
+        assert!(segment(&q, 2).exists());
+        w.close().unwrap();
+        assert_eq!(read_all(&q), next);
+    }
+}
+
 #[test]
 fn pretouch_retires_full_segments_and_runs_retention() {
     let cfg = WriterConfig {

@@ -5,8 +5,14 @@
 //! ```text
 //! cargo run --release -p chronicle-lab --example latency_anatomy -- \
 //!     [--size 64] [--count 300000] [--rate 100000] [--segment-mib 64] [--cores 0,1] \
-//!     [--no-crc] [--bursts]
+//!     [--no-crc] [--bursts] [--pretouch]
 //! ```
+//!
+//! `--pretouch` prepares segments with `Preallocate::Pretouch`, the paced writer calling
+//! `QueueWriter::pretouch` while it waits for its next send (as the comparison harness's
+//! `chronicle-pretouch` does; a step can make a send late); the default is the
+//! maintenance thread, pinned with the writer. The writer prints how long its append calls took,
+//! split the same way by where the record lands (its own address space).
 //!
 //! Classes: `first-on-page` is a record whose bytes reach a 4 KiB page no earlier record
 //! reached, `first-in-64k` one that reaches a new 64 KiB-aligned block of the address space (the
@@ -21,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chronicle_core::{QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WriterConfig, os};
+use chronicle_core::{
+    Preallocate, QueueReader, QueueWriter, ReaderConfig, RetentionPolicy, WriterConfig, os,
+};
 use hdrhistogram::Histogram;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -35,6 +43,7 @@ struct Opts {
     cores: (usize, usize),
     verify_crc: bool,
     bursts: bool,
+    pretouch: bool,
 }
 
 const WARMUP: u64 = 10_000;
@@ -49,6 +58,7 @@ fn parse(args: &[String]) -> Res<Opts> {
         cores: (0, 1),
         verify_crc: true,
         bursts: false,
+        pretouch: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -65,6 +75,7 @@ fn parse(args: &[String]) -> Res<Opts> {
             }
             "--no-crc" => o.verify_crc = false,
             "--bursts" => o.bursts = true,
+            "--pretouch" => o.pretouch = true,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -97,6 +108,11 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     let cfg = WriterConfig {
         segment_size: o.segment_mib << 20,
         maintenance_cpus: Some(vec![o.cores.0]),
+        preallocate: if o.pretouch {
+            Preallocate::Pretouch
+        } else {
+            Preallocate::Background
+        },
         retention: RetentionPolicy {
             max_bytes: Some(4 << 30),
             ..RetentionPolicy::default()
@@ -116,11 +132,22 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     let mut slow: Vec<(u64, u64)> = Vec::new(); // (ns, measured message index), slowest first
     let mut rolls: Vec<u64> = Vec::new(); // append time of each record that rolled
     let mut last_seg = w.tail().segment;
+    let mut classes = Classes::new()?;
+    let mut pretouch_calls = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let start = os::monotonic_ns();
     for i in 0..o.count + WARMUP {
         let due = start + i * gap;
         let mut now = os::monotonic_ns();
         while now < due {
+            if o.pretouch {
+                let more = w.pretouch()?;
+                let after = os::monotonic_ns();
+                pretouch_calls.saturating_record(after.saturating_sub(now));
+                now = after;
+                if more {
+                    continue;
+                }
+            }
             std::hint::spin_loop();
             now = os::monotonic_ns();
         }
@@ -128,6 +155,7 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
         if let Some(stamp) = buf.first_chunk_mut::<8>() {
             *stamp = t0.to_ne_bytes();
         }
+        let at = w.tail();
         w.append(1, &buf)?;
         let took = os::monotonic_ns().saturating_sub(t0);
         let seg = w.tail().segment;
@@ -135,13 +163,32 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
             rolls.push(took);
         }
         last_seg = seg;
+        // The record's bytes in the file (segments are page aligned, so file pages and
+        // address-space pages coincide); the header comes first.
+        let class = classes.class(
+            at.segment,
+            at.offset,
+            w.tail().offset.max(at.offset + 1) - 1,
+        );
         if i >= WARMUP {
+            classes.record(class, took);
             slow.push((took, i - WARMUP));
             slow.sort_unstable_by(|a, b| b.cmp(a));
             slow.truncate(5);
         }
     }
     let status = child.wait()?;
+    classes.print("writer: append call");
+    if o.pretouch {
+        println!(
+            "writer: {} pretouch calls, {} above 20 µs, {} above 100 µs, {} above 1 ms, max {} ns",
+            pretouch_calls.len(),
+            pretouch_calls.count_between(20_000, u64::MAX),
+            pretouch_calls.count_between(100_000, u64::MAX),
+            pretouch_calls.count_between(1_000_000, u64::MAX),
+            pretouch_calls.max()
+        );
+    }
     let slowest: Vec<String> = slow
         .iter()
         .map(|(ns, i)| format!("{ns} ns (msg {i})"))
@@ -168,15 +215,8 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
         ..ReaderConfig::default()
     };
     let mut r = QueueReader::open(dir, cfg)?;
-    let new = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
-    let mut classes = [
-        ("other", new()?),
-        ("first-on-page", new()?),
-        ("first-in-64k", new()?),
-    ];
-    let mut all = new()?;
+    let mut classes = Classes::new()?;
     let mut bursts: Vec<(u64, u64, u64, u64, u64)> = Vec::new(); // first msg, len, max, seg, off
-    let (mut reached, mut seg_seen) = (0u64, u64::MAX);
     let mut got = 0u64;
     while got < o.count + WARMUP {
         let pos = r.position();
@@ -191,26 +231,16 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
         // Addresses, not file offsets: fault-around windows are aligned in the address space,
         // and the mapping's base need not be 64 KiB aligned.
         let start = p.as_ptr() as u64;
-        let end = (start + p.len() as u64).saturating_sub(1);
-        if pos.segment != seg_seen {
-            (seg_seen, reached) = (pos.segment, start);
-        }
-        let class = if end >> 16 != reached >> 16 {
-            2
-        } else if end >> 12 != reached >> 12 {
-            1
-        } else {
-            0
-        };
-        reached = reached.max(end);
+        let class = classes.class(
+            pos.segment,
+            start,
+            (start + p.len() as u64).saturating_sub(1),
+        );
         got += 1;
         if got <= WARMUP {
             continue;
         }
-        if let Some((_, h)) = classes.get_mut(class) {
-            h.saturating_record(lat);
-        }
-        all.saturating_record(lat);
+        classes.record(class, lat);
         if o.bursts && lat > BURST_NS {
             match bursts.last_mut() {
                 Some(b) if b.0 + b.1 == got => {
@@ -228,18 +258,7 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
         o.segment_mib,
         if o.verify_crc { "verified" } else { "off" }
     );
-    println!("class              count     p50     p90     p99   p99.9       max (ns)");
-    for (name, h) in classes.iter().chain(std::iter::once(&("all", all))) {
-        println!(
-            "{name:14} {:>9} {:>7} {:>7} {:>7} {:>7} {:>9}",
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max()
-        );
-    }
+    classes.print("reader: one-way latency");
     if o.bursts {
         println!("{} bursts above {BURST_NS} ns:", bursts.len());
         for (first, len, max, seg, off) in &bursts {
@@ -247,4 +266,73 @@ fn reader(dir: &Path, o: &Opts) -> Res<()> {
         }
     }
     Ok(())
+}
+
+/// Latencies split by where the record lands: `other`, `first-on-page` (its bytes reach a 4 KiB
+/// page no earlier record of the segment reached), `first-in-64k` (a new 64 KiB block).
+struct Classes {
+    hists: [(&'static str, Histogram<u64>); 3],
+    all: Histogram<u64>,
+    /// The segment last seen and the highest address (or offset) reached in it.
+    seg: u64,
+    reached: u64,
+}
+
+impl Classes {
+    fn new() -> Res<Classes> {
+        let new = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
+        Ok(Classes {
+            hists: [
+                ("other", new()?),
+                ("first-on-page", new()?),
+                ("first-in-64k", new()?),
+            ],
+            all: new()?,
+            seg: u64::MAX,
+            reached: 0,
+        })
+    }
+
+    /// The class of a record spanning `start..=end` in segment `seg`.
+    fn class(&mut self, seg: u64, start: u64, end: u64) -> usize {
+        if seg != self.seg {
+            (self.seg, self.reached) = (seg, start);
+        }
+        let class = if end >> 16 != self.reached >> 16 {
+            2
+        } else if end >> 12 != self.reached >> 12 {
+            1
+        } else {
+            0
+        };
+        self.reached = self.reached.max(end);
+        class
+    }
+
+    fn record(&mut self, class: usize, ns: u64) {
+        if let Some((_, h)) = self.hists.get_mut(class) {
+            h.saturating_record(ns);
+        }
+        self.all.saturating_record(ns);
+    }
+
+    fn print(&self, what: &str) {
+        println!("{what}");
+        println!("class              count     p50     p90     p99   p99.9       max (ns)");
+        for (name, h) in self
+            .hists
+            .iter()
+            .chain(std::iter::once(&("all", self.all.clone())))
+        {
+            println!(
+                "{name:14} {:>9} {:>7} {:>7} {:>7} {:>7} {:>9}",
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.9),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            );
+        }
+    }
 }
