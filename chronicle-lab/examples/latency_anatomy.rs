@@ -5,8 +5,11 @@
 //! ```text
 //! cargo run --release -p chronicle-lab --example latency_anatomy -- \
 //!     [--size 64] [--count 300000] [--rate 100000] [--segment-mib 64] [--cores 0,1] \
-//!     [--no-crc] [--bursts] [--pretouch]
+//!     [--no-crc] [--bursts] [--pretouch] [--dir DIR]
 //! ```
+//!
+//! The queue lives in a temporary directory under `DIR` (default `/dev/shm`): point it at a
+//! tmpfs mounted with `huge=always` to see what 2 MiB pages change.
 //!
 //! `--pretouch` prepares segments with `Preallocate::Pretouch`, the paced writer calling
 //! `QueueWriter::pretouch` while it waits for its next send (as the comparison harness's
@@ -44,6 +47,7 @@ struct Opts {
     verify_crc: bool,
     bursts: bool,
     pretouch: bool,
+    dir: Option<PathBuf>,
 }
 
 const WARMUP: u64 = 10_000;
@@ -59,6 +63,7 @@ fn parse(args: &[String]) -> Res<Opts> {
         verify_crc: true,
         bursts: false,
         pretouch: false,
+        dir: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -76,6 +81,7 @@ fn parse(args: &[String]) -> Res<Opts> {
             "--no-crc" => o.verify_crc = false,
             "--bursts" => o.bursts = true,
             "--pretouch" => o.pretouch = true,
+            "--dir" => o.dir = Some(PathBuf::from(val()?)),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -97,7 +103,9 @@ fn main() -> Res<()> {
 }
 
 fn writer(args: &[String], o: &Opts) -> Res<()> {
-    let base = if Path::new("/dev/shm").is_dir() {
+    let base = if let Some(d) = &o.dir {
+        d.clone()
+    } else if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
@@ -133,6 +141,7 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     let mut rolls: Vec<u64> = Vec::new(); // append time of each record that rolled
     let mut last_seg = w.tail().segment;
     let mut classes = Classes::new()?;
+    let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut pretouch_calls = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let start = os::monotonic_ns();
     for i in 0..o.count + WARMUP {
@@ -152,6 +161,9 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
             now = os::monotonic_ns();
         }
         let t0 = os::monotonic_ns();
+        if i >= WARMUP {
+            late.saturating_record(t0.saturating_sub(due).max(1));
+        }
         if let Some(stamp) = buf.first_chunk_mut::<8>() {
             *stamp = t0.to_ne_bytes();
         }
@@ -179,6 +191,14 @@ fn writer(args: &[String], o: &Opts) -> Res<()> {
     }
     let status = child.wait()?;
     classes.print("writer: append call");
+    println!(
+        "writer: sends late by p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns; {} by over 100 µs",
+        late.value_at_quantile(0.5),
+        late.value_at_quantile(0.99),
+        late.value_at_quantile(0.999),
+        late.max(),
+        late.count_between(100_000, u64::MAX)
+    );
     if o.pretouch {
         println!(
             "writer: {} pretouch calls, {} above 20 µs, {} above 100 µs, {} above 1 ms, max {} ns",
