@@ -78,7 +78,8 @@ struct Pretoucher {
     ready: Option<(Segment, Index)>,
 }
 
-/// A full segment let go of by [`QueueWriter::pretouch`] a [`RETIRE_STEP`] at a time: msync
+/// A full segment being let go of (the one place that does it): at once with `finish`, or by
+/// [`QueueWriter::pretouch`] a [`RETIRE_STEP`] at a time: msync
 /// (when the durability policy asks for it), then this process's page-table entries, then the
 /// mapping. Unmapping a populated 64 MiB segment in one call takes 4-8 ms on a 2-core VM, which
 /// would make one `pretouch` call, and the append or tick due after it, that late.
@@ -124,7 +125,8 @@ impl Retiring {
         self.released >= len
     }
 
-    /// The rest at once (closing, or a second roll before the first was let go of).
+    /// The rest at once: the maintenance thread, `Inline`, closing, or a second roll before
+    /// the first segment was let go of.
     fn finish(self) {
         if self.sync && self.flushed < self.seg.len() {
             let _ = self
@@ -827,7 +829,7 @@ impl QueueWriter {
                 p.retention_due = true;
             }
             (None, None) => {
-                retire(old, old_index, sync_old);
+                Retiring::new(old, old_index, sync_old).finish();
                 let _ = retention::run(&self.dir, &self.control, &self.config.retention);
             }
         }
@@ -1226,7 +1228,7 @@ fn maintenance_loop(
                     return;
                 }
             }
-            Ok(Job::Retire(seg, idx, sync)) => retire(*seg, *idx, sync),
+            Ok(Job::Retire(seg, idx, sync)) => Retiring::new(*seg, *idx, sync).finish(),
             Ok(Job::Retention) => {
                 let _ = retention::run(&dir, &control, &policy);
             }
@@ -1242,13 +1244,4 @@ fn maintenance_loop(
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
-}
-
-/// Lets go of a full segment and its index: msync first if `sync`, then unmap.
-fn retire(seg: Segment, idx: Index, sync: bool) {
-    if sync {
-        let _ = seg.flush_range(0, seg.len());
-    }
-    drop(seg);
-    drop(idx);
 }
